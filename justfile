@@ -1,0 +1,71 @@
+# workshop-cli tasks. On a machine without `just`, use the shim next to this file: ./just <recipe>
+# (it installs just from PyPI, rust-just, into .services/ on first use).
+
+set dotenv-load := false
+set positional-arguments := true
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Show the recipes
+default:
+    @{{ just_executable() }} --justfile {{ quote(justfile()) }} --list --unsorted
+
+# ---------------------------------------------------------------- services
+# Services: MariaDB :3306, PostgreSQL :5432, Valkey :6379 (all on 127.0.0.1; db/user/password `workshop`).
+# Without Docker: scripts/services.sh installs (Debian/Ubuntu, root) and starts them. With Docker: docker compose up -d
+
+# Install (if needed) and start MariaDB, PostgreSQL and Valkey; does nothing for those already answering
+up:
+    scripts/services.sh up
+
+# Stop the services that `up` started (listed in .services/started); others are left alone
+down:
+    scripts/services.sh down
+
+# One line per service; fails unless all three answer with the workshop logins
+status:
+    scripts/services.sh status
+
+# ---------------------------------------------------------------- build & workshop
+# Build the release binary
+build:
+    cargo build --release --quiet
+
+# Load the workshop data set into the database (args go to `workshop-cli seed`)
+seed *ARGS: up build
+    ./target/release/workshop-cli seed "$@"
+
+# Check configuration and connectivity (args go to `workshop-cli check-env`)
+check-env *ARGS: up build
+    ./target/release/workshop-cli check-env "$@"
+
+# Exercise 1: cache-aside
+exercise-1: up seed
+    ./target/release/workshop-cli cache-aside --id 3797
+
+# Exercise 2: write-through
+exercise-2: up seed
+    ./target/release/workshop-cli write-through
+
+# ---------------------------------------------------------------- checks
+# Run all tests against the local services (started first); WORKSHOP_TEST_* variables already set win
+test: up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export WORKSHOP_TEST_MYSQL_URL="${WORKSHOP_TEST_MYSQL_URL:-mysql://workshop:workshop@127.0.0.1:3306/workshop}"
+    export WORKSHOP_TEST_POSTGRES_URL="${WORKSHOP_TEST_POSTGRES_URL:-postgres://workshop:workshop@127.0.0.1:5432/workshop}"
+    export WORKSHOP_TEST_VALKEY_URL="${WORKSHOP_TEST_VALKEY_URL:-redis://127.0.0.1:6379}"
+    # Absolute path of the valkey-server in use (a test starts its own on a free port).
+    export WORKSHOP_VALKEY_SERVER="${WORKSHOP_VALKEY_SERVER:-$(scripts/services.sh valkey-bin)}"
+    cargo test --all-targets
+
+# Formatting and clippy, warnings are errors
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# What CI runs (.ci/run): lint, then test
+ci: lint test
+
+# ---------------------------------------------------------------- more recipes
+# Other recipes go below this line, each with a `#` doc comment above it.
+# bench: written by another engineer (load tests; sysbench and redis-tools are installed by `up`).
