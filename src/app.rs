@@ -1,0 +1,22 @@
+//! Dispatch: turns a parsed command into a run of one exercise.
+
+use crate::cli::Command;
+use crate::config::Config;
+use crate::error::Result;
+use crate::exercises;
+use crate::report::Output;
+
+pub async fn run(command: Command, config: Config, output: Output) -> Result<()> {
+    match command {
+        Command::CheckEnv => exercises::check_env::run(&config, &output).await,
+        Command::Seed(args) => {
+            let options = crate::fixtures::SeedOptions {
+                scale: args.scale,
+                reset: args.reset,
+            };
+            exercises::seed::run(&config, options, &output).await
+        }
+        Command::CacheAside(args) => exercises::cache_aside::run(&config, args.into(), &output).await,
+        Command::WriteThrough(args) => exercises::write_through::run(&config, args.into(), &output).await,
+    }
+}

@@ -1,0 +1,252 @@
+//! The Valkey side: one `ConnectionManager` (it reconnects on its own),
+//! cloned per task; every key is built in [`keys`].
+//! Client-side caching stays off: it would hide hits and misses from the workshop.
+
+pub mod keys;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, ErrorKind};
+
+use crate::config::ValkeyTarget;
+pub use keys::KeyScheme;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot reach Valkey at {target}: {reason}; start it (`just up`) or fix VALKEY_URL")]
+    Unreachable { target: String, reason: String },
+    #[error("Valkey at {target} refused the login; fix the user or password in VALKEY_URL")]
+    LoginRefused { target: String },
+    #[error("Valkey {command} failed: {reason}")]
+    Command { command: &'static str, reason: String },
+}
+
+/// What answers at the Valkey URL, read from `INFO server`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerIdentity {
+    /// "valkey" or "redis".
+    pub name: String,
+    pub version: String,
+}
+
+impl ServerIdentity {
+    pub fn is_valkey(&self) -> bool {
+        self.name == "valkey"
+    }
+
+    /// Valkey sets `server_name:valkey` (and keeps `redis_version` for
+    /// compatibility); Redis has no `server_name`.
+    pub fn from_info(info: &BTreeMap<String, String>) -> ServerIdentity {
+        match info.get("server_name").map(String::as_str) {
+            Some("valkey") => ServerIdentity {
+                name: "valkey".into(),
+                version: info.get("valkey_version").cloned().unwrap_or_default(),
+            },
+            other => ServerIdentity {
+                name: other.unwrap_or("redis").to_string(),
+                version: info.get("redis_version").cloned().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// Parses the `key:value` lines of an `INFO` reply.
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A connection to Valkey shared by every task of a run.
+#[derive(Clone)]
+pub struct Valkey {
+    connection: ConnectionManager,
+    target: String,
+    connect_time: Duration,
+}
+
+impl Valkey {
+    /// Connects and checks the server answers. `timeout` bounds both the
+    /// connect and each command, so a dead host never hangs a run.
+    pub async fn connect(target: &ValkeyTarget, timeout: Duration) -> Result<Valkey, CacheError> {
+        let shown = target.masked();
+        let started = Instant::now();
+        let client = redis::Client::open(target.connect_url()).map_err(|e| CacheError::Unreachable {
+            target: shown.clone(),
+            reason: first_line(&e.to_string()),
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200));
+        let connecting = ConnectionManager::new_with_config(client, config);
+        let connection = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
+            .await
+            .map_err(|_| CacheError::Unreachable {
+                target: shown.clone(),
+                reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+            })?
+            .map_err(|e| classify(&e, &shown))?;
+        Ok(Valkey {
+            connection,
+            target: shown,
+            connect_time: started.elapsed(),
+        })
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn connect_time(&self) -> Duration {
+        self.connect_time
+    }
+
+    fn command_error(command: &'static str) -> impl Fn(redis::RedisError) -> CacheError {
+        move |e| CacheError::Command {
+            command,
+            reason: first_line(&e.to_string()),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let mut conn = self.connection.clone();
+        conn.get(key).await.map_err(Self::command_error("GET"))
+    }
+
+    pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.connection.clone();
+        conn.set_ex(key, value, ttl.as_secs().max(1)).await.map_err(Self::command_error("SET"))
+    }
+
+    /// Deletes a key; true when it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let mut conn = self.connection.clone();
+        let removed: u64 = conn.del(key).await.map_err(Self::command_error("DEL"))?;
+        Ok(removed > 0)
+    }
+
+    /// Time left before the key expires; `None` when it does not exist or never expires.
+    pub async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
+        let mut conn = self.connection.clone();
+        let millis: i64 = conn.pttl(key).await.map_err(Self::command_error("PTTL"))?;
+        Ok((millis >= 0).then(|| Duration::from_millis(millis as u64)))
+    }
+
+    /// One PING, timed.
+    pub async fn round_trip(&self) -> Result<Duration, CacheError> {
+        let mut conn = self.connection.clone();
+        let started = Instant::now();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(Self::command_error("PING"))?;
+        Ok(started.elapsed())
+    }
+
+    pub async fn info(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
+        let mut conn = self.connection.clone();
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut conn)
+            .await
+            .map_err(Self::command_error("INFO"))?;
+        Ok(parse_info(&text))
+    }
+
+    pub async fn identity(&self) -> Result<ServerIdentity, CacheError> {
+        Ok(ServerIdentity::from_info(&self.info("server").await?))
+    }
+
+    /// Deletes every key that starts with `prefix` (SCAN, never KEYS); returns how many.
+    pub async fn delete_prefixed(&self, prefix: &str) -> Result<u64, CacheError> {
+        let mut conn = self.connection.clone();
+        let pattern = format!("{}*", escape_glob(prefix));
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(Self::command_error("SCAN"))?;
+            if !keys.is_empty() {
+                let n: u64 = conn.unlink(&keys).await.map_err(Self::command_error("UNLINK"))?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Escapes glob characters so a prefix matches only itself in SCAN MATCH.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn classify(error: &redis::RedisError, target: &str) -> CacheError {
+    let text = first_line(&error.to_string());
+    let auth = matches!(error.kind(), ErrorKind::AuthenticationFailed)
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH");
+    if auth {
+        CacheError::LoginRefused {
+            target: target.to_string(),
+        }
+    } else {
+        CacheError::Unreachable {
+            target: target.to_string(),
+            reason: text,
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valkey_is_told_apart_from_redis() {
+        let valkey = parse_info("# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\n");
+        assert_eq!(
+            ServerIdentity::from_info(&valkey),
+            ServerIdentity {
+                name: "valkey".into(),
+                version: "9.1.2".into()
+            }
+        );
+        let redis = parse_info("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n");
+        let identity = ServerIdentity::from_info(&redis);
+        assert!(!identity.is_valkey());
+        assert_eq!(identity.version, "7.0.15");
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_escaped() {
+        assert_eq!(escape_glob("test:*[x]"), "test:\\*\\[x\\]");
+    }
+}

@@ -1,0 +1,348 @@
+//! One type over the MySQL/MariaDB and PostgreSQL pools.
+//!
+//! Everything dialect-specific is in [`dialect`]; row conversion in [`rows`].
+//! Pools are built once with explicit limits and timeouts and shared by reference.
+
+pub mod dialect;
+pub mod passengers;
+pub mod rows;
+
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+
+use crate::config::{DatabaseKind, DatabaseTarget};
+pub use dialect::{NamedQuery, Statement};
+pub use rows::ResultSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot reach the database at {target}: {reason}; start it (`just up`) or fix DATABASE_URL")]
+    Unreachable { target: String, reason: String },
+    #[error("the database at {target} refused the login for user '{user}' (wrong user or password); fix DATABASE_URL")]
+    LoginRefused { target: String, user: String },
+    #[error("database '{name}' does not exist at {target}; create it (`just up` creates 'workshop') or fix DATABASE_URL")]
+    UnknownDatabase { target: String, name: String },
+    #[error("the workshop tables are missing ({detail}); run `workshop-cli seed` (or `just seed`) first")]
+    NotSeeded { detail: String },
+    #[error("the query failed: {0}")]
+    Query(String),
+}
+
+/// A value bound to a placeholder. Never spliced into SQL text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum SqlValue {
+    Int(i64),
+    Decimal(Decimal),
+    Text(String),
+}
+
+impl SqlValue {
+    /// Reads a `--param` value: whole numbers bind as integers, decimals as
+    /// exact decimals, everything else as text.
+    pub fn infer(raw: &str) -> SqlValue {
+        // A leading zero ("007") is a code, not a number: keep it as text.
+        let digits = raw.trim_start_matches('-');
+        if digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.") {
+            return SqlValue::Text(raw.to_string());
+        }
+        if let Ok(int) = raw.parse::<i64>() {
+            return SqlValue::Int(int);
+        }
+        if raw.contains('.') && !raw.contains(['e', 'E']) {
+            if let Ok(decimal) = raw.parse::<Decimal>() {
+                return SqlValue::Decimal(decimal);
+            }
+        }
+        SqlValue::Text(raw.to_string())
+    }
+
+    /// The canonical text of the value, for cache keys.
+    pub fn canonical(&self) -> String {
+        match self {
+            SqlValue::Int(v) => format!("int:{v}"),
+            SqlValue::Decimal(v) => format!("dec:{}", v.normalize()),
+            SqlValue::Text(v) => format!("text:{v}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerInfo {
+    /// "MariaDB", "MySQL" or "PostgreSQL".
+    pub product: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    MySql(MySqlPool),
+    Postgres(PgPool),
+}
+
+/// A connection pool to the workshop database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: Pool,
+    target: String,
+    connect_time: Duration,
+}
+
+impl Database {
+    /// Connects and checks one connection. The time that took is kept apart
+    /// from query timings: see [`Database::connect_time`].
+    pub async fn connect(target: &DatabaseTarget, settings: PoolSettings) -> Result<Database, DbError> {
+        let shown = target.masked();
+        let started = Instant::now();
+        let url = target.connect_url();
+        let bad_url = |e: sqlx::Error| DbError::Unreachable {
+            target: shown.clone(),
+            reason: first_line(&e.to_string()),
+        };
+        let connecting = async {
+            match target.kind {
+                DatabaseKind::MySql => {
+                    let options: MySqlConnectOptions = url.parse().map_err(bad_url)?;
+                    let options = options.disable_statement_logging();
+                    MySqlPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(settings.connect_timeout)
+                        .connect_with(options)
+                        .await
+                        .map(Pool::MySql)
+                }
+                DatabaseKind::Postgres => {
+                    let options: PgConnectOptions = url.parse().map_err(bad_url)?;
+                    let options = options.disable_statement_logging();
+                    PgPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(settings.connect_timeout)
+                        .connect_with(options)
+                        .await
+                        .map(Pool::Postgres)
+                }
+            }
+            .map_err(|e| classify_connect_error(e, target))
+        };
+        let pool = tokio::time::timeout(settings.connect_timeout + Duration::from_millis(250), connecting)
+            .await
+            .map_err(|_| DbError::Unreachable {
+                target: shown.clone(),
+                reason: format!("no answer within {:.1} s", settings.connect_timeout.as_secs_f64()),
+            })??;
+        Ok(Database {
+            pool,
+            target: shown,
+            connect_time: started.elapsed(),
+        })
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        match self.pool {
+            Pool::MySql(_) => DatabaseKind::MySql,
+            Pool::Postgres(_) => DatabaseKind::Postgres,
+        }
+    }
+
+    /// The masked URL, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// How long the first connection took to open and authenticate.
+    pub fn connect_time(&self) -> Duration {
+        self.connect_time
+    }
+
+    pub fn mysql(&self) -> Option<&MySqlPool> {
+        match &self.pool {
+            Pool::MySql(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::MySql(_) => None,
+        }
+    }
+
+    /// Opens `connections` connections at once and runs a trivial query on
+    /// each, so the timed runs start with a warm pool.
+    pub async fn warm_up(&self, connections: u32) -> Result<(), DbError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections.max(1) {
+            let db = self.clone();
+            tasks.spawn(async move {
+                // Holding the connection for a moment makes the pool open a new one.
+                let result = db.round_trip().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                result
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.map_err(|e| DbError::Query(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// One `SELECT 1`, timed.
+    pub async fn round_trip(&self) -> Result<Duration, DbError> {
+        let started = Instant::now();
+        match &self.pool {
+            Pool::MySql(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+        .map_err(|e| self.query_error(e))?;
+        Ok(started.elapsed())
+    }
+
+    pub async fn server_info(&self) -> Result<ServerInfo, DbError> {
+        let version: String = match &self.pool {
+            Pool::MySql(pool) => sqlx::query_scalar("SELECT VERSION()").fetch_one(pool).await,
+            Pool::Postgres(pool) => sqlx::query_scalar("SHOW server_version").fetch_one(pool).await,
+        }
+        .map_err(|e| self.query_error(e))?;
+        let product = match self.kind() {
+            DatabaseKind::Postgres => "PostgreSQL",
+            DatabaseKind::MySql if version.to_ascii_lowercase().contains("mariadb") => "MariaDB",
+            DatabaseKind::MySql => "MySQL",
+        };
+        let version = version.split(['-', ' ']).next().unwrap_or(&version).to_string();
+        Ok(ServerInfo {
+            product: product.to_string(),
+            version,
+        })
+    }
+
+    /// Runs a read query and converts every row to JSON values.
+    pub async fn fetch(&self, statement: &Statement) -> Result<ResultSet, DbError> {
+        match &self.pool {
+            Pool::MySql(pool) => {
+                let mut query = sqlx::query(&statement.sql);
+                for arg in &statement.args {
+                    query = match arg {
+                        SqlValue::Int(v) => query.bind(*v),
+                        SqlValue::Decimal(v) => query.bind(*v),
+                        SqlValue::Text(v) => query.bind(v.as_str()),
+                    };
+                }
+                let rows = query.fetch_all(pool).await.map_err(|e| self.query_error(e))?;
+                rows::from_mysql(&rows)
+            }
+            Pool::Postgres(pool) => {
+                let mut query = sqlx::query(&statement.sql);
+                for arg in &statement.args {
+                    query = match arg {
+                        SqlValue::Int(v) => query.bind(*v),
+                        SqlValue::Decimal(v) => query.bind(*v),
+                        SqlValue::Text(v) => query.bind(v.as_str()),
+                    };
+                }
+                let rows = query.fetch_all(pool).await.map_err(|e| self.query_error(e))?;
+                rows::from_postgres(&rows)
+            }
+        }
+    }
+
+    /// Turns a query failure into a message; a missing table means "seed first".
+    pub fn query_error(&self, error: sqlx::Error) -> DbError {
+        classify_query_error(error, &self.target)
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::MySql(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+pub fn classify_query_error(error: sqlx::Error, target: &str) -> DbError {
+    if let sqlx::Error::Database(db_error) = &error {
+        let code = db_error.code().unwrap_or_default();
+        // 42S02 / 1146: MySQL "table doesn't exist"; 42P01: PostgreSQL "undefined table".
+        if code == "42S02" || code == "1146" || code == "42P01" {
+            return DbError::NotSeeded {
+                detail: first_line(db_error.message()),
+            };
+        }
+        return DbError::Query(first_line(db_error.message()));
+    }
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbError::Unreachable {
+            target: target.to_string(),
+            reason: first_line(&error.to_string()),
+        },
+        other => DbError::Query(first_line(&other.to_string())),
+    }
+}
+
+fn classify_connect_error(error: sqlx::Error, target: &DatabaseTarget) -> DbError {
+    let shown = target.masked();
+    if let sqlx::Error::Database(db_error) = &error {
+        let code = db_error.code().unwrap_or_default().to_string();
+        let message = db_error.message().to_string();
+        // MySQL 1045 / SQLSTATE 28000; PostgreSQL 28P01 (bad password) and 28000.
+        if code == "28000" || code == "28P01" || code == "1045" || message.contains("Access denied") {
+            return DbError::LoginRefused {
+                target: shown,
+                user: target.user(),
+            };
+        }
+        // MySQL 1049 / 42000 "Unknown database"; PostgreSQL 3D000.
+        if code == "3D000" || code == "1049" || message.contains("Unknown database") {
+            return DbError::UnknownDatabase {
+                target: shown,
+                name: target.database_name(),
+            };
+        }
+        return DbError::Unreachable {
+            target: shown,
+            reason: first_line(&message),
+        };
+    }
+    let reason = match &error {
+        sqlx::Error::PoolTimedOut => "no answer before the connect timeout".to_string(),
+        sqlx::Error::Io(io) => first_line(&io.to_string()),
+        other => first_line(&other.to_string()),
+    };
+    DbError::Unreachable { target: shown, reason }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_values_are_inferred_as_int_decimal_or_text() {
+        assert_eq!(SqlValue::infer("3797"), SqlValue::Int(3797));
+        assert_eq!(SqlValue::infer("-4"), SqlValue::Int(-4));
+        assert_eq!(SqlValue::infer("19.90"), SqlValue::Decimal("19.90".parse().unwrap()));
+        assert_eq!(SqlValue::infer("FSFA"), SqlValue::Text("FSFA".into()));
+        assert_eq!(SqlValue::infer("007"), SqlValue::Text("007".into()));
+        assert_eq!(SqlValue::infer("1e5"), SqlValue::Text("1e5".into()));
+        assert_eq!(SqlValue::infer("'; DROP TABLE airport; --"), SqlValue::Text("'; DROP TABLE airport; --".into()));
+    }
+
+    #[test]
+    fn equal_decimals_have_one_canonical_form() {
+        assert_eq!(SqlValue::infer("1.50").canonical(), SqlValue::infer("1.5").canonical());
+        assert_ne!(SqlValue::infer("15").canonical(), SqlValue::Text("15".into()).canonical());
+    }
+}

@@ -1,0 +1,238 @@
+//! Passenger reads and writes for the write-through exercise. Each write is
+//! one transaction that also reads the row back as stored, so the cache gets
+//! exactly what the database holds (generated id, padding, collation).
+
+use sqlx::{MySql, Postgres, Row, Transaction};
+
+use super::{Database, DbError, Pool};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PassengerRow {
+    pub passenger_id: i64,
+    pub passportno: String,
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassengerFields {
+    pub passportno: String,
+    pub firstname: String,
+    pub lastname: String,
+}
+
+/// Why an insert or update did not happen.
+#[derive(Debug)]
+pub enum PassengerWriteError {
+    /// The passport number belongs to another passenger; nothing was written.
+    DuplicatePassport,
+    NotFound,
+    Database(DbError),
+}
+
+impl From<DbError> for PassengerWriteError {
+    fn from(error: DbError) -> Self {
+        PassengerWriteError::Database(error)
+    }
+}
+
+const SELECT_MYSQL: &str = "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = ?";
+const SELECT_POSTGRES: &str =
+    "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = $1";
+
+fn row_of<R: Row>(row: &R) -> Result<PassengerRow, sqlx::Error>
+where
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(PassengerRow {
+        passenger_id: i64::from(row.try_get::<i32, _>("passenger_id")?),
+        passportno: row.try_get("passportno")?,
+        firstname: row.try_get("firstname")?,
+        lastname: row.try_get("lastname")?,
+    })
+}
+
+impl Database {
+    fn write_error(&self, error: sqlx::Error) -> PassengerWriteError {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => PassengerWriteError::DuplicatePassport,
+            _ => PassengerWriteError::Database(self.query_error(error)),
+        }
+    }
+
+    /// INSERT, read back, COMMIT. Dropping the transaction on error rolls it back.
+    pub async fn insert_passenger(&self, fields: &PassengerFields) -> Result<PassengerRow, PassengerWriteError> {
+        match &self.pool {
+            Pool::MySql(pool) => {
+                let mut tx: Transaction<'_, MySql> = pool.begin().await.map_err(|e| self.write_error(e))?;
+                let done = sqlx::query("INSERT INTO passenger (passportno, firstname, lastname) VALUES (?, ?, ?)")
+                    .bind(&fields.passportno)
+                    .bind(&fields.firstname)
+                    .bind(&fields.lastname)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
+                let id = i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX);
+                let row = sqlx::query(SELECT_MYSQL)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
+                let stored = row_of(&row).map_err(|e| self.write_error(e))?;
+                tx.commit().await.map_err(|e| self.write_error(e))?;
+                Ok(stored)
+            }
+            Pool::Postgres(pool) => {
+                let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(|e| self.write_error(e))?;
+                let id: i32 = sqlx::query_scalar(
+                    "INSERT INTO passenger (passportno, firstname, lastname) VALUES ($1, $2, $3) RETURNING passenger_id",
+                )
+                .bind(&fields.passportno)
+                .bind(&fields.firstname)
+                .bind(&fields.lastname)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.write_error(e))?;
+                let row = sqlx::query(SELECT_POSTGRES)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
+                let stored = row_of(&row).map_err(|e| self.write_error(e))?;
+                tx.commit().await.map_err(|e| self.write_error(e))?;
+                Ok(stored)
+            }
+        }
+    }
+
+    /// UPDATE, read back, COMMIT.
+    pub async fn update_passenger(&self, id: i64, fields: &PassengerFields) -> Result<PassengerRow, PassengerWriteError> {
+        let id32 = i32::try_from(id).map_err(|_| PassengerWriteError::NotFound)?;
+        match &self.pool {
+            Pool::MySql(pool) => {
+                let mut tx: Transaction<'_, MySql> = pool.begin().await.map_err(|e| self.write_error(e))?;
+                sqlx::query("UPDATE passenger SET passportno = ?, firstname = ?, lastname = ? WHERE passenger_id = ?")
+                    .bind(&fields.passportno)
+                    .bind(&fields.firstname)
+                    .bind(&fields.lastname)
+                    .bind(id32)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
+                let row = sqlx::query(SELECT_MYSQL)
+                    .bind(id32)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?
+                    .ok_or(PassengerWriteError::NotFound)?;
+                let stored = row_of(&row).map_err(|e| self.write_error(e))?;
+                tx.commit().await.map_err(|e| self.write_error(e))?;
+                Ok(stored)
+            }
+            Pool::Postgres(pool) => {
+                let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(|e| self.write_error(e))?;
+                sqlx::query("UPDATE passenger SET passportno = $1, firstname = $2, lastname = $3 WHERE passenger_id = $4")
+                    .bind(&fields.passportno)
+                    .bind(&fields.firstname)
+                    .bind(&fields.lastname)
+                    .bind(id32)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
+                let row = sqlx::query(SELECT_POSTGRES)
+                    .bind(id32)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.write_error(e))?
+                    .ok_or(PassengerWriteError::NotFound)?;
+                let stored = row_of(&row).map_err(|e| self.write_error(e))?;
+                tx.commit().await.map_err(|e| self.write_error(e))?;
+                Ok(stored)
+            }
+        }
+    }
+
+    pub async fn passenger(&self, id: i64) -> Result<Option<PassengerRow>, DbError> {
+        let Ok(id32) = i32::try_from(id) else {
+            return Ok(None);
+        };
+        let row = match &self.pool {
+            Pool::MySql(pool) => sqlx::query(SELECT_MYSQL)
+                .bind(id32)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| self.query_error(e))?
+                .map(|r| row_of(&r)),
+            Pool::Postgres(pool) => sqlx::query(SELECT_POSTGRES)
+                .bind(id32)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| self.query_error(e))?
+                .map(|r| row_of(&r)),
+        };
+        row.transpose().map_err(|e| self.query_error(e))
+    }
+
+    /// The id of the passenger holding this passport number, if any.
+    pub async fn passenger_id_by_passport(&self, passportno: &str) -> Result<Option<i64>, DbError> {
+        let id: Option<i32> = match &self.pool {
+            Pool::MySql(pool) => sqlx::query_scalar("SELECT passenger_id FROM passenger WHERE passportno = ?")
+                .bind(passportno)
+                .fetch_optional(pool)
+                .await,
+            Pool::Postgres(pool) => sqlx::query_scalar("SELECT passenger_id FROM passenger WHERE passportno = $1")
+                .bind(passportno)
+                .fetch_optional(pool)
+                .await,
+        }
+        .map_err(|e| self.query_error(e))?;
+        Ok(id.map(i64::from))
+    }
+
+    /// Deletes passengers (and their details and bookings) by id; returns how many went.
+    pub async fn delete_passengers(&self, ids: &[i64]) -> Result<u64, DbError> {
+        let mut removed = 0;
+        for id in ids {
+            let Ok(id32) = i32::try_from(*id) else { continue };
+            removed += match &self.pool {
+                Pool::MySql(pool) => {
+                    let mut tx = pool.begin().await.map_err(|e| self.query_error(e))?;
+                    for table in ["booking", "passengerdetails"] {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE passenger_id = ?"))
+                            .bind(id32)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.query_error(e))?;
+                    }
+                    let done = sqlx::query("DELETE FROM passenger WHERE passenger_id = ?")
+                        .bind(id32)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
+                    tx.commit().await.map_err(|e| self.query_error(e))?;
+                    done.rows_affected()
+                }
+                Pool::Postgres(pool) => {
+                    let mut tx = pool.begin().await.map_err(|e| self.query_error(e))?;
+                    for table in ["booking", "passengerdetails"] {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE passenger_id = $1"))
+                            .bind(id32)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.query_error(e))?;
+                    }
+                    let done = sqlx::query("DELETE FROM passenger WHERE passenger_id = $1")
+                        .bind(id32)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
+                    tx.commit().await.map_err(|e| self.query_error(e))?;
+                    done.rows_affected()
+                }
+            };
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,511 @@
+//! Exercise 1, `workshop-cli cache-aside`: run one query through the
+//! cache-aside pattern many times and compare database and cache latency.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{KeyScheme, Valkey};
+use crate::config::Config;
+use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
+use crate::error::{Result, WorkshopError};
+use crate::exercises::queries::BuiltinQuery;
+use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
+use crate::patterns::cache_aside::{CacheAside, CacheLink, Read, ReadSource};
+use crate::report::{self, Output};
+
+/// Up to this many runs, each run is listed (and its TTL read).
+pub const PER_RUN_LIMIT: u64 = 20;
+/// Progress bars appear from this many runs on.
+const PROGRESS_FROM: u64 = 100;
+const MAX_RUNS: u64 = 10_000_000;
+const MAX_CONCURRENCY: u64 = 1024;
+const BASELINE_CAP: u64 = 1000;
+const DISTRIBUTION_BUCKETS: usize = 10;
+
+#[derive(Debug, Clone)]
+pub enum QueryChoice {
+    Builtin { query: BuiltinQuery, id: i64 },
+    /// `--sql` with `--param name=value` pairs as typed.
+    Custom { sql: String, params: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheAsideOptions {
+    pub query: QueryChoice,
+    pub runs: u64,
+    pub warmup: u64,
+    pub fresh: bool,
+    pub concurrency: u64,
+    pub no_cache: bool,
+    /// Direct database reads after the pattern reads; `None` picks a default.
+    pub baseline: Option<u64>,
+}
+
+/// Everything a run measured; the report renders it, `--json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CacheAsideOutcome {
+    pub exercise: &'static str,
+    pub database: String,
+    pub query: QueryDescription,
+    pub key: String,
+    pub ttl_seconds: u64,
+    pub setup: Setup,
+    pub result: ResultSet,
+    pub empty_result: bool,
+    pub runs: Vec<RunRecord>,
+    pub sources: BTreeMap<&'static str, u64>,
+    pub baseline_reads: u64,
+    pub summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_writes: Option<LatencySummary>,
+    pub concurrency: u64,
+    #[serde(serialize_with = "measure::as_millis", rename = "wall_time_ms")]
+    pub wall_time: Duration,
+    pub throughput_per_second: f64,
+    pub distribution: Option<Distribution>,
+    /// Every cache hit returned the rows the database returns now.
+    pub consistent: Option<bool>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueryDescription {
+    pub name: String,
+    pub sql: String,
+    pub params: BTreeMap<String, SqlValue>,
+    /// The SQL as sent, with the dialect's placeholders.
+    pub statement: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Setup {
+    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
+    pub database_connect: Duration,
+    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
+    pub valkey_connect: Option<Duration>,
+    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
+    pub pool_warm_up: Duration,
+    pub warmup_reads: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub run: u64,
+    pub source: ReadSource,
+    #[serde(serialize_with = "measure::as_millis", rename = "latency_ms")]
+    pub latency: Duration,
+    /// Seconds the entry has left after this read, when there is one.
+    pub ttl_left_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Database reads: misses, fallbacks and baseline reads (query + row conversion).
+    pub database: Option<LatencySummary>,
+    /// Cache hits (GET + decode).
+    pub cache: Option<LatencySummary>,
+    /// Database p50 / cache p50, when both were measured.
+    pub speedup: Option<f64>,
+    /// Why there is no speedup, when there is none.
+    pub not_compared: Option<String>,
+}
+
+pub async fn run(config: &Config, options: CacheAsideOptions, output: &Output) -> Result<()> {
+    let outcome = measure_run(config, &options, output).await?;
+    report::latency::show_cache_aside(&outcome, output);
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+    let cache_never_answered = !options.no_cache && outcome.sources.get("cache").copied().unwrap_or(0) == 0
+        && outcome.sources.get("db").copied().unwrap_or(0) == 0;
+    if cache_never_answered {
+        return Err(WorkshopError::incomplete(
+            "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) and run again",
+        ));
+    }
+    Ok(())
+}
+
+fn validate(options: &CacheAsideOptions) -> Result<()> {
+    if options.runs == 0 || options.runs > MAX_RUNS {
+        return Err(WorkshopError::invalid(format!("--runs must be from 1 to {MAX_RUNS} (got {})", options.runs)));
+    }
+    if options.concurrency == 0 || options.concurrency > MAX_CONCURRENCY {
+        return Err(WorkshopError::invalid(format!(
+            "--concurrency must be from 1 to {MAX_CONCURRENCY} (got {})",
+            options.concurrency
+        )));
+    }
+    if options.warmup > MAX_RUNS {
+        return Err(WorkshopError::invalid(format!("--warmup must be at most {MAX_RUNS}")));
+    }
+    if let QueryChoice::Builtin { query, id } = &options.query {
+        if query.uses_id() && *id < 1 {
+            return Err(WorkshopError::invalid(format!("--id must be a positive whole number (got {id})")));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `--param name=value` (or `name:text=value` to force text).
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
+    let mut params = BTreeMap::new();
+    for item in raw {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(WorkshopError::invalid(format!("--param '{item}' needs the form name=value")));
+        };
+        let (name, forced_text) = match name.strip_suffix(":text") {
+            Some(bare) => (bare, true),
+            None => (name, false),
+        };
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(WorkshopError::invalid(format!(
+                "--param name '{name}' must be letters, digits and _ (as :{name} in the SQL)"
+            )));
+        }
+        let value = if forced_text { SqlValue::Text(value.to_string()) } else { SqlValue::infer(value) };
+        if params.insert(name.to_string(), value).is_some() {
+            return Err(WorkshopError::invalid(format!("--param {name} is given twice")));
+        }
+    }
+    Ok(params)
+}
+
+fn build_query(choice: &QueryChoice, kind: crate::config::DatabaseKind) -> Result<(String, NamedQuery)> {
+    match choice {
+        QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
+        QueryChoice::Custom { sql, params } => {
+            if sql.trim().is_empty() {
+                return Err(WorkshopError::invalid("--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'"));
+            }
+            let mut query = NamedQuery::new(sql.clone());
+            query.params = parse_params(params)?;
+            Ok(("custom".to_string(), query))
+        }
+    }
+}
+
+async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Output) -> Result<CacheAsideOutcome> {
+    validate(options)?;
+    let tasks = options.concurrency.min(options.runs);
+    let db = Database::connect(
+        &config.database,
+        PoolSettings {
+            max_connections: u32::try_from(tasks + 1).unwrap_or(u32::MAX),
+            connect_timeout: config.connect_timeout,
+        },
+    )
+    .await?;
+    let server = db.server_info().await?;
+    let (name, query) = build_query(&options.query, db.kind())?;
+    let statement = query.to_statement(db.kind())?;
+    let keys = KeyScheme::new(&config.key_prefix);
+    let key = keys.query(&query);
+
+    let mut warnings = Vec::new();
+    let cache = if options.no_cache {
+        CacheLink::Bypassed
+    } else {
+        match Valkey::connect(&config.valkey, config.connect_timeout).await {
+            Ok(valkey) => CacheLink::Connected(valkey),
+            Err(error) => {
+                warnings.push(format!("{error}; every read goes to the database"));
+                CacheLink::Unavailable
+            }
+        }
+    };
+    let valkey = match &cache {
+        CacheLink::Connected(valkey) => Some(valkey.clone()),
+        _ => None,
+    };
+    let pattern = CacheAside {
+        db: db.clone(),
+        cache,
+        ttl: config.ttl,
+    };
+
+    // Pools warm before the first timed read; connection set-up is reported apart.
+    let warm_started = Instant::now();
+    db.warm_up(u32::try_from(tasks).unwrap_or(u32::MAX)).await?;
+    if let Some(valkey) = &valkey {
+        let _ = valkey.round_trip().await;
+    }
+    let pool_warm_up = warm_started.elapsed();
+    for _ in 0..options.warmup {
+        pattern.read(&key, &statement).await?;
+    }
+    if options.fresh {
+        if let Some(valkey) = &valkey {
+            if let Err(error) = valkey.delete(&key).await {
+                warnings.push(format!("--fresh could not delete the cached entry: {error}"));
+            }
+        }
+    }
+
+    let timed = timed_reads(&pattern, &key, &statement, options.runs, tasks, valkey.as_ref(), output).await?;
+
+    let baseline_count = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
+        options.runs.min(BASELINE_CAP)
+    } else {
+        0
+    });
+    let mut database = timed.database.clone();
+    let mut reference: Option<ResultSet> = timed.first_database_rows.clone();
+    for _ in 0..baseline_count {
+        let read = pattern.read_database(&statement, ReadSource::DatabaseNoCache).await?;
+        database.record(read.latency);
+        reference = Some(read.rows);
+    }
+    let reference = match reference {
+        Some(rows) => rows,
+        None => pattern.query(&statement).await?.0,
+    };
+    let consistent = timed.first_hit_rows.as_ref().map(|hit| !timed.hits_differ && *hit == reference);
+
+    let cache_hit_count = timed.cache.count();
+    if timed.unavailable > 0 && cache_hit_count > 0 {
+        warnings.push(format!(
+            "Valkey did not answer for {} of {} reads; the database served them (no read failed)",
+            timed.unavailable, options.runs
+        ));
+    }
+    if consistent == Some(false) {
+        warnings.push("a cache hit returned rows that differ from the database now: the entry is stale until its TTL ends or it is invalidated".into());
+    }
+
+    let database_summary = database.summary();
+    let cache_summary = timed.cache.summary();
+    let (speedup, not_compared) = match (&database_summary, &cache_summary) {
+        (Some(db), Some(cache)) => (measure::speedup(db, cache), None),
+        (_, None) if options.no_cache => (None, Some("the cache was bypassed (--no-cache)".to_string())),
+        (_, None) => (None, Some("no read was served by the cache".to_string())),
+        (None, _) => (None, Some("no read went to the database; add --fresh or --baseline N".to_string())),
+    };
+    let distribution = measure::distribution(&[("database", &database), ("cache", &timed.cache)], DISTRIBUTION_BUCKETS);
+    let wall = timed.wall_time;
+
+    let outcome = CacheAsideOutcome {
+        exercise: "cache-aside",
+        database: format!("{} {}", server.product, server.version),
+        query: QueryDescription {
+            name,
+            sql: query.sql.clone(),
+            params: query.params.clone(),
+            statement: statement.sql.clone(),
+        },
+        key,
+        ttl_seconds: config.ttl.as_secs(),
+        setup: Setup {
+            database_connect: db.connect_time(),
+            valkey_connect: valkey.as_ref().map(Valkey::connect_time),
+            pool_warm_up,
+            warmup_reads: options.warmup,
+        },
+        empty_result: reference.is_empty(),
+        result: reference,
+        runs: timed.records,
+        sources: timed.sources,
+        baseline_reads: baseline_count,
+        summary: Summary {
+            database: database_summary,
+            cache: cache_summary,
+            speedup,
+            not_compared,
+        },
+        cache_writes: timed.cache_writes.summary(),
+        concurrency: tasks,
+        wall_time: wall,
+        throughput_per_second: options.runs as f64 / wall.as_secs_f64().max(1e-9),
+        distribution,
+        consistent,
+        warnings,
+    };
+    db.close().await;
+    Ok(outcome)
+}
+
+/// What the timed reads of all tasks add up to.
+#[derive(Default)]
+struct TimedReads {
+    database: LatencyRecorder,
+    cache: LatencyRecorder,
+    cache_writes: LatencyRecorder,
+    sources: BTreeMap<&'static str, u64>,
+    unavailable: u64,
+    records: Vec<RunRecord>,
+    first_database_rows: Option<ResultSet>,
+    first_hit_rows: Option<ResultSet>,
+    hits_differ: bool,
+    wall_time: Duration,
+}
+
+impl TimedReads {
+    fn add(&mut self, run: u64, read: Read, ttl_left: Option<Duration>, keep_record: bool) {
+        match read.source {
+            ReadSource::Cache => {
+                self.cache.record(read.latency);
+                match &self.first_hit_rows {
+                    None => self.first_hit_rows = Some(read.rows),
+                    Some(first) if *first != read.rows => self.hits_differ = true,
+                    Some(_) => {}
+                }
+            }
+            _ => {
+                self.database.record(read.latency);
+                if self.first_database_rows.is_none() {
+                    self.first_database_rows = Some(read.rows);
+                }
+            }
+        }
+        if read.source == ReadSource::DatabaseCacheUnavailable {
+            self.unavailable += 1;
+        }
+        if let Some(write) = read.cache_write {
+            self.cache_writes.record(write);
+        }
+        *self.sources.entry(source_key(read.source)).or_default() += 1;
+        if keep_record {
+            self.records.push(RunRecord {
+                run,
+                source: read.source,
+                latency: read.latency,
+                ttl_left_seconds: ttl_left.map(|d| d.as_secs_f64()),
+            });
+        }
+    }
+
+    fn merge(&mut self, other: TimedReads) {
+        self.database.merge(&other.database);
+        self.cache.merge(&other.cache);
+        self.cache_writes.merge(&other.cache_writes);
+        for (source, n) in other.sources {
+            *self.sources.entry(source).or_default() += n;
+        }
+        self.unavailable += other.unavailable;
+        self.records.extend(other.records);
+        if self.first_database_rows.is_none() {
+            self.first_database_rows = other.first_database_rows;
+        }
+        match (&self.first_hit_rows, other.first_hit_rows) {
+            (None, theirs) => self.first_hit_rows = theirs,
+            (Some(mine), Some(theirs)) if *mine != theirs => self.hits_differ = true,
+            _ => {}
+        }
+        self.hits_differ |= other.hits_differ;
+    }
+}
+
+fn source_key(source: ReadSource) -> &'static str {
+    match source {
+        ReadSource::Cache => "cache",
+        ReadSource::Database => "db",
+        ReadSource::DatabaseCacheUnavailable => "db_cache_unavailable",
+        ReadSource::DatabaseNoCache => "db_no_cache",
+    }
+}
+
+async fn timed_reads(
+    pattern: &CacheAside,
+    key: &str,
+    statement: &Statement,
+    runs: u64,
+    tasks: u64,
+    valkey: Option<&Valkey>,
+    output: &Output,
+) -> Result<TimedReads> {
+    let keep_records = runs <= PER_RUN_LIMIT && tasks == 1;
+    let progress = if runs >= PROGRESS_FROM {
+        report::progress::bar(output, runs, "reads")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let next_run = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let pattern = pattern.clone();
+        let key = key.to_string();
+        let statement = statement.clone();
+        let next_run = Arc::clone(&next_run);
+        let progress = progress.clone();
+        let valkey = valkey.cloned();
+        workers.spawn(async move {
+            let mut mine = TimedReads::default();
+            loop {
+                let run = next_run.fetch_add(1, Ordering::Relaxed);
+                if run >= runs {
+                    return Ok::<_, WorkshopError>(mine);
+                }
+                let read = pattern.read(&key, &statement).await?;
+                // Reading the TTL is not part of the timed operation.
+                let ttl_left = match (&valkey, keep_records) {
+                    (Some(valkey), true) => valkey.ttl(&key).await.ok().flatten(),
+                    _ => None,
+                };
+                mine.add(run + 1, read, ttl_left, keep_records);
+                progress.inc(1);
+            }
+        });
+    }
+    let mut total = TimedReads::default();
+    while let Some(joined) = workers.join_next().await {
+        let part = joined.map_err(|e| WorkshopError::Other(e.into()))??;
+        total.merge(part);
+    }
+    total.wall_time = started.elapsed();
+    progress.finish_and_clear();
+    total.records.sort_by_key(|r| r.run);
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_parsed_and_typed() {
+        let params = parse_params(&["id=3797".into(), "icao=FSFA".into(), "code:text=007".into()]).unwrap();
+        assert_eq!(params["id"], SqlValue::Int(3797));
+        assert_eq!(params["icao"], SqlValue::Text("FSFA".into()));
+        assert_eq!(params["code"], SqlValue::Text("007".into()));
+    }
+
+    #[test]
+    fn a_value_may_contain_an_equals_sign() {
+        let params = parse_params(&["q=a=b".into()]).unwrap();
+        assert_eq!(params["q"], SqlValue::Text("a=b".into()));
+    }
+
+    #[test]
+    fn malformed_params_are_rejected_with_the_form_expected() {
+        let err = parse_params(&["id".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "--param 'id' needs the form name=value");
+        let err = parse_params(&["1x=2".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("--param name '1x' must be"));
+        let err = parse_params(&["a=1".into(), "a=2".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "--param a is given twice");
+    }
+
+    #[test]
+    fn zero_runs_or_concurrency_are_rejected() {
+        let options = |runs, concurrency| CacheAsideOptions {
+            query: QueryChoice::Builtin {
+                query: BuiltinQuery::Airport,
+                id: 3797,
+            },
+            runs,
+            warmup: 0,
+            fresh: false,
+            concurrency,
+            no_cache: false,
+            baseline: None,
+        };
+        assert_eq!(validate(&options(0, 1)).unwrap_err().to_string(), "--runs must be from 1 to 10000000 (got 0)");
+        assert!(validate(&options(1, 0)).is_err());
+        assert!(validate(&options(10, 1)).is_ok());
+    }
+}

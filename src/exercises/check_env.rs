@@ -1,0 +1,246 @@
+//! `workshop-cli check-env`: is everything the workshop needs there?
+//!
+//! Each probe has a short timeout, and the database and Valkey are probed at
+//! the same time, so a healthy set-up answers in well under a second and a
+//! dead host never hangs it.
+
+use std::time::Duration;
+
+use crate::cache::{KeyScheme, Valkey};
+use crate::config::Config;
+use crate::db::{Database, PoolSettings};
+use crate::error::{Result, WorkshopError};
+use crate::report::check_env as render;
+use crate::report::Output;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// ✓
+    Pass,
+    /// ! — worth knowing, but the workshop can run.
+    Warn,
+    /// ✗ — the workshop cannot run until this is fixed.
+    Fail,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about it; empty when nothing is needed.
+    pub hint: String,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Pass,
+            detail: detail.into(),
+            hint: String::new(),
+        }
+    }
+
+    fn warn(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Warn,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn fail(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Fail,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// Tables whose row counts show the fixtures are loaded.
+const FIXTURE_TABLES: [&str; 5] = ["airport", "flight", "booking", "passenger", "products"];
+const SEED_HINT: &str = "run `workshop-cli seed` (or `just seed`)";
+const UP_HINT: &str = "start the services with `just up`, or fix the URL in .env";
+
+pub async fn run(config: &Config, output: &Output) -> Result<()> {
+    let report = check(config).await;
+    render::show(&report, output);
+    let failed = report.checks.iter().filter(|c| c.status == Status::Fail).count();
+    if failed > 0 {
+        return Err(WorkshopError::ChecksFailed { failed });
+    }
+    Ok(())
+}
+
+/// Runs every check and returns the results; prints nothing.
+pub async fn check(config: &Config) -> CheckReport {
+    let mut checks = vec![configuration_check(config)];
+    checks.push(Check::pass(
+        "database URL",
+        format!("{} (from {})", config.database.masked(), config.database.source),
+    ));
+    let (database_checks, valkey_checks) = tokio::join!(database_checks(config), valkey_checks(config));
+    checks.extend(database_checks);
+    checks.push(Check::pass(
+        "Valkey URL",
+        format!("{} (from {})", config.valkey.masked(), config.valkey.source),
+    ));
+    checks.extend(valkey_checks);
+    checks.push(Check::pass(
+        "cache TTL",
+        format!("{} s (from {})", config.ttl.as_secs(), config.ttl_source),
+    ));
+    CheckReport {
+        ok: checks.iter().all(|c| c.status != Status::Fail),
+        checks,
+    }
+}
+
+fn configuration_check(config: &Config) -> Check {
+    match &config.dotenv_path {
+        Some(path) => Check::pass("configuration", format!("{} (flags and environment take precedence)", path.display())),
+        None => Check::warn(
+            "configuration",
+            "no .env found here or in a parent folder; using environment and defaults",
+            "cp .env.example .env to keep your settings",
+        ),
+    }
+}
+
+async fn database_checks(config: &Config) -> Vec<Check> {
+    let settings = PoolSettings {
+        max_connections: 1,
+        connect_timeout: config.connect_timeout,
+    };
+    let db = match Database::connect(&config.database, settings).await {
+        Ok(db) => db,
+        Err(error) => {
+            return vec![
+                Check::fail("database", error.to_string(), UP_HINT),
+                Check::fail("fixtures", "not checked: no database connection", SEED_HINT),
+            ]
+        }
+    };
+    let server = match tokio::time::timeout(config.connect_timeout, async {
+        let info = db.server_info().await?;
+        let rtt = db.round_trip().await?;
+        Ok::<_, crate::db::DbError>((info, rtt))
+    })
+    .await
+    {
+        Ok(Ok((info, rtt))) => Check::pass(
+            "database",
+            format!(
+                "{} {} answers in {:.2} ms (connect {:.1} ms)",
+                info.product,
+                info.version,
+                rtt.as_secs_f64() * 1000.0,
+                db.connect_time().as_secs_f64() * 1000.0
+            ),
+        ),
+        Ok(Err(error)) => Check::fail("database", error.to_string(), UP_HINT),
+        Err(_) => Check::fail("database", "connected, but a query got no answer in time", UP_HINT),
+    };
+    let fixtures = fixtures_check(&db, config.connect_timeout).await;
+    db.close().await;
+    vec![server, fixtures]
+}
+
+async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
+    let mut counts = Vec::new();
+    for table in FIXTURE_TABLES {
+        let statement = crate::db::Statement {
+            sql: format!("SELECT COUNT(*) FROM {table}"),
+            args: Vec::new(),
+        };
+        let counted = tokio::time::timeout(timeout, db.fetch(&statement)).await;
+        match counted {
+            Ok(Ok(set)) => {
+                let n = set.rows.first().and_then(|r| r.first()).and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+                counts.push((table, n.unwrap_or(0)));
+            }
+            Ok(Err(crate::db::DbError::NotSeeded { .. })) => {
+                return Check::fail("fixtures", format!("table {table} is missing"), SEED_HINT)
+            }
+            Ok(Err(error)) => return Check::fail("fixtures", error.to_string(), SEED_HINT),
+            Err(_) => return Check::fail("fixtures", format!("counting {table} took too long"), SEED_HINT),
+        }
+    }
+    let summary = counts
+        .iter()
+        .map(|(table, n)| format!("{table} {}", crate::report::table::count(*n as u64)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match counts.iter().find(|(_, n)| *n == 0) {
+        Some((table, _)) => Check::fail("fixtures", format!("table {table} is empty ({summary})"), SEED_HINT),
+        None => Check::pass("fixtures", summary),
+    }
+}
+
+async fn valkey_checks(config: &Config) -> Vec<Check> {
+    let valkey = match Valkey::connect(&config.valkey, config.connect_timeout).await {
+        Ok(valkey) => valkey,
+        Err(error) => {
+            return vec![
+                Check::fail("Valkey", error.to_string(), UP_HINT),
+                Check::fail("cache probe", "not run: no Valkey connection", UP_HINT),
+            ]
+        }
+    };
+    let server = match tokio::join!(valkey.identity(), valkey.round_trip()) {
+        (Ok(identity), Ok(rtt)) if identity.is_valkey() => Check::pass(
+            "Valkey",
+            format!(
+                "Valkey {} answers in {:.2} ms (connect {:.1} ms)",
+                identity.version,
+                rtt.as_secs_f64() * 1000.0,
+                valkey.connect_time().as_secs_f64() * 1000.0
+            ),
+        ),
+        (Ok(identity), Ok(_)) => Check::warn(
+            "Valkey",
+            format!("this server is {} {}, not Valkey (INFO server has no server_name:valkey)", identity.name, identity.version),
+            "the exercises speak the same protocol, but the workshop is about Valkey: run `just up` or point VALKEY_URL at a Valkey",
+        ),
+        (Err(error), _) | (_, Err(error)) => Check::fail("Valkey", error.to_string(), UP_HINT),
+    };
+    let probe = probe_check(&valkey, &KeyScheme::new(&config.key_prefix), config.ttl).await;
+    vec![server, probe]
+}
+
+/// SET, GET and DEL on a key of our own, to prove we may write the cache.
+async fn probe_check(valkey: &Valkey, keys: &KeyScheme, ttl: Duration) -> Check {
+    let key = keys.probe();
+    let value = format!("probe-{}", std::process::id());
+    let started = std::time::Instant::now();
+    let result = async {
+        valkey.set_with_ttl(&key, &value, ttl.min(Duration::from_secs(60))).await?;
+        let read = valkey.get(&key).await?;
+        let deleted = valkey.delete(&key).await?;
+        Ok::<_, crate::cache::CacheError>((read, deleted))
+    }
+    .await;
+    match result {
+        Ok((Some(read), true)) if read == value => Check::pass(
+            "cache probe",
+            format!("write/read/delete of {key} in {:.2} ms", started.elapsed().as_secs_f64() * 1000.0),
+        ),
+        Ok((read, _)) => Check::fail(
+            "cache probe",
+            format!("wrote {key} but read back {read:?}"),
+            "another client may be changing workshop keys; check WORKSHOP_KEY_PREFIX",
+        ),
+        Err(error) => Check::fail("cache probe", error.to_string(), "check that the Valkey user may SET, GET and DEL keys under the workshop prefix"),
+    }
+}

@@ -1,0 +1,457 @@
+//! Exercise 2, `workshop-cli write-through`: create (or update) passengers,
+//! writing the database and the cache together, then verify they agree.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use crate::cache::{KeyScheme, Valkey};
+use crate::config::Config;
+use crate::db::passengers::{PassengerFields, PassengerRow};
+use crate::db::{Database, PoolSettings};
+use crate::error::{InputError, Result, WorkshopError};
+use crate::measure::{self, LatencyRecorder, LatencySummary};
+use crate::patterns::write_through::{Verification, WriteThrough, WriteThroughError, Written};
+use crate::report::{self, Output};
+
+pub const NAME_LIMIT: usize = 100;
+pub const PASSPORT_LIMIT: usize = 9;
+/// Up to this many writes, each is listed with its verification.
+pub const PER_WRITE_LIMIT: u64 = 20;
+const MAX_RUNS: u64 = 100_000;
+/// Attempts to find a free generated passport number.
+const PASSPORT_ATTEMPTS: usize = 50;
+
+const FIRST_NAMES: [&str; 16] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Niklaus", "Radia", "Tim",
+    "Hedy", "John", "Katherine", "Linus",
+];
+const LAST_NAMES: [&str; 16] = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton", "Wirth",
+    "Perlman", "Berners-Lee", "Lamarr", "Backus", "Johnson", "Torvalds",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct WriteThroughOptions {
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+    pub passportno: Option<String>,
+    pub update: Option<i64>,
+    pub runs: u64,
+    pub cleanup: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriteRecord {
+    pub run: u64,
+    pub passenger_id: i64,
+    pub key: String,
+    pub row: PassengerRow,
+    #[serde(serialize_with = "measure::as_millis", rename = "db_write_ms")]
+    pub db_write: Duration,
+    #[serde(serialize_with = "measure::as_millis", rename = "cache_write_ms")]
+    pub cache_write: Duration,
+    pub consistent: bool,
+    pub differences: Vec<String>,
+}
+
+/// What plain cache-aside would serve after an update, next to write-through.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StaleComparison {
+    pub passenger_id: i64,
+    /// The cached value before the update: what cache-aside keeps serving.
+    pub cache_aside_serves: PassengerRow,
+    /// Seconds that stale value would still be served (its TTL left).
+    pub stale_for_seconds: Option<f64>,
+    /// What write-through put in the cache.
+    pub write_through_serves: PassengerRow,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriteThroughOutcome {
+    pub exercise: &'static str,
+    pub database: String,
+    pub mode: &'static str,
+    pub ttl_seconds: u64,
+    pub writes: Vec<WriteRecord>,
+    pub write_count: u64,
+    pub all_consistent: bool,
+    pub inconsistent_writes: u64,
+    pub summary: WriteSummary,
+    pub stale_comparison: Option<StaleComparison>,
+    pub cleanup: Option<Cleanup>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriteSummary {
+    pub database: Option<LatencySummary>,
+    pub cache: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cleanup {
+    pub removed_rows: u64,
+    pub removed_keys: u64,
+}
+
+pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output) -> Result<()> {
+    validate(&options)?;
+    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    let db = Database::connect(
+        &config.database,
+        PoolSettings {
+            max_connections: 2,
+            connect_timeout: config.connect_timeout,
+        },
+    )
+    .await?;
+    let server = db.server_info().await?;
+    let pattern = WriteThrough {
+        db: db.clone(),
+        valkey,
+        keys: KeyScheme::new(&config.key_prefix),
+        ttl: config.ttl,
+    };
+    db.warm_up(1).await?;
+
+    let result = match options.update {
+        Some(id) => run_updates(&pattern, id, &options).await,
+        None => run_creates(&pattern, &options).await,
+    };
+    let (mut outcome, created) = result?;
+    outcome.database = format!("{} {}", server.product, server.version);
+    if options.cleanup && !created.is_empty() {
+        outcome.cleanup = Some(cleanup(&pattern, &created).await?);
+    }
+    report::writes::show_write_through(&outcome, output);
+    db.close().await;
+    if !outcome.all_consistent {
+        return Err(WorkshopError::incomplete(format!(
+            "{} of {} writes left the cache and the database different (see the table above)",
+            outcome.inconsistent_writes, outcome.write_count
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every value before the database is touched.
+pub fn validate(options: &WriteThroughOptions) -> Result<()> {
+    if options.runs == 0 || options.runs > MAX_RUNS {
+        return Err(WorkshopError::invalid(format!("--runs must be from 1 to {MAX_RUNS} (got {})", options.runs)));
+    }
+    if options.update.is_none() && options.passportno.is_some() && options.runs > 1 {
+        return Err(WorkshopError::invalid(
+            "--passportno names one passenger: use it with --runs 1, or leave it out to generate one per run",
+        ));
+    }
+    if let Some(id) = options.update {
+        if id < 1 {
+            return Err(WorkshopError::invalid(format!("--update needs a positive passenger_id (got {id})")));
+        }
+    }
+    check_field("--firstname", options.firstname.as_deref(), NAME_LIMIT)?;
+    check_field("--lastname", options.lastname.as_deref(), NAME_LIMIT)?;
+    check_field("--passportno", options.passportno.as_deref(), PASSPORT_LIMIT)?;
+    Ok(())
+}
+
+fn check_field(flag: &str, value: Option<&str>, limit: usize) -> Result<()> {
+    let Some(value) = value else { return Ok(()) };
+    if value.trim().is_empty() {
+        return Err(WorkshopError::invalid(format!("{flag} is empty; give 1 to {limit} characters")));
+    }
+    let length = value.chars().count();
+    if length > limit {
+        return Err(WorkshopError::invalid(format!(
+            "{flag} is {length} characters long; the limit is {limit}"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(WorkshopError::invalid(format!(
+            "{flag} contains a NUL character, which the database cannot store"
+        )));
+    }
+    Ok(())
+}
+
+fn random_u64() -> u64 {
+    // RandomState is seeded randomly per instance: enough for unique test data.
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish()
+}
+
+/// `P` + 6 digits, like the fixtures' passport numbers.
+fn generated_passport() -> String {
+    format!("P{:06}", random_u64() % 1_000_000)
+}
+
+fn generated_name(names: &[&str]) -> String {
+    names[(random_u64() % names.len() as u64) as usize].to_string()
+}
+
+fn fields_for_create(options: &WriteThroughOptions) -> PassengerFields {
+    PassengerFields {
+        passportno: options.passportno.clone().unwrap_or_else(generated_passport),
+        firstname: options.firstname.clone().unwrap_or_else(|| generated_name(&FIRST_NAMES)),
+        lastname: options.lastname.clone().unwrap_or_else(|| generated_name(&LAST_NAMES)),
+    }
+}
+
+fn map_error(error: WriteThroughError) -> WorkshopError {
+    match error {
+        WriteThroughError::DuplicatePassport { passportno, existing_id } => InputError::DuplicatePassport {
+            passportno,
+            existing_id: existing_id.map_or_else(|| "another passenger".into(), |id| id.to_string()),
+        }
+        .into(),
+        WriteThroughError::NotFound { passenger_id } => InputError::NotFound {
+            what: "passenger",
+            id: passenger_id.to_string(),
+            hint: "pass an existing passenger_id (write-through prints the ids it creates)",
+        }
+        .into(),
+        WriteThroughError::Database(error) => error.into(),
+        WriteThroughError::Cache(error) => error.into(),
+        WriteThroughError::CacheAfterCommit {
+            passenger_id,
+            cause,
+            stale_removed,
+        } => {
+            let old = if stale_removed {
+                "no older cached value is left, so readers will load it from the database"
+            } else {
+                "an older cached value could not be removed and may be served until its TTL ends"
+            };
+            WorkshopError::incomplete(format!(
+                "passenger {passenger_id} was saved to the database, but the cache write failed ({cause}); {old}"
+            ))
+        }
+    }
+}
+
+async fn write_record(pattern: &WriteThrough, run: u64, written: Written) -> Result<WriteRecord> {
+    let verification: Verification = pattern.verify(written.row.passenger_id).await.map_err(map_error)?;
+    Ok(WriteRecord {
+        run,
+        passenger_id: written.row.passenger_id,
+        key: written.key,
+        row: written.row,
+        db_write: written.db_write,
+        cache_write: written.cache_write,
+        consistent: verification.consistent(),
+        differences: verification.differences,
+    })
+}
+
+struct Tally {
+    database: LatencyRecorder,
+    cache: LatencyRecorder,
+    writes: Vec<WriteRecord>,
+    inconsistent: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            database: LatencyRecorder::new(),
+            cache: LatencyRecorder::new(),
+            writes: Vec::new(),
+            inconsistent: 0,
+        }
+    }
+
+    fn add(&mut self, record: WriteRecord) {
+        self.database.record(record.db_write);
+        self.cache.record(record.cache_write);
+        if !record.consistent {
+            self.inconsistent += 1;
+        }
+        if record.run <= PER_WRITE_LIMIT || !record.consistent {
+            self.writes.push(record);
+        }
+    }
+
+    fn outcome(self, mode: &'static str, runs: u64, ttl: Duration) -> WriteThroughOutcome {
+        WriteThroughOutcome {
+            exercise: "write-through",
+            database: String::new(),
+            mode,
+            ttl_seconds: ttl.as_secs(),
+            writes: self.writes,
+            write_count: runs,
+            all_consistent: self.inconsistent == 0,
+            inconsistent_writes: self.inconsistent,
+            summary: WriteSummary {
+                database: self.database.summary(),
+                cache: self.cache.summary(),
+            },
+            stale_comparison: None,
+            cleanup: None,
+        }
+    }
+}
+
+async fn run_creates(pattern: &WriteThrough, options: &WriteThroughOptions) -> Result<(WriteThroughOutcome, Vec<i64>)> {
+    let mut tally = Tally::new();
+    let mut created = Vec::new();
+    for run in 1..=options.runs {
+        let written = create_one(pattern, options).await?;
+        created.push(written.row.passenger_id);
+        tally.add(write_record(pattern, run, written).await?);
+    }
+    Ok((tally.outcome("create", options.runs, pattern.ttl), created))
+}
+
+/// Creates one passenger; a generated passport number that happens to be
+/// taken is replaced and tried again, a given one is an error.
+async fn create_one(pattern: &WriteThrough, options: &WriteThroughOptions) -> Result<Written> {
+    let mut attempts = 0;
+    loop {
+        let fields = fields_for_create(options);
+        match pattern.create(&fields).await {
+            Ok(written) => return Ok(written),
+            Err(WriteThroughError::DuplicatePassport { .. }) if options.passportno.is_none() && attempts < PASSPORT_ATTEMPTS => {
+                attempts += 1;
+            }
+            Err(error) => return Err(map_error(error)),
+        }
+    }
+}
+
+async fn run_updates(
+    pattern: &WriteThrough,
+    passenger_id: i64,
+    options: &WriteThroughOptions,
+) -> Result<(WriteThroughOutcome, Vec<i64>)> {
+    let current = pattern.db.passenger(passenger_id).await?.ok_or_else(|| {
+        map_error(WriteThroughError::NotFound { passenger_id })
+    })?;
+    // What a cache-aside reader holds: the cached value, or the row as it
+    // would be cached on the first read.
+    let before = match pattern.cached(passenger_id).await? {
+        Some(row) => row,
+        None => {
+            pattern.cache_row(&current).await?;
+            current.clone()
+        }
+    };
+    let stale_for = pattern.valkey.ttl(&pattern.keys.passenger(passenger_id)).await?;
+
+    let mut tally = Tally::new();
+    let mut last = current.clone();
+    for run in 1..=options.runs {
+        let fields = PassengerFields {
+            passportno: options.passportno.clone().unwrap_or_else(|| last.passportno.trim_end().to_string()),
+            firstname: options.firstname.clone().or_else(|| last.firstname.clone()).unwrap_or_default(),
+            lastname: match &options.lastname {
+                Some(name) => name.clone(),
+                // Nothing to change was given: pick another last name so the update shows.
+                None if options.firstname.is_none() && options.passportno.is_none() => {
+                    different_name(last.lastname.as_deref(), &LAST_NAMES)
+                }
+                None => last.lastname.clone().unwrap_or_default(),
+            },
+        };
+        let written = pattern.update(passenger_id, &fields).await.map_err(map_error)?;
+        last = written.row.clone();
+        tally.add(write_record(pattern, run, written).await?);
+    }
+    let mut outcome = tally.outcome("update", options.runs, pattern.ttl);
+    outcome.stale_comparison = Some(StaleComparison {
+        passenger_id,
+        cache_aside_serves: before,
+        stale_for_seconds: stale_for.map(|d| d.as_secs_f64()),
+        write_through_serves: last,
+    });
+    Ok((outcome, Vec::new()))
+}
+
+fn different_name(current: Option<&str>, names: &[&str]) -> String {
+    let start = (random_u64() % names.len() as u64) as usize;
+    (0..names.len())
+        .map(|i| names[(start + i) % names.len()])
+        .find(|name| Some(*name) != current)
+        .unwrap_or(names[0])
+        .to_string()
+}
+
+async fn cleanup(pattern: &WriteThrough, created: &[i64]) -> Result<Cleanup> {
+    let removed_rows = pattern.db.delete_passengers(created).await?;
+    let mut removed_keys = 0;
+    for id in created {
+        if pattern.valkey.delete(&pattern.keys.passenger(*id)).await? {
+            removed_keys += 1;
+        }
+    }
+    Ok(Cleanup {
+        removed_rows,
+        removed_keys,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> WriteThroughOptions {
+        WriteThroughOptions {
+            runs: 1,
+            ..WriteThroughOptions::default()
+        }
+    }
+
+    #[test]
+    fn empty_and_over_long_values_are_rejected_with_the_limit() {
+        let err = validate(&WriteThroughOptions {
+            firstname: Some("  ".into()),
+            ..options()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "--firstname is empty; give 1 to 100 characters");
+        let err = validate(&WriteThroughOptions {
+            passportno: Some("P1234567890".into()),
+            ..options()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "--passportno is 11 characters long; the limit is 9");
+        assert_eq!(err.exit_code(), crate::error::exit::INPUT);
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        let emoji_name = "✈️".repeat(50); // 100 chars, 300 bytes
+        assert!(validate(&WriteThroughOptions {
+            lastname: Some(emoji_name),
+            ..options()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn a_given_passport_cannot_be_reused_across_runs() {
+        let err = validate(&WriteThroughOptions {
+            passportno: Some("P000001".into()),
+            runs: 2,
+            ..options()
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("--passportno names one passenger"));
+    }
+
+    #[test]
+    fn generated_passports_look_like_the_fixtures() {
+        for _ in 0..100 {
+            let p = generated_passport();
+            assert_eq!(p.len(), 7);
+            assert!(p.starts_with('P') && p[1..].chars().all(|c| c.is_ascii_digit()), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_different_name_is_picked_for_an_update() {
+        for _ in 0..50 {
+            assert_ne!(different_name(Some("Hopper"), &LAST_NAMES), "Hopper");
+        }
+    }
+}

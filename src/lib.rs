@@ -1,0 +1,15 @@
+//! workshop-cli: a hands-on caching workshop runner.
+//!
+//! Data flows one way: `config` → services (`db`, `cache`) → `patterns` →
+//! `measure` → `report`. `exercises` wires them together per subcommand.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod exercises;
+pub mod patterns;
+pub mod measure;
+pub mod report;

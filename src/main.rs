@@ -1,0 +1,46 @@
+//! Thin entry point: load `.env`, parse the command line, run, print at most
+//! one error line, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use workshop_cli::cli::Cli;
+use workshop_cli::config::{redact, Config, DotEnv};
+use workshop_cli::error::{exit, WorkshopError};
+use workshop_cli::report::{self, Output};
+
+fn main() -> ExitCode {
+    // Before any thread exists: loading `.env` sets environment variables.
+    let start = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let dotenv = DotEnv::load_from(&start);
+    let cli = Cli::parse();
+
+    let Some(command) = cli.command else {
+        // No subcommand and nothing to guide: show the help, exit with the usage code.
+        let _ = Cli::command().write_long_help(&mut std::io::stderr());
+        eprintln!();
+        return ExitCode::from(exit::USAGE);
+    };
+    let output = Output::detect(cli.global.json);
+
+    let config = match dotenv.and_then(|dotenv| Config::resolve(&cli.global.overrides(), &dotenv)) {
+        Ok(config) => config,
+        Err(error) => return fail(&WorkshopError::from(error), &[]),
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&WorkshopError::Other(error.into()), &[]),
+    };
+    let secrets = config.secrets();
+    match runtime.block_on(workshop_cli::app::run(command, config, output)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(error) => fail(&error, &secrets),
+    }
+}
+
+fn fail(error: &WorkshopError, secrets: &[String]) -> ExitCode {
+    report::fatal(&redact(&error.to_string(), secrets));
+    ExitCode::from(error.exit_code())
+}

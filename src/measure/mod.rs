@@ -1,0 +1,241 @@
+//! Latency recording and summaries. Pure: no I/O, no printing.
+//!
+//! Latencies go into an HDR histogram in nanoseconds (3 significant digits),
+//! so percentiles are exact to 0.1 % however many samples a run takes.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+const LOWEST_NANOS: u64 = 1;
+const HIGHEST_NANOS: u64 = 3_600_000_000_000; // one hour
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// Every latency of one kind (e.g. "cache hits") in a run.
+#[derive(Clone)]
+pub struct LatencyRecorder {
+    histogram: Histogram<u64>,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for LatencyRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LatencyRecorder({} samples)", self.histogram.len())
+    }
+}
+
+impl LatencyRecorder {
+    pub fn new() -> Self {
+        LatencyRecorder {
+            // The bounds are constants within hdrhistogram's limits.
+            histogram: Histogram::new_with_bounds(LOWEST_NANOS, HIGHEST_NANOS, SIGNIFICANT_DIGITS)
+                .expect("constant histogram bounds are valid"),
+        }
+    }
+
+    pub fn record(&mut self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.histogram.saturating_record(nanos.clamp(LOWEST_NANOS, HIGHEST_NANOS));
+    }
+
+    pub fn merge(&mut self, other: &LatencyRecorder) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.histogram.add(&other.histogram);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.histogram.is_empty()
+    }
+
+    /// `None` when nothing was recorded.
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.is_empty() {
+            return None;
+        }
+        let h = &self.histogram;
+        let at = |q: f64| Duration::from_nanos(h.value_at_quantile(q));
+        Some(LatencySummary {
+            count: h.len(),
+            min: Duration::from_nanos(h.min()),
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: Duration::from_nanos(h.max()),
+            mean: Duration::from_nanos(h.mean().round() as u64),
+        })
+    }
+
+    /// Counts per bucket of `edges` (upper bounds, ascending): samples up to
+    /// `edges[0]`, then `(edges[0], edges[1]]`, ..., the last bucket open-ended.
+    fn bucket_counts(&self, edges: &[Duration]) -> Vec<u64> {
+        let mut counts = vec![0; edges.len()];
+        for value in self.histogram.iter_recorded() {
+            let nanos = Duration::from_nanos(value.value_iterated_to());
+            let index = edges.iter().position(|edge| nanos <= *edge).unwrap_or(edges.len() - 1);
+            counts[index] += value.count_at_value();
+        }
+        counts
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    #[serde(serialize_with = "as_millis")]
+    pub min: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p50: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p95: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p99: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub max: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub mean: Duration,
+}
+
+/// Durations in JSON are milliseconds as numbers (microsecond precision).
+pub fn as_millis<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(millis(*value))
+}
+
+pub fn as_optional_millis<S: serde::Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => serializer.serialize_f64(millis(*v)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Milliseconds rounded to the microsecond.
+pub fn millis(value: Duration) -> f64 {
+    (value.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// How many times faster `fast` is than `slow` at the median.
+pub fn speedup(slow: &LatencySummary, fast: &LatencySummary) -> Option<f64> {
+    let fast = fast.p50.as_secs_f64();
+    (fast > 0.0).then(|| slow.p50.as_secs_f64() / fast)
+}
+
+/// A latency distribution of several series over shared buckets, for the
+/// text histogram under a summary table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Distribution {
+    pub series: Vec<String>,
+    pub buckets: Vec<DistributionBucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DistributionBucket {
+    /// Upper bound of the bucket in milliseconds.
+    #[serde(serialize_with = "as_millis", rename = "up_to_ms")]
+    pub up_to: Duration,
+    /// One count per series, in the order of `Distribution::series`.
+    pub counts: Vec<u64>,
+}
+
+/// Buckets on a logarithmic scale from the fastest to the slowest sample of
+/// all series, so a 0.1 ms cache and a 30 ms query both show their shape.
+pub fn distribution(series: &[(&str, &LatencyRecorder)], bucket_count: usize) -> Option<Distribution> {
+    let recorded: Vec<_> = series.iter().filter(|(_, r)| !r.is_empty()).collect();
+    let low = recorded.iter().map(|(_, r)| r.histogram.min()).min()?.max(1) as f64;
+    let high = recorded.iter().map(|(_, r)| r.histogram.max()).max()?.max(1) as f64;
+    let bucket_count = bucket_count.max(1);
+    let edges: Vec<Duration> = if high <= low {
+        vec![Duration::from_nanos(high as u64)]
+    } else {
+        let ratio = (high / low).powf(1.0 / bucket_count as f64);
+        (1..=bucket_count)
+            .map(|i| Duration::from_nanos((low * ratio.powi(i as i32)).ceil() as u64))
+            .collect()
+    };
+    let per_series: Vec<Vec<u64>> = series.iter().map(|(_, r)| r.bucket_counts(&edges)).collect();
+    let buckets = edges
+        .iter()
+        .enumerate()
+        .map(|(i, up_to)| DistributionBucket {
+            up_to: *up_to,
+            counts: per_series.iter().map(|counts| counts[i]).collect(),
+        })
+        .collect();
+    Some(Distribution {
+        series: series.iter().map(|(name, _)| name.to_string()).collect(),
+        buckets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorder(micros: &[u64]) -> LatencyRecorder {
+        let mut r = LatencyRecorder::new();
+        for m in micros {
+            r.record(Duration::from_micros(*m));
+        }
+        r
+    }
+
+    #[test]
+    fn percentiles_come_from_the_recorded_samples() {
+        let r = recorder(&(1..=100).collect::<Vec<_>>());
+        let s = r.summary().unwrap();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.min, Duration::from_micros(1));
+        // 3 significant digits: 50 µs is exact; 95 and 99 µs too.
+        assert_eq!(s.p50.as_micros(), 50);
+        assert_eq!(s.p95.as_micros(), 95);
+        assert_eq!(s.p99.as_micros(), 99);
+        assert_eq!(s.max.as_micros(), 100);
+        assert!((s.mean.as_secs_f64() * 1e6 - 50.5).abs() < 0.1);
+    }
+
+    #[test]
+    fn an_empty_recorder_has_no_summary() {
+        assert!(LatencyRecorder::new().summary().is_none());
+    }
+
+    #[test]
+    fn speedup_is_the_ratio_of_medians() {
+        let db = recorder(&[1000, 1000, 1000]).summary().unwrap();
+        let cache = recorder(&[100, 100, 100]).summary().unwrap();
+        let ratio = speedup(&db, &cache).unwrap();
+        assert!((ratio - 10.0).abs() < 0.02, "{ratio}");
+    }
+
+    #[test]
+    fn the_distribution_puts_every_sample_in_one_bucket() {
+        let fast = recorder(&[100, 110, 120, 130]);
+        let slow = recorder(&[10_000, 12_000, 30_000]);
+        let d = distribution(&[("cache", &fast), ("db", &slow)], 8).unwrap();
+        assert_eq!(d.buckets.len(), 8);
+        let totals: Vec<u64> = (0..2).map(|s| d.buckets.iter().map(|b| b.counts[s]).sum()).collect();
+        assert_eq!(totals, vec![4, 3]);
+        // The fast series sits in the low buckets, the slow one in the high.
+        assert!(d.buckets[0].counts[0] > 0);
+        assert_eq!(d.buckets[7].counts[1] > 0, true);
+        assert!(d.buckets.windows(2).all(|w| w[0].up_to < w[1].up_to));
+    }
+
+    #[test]
+    fn merged_recorders_count_every_sample() {
+        let mut a = recorder(&[1, 2]);
+        a.merge(&recorder(&[3]));
+        assert_eq!(a.count(), 3);
+    }
+
+    #[test]
+    fn millis_rounds_to_the_microsecond() {
+        assert_eq!(millis(Duration::from_nanos(1_234_567)), 1.235);
+    }
+}

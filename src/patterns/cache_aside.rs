@@ -1,0 +1,144 @@
+//! Cache-aside (lazy loading): look in Valkey; on a miss, query the database,
+//! store the rows as JSON with a TTL, and return them.
+//!
+//! Only the operation being compared is timed: the Valkey GET plus decoding
+//! on a hit, the database query plus row conversion on a miss. Filling the
+//! cache after a miss is timed on its own.
+
+use std::time::{Duration, Instant};
+
+use crate::cache::{CacheError, Valkey};
+use crate::db::{Database, DbError, ResultSet, Statement};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadSource {
+    /// Found in Valkey.
+    Cache,
+    /// Not in Valkey: read from the database and stored.
+    Database,
+    /// Valkey did not answer: read from the database, nothing stored.
+    DatabaseCacheUnavailable,
+    /// The cache is bypassed on purpose (`--no-cache`, and baseline reads).
+    DatabaseNoCache,
+}
+
+impl ReadSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            ReadSource::Cache => "CACHE",
+            ReadSource::Database => "DB",
+            ReadSource::DatabaseCacheUnavailable => "DB (cache unavailable)",
+            ReadSource::DatabaseNoCache => "DB (no cache)",
+        }
+    }
+}
+
+/// One read through the pattern.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub source: ReadSource,
+    /// GET + decode for a hit; query + row conversion for a database read.
+    pub latency: Duration,
+    /// SET after a miss, when it was attempted.
+    pub cache_write: Option<Duration>,
+    /// Why Valkey was skipped or failed, if it was.
+    pub cache_error: Option<CacheError>,
+    pub rows: ResultSet,
+}
+
+/// How a run reaches the cache.
+#[derive(Clone)]
+pub enum CacheLink {
+    Connected(Valkey),
+    /// Valkey could not be reached when the run started.
+    Unavailable,
+    /// The cache is skipped on purpose.
+    Bypassed,
+}
+
+/// Cache-aside over one query.
+#[derive(Clone)]
+pub struct CacheAside {
+    pub db: Database,
+    pub cache: CacheLink,
+    pub ttl: Duration,
+}
+
+impl CacheAside {
+    pub async fn read(&self, key: &str, statement: &Statement) -> Result<Read, DbError> {
+        let valkey = match &self.cache {
+            CacheLink::Connected(valkey) => valkey,
+            CacheLink::Unavailable => return self.read_database(statement, ReadSource::DatabaseCacheUnavailable).await,
+            CacheLink::Bypassed => return self.read_database(statement, ReadSource::DatabaseNoCache).await,
+        };
+        let started = Instant::now();
+        let cached = valkey.get(key).await;
+        let decoded = match &cached {
+            Ok(Some(text)) => serde_json::from_str::<ResultSet>(text).ok(),
+            _ => None,
+        };
+        let lookup = started.elapsed();
+
+        match (cached, decoded) {
+            (Ok(Some(_)), Some(rows)) => Ok(Read {
+                source: ReadSource::Cache,
+                latency: lookup,
+                cache_write: None,
+                cache_error: None,
+                rows,
+            }),
+            // A miss, or an entry that no longer decodes (overwritten below).
+            (Ok(_), _) => {
+                let (rows, latency) = self.query(statement).await?;
+                let (cache_write, cache_error) = self.store(valkey, key, &rows).await;
+                Ok(Read {
+                    source: ReadSource::Database,
+                    latency,
+                    cache_write,
+                    cache_error,
+                    rows,
+                })
+            }
+            (Err(error), _) => {
+                let (rows, latency) = self.query(statement).await?;
+                Ok(Read {
+                    source: ReadSource::DatabaseCacheUnavailable,
+                    latency,
+                    cache_write: None,
+                    cache_error: Some(error),
+                    rows,
+                })
+            }
+        }
+    }
+
+    /// A read that skips the cache, e.g. a baseline for comparison.
+    pub async fn read_database(&self, statement: &Statement, source: ReadSource) -> Result<Read, DbError> {
+        let (rows, latency) = self.query(statement).await?;
+        Ok(Read {
+            source,
+            latency,
+            cache_write: None,
+            cache_error: None,
+            rows,
+        })
+    }
+
+    /// The database side alone: query plus row conversion, timed.
+    pub async fn query(&self, statement: &Statement) -> Result<(ResultSet, Duration), DbError> {
+        let started = Instant::now();
+        let rows = self.db.fetch(statement).await?;
+        Ok((rows, started.elapsed()))
+    }
+
+    async fn store(&self, valkey: &Valkey, key: &str, rows: &ResultSet) -> (Option<Duration>, Option<CacheError>) {
+        let started = Instant::now();
+        // Serialising our own ResultSet cannot fail: it holds only JSON values.
+        let text = serde_json::to_string(rows).unwrap_or_default();
+        match valkey.set_with_ttl(key, &text, self.ttl).await {
+            Ok(()) => (Some(started.elapsed()), None),
+            Err(error) => (None, Some(error)),
+        }
+    }
+}

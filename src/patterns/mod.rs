@@ -1,0 +1,5 @@
+//! The caching patterns as library code: they talk to the services and
+//! return what happened (source, timings); they never print.
+
+pub mod cache_aside;
+pub mod write_through;

@@ -1,0 +1,210 @@
+//! Latency tables and the text histogram, shared by the exercises.
+
+use comfy_table::Cell;
+
+use super::table::{align_right, count, ms, new_table};
+use super::Output;
+use crate::db::ResultSet;
+use crate::exercises::cache_aside::CacheAsideOutcome;
+use crate::measure::{Distribution, LatencySummary};
+
+/// Rows of a result set shown before "... and N more".
+const RESULT_ROWS_SHOWN: usize = 20;
+const BAR_WIDTH: usize = 40;
+
+/// A table of latency summaries side by side: one column per series.
+pub fn summary_table(output: &Output, series: &[(&str, Option<&LatencySummary>)]) -> comfy_table::Table {
+    let mut header = vec![""];
+    header.extend(series.iter().map(|(name, _)| *name));
+    let mut table = new_table(output, &header);
+    let rows: [(&str, fn(&LatencySummary) -> String); 7] = [
+        ("count", |s| count(s.count)),
+        ("min ms", |s| ms(s.min)),
+        ("p50 ms", |s| ms(s.p50)),
+        ("p95 ms", |s| ms(s.p95)),
+        ("p99 ms", |s| ms(s.p99)),
+        ("max ms", |s| ms(s.max)),
+        ("mean ms", |s| ms(s.mean)),
+    ];
+    for (label, value) in rows {
+        let mut row = vec![Cell::new(label)];
+        for (_, summary) in series {
+            row.push(Cell::new(summary.map_or_else(|| "—".to_string(), value)));
+        }
+        table.add_row(row);
+    }
+    align_right(&mut table, &(1..=series.len()).collect::<Vec<_>>());
+    table
+}
+
+/// Horizontal bars per latency bucket, one bar per series.
+pub fn distribution_text(distribution: &Distribution) -> String {
+    let peak = distribution
+        .buckets
+        .iter()
+        .flat_map(|b| b.counts.iter().copied())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let name_width = distribution.series.iter().map(String::len).max().unwrap_or(0);
+    let mut lines = Vec::new();
+    for bucket in &distribution.buckets {
+        for (name, n) in distribution.series.iter().zip(&bucket.counts) {
+            if *n == 0 {
+                continue;
+            }
+            let width = ((*n as f64 / peak as f64) * BAR_WIDTH as f64).ceil() as usize;
+            lines.push(format!(
+                "≤ {:>10} ms  {:<name_width$}  {:<BAR_WIDTH$} {}",
+                ms(bucket.up_to),
+                name,
+                "█".repeat(width.max(1)),
+                count(*n)
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// The rows a query returned, as a table.
+pub fn result_table(output: &Output, result: &ResultSet) -> String {
+    if result.is_empty() {
+        return "(empty result: no rows; it is cached like any other result)".to_string();
+    }
+    let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+    let mut table = new_table(output, &header);
+    for row in result.rows.iter().take(RESULT_ROWS_SHOWN) {
+        table.add_row(row.iter().map(|v| match v {
+            serde_json::Value::Null => "NULL".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }));
+    }
+    let mut text = table.to_string();
+    if result.rows.len() > RESULT_ROWS_SHOWN {
+        text.push_str(&format!("\n... and {} more rows", result.rows.len() - RESULT_ROWS_SHOWN));
+    }
+    text
+}
+
+pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
+    if output.json {
+        output.json_document(outcome);
+        return;
+    }
+    output.heading(&format!(
+        "Exercise 1 · cache-aside · {} · query {} · TTL {} s",
+        outcome.database, outcome.query.name, outcome.ttl_seconds
+    ));
+    output.text(format!("SQL:  {}", outcome.query.statement));
+    if !outcome.query.params.is_empty() {
+        let params: Vec<String> = outcome
+            .query
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+            .collect();
+        output.text(format!("with: {}", params.join(", ")));
+    }
+    output.text(format!("key:  {}", outcome.key));
+
+    output.heading("Result");
+    output.text(result_table(output, &outcome.result));
+
+    output.heading("Connection set-up (not part of any timing below)");
+    let setup = &outcome.setup;
+    let mut line = format!("database connect {} ms", ms(setup.database_connect));
+    if let Some(valkey) = setup.valkey_connect {
+        line.push_str(&format!(" · Valkey connect {} ms", ms(valkey)));
+    }
+    line.push_str(&format!(" · pool warm-up {} ms", ms(setup.pool_warm_up)));
+    if setup.warmup_reads > 0 {
+        line.push_str(&format!(" · {} untimed warm-up reads", setup.warmup_reads));
+    }
+    output.text(line);
+
+    if !outcome.runs.is_empty() {
+        output.heading("Runs");
+        let mut table = new_table(output, &["run", "source", "latency ms", "TTL left s"]);
+        for run in &outcome.runs {
+            table.add_row(vec![
+                run.run.to_string(),
+                run.source.label().to_string(),
+                ms(run.latency),
+                run.ttl_left_seconds.map_or_else(|| "—".into(), |s| format!("{s:.1}")),
+            ]);
+        }
+        align_right(&mut table, &[0, 2, 3]);
+        output.text(table);
+    }
+
+    output.heading("Summary: database (query + row conversion) vs cache hit (GET + decode)");
+    output.text(summary_table(
+        output,
+        &[
+            ("database", outcome.summary.database.as_ref()),
+            ("cache", outcome.summary.cache.as_ref()),
+        ],
+    ));
+    match (outcome.summary.speedup, &outcome.summary.not_compared) {
+        (Some(speedup), _) => output.text(format!("speedup (database p50 / cache p50): {speedup:.1}×")),
+        (None, Some(reason)) => output.text(format!("speedup: not compared, {reason}")),
+        (None, None) => {}
+    }
+    let sources: Vec<String> = outcome.sources.iter().map(|(k, v)| format!("{k} {}", count(*v))).collect();
+    output.text(format!(
+        "reads: {} · baseline direct database reads: {} · {} task(s) · {:.0} reads/s",
+        sources.join(", "),
+        count(outcome.baseline_reads),
+        outcome.concurrency,
+        outcome.throughput_per_second
+    ));
+    if let Some(writes) = &outcome.cache_writes {
+        output.text(format!("cache fills after a miss (SET): {} · p50 {} ms", count(writes.count), ms(writes.p50)));
+    }
+    match outcome.consistent {
+        Some(true) => output.text("cache hits returned exactly the rows the database returns"),
+        Some(false) => output.text("cache hits returned rows that differ from the database now (stale)"),
+        None => {}
+    }
+    if let Some(distribution) = &outcome.distribution {
+        output.heading("Latency distribution");
+        output.text(distribution_text(distribution));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{distribution, LatencyRecorder};
+    use std::time::Duration;
+
+    #[test]
+    fn the_histogram_draws_one_bar_per_non_empty_bucket_and_series() {
+        let mut fast = LatencyRecorder::new();
+        let mut slow = LatencyRecorder::new();
+        for _ in 0..9 {
+            fast.record(Duration::from_micros(100));
+        }
+        slow.record(Duration::from_millis(20));
+        let d = distribution(&[("database", &slow), ("cache", &fast)], 4).unwrap();
+        let text = distribution_text(&d);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.lines().any(|l| l.contains("cache") && l.ends_with(" 9")), "{text}");
+        assert!(text.lines().any(|l| l.contains("database") && l.ends_with(" 1")), "{text}");
+    }
+
+    #[test]
+    fn an_empty_result_says_it_is_cached_too() {
+        let output = Output {
+            json: false,
+            color: false,
+            progress: false,
+        };
+        let empty = ResultSet {
+            columns: vec![],
+            rows: vec![],
+        };
+        assert!(result_table(&output, &empty).contains("cached"));
+    }
+}

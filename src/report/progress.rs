@@ -1,0 +1,19 @@
+//! The one progress-bar factory: a hidden bar unless stderr is a terminal
+//! and the output is not JSON.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Output;
+
+pub fn bar(output: &Output, length: u64, message: &str) -> ProgressBar {
+    if !output.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    let style = ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(message.to_string());
+    bar
+}

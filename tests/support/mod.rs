@@ -1,0 +1,183 @@
+//! Shared by the integration tests: a database per test, a key prefix per
+//! test, and the built binary with a clean environment. Everything a test
+//! creates is removed when its guard drops, also when the test fails.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::Connection;
+use workshop_cli::config::{DatabaseKind, DatabaseTarget, Source};
+
+pub const DEFAULT_MYSQL_URL: &str = "mysql://workshop:workshop@127.0.0.1:3306/workshop";
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://workshop:workshop@127.0.0.1:5432/workshop";
+pub const DEFAULT_VALKEY_URL: &str = "redis://127.0.0.1:6379";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn admin_url(kind: DatabaseKind) -> String {
+    match kind {
+        DatabaseKind::MySql => std::env::var("WORKSHOP_TEST_MYSQL_URL").unwrap_or_else(|_| DEFAULT_MYSQL_URL.into()),
+        DatabaseKind::Postgres => {
+            std::env::var("WORKSHOP_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+        }
+    }
+}
+
+pub fn valkey_url() -> String {
+    std::env::var("WORKSHOP_TEST_VALKEY_URL").unwrap_or_else(|_| DEFAULT_VALKEY_URL.into())
+}
+
+/// A name unique to this test run: `wt_{label}_{pid}_{n}`.
+pub fn unique_name(label: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let label: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(30)
+        .collect();
+    format!("wt_{label}_{}_{n}", std::process::id())
+}
+
+/// A database of its own for one test; dropped with the guard.
+pub struct TestDatabase {
+    pub kind: DatabaseKind,
+    pub name: String,
+    pub target: DatabaseTarget,
+}
+
+impl TestDatabase {
+    pub async fn create(kind: DatabaseKind, label: &str) -> TestDatabase {
+        let admin = DatabaseTarget::parse(&admin_url(kind), Source::Flag).expect("test database URL");
+        let name = unique_name(label);
+        execute_admin(kind, &admin.connect_url(), &format!("CREATE DATABASE {name}")).await;
+        TestDatabase {
+            kind,
+            target: admin.with_database(&name),
+            name,
+        }
+    }
+
+    /// The URL with password, for `DATABASE_URL` of a spawned binary.
+    pub fn url(&self) -> String {
+        self.target.connect_url()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let kind = self.kind;
+        let admin = admin_url(kind);
+        let statement = match kind {
+            DatabaseKind::MySql => format!("DROP DATABASE IF EXISTS {}", self.name),
+            DatabaseKind::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        };
+        // Drop runs inside or outside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(execute_admin(kind, &normalise(&admin), &statement));
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+fn normalise(url: &str) -> String {
+    DatabaseTarget::parse(url, Source::Flag).map(|t| t.connect_url()).unwrap_or_else(|_| url.to_string())
+}
+
+async fn execute_admin(kind: DatabaseKind, url: &str, statement: &str) {
+    match kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(url).await.expect("connect to MariaDB (is `just up` done?)");
+            sqlx::raw_sql(statement).execute(&mut conn).await.expect(statement);
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL (is `just up` done?)");
+            sqlx::raw_sql(statement).execute(&mut conn).await.expect(statement);
+        }
+    }
+}
+
+/// A Valkey key prefix of its own for one test; its keys are deleted with the guard.
+pub struct TestPrefix {
+    pub prefix: String,
+    url: String,
+}
+
+impl TestPrefix {
+    pub fn new(label: &str) -> TestPrefix {
+        TestPrefix::on(label, &valkey_url())
+    }
+
+    pub fn on(label: &str, url: &str) -> TestPrefix {
+        TestPrefix {
+            prefix: format!("{}:", unique_name(label)),
+            url: url.to_string(),
+        }
+    }
+
+    /// Every key under this prefix (SCAN).
+    pub fn keys(&self) -> Vec<String> {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return Vec::new();
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return Vec::new();
+        };
+        let pattern = format!("{}*", self.prefix);
+        redis::Commands::scan_match::<_, String>(&mut conn, pattern)
+            .map(|iter| iter.filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        let keys = self.keys();
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(client) = redis::Client::open(self.url.as_str()) {
+            if let Ok(mut conn) = client.get_connection() {
+                let _: redis::RedisResult<u64> = redis::Commands::del(&mut conn, keys);
+            }
+        }
+    }
+}
+
+/// The built binary, run in `dir` (no `.env` there unless the test writes
+/// one) with every workshop variable removed from its environment.
+pub fn workshop_cli(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workshop-cli"));
+    command.current_dir(dir).env("NO_COLOR", "1");
+    for var in [
+        "DATABASE_URL",
+        "VALKEY_URL",
+        "CACHE_TTL",
+        "WORKSHOP_KEY_PREFIX",
+        "DB_ENGINE",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_NAME",
+        "CACHE_HOST",
+        "CACHE_PORT",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Both databases, for tests that must pass on each.
+pub const BOTH: [DatabaseKind; 2] = [DatabaseKind::MySql, DatabaseKind::Postgres];
