@@ -162,6 +162,10 @@ pub struct CacheAsideArgs {
     /// even when every read hits [default: --runs, at most 1000; 0 with --concurrency > 1]
     #[arg(long, value_name = "N")]
     pub baseline: Option<u64>,
+
+    /// Pause between reads in milliseconds (not timed): watch hits and fallbacks as Valkey stops and starts
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub interval: u64,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +227,7 @@ impl From<CacheAsideArgs> for crate::exercises::cache_aside::CacheAsideOptions {
             concurrency: args.concurrency,
             no_cache: args.no_cache,
             baseline: args.baseline,
+            interval: std::time::Duration::from_millis(args.interval),
         }
     }
 }

@@ -407,14 +407,6 @@ impl Config {
         })
     }
 
-    /// Every secret in this configuration, so error text can be scrubbed of them.
-    pub fn secrets(&self) -> Vec<String> {
-        [self.database.password(), self.valkey.password()]
-            .into_iter()
-            .flatten()
-            .filter(|p| !p.is_empty())
-            .collect()
-    }
 }
 
 pub fn parse_ttl(raw: &str) -> Result<u64, ConfigError> {
@@ -503,15 +495,28 @@ fn parse_port(var: &'static str, raw: &str) -> Result<u16, ConfigError> {
         })
 }
 
-/// Removes every secret from a message before it is shown.
-pub fn redact(message: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(message.to_string(), |text, secret| {
-        if secret.len() < 3 {
-            text
-        } else {
-            text.replace(secret.as_str(), "***")
+/// Masks the password of any `scheme://user:password@host` in a message,
+/// in case a library ever puts a connection URL into an error text.
+pub fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(after.len());
+        let authority = &after[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at_sign), Some(colon)) if colon < at_sign => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at_sign..]);
+            }
+            _ => out.push_str(authority),
         }
-    })
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -598,7 +603,12 @@ mod tests {
     }
 
     #[test]
-    fn redact_removes_passwords() {
-        assert_eq!(redact("login for s3cret failed", &["s3cret".into()]), "login for *** failed");
+    fn redact_masks_passwords_in_urls_and_leaves_other_text() {
+        assert_eq!(
+            redact("cannot open mysql://bob:s3cr@t@db:3306/x for workshop-cli"),
+            "cannot open mysql://bob:***@db:3306/x for workshop-cli"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379 is down"), "redis://127.0.0.1:6379 is down");
+        assert_eq!(redact("valkey://:pw@h:1 and postgres://u@h/db"), "valkey://:***@h:1 and postgres://u@h/db");
     }
 }

@@ -26,21 +26,20 @@ fn main() -> ExitCode {
 
     let config = match dotenv.and_then(|dotenv| Config::resolve(&cli.global.overrides(), &dotenv)) {
         Ok(config) => config,
-        Err(error) => return fail(&WorkshopError::from(error), &[]),
+        Err(error) => return fail(&WorkshopError::from(error)),
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(error) => return fail(&WorkshopError::Other(error.into()), &[]),
+        Err(error) => return fail(&WorkshopError::Other(error.into())),
     };
-    let secrets = config.secrets();
     match runtime.block_on(workshop_cli::app::run(command, config, output)) {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(error) => fail(&error, &secrets),
+        Err(error) => fail(&error),
     }
 }
 
-fn fail(error: &WorkshopError, secrets: &[String]) -> ExitCode {
-    report::fatal(&redact(&error.to_string(), secrets));
+fn fail(error: &WorkshopError) -> ExitCode {
+    report::fatal(&redact(&error.to_string()));
     ExitCode::from(error.exit_code())
 }

@@ -10,9 +10,9 @@ pub mod rows;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::ConnectOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::config::{DatabaseKind, DatabaseTarget};
 pub use dialect::{NamedQuery, Statement};
@@ -109,32 +109,42 @@ impl Database {
             target: shown.clone(),
             reason: first_line(&e.to_string()),
         };
+        // One direct connection first: it fails fast with the real reason
+        // (the pool would retry a refused connection until its timeout), and
+        // its duration is the connection set-up reported apart from queries.
         let connecting = async {
             match target.kind {
                 DatabaseKind::MySql => {
                     let options: MySqlConnectOptions = url.parse().map_err(bad_url)?;
                     let options = options.disable_statement_logging();
-                    MySqlPoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(settings.connect_timeout)
-                        .connect_with(options)
+                    let first = MySqlConnection::connect_with(&options)
                         .await
-                        .map(Pool::MySql)
+                        .map_err(|e| classify_connect_error(e, target))?;
+                    let _ = first.close().await;
+                    Ok(Pool::MySql(
+                        MySqlPoolOptions::new()
+                            .max_connections(settings.max_connections)
+                            .acquire_timeout(settings.connect_timeout)
+                            .connect_lazy_with(options),
+                    ))
                 }
                 DatabaseKind::Postgres => {
                     let options: PgConnectOptions = url.parse().map_err(bad_url)?;
                     let options = options.disable_statement_logging();
-                    PgPoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(settings.connect_timeout)
-                        .connect_with(options)
+                    let first = PgConnection::connect_with(&options)
                         .await
-                        .map(Pool::Postgres)
+                        .map_err(|e| classify_connect_error(e, target))?;
+                    let _ = first.close().await;
+                    Ok(Pool::Postgres(
+                        PgPoolOptions::new()
+                            .max_connections(settings.max_connections)
+                            .acquire_timeout(settings.connect_timeout)
+                            .connect_lazy_with(options),
+                    ))
                 }
             }
-            .map_err(|e| classify_connect_error(e, target))
         };
-        let pool = tokio::time::timeout(settings.connect_timeout + Duration::from_millis(250), connecting)
+        let pool = tokio::time::timeout(settings.connect_timeout, connecting)
             .await
             .map_err(|_| DbError::Unreachable {
                 target: shown.clone(),

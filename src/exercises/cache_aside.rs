@@ -41,6 +41,8 @@ pub struct CacheAsideOptions {
     pub no_cache: bool,
     /// Direct database reads after the pattern reads; `None` picks a default.
     pub baseline: Option<u64>,
+    /// A pause between reads (not timed), to watch a run as services come and go.
+    pub interval: Duration,
 }
 
 /// Everything a run measured; the report renders it, `--json` prints it.
@@ -56,6 +58,9 @@ pub struct CacheAsideOutcome {
     pub empty_result: bool,
     pub runs: Vec<RunRecord>,
     pub sources: BTreeMap<&'static str, u64>,
+    /// Consecutive reads from the same source, in order (one task only):
+    /// a Valkey outage shows as a stretch of database reads between hits.
+    pub timeline: Option<Vec<SourceStretch>>,
     pub baseline_reads: u64,
     pub summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +105,12 @@ pub struct RunRecord {
     pub ttl_left_seconds: Option<f64>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStretch {
+    pub source: ReadSource,
+    pub reads: u64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
     /// Database reads: misses, fallbacks and baseline reads (query + row conversion).
@@ -118,8 +129,8 @@ pub async fn run(config: &Config, options: CacheAsideOptions, output: &Output) -
     for warning in &outcome.warnings {
         output.warn(warning);
     }
-    let cache_never_answered = !options.no_cache && outcome.sources.get("cache").copied().unwrap_or(0) == 0
-        && outcome.sources.get("db").copied().unwrap_or(0) == 0;
+    let served = |source| outcome.sources.get(source).copied().unwrap_or(0);
+    let cache_never_answered = !options.no_cache && served("cache") == 0 && served("database") == 0;
     if cache_never_answered {
         return Err(WorkshopError::incomplete(
             "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) and run again",
@@ -137,6 +148,9 @@ fn validate(options: &CacheAsideOptions) -> Result<()> {
             "--concurrency must be from 1 to {MAX_CONCURRENCY} (got {})",
             options.concurrency
         )));
+    }
+    if options.interval > Duration::from_secs(60) {
+        return Err(WorkshopError::invalid("--interval must be at most 60000 ms"));
     }
     if options.warmup > MAX_RUNS {
         return Err(WorkshopError::invalid(format!("--warmup must be at most {MAX_RUNS}")));
@@ -246,7 +260,8 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         }
     }
 
-    let timed = timed_reads(&pattern, &key, &statement, options.runs, tasks, valkey.as_ref(), output).await?;
+    let mut timed = timed_reads(&pattern, &key, &statement, options, tasks, valkey.as_ref(), output).await?;
+    let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
     let baseline_count = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
         options.runs.min(BASELINE_CAP)
@@ -309,6 +324,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         result: reference,
         runs: timed.records,
         sources: timed.sources,
+        timeline,
         baseline_reads: baseline_count,
         summary: Summary {
             database: database_summary,
@@ -340,6 +356,7 @@ struct TimedReads {
     first_database_rows: Option<ResultSet>,
     first_hit_rows: Option<ResultSet>,
     hits_differ: bool,
+    timeline: Vec<SourceStretch>,
     wall_time: Duration,
 }
 
@@ -368,6 +385,13 @@ impl TimedReads {
             self.cache_writes.record(write);
         }
         *self.sources.entry(source_key(read.source)).or_default() += 1;
+        match self.timeline.last_mut() {
+            Some(stretch) if stretch.source == read.source => stretch.reads += 1,
+            _ => self.timeline.push(SourceStretch {
+                source: read.source,
+                reads: 1,
+            }),
+        }
         if keep_record {
             self.records.push(RunRecord {
                 run,
@@ -396,15 +420,18 @@ impl TimedReads {
             _ => {}
         }
         self.hits_differ |= other.hits_differ;
+        // Only meaningful with one task, where there is one part to merge.
+        self.timeline.extend(other.timeline);
     }
 }
 
+/// The same names `ReadSource` has in JSON.
 fn source_key(source: ReadSource) -> &'static str {
     match source {
         ReadSource::Cache => "cache",
-        ReadSource::Database => "db",
-        ReadSource::DatabaseCacheUnavailable => "db_cache_unavailable",
-        ReadSource::DatabaseNoCache => "db_no_cache",
+        ReadSource::Database => "database",
+        ReadSource::DatabaseCacheUnavailable => "database_cache_unavailable",
+        ReadSource::DatabaseNoCache => "database_no_cache",
     }
 }
 
@@ -412,12 +439,14 @@ async fn timed_reads(
     pattern: &CacheAside,
     key: &str,
     statement: &Statement,
-    runs: u64,
+    options: &CacheAsideOptions,
     tasks: u64,
     valkey: Option<&Valkey>,
     output: &Output,
 ) -> Result<TimedReads> {
+    let runs = options.runs;
     let keep_records = runs <= PER_RUN_LIMIT && tasks == 1;
+    let interval = options.interval;
     let progress = if runs >= PROGRESS_FROM {
         report::progress::bar(output, runs, "reads")
     } else {
@@ -448,6 +477,9 @@ async fn timed_reads(
                 };
                 mine.add(run + 1, read, ttl_left, keep_records);
                 progress.inc(1);
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
             }
         });
     }
@@ -503,6 +535,7 @@ mod tests {
             concurrency,
             no_cache: false,
             baseline: None,
+            interval: Duration::ZERO,
         };
         assert_eq!(validate(&options(0, 1)).unwrap_err().to_string(), "--runs must be from 1 to 10000000 (got 0)");
         assert!(validate(&options(1, 0)).is_err());

@@ -159,6 +159,10 @@ pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
         outcome.concurrency,
         outcome.throughput_per_second
     ));
+    if let Some(timeline) = outcome.timeline.as_ref().filter(|t| t.len() > 1 && outcome.runs.is_empty()) {
+        let stretches: Vec<String> = timeline.iter().map(|s| format!("{} ×{}", s.source.label(), count(s.reads))).collect();
+        output.text(format!("in order: {}", stretches.join(" → ")));
+    }
     if let Some(writes) = &outcome.cache_writes {
         output.text(format!("cache fills after a miss (SET): {} · p50 {} ms", count(writes.count), ms(writes.p50)));
     }

@@ -181,3 +181,103 @@ pub fn stderr(output: &Output) -> String {
 
 /// Both databases, for tests that must pass on each.
 pub const BOTH: [DatabaseKind; 2] = [DatabaseKind::MySql, DatabaseKind::Postgres];
+
+/// Seeds a fresh per-test database at a small scale through the binary.
+pub async fn seeded_database(kind: DatabaseKind, label: &str) -> TestDatabase {
+    let db = TestDatabase::create(kind, label).await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let output = workshop_cli(dir.path())
+        .env("DATABASE_URL", db.url())
+        .args(["seed", "--scale", "0.02"])
+        .output()
+        .expect("run workshop-cli seed");
+    assert!(output.status.success(), "seed failed: {}", stderr(&output));
+    db
+}
+
+/// A `valkey-server` of the test's own on a free port, to stop and restart.
+pub struct PrivateValkey {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateValkey {
+    pub fn start() -> PrivateValkey {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut server = PrivateValkey {
+            port,
+            dir: tempfile::tempdir().expect("temporary folder"),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn binary() -> String {
+        std::env::var("WORKSHOP_VALKEY_SERVER").unwrap_or_else(|_| {
+            let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/bin/valkey-server");
+            if Path::new(local).exists() {
+                local.to_string()
+            } else {
+                "valkey-server".to_string()
+            }
+        })
+    }
+
+    /// Starts (again) on the same port, empty, and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new(Self::binary())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start valkey-server (set WORKSHOP_VALKEY_SERVER or run `just up`)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("valkey-server on port {} did not answer", self.port);
+    }
+
+    /// Kills the server at once (no shutdown courtesy), like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs one command on the server, e.g. CONFIG SET.
+    pub fn command(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client.get_connection().expect("connect to the private valkey");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        let _: redis::Value = cmd.query(&mut conn).expect("valkey command");
+    }
+}
+
+impl Drop for PrivateValkey {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
