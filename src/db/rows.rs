@@ -168,13 +168,11 @@ fn postgres_value(row: &PgRow, i: usize, name: &str) -> Result<Value, DbError> {
         "TIME" => time(row.try_get::<NaiveTime, _>(i).map_err(err)?),
         "JSON" | "JSONB" => row.try_get::<Value, _>(i).map_err(err)?,
         "BYTEA" => bytes(row.try_get::<Vec<u8>, _>(i).map_err(err)?),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" | "UNKNOWN" => Value::String(row.try_get::<String, _>(i).map_err(err)?),
-        "CHAR" => Value::String(char::from(row.try_get::<i8, _>(i).map_err(err)? as u8).to_string()),
+        // sqlx calls bpchar (CHAR(n)) "CHAR", and the one-byte internal type "\"CHAR\"".
+        "TEXT" | "VARCHAR" | "CHAR" | "NAME" | "UNKNOWN" => Value::String(row.try_get::<String, _>(i).map_err(err)?),
+        "\"CHAR\"" => Value::String(char::from(row.try_get::<i8, _>(i).map_err(err)? as u8).to_string()),
         "VOID" => Value::Null,
-        other => match row.try_get_unchecked::<String, _>(i) {
-            Ok(text) if other.ends_with("[]") => Value::String(text),
-            _ => return Err(unsupported(name, other)),
-        },
+        other => return Err(unsupported(name, other)),
     })
 }
 
