@@ -44,6 +44,16 @@ impl KeyScheme {
         format!("{}passenger:{passenger_id}", self.prefix)
     }
 
+    /// `{prefix}product:{id}`: the multi-level cache exercises' key.
+    pub fn product(&self, product_id: i64) -> String {
+        format!("{}product:{product_id}", self.prefix)
+    }
+
+    /// The pub/sub channel on which changed keys are announced.
+    pub fn invalidation_channel(&self) -> String {
+        format!("{}invalidate", self.prefix)
+    }
+
     /// A key for `check-env`'s write/read/delete probe, unique per process.
     pub fn probe(&self) -> String {
         let nanos = std::time::SystemTime::now()

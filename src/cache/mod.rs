@@ -2,7 +2,9 @@
 //! cloned per task; every key is built in [`keys`].
 //! Client-side caching stays off: it would hide hits and misses from the workshop.
 
+pub mod invalidation;
 pub mod keys;
+pub mod two_level;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -162,6 +164,12 @@ impl Valkey {
 
     pub async fn identity(&self) -> Result<ServerIdentity, CacheError> {
         Ok(ServerIdentity::from_info(&self.info("server").await?))
+    }
+
+    /// PUBLISH; returns how many subscribers received the message.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
+        let mut conn = self.connection.clone();
+        conn.publish(channel, message).await.map_err(Self::command_error("PUBLISH"))
     }
 
     /// Deletes every key that starts with `prefix` (SCAN, never KEYS); returns how many.

@@ -5,6 +5,7 @@
 
 pub mod dialect;
 pub mod passengers;
+pub mod products;
 pub mod rows;
 
 use std::time::{Duration, Instant};

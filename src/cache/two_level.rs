@@ -1,0 +1,257 @@
+//! A two-level cache: L1 in this process (moka: size-bounded, with a TTL),
+//! L2 in Valkey (JSON under the workshop prefix), then the database.
+//!
+//! Read path: L1 → L2 → database. An L2 hit fills L1; a database read fills
+//! both. If Valkey stops answering, reads go on from L1 and the database and
+//! the counters show it; no read fails because the cache did.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Valkey;
+
+/// The layer that served a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    L1,
+    L2,
+    Database,
+}
+
+impl Layer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Layer::L1 => "L1 (in-process)",
+            Layer::L2 => "L2 (Valkey)",
+            Layer::Database => "database",
+        }
+    }
+}
+
+/// What each layer did, counted as it happens (shared by every task).
+#[derive(Debug, Default)]
+pub struct LayerCounters {
+    pub l1_hits: AtomicU64,
+    pub l1_misses: AtomicU64,
+    pub l2_hits: AtomicU64,
+    pub l2_misses: AtomicU64,
+    /// Valkey did not answer (the read went on to the database).
+    pub l2_errors: AtomicU64,
+    pub database_loads: AtomicU64,
+    /// Keys dropped from L1 because another process said they changed.
+    pub invalidations_received: AtomicU64,
+    /// Times L1 was emptied because invalidation messages may have been missed.
+    pub l1_clears: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CounterSnapshot {
+    pub l1_hits: u64,
+    pub l1_misses: u64,
+    pub l2_hits: u64,
+    pub l2_misses: u64,
+    pub l2_errors: u64,
+    pub database_loads: u64,
+    pub invalidations_received: u64,
+    pub l1_clears: u64,
+}
+
+impl LayerCounters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CounterSnapshot {
+            l1_hits: read(&self.l1_hits),
+            l1_misses: read(&self.l1_misses),
+            l2_hits: read(&self.l2_hits),
+            l2_misses: read(&self.l2_misses),
+            l2_errors: read(&self.l2_errors),
+            database_loads: read(&self.database_loads),
+            invalidations_received: read(&self.invalidations_received),
+            l1_clears: read(&self.l1_clears),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One read through the layers.
+#[derive(Debug, Clone)]
+pub struct Served<V> {
+    /// `None`: the database has no such row (that answer is cached too).
+    pub value: Arc<Option<V>>,
+    pub layer: Layer,
+    /// The whole read as the caller waits for it, lookups and fills included.
+    pub latency: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TwoLevelSettings {
+    /// `false` skips L1 (`--no-l1`): every read starts at Valkey.
+    pub use_l1: bool,
+    pub l1_capacity: u64,
+    pub l1_ttl: Duration,
+    pub l2_ttl: Duration,
+}
+
+/// L1 → L2 → database for values of type `V`. Cheap to clone; clones share
+/// the same L1 and counters.
+#[derive(Clone)]
+pub struct TwoLevelCache<V: Clone + Send + Sync + 'static> {
+    l1: Option<Cache<String, Arc<Option<V>>>>,
+    l2: Option<Valkey>,
+    l2_ttl: Duration,
+    counters: Arc<LayerCounters>,
+}
+
+impl<V> TwoLevelCache<V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// `l2` is `None` when Valkey could not be reached at start.
+    pub fn new(settings: TwoLevelSettings, l2: Option<Valkey>) -> Self {
+        let l1 = settings.use_l1.then(|| {
+            Cache::builder()
+                .max_capacity(settings.l1_capacity)
+                .time_to_live(settings.l1_ttl)
+                .build()
+        });
+        TwoLevelCache {
+            l1,
+            l2,
+            l2_ttl: settings.l2_ttl,
+            counters: Arc::new(LayerCounters::default()),
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<LayerCounters> {
+        &self.counters
+    }
+
+    pub fn l2(&self) -> Option<&Valkey> {
+        self.l2.as_ref()
+    }
+
+    /// Entries in L1 now (moka counts lazily; pending work is run first).
+    pub async fn l1_entries(&self) -> u64 {
+        match &self.l1 {
+            Some(l1) => {
+                l1.run_pending_tasks().await;
+                l1.entry_count()
+            }
+            None => 0,
+        }
+    }
+
+    /// Reads `key` through the layers; `load` runs only when neither cache has it.
+    pub async fn get<F, Fut, E>(&self, key: &str, load: F) -> Result<Served<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+    {
+        let started = Instant::now();
+        if let Some(l1) = &self.l1 {
+            if let Some(value) = l1.get(key).await {
+                bump(&self.counters.l1_hits);
+                return Ok(Served {
+                    value,
+                    layer: Layer::L1,
+                    latency: started.elapsed(),
+                });
+            }
+            bump(&self.counters.l1_misses);
+        }
+
+        let mut l2_answered = false;
+        if let Some(l2) = &self.l2 {
+            match l2.get(key).await {
+                Ok(Some(text)) => {
+                    if let Ok(decoded) = serde_json::from_str::<Option<V>>(&text) {
+                        let value = Arc::new(decoded);
+                        self.fill_l1(key, &value).await;
+                        bump(&self.counters.l2_hits);
+                        return Ok(Served {
+                            value,
+                            layer: Layer::L2,
+                            latency: started.elapsed(),
+                        });
+                    }
+                    // An entry that no longer decodes is a miss; it is overwritten below.
+                    bump(&self.counters.l2_misses);
+                    l2_answered = true;
+                }
+                Ok(None) => {
+                    bump(&self.counters.l2_misses);
+                    l2_answered = true;
+                }
+                Err(_) => bump(&self.counters.l2_errors),
+            }
+        }
+
+        let value = Arc::new(load().await?);
+        bump(&self.counters.database_loads);
+        if l2_answered {
+            self.fill_l2(key, &value).await;
+        }
+        self.fill_l1(key, &value).await;
+        Ok(Served {
+            value,
+            layer: Layer::Database,
+            latency: started.elapsed(),
+        })
+    }
+
+    /// Puts a value in both layers (write-through, cache warming).
+    pub async fn put(&self, key: &str, value: Option<V>) {
+        let value = Arc::new(value);
+        self.fill_l2(key, &value).await;
+        self.fill_l1(key, &value).await;
+    }
+
+    /// Drops a key from this process's L1 only (on an invalidation message).
+    pub async fn forget_local(&self, key: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(key).await;
+        }
+    }
+
+    /// Empties this process's L1 (after messages may have been missed).
+    pub fn forget_all_local(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate_all();
+        }
+    }
+
+    /// Drops a key from L1 and L2. Other processes learn of it through
+    /// [`super::invalidation`]; this does not publish.
+    pub async fn remove(&self, key: &str) -> Result<(), super::CacheError> {
+        self.forget_local(key).await;
+        match &self.l2 {
+            Some(l2) => l2.delete(key).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    async fn fill_l1(&self, key: &str, value: &Arc<Option<V>>) {
+        if let Some(l1) = &self.l1 {
+            l1.insert(key.to_string(), Arc::clone(value)).await;
+        }
+    }
+
+    async fn fill_l2(&self, key: &str, value: &Arc<Option<V>>) {
+        if let Some(l2) = &self.l2 {
+            let text = serde_json::to_string(value.as_ref()).unwrap_or_else(|_| "null".into());
+            if l2.set_with_ttl(key, &text, self.l2_ttl).await.is_err() {
+                bump(&self.counters.l2_errors);
+            }
+        }
+    }
+}
