@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod exercises;
+pub mod fixtures;
 pub mod patterns;
 pub mod measure;
 pub mod report;

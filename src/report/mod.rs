@@ -5,6 +5,7 @@
 pub mod check_env;
 pub mod latency;
 pub mod progress;
+pub mod seed;
 pub mod table;
 pub mod writes;
 
