@@ -36,7 +36,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Database URL: mysql://, mariadb://, postgres:// or postgresql:// (the password is never shown)
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub database_url: Option<String>,
 
     /// Valkey URL: redis://, rediss://, valkey:// or valkeys://
@@ -83,19 +89,27 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the configuration and every service the workshop needs
-    #[command(after_help = "Examples:\n  workshop-cli check-env\n  workshop-cli check-env --json\n  DATABASE_URL=postgres://workshop:workshop@127.0.0.1:5432/workshop workshop-cli check-env")]
+    #[command(
+        after_help = "Examples:\n  workshop-cli check-env\n  workshop-cli check-env --json\n  DATABASE_URL=postgres://workshop:workshop@127.0.0.1:5432/workshop workshop-cli check-env"
+    )]
     CheckEnv,
 
     /// Create the FlughafenDB-style schema and load generated fixtures
-    #[command(after_help = "Examples:\n  workshop-cli seed\n  workshop-cli seed --scale 0.1       a small data set, for quick tests\n  workshop-cli seed --reset           drop and rebuild the tables")]
+    #[command(
+        after_help = "Examples:\n  workshop-cli seed\n  workshop-cli seed --scale 0.1       a small data set, for quick tests\n  workshop-cli seed --reset           drop and rebuild the tables"
+    )]
     Seed(SeedArgs),
 
     /// Exercise 1: cache-aside (lazy loading) and what it buys
-    #[command(after_help = "Examples:\n  workshop-cli cache-aside --id 3797\n  workshop-cli cache-aside --query busiest-routes --runs 50 --fresh\n  workshop-cli cache-aside --sql 'SELECT * FROM airport WHERE icao = :icao' --param icao=FSFA\n  workshop-cli cache-aside --runs 2000 --concurrency 50 --json")]
+    #[command(
+        after_help = "Examples:\n  workshop-cli cache-aside --id 3797\n  workshop-cli cache-aside --query busiest-routes --runs 50 --fresh\n  workshop-cli cache-aside --sql 'SELECT * FROM airport WHERE icao = :icao' --param icao=FSFA\n  workshop-cli cache-aside --runs 2000 --concurrency 50 --json"
+    )]
     CacheAside(CacheAsideArgs),
 
     /// Exercise 2: write-through: write the database and the cache together
-    #[command(after_help = "Examples:\n  workshop-cli write-through\n  workshop-cli write-through --firstname Ada --lastname Lovelace --passportno P123456\n  workshop-cli write-through --update 42 --firstname Grace\n  workshop-cli write-through --runs 20 --cleanup")]
+    #[command(
+        after_help = "Examples:\n  workshop-cli write-through\n  workshop-cli write-through --firstname Ada --lastname Lovelace --passportno P123456\n  workshop-cli write-through --update 42 --firstname Grace\n  workshop-cli write-through --runs 20 --cleanup"
+    )]
     WriteThrough(WriteThroughArgs),
 }
 

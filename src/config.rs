@@ -197,7 +197,12 @@ impl fmt::Debug for DatabaseTarget {
 
 impl DatabaseTarget {
     pub fn parse(raw: &str, source: Source) -> Result<Self, ConfigError> {
-        let url = parse_url("DATABASE_URL", raw, DATABASE_SCHEMES, "mysql://user:password@127.0.0.1:3306/workshop")?;
+        let url = parse_url(
+            "DATABASE_URL",
+            raw,
+            DATABASE_SCHEMES,
+            "mysql://user:password@127.0.0.1:3306/workshop",
+        )?;
         let kind = match url.scheme() {
             "mysql" | "mariadb" => DatabaseKind::MySql,
             "postgres" | "postgresql" => DatabaseKind::Postgres,
@@ -284,12 +289,7 @@ impl ValkeyTarget {
     }
 }
 
-fn parse_url(
-    var: &'static str,
-    raw: &str,
-    supported: &'static str,
-    example: &'static str,
-) -> Result<Url, ConfigError> {
+fn parse_url(var: &'static str, raw: &str, supported: &'static str, example: &'static str) -> Result<Url, ConfigError> {
     let raw = raw.trim();
     let scheme = raw.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
     let Some(scheme) = scheme else {
@@ -301,11 +301,7 @@ fn parse_url(
     };
     let known: Vec<&str> = supported.split(", ").map(|s| s.trim_end_matches("://")).collect();
     if !known.contains(&scheme.as_str()) {
-        return Err(ConfigError::UnknownScheme {
-            var,
-            scheme,
-            supported,
-        });
+        return Err(ConfigError::UnknownScheme { var, scheme, supported });
     }
     let url = Url::parse(raw).map_err(|e| ConfigError::InvalidUrl {
         var,
@@ -406,7 +402,6 @@ impl Config {
             dotenv_path: dotenv.path.clone(),
         })
     }
-
 }
 
 pub fn parse_ttl(raw: &str) -> Result<u64, ConfigError> {
@@ -503,7 +498,9 @@ pub fn redact(message: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
-        let end = after.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(after.len());
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '/')
+            .unwrap_or(after.len());
         let authority = &after[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at_sign), Some(colon)) if colon < at_sign => {
@@ -581,7 +578,10 @@ mod tests {
     fn unknown_engine_is_rejected() {
         let vars = |k: &str| (k == "DB_ENGINE").then(|| "sqlite".to_string());
         let err = split_database_url(&vars).unwrap_err();
-        assert_eq!(err.to_string(), "DB_ENGINE 'sqlite' is not supported; use one of: mysql, mariadb, postgresql");
+        assert_eq!(
+            err.to_string(),
+            "DB_ENGINE 'sqlite' is not supported; use one of: mysql, mariadb, postgresql"
+        );
     }
 
     #[test]
@@ -599,7 +599,10 @@ mod tests {
         std::fs::write(&path, "A=1\n# comment\nB='unclosed\nC=3\n").unwrap();
         let err = parse_dotenv(&path).unwrap_err();
         let text = err.to_string();
-        assert!(text.ends_with(".env:3: malformed line (expected KEY=VALUE, with quotes closed); fix or remove that line"), "{text}");
+        assert!(
+            text.ends_with(".env:3: malformed line (expected KEY=VALUE, with quotes closed); fix or remove that line"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -608,7 +611,13 @@ mod tests {
             redact("cannot open mysql://bob:s3cr@t@db:3306/x for workshop-cli"),
             "cannot open mysql://bob:***@db:3306/x for workshop-cli"
         );
-        assert_eq!(redact("redis://127.0.0.1:6379 is down"), "redis://127.0.0.1:6379 is down");
-        assert_eq!(redact("valkey://:pw@h:1 and postgres://u@h/db"), "valkey://:***@h:1 and postgres://u@h/db");
+        assert_eq!(
+            redact("redis://127.0.0.1:6379 is down"),
+            "redis://127.0.0.1:6379 is down"
+        );
+        assert_eq!(
+            redact("valkey://:pw@h:1 and postgres://u@h/db"),
+            "valkey://:***@h:1 and postgres://u@h/db"
+        );
     }
 }

@@ -36,10 +36,7 @@ pub enum InputError {
     #[error("{0}")]
     Invalid(String),
     #[error("passport number {passportno} is already taken by passenger {existing_id}; choose another --passportno or omit it to generate one")]
-    DuplicatePassport {
-        passportno: String,
-        existing_id: String,
-    },
+    DuplicatePassport { passportno: String, existing_id: String },
     #[error("no {what} with id {id}; {hint}")]
     NotFound {
         what: &'static str,

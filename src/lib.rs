@@ -11,6 +11,6 @@ pub mod db;
 pub mod error;
 pub mod exercises;
 pub mod fixtures;
-pub mod patterns;
 pub mod measure;
+pub mod patterns;
 pub mod report;

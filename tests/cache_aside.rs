@@ -5,7 +5,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH};
+use support::{
+    seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH,
+};
 use workshop_cli::config::DatabaseKind;
 
 struct Run {
@@ -54,7 +56,10 @@ async fn the_first_read_misses_and_later_reads_hit() {
         let run = cache_aside(&db, &prefix, &["--id", "3797", "--runs", "5"]);
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         assert_eq!(sources(&run), ["database", "cache", "cache", "cache", "cache"]);
-        assert_eq!(run.json["result"]["columns"], json!(["airport_id", "iata", "icao", "name"]));
+        assert_eq!(
+            run.json["result"]["columns"],
+            json!(["airport_id", "iata", "icao", "name"])
+        );
         assert_eq!(run.json["result"]["rows"], json!([[3797, null, "FSFA", "FARQUHAR"]]));
         let ttl = run.json["runs"][4]["ttl_left_seconds"].as_f64().unwrap();
         assert!(ttl > 250.0 && ttl <= 300.0, "{ttl}");
@@ -113,14 +118,29 @@ async fn user_sql_with_named_parameters_runs_on_both_dialects() {
         let run = cache_aside(
             &db,
             &prefix,
-            &["--sql", sql, "--param", "icao=FSFA", "--param", "min=1", "--param", "max=9999", "--runs", "2"],
+            &[
+                "--sql",
+                sql,
+                "--param",
+                "icao=FSFA",
+                "--param",
+                "min=1",
+                "--param",
+                "max=9999",
+                "--runs",
+                "2",
+            ],
         );
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         assert_eq!(run.json["result"]["rows"], json!([["FSFA", "FARQUHAR"]]));
         let statement = run.json["query"]["statement"].as_str().unwrap();
         let expected = match kind {
-            DatabaseKind::MySql => "SELECT icao, name FROM airport WHERE icao = ? AND airport_id >= ? AND airport_id <= ?",
-            DatabaseKind::Postgres => "SELECT icao, name FROM airport WHERE icao = $1 AND airport_id >= $2 AND airport_id <= $3",
+            DatabaseKind::MySql => {
+                "SELECT icao, name FROM airport WHERE icao = ? AND airport_id >= ? AND airport_id <= ?"
+            }
+            DatabaseKind::Postgres => {
+                "SELECT icao, name FROM airport WHERE icao = $1 AND airport_id >= $2 AND airport_id <= $3"
+            }
         };
         assert_eq!(statement, expected);
         assert_eq!(sources(&run), ["database", "cache"]);
@@ -133,7 +153,11 @@ async fn injection_in_a_parameter_is_bound_as_a_value_not_executed() {
         let db = seeded_database(kind, "inject").await;
         let prefix = TestPrefix::new("inject");
         let evil = "icao=FSFA' OR '1'='1'; DROP TABLE airport; --";
-        let run = cache_aside(&db, &prefix, &["--sql", "SELECT name FROM airport WHERE icao = :icao", "--param", evil]);
+        let run = cache_aside(
+            &db,
+            &prefix,
+            &["--sql", "SELECT name FROM airport WHERE icao = :icao", "--param", evil],
+        );
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         assert_eq!(run.json["result"]["rows"], json!([]));
         assert_eq!(run.json["empty_result"], true);
@@ -148,13 +172,26 @@ async fn rows_convert_to_json_faithfully_and_a_hit_returns_the_same_values() {
     for kind in BOTH {
         let db = seeded_database(kind, "fidelity").await;
         let prefix = TestPrefix::new("fidelity");
-        let datetime = if kind == DatabaseKind::MySql { "DATETIME" } else { "TIMESTAMP" };
+        let datetime = if kind == DatabaseKind::MySql {
+            "DATETIME"
+        } else {
+            "TIMESTAMP"
+        };
         let sql = format!(
             "SELECT CAST(12.50 AS DECIMAL(10,2)) AS price, CAST('2024-05-01 07:30:00' AS {datetime}) AS departure, \
              CAST('2024-05-01' AS DATE) AS day, CAST(NULL AS CHAR(3)) AS iata, 'Zürich ✈ \"q\"' AS city, \
              CAST(:n AS DECIMAL(20,0)) AS big, :k AS k"
         );
-        let args = ["--sql", sql.as_str(), "--param", "n=12345678901234567890", "--param", "k=7", "--runs", "1"];
+        let args = [
+            "--sql",
+            sql.as_str(),
+            "--param",
+            "n=12345678901234567890",
+            "--param",
+            "k=7",
+            "--runs",
+            "1",
+        ];
         let miss = cache_aside(&db, &prefix, &args);
         assert_eq!(miss.code, Some(0), "{kind:?}: {}", miss.stderr);
         assert_eq!(sources(&miss), ["database"]);
@@ -179,10 +216,20 @@ async fn expensive_builtin_queries_run_on_both_databases() {
         let prefix = TestPrefix::new("expensive");
         let run = cache_aside(&db, &prefix, &["--query", "busiest-routes", "--runs", "3"]);
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
-        assert_eq!(run.json["result"]["columns"], json!(["from_airport", "to_airport", "bookings", "revenue"]));
+        assert_eq!(
+            run.json["result"]["columns"],
+            json!(["from_airport", "to_airport", "bookings", "revenue"])
+        );
         assert_eq!(run.json["result"]["rows"].as_array().unwrap().len(), 10);
-        assert!(run.json["result"]["rows"][0][3].is_string(), "revenue is an exact decimal string");
-        let run = cache_aside(&db, &prefix, &["--query", "passenger-bookings", "--id", "1", "--runs", "2"]);
+        assert!(
+            run.json["result"]["rows"][0][3].is_string(),
+            "revenue is an exact decimal string"
+        );
+        let run = cache_aside(
+            &db,
+            &prefix,
+            &["--query", "passenger-bookings", "--id", "1", "--runs", "2"],
+        );
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         assert_eq!(sources(&run), ["database", "cache"]);
     }
@@ -203,7 +250,14 @@ async fn the_same_query_gives_the_same_rows_on_mysql_and_postgres() {
 async fn an_empty_result_is_cached_too() {
     let db = seeded_database(DatabaseKind::MySql, "empty").await;
     let prefix = TestPrefix::new("empty");
-    let args = ["--sql", "SELECT * FROM airport WHERE icao = :icao", "--param", "icao=ZZZZ", "--runs", "2"];
+    let args = [
+        "--sql",
+        "SELECT * FROM airport WHERE icao = :icao",
+        "--param",
+        "icao=ZZZZ",
+        "--runs",
+        "2",
+    ];
     let run = cache_aside(&db, &prefix, &args);
     assert_eq!(sources(&run), ["database", "cache"]);
     assert_eq!(run.json["empty_result"], true);
@@ -216,7 +270,12 @@ async fn concurrent_tasks_share_the_pools_and_count_every_read() {
     let prefix = TestPrefix::new("concurrent");
     let run = cache_aside(&db, &prefix, &["--runs", "500", "--concurrency", "8", "--fresh"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let total: u64 = run.json["sources"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = run.json["sources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 500);
     assert!(run.json["sources"]["cache"].as_u64().unwrap() >= 400);
     assert_eq!(run.json["concurrency"], 8);
@@ -238,7 +297,16 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
             .env("DATABASE_URL", db.url())
             .env("VALKEY_URL", &url)
             .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-            .args(["cache-aside", "--runs", "300", "--interval", "10", "--json", "--connect-timeout", "0.5"])
+            .args([
+                "cache-aside",
+                "--runs",
+                "300",
+                "--interval",
+                "10",
+                "--json",
+                "--connect-timeout",
+                "0.5",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -247,17 +315,37 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
         valkey.kill();
         tokio::time::sleep(Duration::from_millis(800)).await;
         valkey.restart();
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
         let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
-        let total: u64 = json["sources"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        let total: u64 = json["sources"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
         assert_eq!(total, 300, "every read was served");
         let fallbacks = json["sources"]["database_cache_unavailable"].as_u64().unwrap_or(0);
         assert!(fallbacks > 0, "{}", json["sources"]);
-        assert!(stderr(&output).contains("Valkey did not answer for"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("Valkey did not answer for"),
+            "{}",
+            stderr(&output)
+        );
         // In order: hits, then database reads while Valkey was gone, then hits again.
-        let timeline: Vec<&str> = json["timeline"].as_array().unwrap().iter().map(|s| s["source"].as_str().unwrap()).collect();
-        let outage = timeline.iter().position(|s| *s == "database_cache_unavailable").unwrap();
+        let timeline: Vec<&str> = json["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["source"].as_str().unwrap())
+            .collect();
+        let outage = timeline
+            .iter()
+            .position(|s| *s == "database_cache_unavailable")
+            .unwrap();
         assert!(timeline[..outage].contains(&"cache"), "{timeline:?}");
         assert!(timeline[outage..].contains(&"cache"), "hits resume: {timeline:?}");
     }
@@ -267,12 +355,22 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
 async fn with_valkey_unreachable_every_read_falls_back_and_the_run_says_it_could_not_compare() {
     let db = seeded_database(DatabaseKind::MySql, "novalkey").await;
     let prefix = TestPrefix::new("novalkey");
-    let run = cache_aside_on(&db, &prefix, "redis://127.0.0.1:1", &["--runs", "3", "--connect-timeout", "0.5"]);
+    let run = cache_aside_on(
+        &db,
+        &prefix,
+        "redis://127.0.0.1:1",
+        &["--runs", "3", "--connect-timeout", "0.5"],
+    );
     assert_eq!(run.code, Some(8));
     assert_eq!(sources(&run), ["database_cache_unavailable"; 3]);
     assert_eq!(run.json["summary"]["speedup"], Value::Null);
     assert_eq!(run.json["summary"]["not_compared"], "no read was served by the cache");
-    assert!(run.stderr.contains("error: could not compare: the cache was unavailable for every read"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("error: could not compare: the cache was unavailable for every read"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -280,19 +378,37 @@ async fn bad_input_gets_a_clear_error_and_an_exit_code() {
     let db = TestDatabase::create(DatabaseKind::Postgres, "badinput").await;
     let prefix = TestPrefix::new("badinput");
     let run = cache_aside(&db, &prefix, &["--id", "0"]);
-    assert_eq!((run.code, run.stderr.as_str()), (Some(6), "error: --id must be a positive whole number (got 0)\n"));
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (Some(6), "error: --id must be a positive whole number (got 0)\n")
+    );
     let run = cache_aside(&db, &prefix, &["--runs", "0"]);
-    assert_eq!((run.code, run.stderr.as_str()), (Some(6), "error: --runs must be from 1 to 10000000 (got 0)\n"));
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (Some(6), "error: --runs must be from 1 to 10000000 (got 0)\n")
+    );
     let run = cache_aside(&db, &prefix, &["--sql", "SELECT :icao"]);
     assert_eq!(
         (run.code, run.stderr.as_str()),
-        (Some(6), "error: the query uses :icao but no value was given; add --param icao=VALUE\n")
+        (
+            Some(6),
+            "error: the query uses :icao but no value was given; add --param icao=VALUE\n"
+        )
     );
     // The database exists but was never seeded.
     let run = cache_aside(&db, &prefix, &["--runs", "1"]);
     assert_eq!(run.code, Some(4));
-    assert!(run.stderr.starts_with("error: the workshop tables are missing ("), "{}", run.stderr);
-    assert!(run.stderr.ends_with("; run `workshop-cli seed` (or `just seed`) first\n"), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: the workshop tables are missing ("),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .ends_with("; run `workshop-cli seed` (or `just seed`) first\n"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -309,7 +425,17 @@ async fn the_tables_show_rows_runs_summary_and_histogram() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    for expected in ["FARQUHAR", "FSFA", "Runs", "TTL left s", "p50 ms", "p99 ms", "speedup", "Latency distribution", "█"] {
+    for expected in [
+        "FARQUHAR",
+        "FSFA",
+        "Runs",
+        "TTL left s",
+        "p50 ms",
+        "p99 ms",
+        "speedup",
+        "Latency distribution",
+        "█",
+    ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
     assert!(!text.contains("\u{1b}["), "no colour when piped / NO_COLOR");

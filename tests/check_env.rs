@@ -55,7 +55,11 @@ async fn everything_is_green_on_a_seeded_database_with_valkey() {
         assert_eq!(report["ok"], true);
         let (status, detail, _) = check(&report, "database");
         assert_eq!(status, "pass");
-        let product = if kind == DatabaseKind::Postgres { "PostgreSQL " } else { "MariaDB " };
+        let product = if kind == DatabaseKind::Postgres {
+            "PostgreSQL "
+        } else {
+            "MariaDB "
+        };
         assert!(detail.starts_with(product), "{detail}");
         let (status, detail, _) = check(&report, "fixtures");
         assert_eq!(status, "pass", "{detail}");
@@ -90,11 +94,18 @@ async fn a_wrong_password_is_named_without_showing_it() {
     for kind in BOTH {
         let url = support::admin_url(kind).replace("workshop:workshop@", "workshop:Wr0ngPassw0rd@");
         let dir = tempfile::tempdir().unwrap();
-        let output = workshop_cli(dir.path()).env("DATABASE_URL", &url).arg("check-env").output().unwrap();
+        let output = workshop_cli(dir.path())
+            .env("DATABASE_URL", &url)
+            .arg("check-env")
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(7));
         let text = format!("{}{}", stdout(&output), stderr(&output));
         assert!(!text.contains("Wr0ngPassw0rd"), "{text}");
-        assert!(text.contains("refused the login for user 'workshop' (wrong user or password); fix DATABASE_URL"), "{text}");
+        assert!(
+            text.contains("refused the login for user 'workshop' (wrong user or password); fix DATABASE_URL"),
+            "{text}"
+        );
         assert_eq!(
             stderr(&output),
             "error: 2 required check(s) failed; fix the rows marked ✗ above and run `workshop-cli check-env` again\n"
@@ -121,7 +132,10 @@ fn a_closed_port_is_reported_as_unreachable() {
     assert_eq!(hint, "start the services with `just up`, or fix the URL in .env");
     let (status, detail, _) = check(&report, "Valkey");
     assert_eq!(status, "fail");
-    assert!(detail.starts_with("cannot reach Valkey at redis://127.0.0.1:1: "), "{detail}");
+    assert!(
+        detail.starts_with("cannot reach Valkey at redis://127.0.0.1:1: "),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -132,7 +146,10 @@ fn a_host_that_never_answers_does_not_hang_the_check() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let output = workshop_cli(dir.path())
-        .env("DATABASE_URL", format!("mysql://workshop:workshop@127.0.0.1:{port}/workshop"))
+        .env(
+            "DATABASE_URL",
+            format!("mysql://workshop:workshop@127.0.0.1:{port}/workshop"),
+        )
         .env("VALKEY_URL", format!("redis://127.0.0.1:{port}"))
         .args(["check-env", "--json", "--connect-timeout", "1"])
         .output()
@@ -161,9 +178,15 @@ async fn valkey_down_fails_its_rows_but_the_database_rows_still_pass() {
     assert_eq!(check(&report, "fixtures").0, "pass");
     let (status, detail, hint) = check(&report, "Valkey");
     assert_eq!(status, "fail");
-    assert!(detail.starts_with("cannot reach Valkey at redis://127.0.0.1:1: "), "{detail}");
+    assert!(
+        detail.starts_with("cannot reach Valkey at redis://127.0.0.1:1: "),
+        "{detail}"
+    );
     assert_eq!(hint, "start the services with `just up`, or fix the URL in .env");
-    assert_eq!(check(&report, "cache probe"), ("fail".into(), "not run: no Valkey connection".into(), hint));
+    assert_eq!(
+        check(&report, "cache probe"),
+        ("fail".into(), "not run: no Valkey connection".into(), hint)
+    );
 }
 
 #[test]

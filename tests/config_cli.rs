@@ -30,10 +30,17 @@ fn detail<'a>(report: &'a Value, name: &str) -> &'a str {
 #[test]
 fn flags_beat_environment_which_beats_dotenv() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".env"), "DATABASE_URL=mysql://u:p@127.0.0.1:1/fromfile\nCACHE_TTL=11\n").unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "DATABASE_URL=mysql://u:p@127.0.0.1:1/fromfile\nCACHE_TTL=11\n",
+    )
+    .unwrap();
 
     let (_, report) = check_env_json(&mut workshop_cli(dir.path()));
-    assert_eq!(detail(&report, "database URL"), "mysql://u:***@127.0.0.1:1/fromfile (from .env)");
+    assert_eq!(
+        detail(&report, "database URL"),
+        "mysql://u:***@127.0.0.1:1/fromfile (from .env)"
+    );
     assert_eq!(detail(&report, "cache TTL"), "11 s (from .env)");
 
     let (_, report) = check_env_json(
@@ -41,7 +48,10 @@ fn flags_beat_environment_which_beats_dotenv() {
             .env("DATABASE_URL", "mysql://u:p@127.0.0.1:2/fromenv")
             .env("CACHE_TTL", "22"),
     );
-    assert_eq!(detail(&report, "database URL"), "mysql://u:***@127.0.0.1:2/fromenv (from environment)");
+    assert_eq!(
+        detail(&report, "database URL"),
+        "mysql://u:***@127.0.0.1:2/fromenv (from environment)"
+    );
     assert_eq!(detail(&report, "cache TTL"), "22 s (from environment)");
 
     let (_, report) = check_env_json(
@@ -49,7 +59,10 @@ fn flags_beat_environment_which_beats_dotenv() {
             .env("DATABASE_URL", "mysql://u:p@127.0.0.1:2/fromenv")
             .args(["--database-url", "postgres://u:p@127.0.0.1:3/fromflag", "--ttl", "33"]),
     );
-    assert_eq!(detail(&report, "database URL"), "postgres://u:***@127.0.0.1:3/fromflag (from command-line flag)");
+    assert_eq!(
+        detail(&report, "database URL"),
+        "postgres://u:***@127.0.0.1:3/fromflag (from command-line flag)"
+    );
     assert_eq!(detail(&report, "cache TTL"), "33 s (from command-line flag)");
 }
 
@@ -72,7 +85,10 @@ fn defaults_match_env_example_when_nothing_is_configured() {
         detail(&report, "database URL"),
         "mysql://workshop:***@127.0.0.1:3306/workshop (from built-in default)"
     );
-    assert_eq!(detail(&report, "Valkey URL"), "redis://127.0.0.1:6379 (from built-in default)");
+    assert_eq!(
+        detail(&report, "Valkey URL"),
+        "redis://127.0.0.1:6379 (from built-in default)"
+    );
     assert_eq!(detail(&report, "cache TTL"), "300 s (from built-in default)");
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
     assert!(example.contains("DATABASE_URL=mysql://workshop:workshop@127.0.0.1:3306/workshop"));
@@ -93,11 +109,17 @@ fn the_split_style_of_the_python_workshops_is_accepted_and_a_url_wins() {
         detail(&report, "database URL"),
         "postgres://ann:***@127.0.0.1:5/flughafendb (from DB_*/CACHE_* variables)"
     );
-    assert_eq!(detail(&report, "Valkey URL"), "redis://127.0.0.1:6 (from DB_*/CACHE_* variables)");
+    assert_eq!(
+        detail(&report, "Valkey URL"),
+        "redis://127.0.0.1:6 (from DB_*/CACHE_* variables)"
+    );
     assert!(!report.to_string().contains("Very$ecret9"));
 
     let (_, report) = check_env_json(workshop_cli(dir.path()).env("DATABASE_URL", "mysql://u:p@127.0.0.1:7/x"));
-    assert_eq!(detail(&report, "database URL"), "mysql://u:***@127.0.0.1:7/x (from environment)");
+    assert_eq!(
+        detail(&report, "database URL"),
+        "mysql://u:***@127.0.0.1:7/x (from environment)"
+    );
 }
 
 #[test]
@@ -120,7 +142,11 @@ fn unknown_scheme_is_a_configuration_error_listing_the_supported_ones() {
 fn a_malformed_dotenv_line_is_reported_with_file_and_line_without_its_content() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    std::fs::write(&path, "# settings\nCACHE_TTL=60\nDB_PASSWORD='hunter2\nVALKEY_URL=redis://127.0.0.1:6379\n").unwrap();
+    std::fs::write(
+        &path,
+        "# settings\nCACHE_TTL=60\nDB_PASSWORD='hunter2\nVALKEY_URL=redis://127.0.0.1:6379\n",
+    )
+    .unwrap();
     let output = workshop_cli(dir.path()).arg("check-env").output().unwrap();
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(
@@ -136,7 +162,11 @@ fn a_malformed_dotenv_line_is_reported_with_file_and_line_without_its_content() 
 #[test]
 fn a_bad_ttl_names_the_variable_and_the_range() {
     let dir = tempfile::tempdir().unwrap();
-    let output = workshop_cli(dir.path()).env("CACHE_TTL", "soon").arg("check-env").output().unwrap();
+    let output = workshop_cli(dir.path())
+        .env("CACHE_TTL", "soon")
+        .arg("check-env")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(
         stderr(&output),
@@ -148,7 +178,13 @@ fn a_bad_ttl_names_the_variable_and_the_range() {
 fn help_works_even_with_a_broken_dotenv_and_shows_examples() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), "BROKEN='\n").unwrap();
-    for args in [&["--help"][..], &["cache-aside", "--help"], &["write-through", "--help"], &["check-env", "--help"], &["seed", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["cache-aside", "--help"],
+        &["write-through", "--help"],
+        &["check-env", "--help"],
+        &["seed", "--help"],
+    ] {
         let output = workshop_cli(dir.path()).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{args:?}");
         assert!(stdout(&output).contains("Examples:"), "{args:?}: {}", stdout(&output));
@@ -159,7 +195,10 @@ fn help_works_even_with_a_broken_dotenv_and_shows_examples() {
 fn no_subcommand_without_a_terminal_prints_help_and_exits_with_the_usage_code() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let output = workshop_cli(dir.path()).stdin(std::process::Stdio::null()).output().unwrap();
+    let output = workshop_cli(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("Usage: workshop-cli"));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -168,7 +207,10 @@ fn no_subcommand_without_a_terminal_prints_help_and_exits_with_the_usage_code() 
 #[test]
 fn an_unknown_flag_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let output = workshop_cli(dir.path()).args(["cache-aside", "--idd", "3"]).output().unwrap();
+    let output = workshop_cli(dir.path())
+        .args(["cache-aside", "--idd", "3"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("unexpected argument '--idd'"));
 }

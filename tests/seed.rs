@@ -65,10 +65,7 @@ fn reported_rows(report: &Value) -> Vec<(String, u64)> {
 }
 
 fn expected_rows() -> Vec<(String, u64)> {
-    EXPECTED_ROWS
-        .iter()
-        .map(|(t, n)| (t.to_string(), *n))
-        .collect()
+    EXPECTED_ROWS.iter().map(|(t, n)| (t.to_string(), *n)).collect()
 }
 
 async fn connect(db: &TestDatabase) -> Database {
@@ -101,15 +98,11 @@ async fn scalar(db: &TestDatabase, sql: &str) -> Value {
 async fn execute(db: &TestDatabase, sql: &str) {
     match db.kind {
         DatabaseKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&db.url())
-                .await
-                .expect("connect");
+            let mut conn = sqlx::MySqlConnection::connect(&db.url()).await.expect("connect");
             sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
         }
         DatabaseKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url())
-                .await
-                .expect("connect");
+            let mut conn = sqlx::PgConnection::connect(&db.url()).await.expect("connect");
             sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
         }
     }
@@ -159,9 +152,7 @@ async fn seeding_an_empty_database_loads_the_expected_rows() {
         for row in &passports.rows {
             let passport = row[0].as_str().expect("text");
             assert!(
-                passport.len() == 7
-                    && passport.starts_with('P')
-                    && passport[1..].bytes().all(|b| b.is_ascii_digit()),
+                passport.len() == 7 && passport.starts_with('P') && passport[1..].bytes().all(|b| b.is_ascii_digit()),
                 "{kind:?}: passport {passport:?} is not P and six digits"
             );
         }
@@ -193,10 +184,7 @@ async fn the_same_scale_gives_identical_rows_on_mysql_and_postgres() {
     }
     let revenue = "SELECT CAST(SUM(price) AS CHAR(20)) FROM booking";
     let revenue_pg = "SELECT CAST(SUM(price) AS VARCHAR(20)) FROM booking";
-    assert_eq!(
-        scalar(&mysql, revenue).await,
-        scalar(&postgres, revenue_pg).await
-    );
+    assert_eq!(scalar(&mysql, revenue).await, scalar(&postgres, revenue_pg).await);
 }
 
 #[tokio::test]
@@ -237,7 +225,11 @@ async fn reset_drops_the_tables_and_loads_them_again() {
     for kind in BOTH {
         let db = TestDatabase::create(kind, "seed_reset").await;
         seed_json(&db, &["--scale", SCALE]);
-        execute(&db, "INSERT INTO passenger (passportno, firstname, lastname) VALUES ('X0000001', 'Extra', 'Row')").await;
+        execute(
+            &db,
+            "INSERT INTO passenger (passportno, firstname, lastname) VALUES ('X0000001', 'Extra', 'Row')",
+        )
+        .await;
         assert_eq!(count(&db, "passenger").await, 721, "{kind:?}");
 
         let report = seed_json(&db, &["--scale", SCALE, "--reset"]);
@@ -245,11 +237,7 @@ async fn reset_drops_the_tables_and_loads_them_again() {
         assert_eq!(reported_rows(&report), expected_rows(), "{kind:?}");
         assert_eq!(count(&db, "passenger").await, 720, "{kind:?}");
         assert_eq!(
-            scalar(
-                &db,
-                "SELECT COUNT(*) FROM passenger WHERE passportno = 'X0000001'"
-            )
-            .await,
+            scalar(&db, "SELECT COUNT(*) FROM passenger WHERE passportno = 'X0000001'").await,
             0,
             "{kind:?}"
         );
@@ -272,10 +260,7 @@ fn a_bad_scale_exits_6_before_connecting() {
     ] {
         let dir = tempfile::tempdir().expect("temporary directory");
         let output = workshop_cli(dir.path())
-            .env(
-                "DATABASE_URL",
-                "mysql://workshop:workshop@127.0.0.1:1/workshop",
-            )
+            .env("DATABASE_URL", "mysql://workshop:workshop@127.0.0.1:1/workshop")
             .args(["seed", arg])
             .output()
             .expect("run workshop-cli");
@@ -296,12 +281,12 @@ async fn new_rows_get_ids_after_the_loaded_ones() {
     for kind in BOTH {
         let db = TestDatabase::create(kind, "seed_sequence").await;
         seed_json(&db, &["--scale", SCALE]);
-        execute(&db, "INSERT INTO passenger (passportno, firstname, lastname) VALUES ('X0000002', 'Ada', 'Lovelace')").await;
-        let id = scalar(
+        execute(
             &db,
-            "SELECT passenger_id FROM passenger WHERE passportno = 'X0000002'",
+            "INSERT INTO passenger (passportno, firstname, lastname) VALUES ('X0000002', 'Ada', 'Lovelace')",
         )
         .await;
+        let id = scalar(&db, "SELECT passenger_id FROM passenger WHERE passportno = 'X0000002'").await;
         assert_eq!(
             id, 721,
             "{kind:?}: the passenger sequence continues after the loaded ids"
@@ -345,23 +330,12 @@ async fn tables_seed_did_not_create_are_left_alone() {
         let report = seed_json(&db, &["--scale", SCALE]);
         assert_eq!(report["outcome"], "left_untouched", "{kind:?}");
         assert_eq!(report["tables"][0]["table"], "airport", "{kind:?}");
-        assert_eq!(
-            report["missing_tables"].as_array().map(Vec::len),
-            Some(7),
-            "{kind:?}"
-        );
+        assert_eq!(report["missing_tables"].as_array().map(Vec::len), Some(7), "{kind:?}");
 
         let output = seed(&db, &["--scale", SCALE, "--reset"]);
-        assert_eq!(
-            output.status.code(),
-            Some(6),
-            "{kind:?}: {}",
-            stderr(&output)
-        );
+        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
         assert!(
-            stderr(&output).starts_with(
-                "error: found table airport, which `workshop-cli seed` did not create"
-            ),
+            stderr(&output).starts_with("error: found table airport, which `workshop-cli seed` did not create"),
             "{kind:?}: {}",
             stderr(&output)
         );
@@ -384,28 +358,17 @@ async fn an_unfinished_seed_is_not_mistaken_for_a_finished_one() {
         execute(&db, "DELETE FROM products").await;
 
         let output = seed(&db, &["--scale", SCALE]);
-        assert_eq!(
-            output.status.code(),
-            Some(6),
-            "{kind:?}: {}",
-            stderr(&output)
-        );
+        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
         let message = stderr(&output);
         assert!(
-            message.starts_with(
-                "error: the last `workshop-cli seed` did not finish (found tables airport, "
-            ),
+            message.starts_with("error: the last `workshop-cli seed` did not finish (found tables airport, "),
             "{kind:?}: {message}"
         );
         assert!(
             message.contains("run `workshop-cli seed --reset`"),
             "{kind:?}: {message}"
         );
-        assert_eq!(
-            count(&db, "products").await,
-            0,
-            "{kind:?}: nothing was changed"
-        );
+        assert_eq!(count(&db, "products").await, 0, "{kind:?}: nothing was changed");
 
         let report = seed_json(&db, &["--scale", SCALE, "--reset"]);
         assert_eq!(report["outcome"], "seeded", "{kind:?}");

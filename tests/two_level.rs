@@ -62,7 +62,15 @@ async fn reads_fill_l1_from_l2_and_both_from_the_database() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the database was asked once");
 
     let counters = first.counters().snapshot();
-    assert_eq!((counters.l1_hits, counters.l1_misses, counters.l2_misses, counters.database_loads), (1, 1, 1, 1));
+    assert_eq!(
+        (
+            counters.l1_hits,
+            counters.l1_misses,
+            counters.l2_misses,
+            counters.database_loads
+        ),
+        (1, 1, 1, 1)
+    );
     let counters = second.counters().snapshot();
     assert_eq!((counters.l1_hits, counters.l2_hits, counters.database_loads), (1, 1, 0));
 }
@@ -109,7 +117,11 @@ async fn an_invalidation_message_drops_the_key_from_another_processes_l1() {
     wait_for(|| reader.counters().snapshot().invalidations_received == 1).await;
 
     let read = reader.get(&key, loader(&calls, 100)).await.unwrap();
-    assert_eq!((read.layer, *read.value), (Layer::L2, Some(120)), "the new value, not the stale L1 one");
+    assert_eq!(
+        (read.layer, *read.value),
+        (Layer::L2, Some(120)),
+        "the new value, not the stale L1 one"
+    );
 }
 
 #[tokio::test]
@@ -119,8 +131,13 @@ async fn with_valkey_down_reads_go_on_from_l1_and_the_database_and_l1_is_emptied
     let target = ValkeyTarget::parse(&server.url(), Source::Flag).unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let cache: TwoLevelCache<u64> = TwoLevelCache::new(SETTINGS, Some(valkey(&server.url()).await));
-    let listener =
-        InvalidationListener::start(&target, format!("{}invalidate", prefix.prefix), cache.clone(), Duration::from_secs(1)).await;
+    let listener = InvalidationListener::start(
+        &target,
+        format!("{}invalidate", prefix.prefix),
+        cache.clone(),
+        Duration::from_secs(1),
+    )
+    .await;
     let cached = format!("{}product:1", prefix.prefix);
     cache.get(&cached, loader(&calls, 1)).await.unwrap();
 
@@ -129,12 +146,19 @@ async fn with_valkey_down_reads_go_on_from_l1_and_the_database_and_l1_is_emptied
     // Cached: from L1. Not cached: from the database. Nothing fails.
     assert_eq!(cache.get(&cached, loader(&calls, 1)).await.unwrap().layer, Layer::L1);
     let other = format!("{}product:2", prefix.prefix);
-    assert_eq!(cache.get(&other, loader(&calls, 2)).await.unwrap().layer, Layer::Database);
+    assert_eq!(
+        cache.get(&other, loader(&calls, 2)).await.unwrap().layer,
+        Layer::Database
+    );
     assert!(cache.counters().snapshot().l2_errors >= 1);
 
     server.restart();
     wait_for(|| listener.is_connected()).await;
-    assert_eq!(cache.counters().snapshot().l1_clears, 1, "messages may have been missed: L1 starts afresh");
+    assert_eq!(
+        cache.counters().snapshot().l1_clears,
+        1,
+        "messages may have been missed: L1 starts afresh"
+    );
     assert_eq!(cache.l1_entries().await, 0);
     assert!(listener.status.subscriptions.load(Ordering::Relaxed) >= 2);
 }

@@ -3,7 +3,9 @@
 mod support;
 
 use serde_json::Value;
-use support::{seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH};
+use support::{
+    seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH,
+};
 use workshop_cli::config::DatabaseKind;
 
 struct Run {
@@ -69,7 +71,11 @@ async fn a_new_passenger_is_written_to_both_and_verified_consistent() {
     for kind in BOTH {
         let db = seeded_database(kind, "wtcreate").await;
         let prefix = TestPrefix::new("wtcreate");
-        let run = write_through(&db, &prefix, &["--firstname", "Ada", "--lastname", "Lovelace", "--passportno", "X1815"]);
+        let run = write_through(
+            &db,
+            &prefix,
+            &["--firstname", "Ada", "--lastname", "Lovelace", "--passportno", "X1815"],
+        );
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         let write = &run.json["writes"][0];
         assert_eq!(write["consistent"], true);
@@ -132,7 +138,11 @@ async fn quotes_semicolons_comments_and_emoji_are_stored_verbatim() {
         let prefix = TestPrefix::new("wtinject");
         let first = "Robert'); DROP TABLE passenger; --";
         let last = "Ünïcødé 🛫 \"quoted\" /* x */";
-        let run = write_through(&db, &prefix, &["--firstname", first, "--lastname", last, "--passportno", "';--"]);
+        let run = write_through(
+            &db,
+            &prefix,
+            &["--firstname", first, "--lastname", last, "--passportno", "';--"],
+        );
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         let id = run.json["writes"][0]["passenger_id"].as_i64().unwrap();
         let row = cached(&prefix, &valkey_url(), id).unwrap();
@@ -152,9 +162,18 @@ async fn empty_and_over_long_values_are_rejected_before_the_database_is_touched(
     let prefix = TestPrefix::new("wtlimits");
     let long = "x".repeat(101);
     let cases: [(&[&str], &str); 3] = [
-        (&["--firstname", ""], "error: --firstname is empty; give 1 to 100 characters\n"),
-        (&["--lastname", &long], "error: --lastname is 101 characters long; the limit is 100\n"),
-        (&["--passportno", "P123456789"], "error: --passportno is 10 characters long; the limit is 9\n"),
+        (
+            &["--firstname", ""],
+            "error: --firstname is empty; give 1 to 100 characters\n",
+        ),
+        (
+            &["--lastname", &long],
+            "error: --lastname is 101 characters long; the limit is 100\n",
+        ),
+        (
+            &["--passportno", "P123456789"],
+            "error: --passportno is 10 characters long; the limit is 9\n",
+        ),
     ];
     for (args, expected) in cases {
         let run = write_through(&db, &prefix, args);
@@ -220,17 +239,34 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
         valkey.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
         valkey.command(&["CONFIG", "SET", "maxmemory", "1"]);
         let id_text = id.to_string();
-        let run = write_through_on(&db, &prefix, &valkey.url(), &["--update", &id_text, "--lastname", "After"]);
+        let run = write_through_on(
+            &db,
+            &prefix,
+            &valkey.url(),
+            &["--update", &id_text, "--lastname", "After"],
+        );
         assert_eq!(run.code, Some(8), "{}", run.stderr);
         assert!(
-            run.stderr.starts_with(&format!("error: passenger {id} was saved to the database, but the cache write failed (")),
+            run.stderr.starts_with(&format!(
+                "error: passenger {id} was saved to the database, but the cache write failed ("
+            )),
             "{}",
             run.stderr
         );
-        assert!(run.stderr.ends_with("no older cached value is left, so readers will load it from the database\n"), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .ends_with("no older cached value is left, so readers will load it from the database\n"),
+            "{}",
+            run.stderr
+        );
         assert!(cached(&prefix, &valkey.url(), id).is_none(), "the stale entry is gone");
         // The database has the new value.
-        let run = write_through_on(&db, &prefix, &valkey_url(), &["--update", &id_text, "--firstname", "Check"]);
+        let run = write_through_on(
+            &db,
+            &prefix,
+            &valkey_url(),
+            &["--update", &id_text, "--firstname", "Check"],
+        );
         assert_eq!(run.json["writes"][0]["row"]["lastname"], "After");
     }
 }
@@ -239,8 +275,18 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
 async fn valkey_unreachable_means_nothing_is_written() {
     let db = seeded_database(DatabaseKind::Postgres, "wtnovalkey").await;
     let prefix = TestPrefix::new("wtnovalkey");
-    let run = write_through_on(&db, &prefix, "redis://127.0.0.1:1", &["--passportno", "NV0001", "--connect-timeout", "0.5"]);
+    let run = write_through_on(
+        &db,
+        &prefix,
+        "redis://127.0.0.1:1",
+        &["--passportno", "NV0001", "--connect-timeout", "0.5"],
+    );
     assert_eq!(run.code, Some(5));
-    assert!(run.stderr.starts_with("error: cannot reach Valkey at redis://127.0.0.1:1: "), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: cannot reach Valkey at redis://127.0.0.1:1: "),
+        "{}",
+        run.stderr
+    );
     assert_eq!(passenger_count(&db, "NV0001").await, 0);
 }

@@ -53,7 +53,14 @@ impl InvalidationListener {
     {
         let status = Arc::new(ListenerStatus::default());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(listen(target.connect_url(), channel, cache, Arc::clone(&status), ready_tx, timeout));
+        let task = tokio::spawn(listen(
+            target.connect_url(),
+            channel,
+            cache,
+            Arc::clone(&status),
+            ready_tx,
+            timeout,
+        ));
         let _ = tokio::time::timeout(timeout, ready_rx).await;
         InvalidationListener { status, task }
     }

@@ -91,7 +91,10 @@ mod tests {
         let keys = KeyScheme::new("p:");
         let q = |v| NamedQuery::new("SELECT :id").param("id", v);
         assert_ne!(keys.query(&q(SqlValue::Int(1))), keys.query(&q(SqlValue::Int(2))));
-        assert_ne!(keys.query(&q(SqlValue::Int(1))), keys.query(&q(SqlValue::Text("1".into()))));
+        assert_ne!(
+            keys.query(&q(SqlValue::Int(1))),
+            keys.query(&q(SqlValue::Text("1".into())))
+        );
     }
 
     #[test]

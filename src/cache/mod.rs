@@ -124,7 +124,9 @@ impl Valkey {
 
     pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         let mut conn = self.connection.clone();
-        conn.set_ex(key, value, ttl.as_secs().max(1)).await.map_err(Self::command_error("SET"))
+        conn.set_ex(key, value, ttl.as_secs().max(1))
+            .await
+            .map_err(Self::command_error("SET"))
     }
 
     /// Deletes a key; true when it existed.
@@ -169,7 +171,9 @@ impl Valkey {
     /// PUBLISH; returns how many subscribers received the message.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
         let mut conn = self.connection.clone();
-        conn.publish(channel, message).await.map_err(Self::command_error("PUBLISH"))
+        conn.publish(channel, message)
+            .await
+            .map_err(Self::command_error("PUBLISH"))
     }
 
     /// Deletes every key that starts with `prefix` (SCAN, never KEYS); returns how many.

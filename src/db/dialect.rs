@@ -144,14 +144,15 @@ fn scan(sql: &str) -> Vec<Piece<'_>> {
         let b = bytes[i];
         let quoted_end = match b {
             b'\'' | b'"' | b'`' => Some(end_of_quoted(bytes, i, b)),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                Some(bytes[i..].iter().position(|&c| c == b'\n').map_or(bytes.len(), |p| i + p))
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => Some(
-                sql[i + 2..]
-                    .find("*/")
-                    .map_or(bytes.len(), |p| i + 2 + p + 2),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => Some(
+                bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| i + p),
             ),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                Some(sql[i + 2..].find("*/").map_or(bytes.len(), |p| i + 2 + p + 2))
+            }
             _ => None,
         };
         if let Some(end) = quoted_end {
@@ -222,7 +223,10 @@ mod tests {
             .to_statement(DatabaseKind::MySql)
             .unwrap();
         assert_eq!(s.sql, "SELECT * FROM t WHERE id = ? AND name = ? OR id = ?");
-        assert_eq!(s.args, vec![SqlValue::Int(7), SqlValue::Text("x".into()), SqlValue::Int(7)]);
+        assert_eq!(
+            s.args,
+            vec![SqlValue::Int(7), SqlValue::Text("x".into()), SqlValue::Int(7)]
+        );
     }
 
     #[test]
@@ -236,10 +240,9 @@ mod tests {
 
     #[test]
     fn colons_in_strings_comments_and_casts_are_not_parameters() {
-        let q = NamedQuery::new(
-            "SELECT ':id', \":name\", `a:b`, x::text -- :nope\n, '1' /* :no */ FROM t WHERE id = :id",
-        )
-        .param("id", SqlValue::Int(1));
+        let q =
+            NamedQuery::new("SELECT ':id', \":name\", `a:b`, x::text -- :nope\n, '1' /* :no */ FROM t WHERE id = :id")
+                .param("id", SqlValue::Int(1));
         let s = q.to_statement(DatabaseKind::Postgres).unwrap();
         assert_eq!(
             s.sql,
@@ -256,8 +259,13 @@ mod tests {
 
     #[test]
     fn a_missing_value_names_the_parameter_and_the_fix() {
-        let err = NamedQuery::new("SELECT :icao").to_statement(DatabaseKind::MySql).unwrap_err();
-        assert_eq!(err.to_string(), "the query uses :icao but no value was given; add --param icao=VALUE");
+        let err = NamedQuery::new("SELECT :icao")
+            .to_statement(DatabaseKind::MySql)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the query uses :icao but no value was given; add --param icao=VALUE"
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub enum DbError {
     Unreachable { target: String, reason: String },
     #[error("the database at {target} refused the login for user '{user}' (wrong user or password); fix DATABASE_URL")]
     LoginRefused { target: String, user: String },
-    #[error("database '{name}' does not exist at {target}; create it (`just up` creates 'workshop') or fix DATABASE_URL")]
+    #[error(
+        "database '{name}' does not exist at {target}; create it (`just up` creates 'workshop') or fix DATABASE_URL"
+    )]
     UnknownDatabase { target: String, name: String },
     #[error("the workshop tables are missing ({detail}); run `workshop-cli seed` (or `just seed`) first")]
     NotSeeded { detail: String },
@@ -348,12 +350,18 @@ mod tests {
         assert_eq!(SqlValue::infer("FSFA"), SqlValue::Text("FSFA".into()));
         assert_eq!(SqlValue::infer("007"), SqlValue::Text("007".into()));
         assert_eq!(SqlValue::infer("1e5"), SqlValue::Text("1e5".into()));
-        assert_eq!(SqlValue::infer("'; DROP TABLE airport; --"), SqlValue::Text("'; DROP TABLE airport; --".into()));
+        assert_eq!(
+            SqlValue::infer("'; DROP TABLE airport; --"),
+            SqlValue::Text("'; DROP TABLE airport; --".into())
+        );
     }
 
     #[test]
     fn equal_decimals_have_one_canonical_form() {
         assert_eq!(SqlValue::infer("1.50").canonical(), SqlValue::infer("1.5").canonical());
-        assert_ne!(SqlValue::infer("15").canonical(), SqlValue::Text("15".into()).canonical());
+        assert_ne!(
+            SqlValue::infer("15").canonical(),
+            SqlValue::Text("15".into()).canonical()
+        );
     }
 }

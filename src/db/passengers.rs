@@ -108,7 +108,11 @@ impl Database {
     }
 
     /// UPDATE, read back, COMMIT.
-    pub async fn update_passenger(&self, id: i64, fields: &PassengerFields) -> Result<PassengerRow, PassengerWriteError> {
+    pub async fn update_passenger(
+        &self,
+        id: i64,
+        fields: &PassengerFields,
+    ) -> Result<PassengerRow, PassengerWriteError> {
         let id32 = i32::try_from(id).map_err(|_| PassengerWriteError::NotFound)?;
         match &self.pool {
             Pool::MySql(pool) => {
@@ -133,14 +137,16 @@ impl Database {
             }
             Pool::Postgres(pool) => {
                 let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(|e| self.write_error(e))?;
-                sqlx::query("UPDATE passenger SET passportno = $1, firstname = $2, lastname = $3 WHERE passenger_id = $4")
-                    .bind(&fields.passportno)
-                    .bind(&fields.firstname)
-                    .bind(&fields.lastname)
-                    .bind(id32)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.write_error(e))?;
+                sqlx::query(
+                    "UPDATE passenger SET passportno = $1, firstname = $2, lastname = $3 WHERE passenger_id = $4",
+                )
+                .bind(&fields.passportno)
+                .bind(&fields.firstname)
+                .bind(&fields.lastname)
+                .bind(id32)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.write_error(e))?;
                 let row = sqlx::query(SELECT_POSTGRES)
                     .bind(id32)
                     .fetch_optional(&mut *tx)
@@ -178,14 +184,18 @@ impl Database {
     /// The id of the passenger holding this passport number, if any.
     pub async fn passenger_id_by_passport(&self, passportno: &str) -> Result<Option<i64>, DbError> {
         let id: Option<i32> = match &self.pool {
-            Pool::MySql(pool) => sqlx::query_scalar("SELECT passenger_id FROM passenger WHERE passportno = ?")
-                .bind(passportno)
-                .fetch_optional(pool)
-                .await,
-            Pool::Postgres(pool) => sqlx::query_scalar("SELECT passenger_id FROM passenger WHERE passportno = $1")
-                .bind(passportno)
-                .fetch_optional(pool)
-                .await,
+            Pool::MySql(pool) => {
+                sqlx::query_scalar("SELECT passenger_id FROM passenger WHERE passportno = ?")
+                    .bind(passportno)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar("SELECT passenger_id FROM passenger WHERE passportno = $1")
+                    .bind(passportno)
+                    .fetch_optional(pool)
+                    .await
+            }
         }
         .map_err(|e| self.query_error(e))?;
         Ok(id.map(i64::from))

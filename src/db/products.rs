@@ -113,8 +113,16 @@ impl Database {
     /// The smallest and largest product id, for workloads over the catalogue.
     pub async fn product_id_range(&self) -> Result<Option<(i64, i64)>, DbError> {
         let range: (Option<i32>, Option<i32>) = match &self.pool {
-            Pool::MySql(pool) => sqlx::query_as("SELECT MIN(id), MAX(id) FROM products").fetch_one(pool).await,
-            Pool::Postgres(pool) => sqlx::query_as("SELECT MIN(id), MAX(id) FROM products").fetch_one(pool).await,
+            Pool::MySql(pool) => {
+                sqlx::query_as("SELECT MIN(id), MAX(id) FROM products")
+                    .fetch_one(pool)
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as("SELECT MIN(id), MAX(id) FROM products")
+                    .fetch_one(pool)
+                    .await
+            }
         }
         .map_err(|e| self.query_error(e))?;
         Ok(match range {

@@ -113,13 +113,19 @@ fn mysql_value(row: &MySqlRow, i: usize, name: &str) -> Result<Value, DbError> {
         "TIME" => match row.try_get::<NaiveTime, _>(i) {
             Ok(t) => time(t),
             // Durations outside 00:00..24:00 are valid MySQL TIME values.
-            Err(_) => Value::String(row.try_get::<sqlx::mysql::types::MySqlTime, _>(i).map_err(err)?.to_string()),
+            Err(_) => Value::String(
+                row.try_get::<sqlx::mysql::types::MySqlTime, _>(i)
+                    .map_err(err)?
+                    .to_string(),
+            ),
         },
         "JSON" => row.try_get::<Value, _>(i).map_err(err)?,
-        "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => match row.try_get::<String, _>(i) {
-            Ok(text) => Value::String(text),
-            Err(_) => bytes(row.try_get::<Vec<u8>, _>(i).map_err(err)?),
-        },
+        "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
+            match row.try_get::<String, _>(i) {
+                Ok(text) => Value::String(text),
+                Err(_) => bytes(row.try_get::<Vec<u8>, _>(i).map_err(err)?),
+            }
+        }
         "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "GEOMETRY" => {
             bytes(row.try_get::<Vec<u8>, _>(i).map_err(err)?)
         }
@@ -187,7 +193,12 @@ mod tests {
             rows: vec![vec![
                 Value::from(3797),
                 decimal("19.90".parse().unwrap()),
-                datetime(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap().and_hms_opt(7, 30, 0).unwrap()),
+                datetime(
+                    NaiveDate::from_ymd_opt(2024, 5, 1)
+                        .unwrap()
+                        .and_hms_opt(7, 30, 0)
+                        .unwrap(),
+                ),
                 Value::Null,
                 Value::String("Zürich 🛫 'quoted'".into()),
             ]],

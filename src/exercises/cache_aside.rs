@@ -26,9 +26,15 @@ const DISTRIBUTION_BUCKETS: usize = 10;
 
 #[derive(Debug, Clone)]
 pub enum QueryChoice {
-    Builtin { query: BuiltinQuery, id: i64 },
+    Builtin {
+        query: BuiltinQuery,
+        id: i64,
+    },
     /// `--sql` with `--param name=value` pairs as typed.
-    Custom { sql: String, params: Vec<String> },
+    Custom {
+        sql: String,
+        params: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +147,10 @@ pub async fn run(config: &Config, options: CacheAsideOptions, output: &Output) -
 
 fn validate(options: &CacheAsideOptions) -> Result<()> {
     if options.runs == 0 || options.runs > MAX_RUNS {
-        return Err(WorkshopError::invalid(format!("--runs must be from 1 to {MAX_RUNS} (got {})", options.runs)));
+        return Err(WorkshopError::invalid(format!(
+            "--runs must be from 1 to {MAX_RUNS} (got {})",
+            options.runs
+        )));
     }
     if options.concurrency == 0 || options.concurrency > MAX_CONCURRENCY {
         return Err(WorkshopError::invalid(format!(
@@ -157,7 +166,9 @@ fn validate(options: &CacheAsideOptions) -> Result<()> {
     }
     if let QueryChoice::Builtin { query, id } = &options.query {
         if query.uses_id() && *id < 1 {
-            return Err(WorkshopError::invalid(format!("--id must be a positive whole number (got {id})")));
+            return Err(WorkshopError::invalid(format!(
+                "--id must be a positive whole number (got {id})"
+            )));
         }
     }
     Ok(())
@@ -168,7 +179,9 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
     let mut params = BTreeMap::new();
     for item in raw {
         let Some((name, value)) = item.split_once('=') else {
-            return Err(WorkshopError::invalid(format!("--param '{item}' needs the form name=value")));
+            return Err(WorkshopError::invalid(format!(
+                "--param '{item}' needs the form name=value"
+            )));
         };
         let (name, forced_text) = match name.strip_suffix(":text") {
             Some(bare) => (bare, true),
@@ -181,7 +194,11 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
                 "--param name '{name}' must be letters, digits and _ (as :{name} in the SQL)"
             )));
         }
-        let value = if forced_text { SqlValue::Text(value.to_string()) } else { SqlValue::infer(value) };
+        let value = if forced_text {
+            SqlValue::Text(value.to_string())
+        } else {
+            SqlValue::infer(value)
+        };
         if params.insert(name.to_string(), value).is_some() {
             return Err(WorkshopError::invalid(format!("--param {name} is given twice")));
         }
@@ -194,7 +211,9 @@ fn build_query(choice: &QueryChoice, kind: crate::config::DatabaseKind) -> Resul
         QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
         QueryChoice::Custom { sql, params } => {
             if sql.trim().is_empty() {
-                return Err(WorkshopError::invalid("--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'"));
+                return Err(WorkshopError::invalid(
+                    "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
+                ));
             }
             let mut query = NamedQuery::new(sql.clone());
             query.params = parse_params(params)?;
@@ -279,7 +298,10 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         Some(rows) => rows,
         None => pattern.query(&statement).await?.0,
     };
-    let consistent = timed.first_hit_rows.as_ref().map(|hit| !timed.hits_differ && *hit == reference);
+    let consistent = timed
+        .first_hit_rows
+        .as_ref()
+        .map(|hit| !timed.hits_differ && *hit == reference);
 
     let cache_hit_count = timed.cache.count();
     if timed.unavailable > 0 && cache_hit_count > 0 {
@@ -298,9 +320,15 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         (Some(db), Some(cache)) => (measure::speedup(db, cache), None),
         (_, None) if options.no_cache => (None, Some("the cache was bypassed (--no-cache)".to_string())),
         (_, None) => (None, Some("no read was served by the cache".to_string())),
-        (None, _) => (None, Some("no read went to the database; add --fresh or --baseline N".to_string())),
+        (None, _) => (
+            None,
+            Some("no read went to the database; add --fresh or --baseline N".to_string()),
+        ),
     };
-    let distribution = measure::distribution(&[("database", &database), ("cache", &timed.cache)], DISTRIBUTION_BUCKETS);
+    let distribution = measure::distribution(
+        &[("database", &database), ("cache", &timed.cache)],
+        DISTRIBUTION_BUCKETS,
+    );
     let wall = timed.wall_time;
 
     let outcome = CacheAsideOutcome {
@@ -537,7 +565,10 @@ mod tests {
             baseline: None,
             interval: Duration::ZERO,
         };
-        assert_eq!(validate(&options(0, 1)).unwrap_err().to_string(), "--runs must be from 1 to 10000000 (got 0)");
+        assert_eq!(
+            validate(&options(0, 1)).unwrap_err().to_string(),
+            "--runs must be from 1 to 10000000 (got 0)"
+        );
         assert!(validate(&options(1, 0)).is_err());
         assert!(validate(&options(10, 1)).is_ok());
     }

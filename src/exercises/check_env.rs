@@ -109,7 +109,10 @@ pub async fn check(config: &Config) -> CheckReport {
 
 fn configuration_check(config: &Config) -> Check {
     match &config.dotenv_path {
-        Some(path) => Check::pass("configuration", format!("{} (flags and environment take precedence)", path.display())),
+        Some(path) => Check::pass(
+            "configuration",
+            format!("{} (flags and environment take precedence)", path.display()),
+        ),
         None => Check::warn(
             "configuration",
             "no .env found here or in a parent folder; using environment and defaults",
@@ -167,7 +170,11 @@ async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
         let counted = tokio::time::timeout(timeout, db.fetch(&statement)).await;
         match counted {
             Ok(Ok(set)) => {
-                let n = set.rows.first().and_then(|r| r.first()).and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+                let n = set
+                    .rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
                 counts.push((table, n.unwrap_or(0)));
             }
             Ok(Err(crate::db::DbError::NotSeeded { .. })) => {
@@ -225,7 +232,9 @@ async fn probe_check(valkey: &Valkey, keys: &KeyScheme, ttl: Duration) -> Check 
     let value = format!("probe-{}", std::process::id());
     let started = std::time::Instant::now();
     let result = async {
-        valkey.set_with_ttl(&key, &value, ttl.min(Duration::from_secs(60))).await?;
+        valkey
+            .set_with_ttl(&key, &value, ttl.min(Duration::from_secs(60)))
+            .await?;
         let read = valkey.get(&key).await?;
         let deleted = valkey.delete(&key).await?;
         Ok::<_, crate::cache::CacheError>((read, deleted))
@@ -234,13 +243,20 @@ async fn probe_check(valkey: &Valkey, keys: &KeyScheme, ttl: Duration) -> Check 
     match result {
         Ok((Some(read), true)) if read == value => Check::pass(
             "cache probe",
-            format!("write/read/delete of {key} in {:.2} ms", started.elapsed().as_secs_f64() * 1000.0),
+            format!(
+                "write/read/delete of {key} in {:.2} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
         ),
         Ok((read, _)) => Check::fail(
             "cache probe",
             format!("wrote {key} but read back {read:?}"),
             "another client may be changing workshop keys; check WORKSHOP_KEY_PREFIX",
         ),
-        Err(error) => Check::fail("cache probe", error.to_string(), "check that the Valkey user may SET, GET and DEL keys under the workshop prefix"),
+        Err(error) => Check::fail(
+            "cache probe",
+            error.to_string(),
+            "check that the Valkey user may SET, GET and DEL keys under the workshop prefix",
+        ),
     }
 }

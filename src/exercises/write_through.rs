@@ -23,12 +23,40 @@ const MAX_RUNS: u64 = 100_000;
 const PASSPORT_ATTEMPTS: usize = 50;
 
 const FIRST_NAMES: [&str; 16] = [
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Niklaus", "Radia", "Tim",
-    "Hedy", "John", "Katherine", "Linus",
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Niklaus",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Linus",
 ];
 const LAST_NAMES: [&str; 16] = [
-    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton", "Wirth",
-    "Perlman", "Berners-Lee", "Lamarr", "Backus", "Johnson", "Torvalds",
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Wirth",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "Backus",
+    "Johnson",
+    "Torvalds",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -137,7 +165,10 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
 /// Checks every value before the database is touched.
 pub fn validate(options: &WriteThroughOptions) -> Result<()> {
     if options.runs == 0 || options.runs > MAX_RUNS {
-        return Err(WorkshopError::invalid(format!("--runs must be from 1 to {MAX_RUNS} (got {})", options.runs)));
+        return Err(WorkshopError::invalid(format!(
+            "--runs must be from 1 to {MAX_RUNS} (got {})",
+            options.runs
+        )));
     }
     if options.update.is_none() && options.passportno.is_some() && options.runs > 1 {
         return Err(WorkshopError::invalid(
@@ -146,7 +177,9 @@ pub fn validate(options: &WriteThroughOptions) -> Result<()> {
     }
     if let Some(id) = options.update {
         if id < 1 {
-            return Err(WorkshopError::invalid(format!("--update needs a positive passenger_id (got {id})")));
+            return Err(WorkshopError::invalid(format!(
+                "--update needs a positive passenger_id (got {id})"
+            )));
         }
     }
     check_field("--firstname", options.firstname.as_deref(), NAME_LIMIT)?;
@@ -158,7 +191,9 @@ pub fn validate(options: &WriteThroughOptions) -> Result<()> {
 fn check_field(flag: &str, value: Option<&str>, limit: usize) -> Result<()> {
     let Some(value) = value else { return Ok(()) };
     if value.trim().is_empty() {
-        return Err(WorkshopError::invalid(format!("{flag} is empty; give 1 to {limit} characters")));
+        return Err(WorkshopError::invalid(format!(
+            "{flag} is empty; give 1 to {limit} characters"
+        )));
     }
     let length = value.chars().count();
     if length > limit {
@@ -177,7 +212,11 @@ fn check_field(flag: &str, value: Option<&str>, limit: usize) -> Result<()> {
 fn random_u64() -> u64 {
     // RandomState is seeded randomly per instance: enough for unique test data.
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.finish()
 }
 
@@ -193,14 +232,20 @@ fn generated_name(names: &[&str]) -> String {
 fn fields_for_create(options: &WriteThroughOptions) -> PassengerFields {
     PassengerFields {
         passportno: options.passportno.clone().unwrap_or_else(generated_passport),
-        firstname: options.firstname.clone().unwrap_or_else(|| generated_name(&FIRST_NAMES)),
+        firstname: options
+            .firstname
+            .clone()
+            .unwrap_or_else(|| generated_name(&FIRST_NAMES)),
         lastname: options.lastname.clone().unwrap_or_else(|| generated_name(&LAST_NAMES)),
     }
 }
 
 fn map_error(error: WriteThroughError) -> WorkshopError {
     match error {
-        WriteThroughError::DuplicatePassport { passportno, existing_id } => InputError::DuplicatePassport {
+        WriteThroughError::DuplicatePassport {
+            passportno,
+            existing_id,
+        } => InputError::DuplicatePassport {
             passportno,
             existing_id: existing_id.map_or_else(|| "another passenger".into(), |id| id.to_string()),
         }
@@ -311,7 +356,9 @@ async fn create_one(pattern: &WriteThrough, options: &WriteThroughOptions) -> Re
         let fields = fields_for_create(options);
         match pattern.create(&fields).await {
             Ok(written) => return Ok(written),
-            Err(WriteThroughError::DuplicatePassport { .. }) if options.passportno.is_none() && attempts < PASSPORT_ATTEMPTS => {
+            Err(WriteThroughError::DuplicatePassport { .. })
+                if options.passportno.is_none() && attempts < PASSPORT_ATTEMPTS =>
+            {
                 attempts += 1;
             }
             Err(error) => return Err(map_error(error)),
@@ -324,9 +371,11 @@ async fn run_updates(
     passenger_id: i64,
     options: &WriteThroughOptions,
 ) -> Result<(WriteThroughOutcome, Vec<i64>)> {
-    let current = pattern.db.passenger(passenger_id).await?.ok_or_else(|| {
-        map_error(WriteThroughError::NotFound { passenger_id })
-    })?;
+    let current = pattern
+        .db
+        .passenger(passenger_id)
+        .await?
+        .ok_or_else(|| map_error(WriteThroughError::NotFound { passenger_id }))?;
     // What a cache-aside reader holds: the cached value, or the row as it
     // would be cached on the first read.
     let before = match pattern.cached(passenger_id).await? {
@@ -342,8 +391,15 @@ async fn run_updates(
     let mut last = current.clone();
     for run in 1..=options.runs {
         let fields = PassengerFields {
-            passportno: options.passportno.clone().unwrap_or_else(|| last.passportno.trim_end().to_string()),
-            firstname: options.firstname.clone().or_else(|| last.firstname.clone()).unwrap_or_default(),
+            passportno: options
+                .passportno
+                .clone()
+                .unwrap_or_else(|| last.passportno.trim_end().to_string()),
+            firstname: options
+                .firstname
+                .clone()
+                .or_else(|| last.firstname.clone())
+                .unwrap_or_default(),
             lastname: match &options.lastname {
                 Some(name) => name.clone(),
                 // Nothing to change was given: pick another last name so the update shows.

@@ -40,7 +40,8 @@ impl LatencyRecorder {
 
     pub fn record(&mut self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.histogram.saturating_record(nanos.clamp(LOWEST_NANOS, HIGHEST_NANOS));
+        self.histogram
+            .saturating_record(nanos.clamp(LOWEST_NANOS, HIGHEST_NANOS));
     }
 
     pub fn merge(&mut self, other: &LatencyRecorder) {
@@ -223,7 +224,7 @@ mod tests {
         assert_eq!(totals, vec![4, 3]);
         // The fast series sits in the low buckets, the slow one in the high.
         assert!(d.buckets[0].counts[0] > 0);
-        assert_eq!(d.buckets[7].counts[1] > 0, true);
+        assert!(d.buckets[7].counts[1] > 0);
         assert!(d.buckets.windows(2).all(|w| w[0].up_to < w[1].up_to));
     }
 

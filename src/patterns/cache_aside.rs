@@ -69,7 +69,11 @@ impl CacheAside {
     pub async fn read(&self, key: &str, statement: &Statement) -> Result<Read, DbError> {
         let valkey = match &self.cache {
             CacheLink::Connected(valkey) => valkey,
-            CacheLink::Unavailable => return self.read_database(statement, ReadSource::DatabaseCacheUnavailable).await,
+            CacheLink::Unavailable => {
+                return self
+                    .read_database(statement, ReadSource::DatabaseCacheUnavailable)
+                    .await
+            }
             CacheLink::Bypassed => return self.read_database(statement, ReadSource::DatabaseNoCache).await,
         };
         let started = Instant::now();

@@ -11,8 +11,13 @@ use crate::db::{Database, DbError};
 #[derive(Debug)]
 pub enum WriteThroughError {
     /// Nothing was written: the passport number is taken.
-    DuplicatePassport { passportno: String, existing_id: Option<i64> },
-    NotFound { passenger_id: i64 },
+    DuplicatePassport {
+        passportno: String,
+        existing_id: Option<i64>,
+    },
+    NotFound {
+        passenger_id: i64,
+    },
     Database(DbError),
     Cache(CacheError),
     /// The database has the row, but the cache write failed afterwards.
@@ -91,7 +96,9 @@ impl WriteThrough {
     /// Caches a row as a plain cache-aside read would (used to show staleness).
     pub async fn cache_row(&self, row: &PassengerRow) -> Result<(), CacheError> {
         let text = serde_json::to_string(row).unwrap_or_default();
-        self.valkey.set_with_ttl(&self.keys.passenger(row.passenger_id), &text, self.ttl).await
+        self.valkey
+            .set_with_ttl(&self.keys.passenger(row.passenger_id), &text, self.ttl)
+            .await
     }
 
     /// Reads the key and the row again and compares them field by field.
@@ -128,11 +135,21 @@ impl WriteThrough {
         }
     }
 
-    async fn explain(&self, error: PassengerWriteError, fields: &PassengerFields, id: Option<i64>) -> WriteThroughError {
+    async fn explain(
+        &self,
+        error: PassengerWriteError,
+        fields: &PassengerFields,
+        id: Option<i64>,
+    ) -> WriteThroughError {
         match error {
             PassengerWriteError::DuplicatePassport => WriteThroughError::DuplicatePassport {
                 passportno: fields.passportno.clone(),
-                existing_id: self.db.passenger_id_by_passport(&fields.passportno).await.ok().flatten(),
+                existing_id: self
+                    .db
+                    .passenger_id_by_passport(&fields.passportno)
+                    .await
+                    .ok()
+                    .flatten(),
             },
             PassengerWriteError::NotFound => WriteThroughError::NotFound {
                 passenger_id: id.unwrap_or_default(),
@@ -155,7 +172,12 @@ pub fn differences(cached: Option<&PassengerRow>, stored: Option<&PassengerRow>)
                     out.push(format!("{field}: cache {a:?} ≠ database {b:?}"));
                 }
             };
-            compare("passenger_id", &c.passenger_id, &s.passenger_id, c.passenger_id == s.passenger_id);
+            compare(
+                "passenger_id",
+                &c.passenger_id,
+                &s.passenger_id,
+                c.passenger_id == s.passenger_id,
+            );
             compare("passportno", &c.passportno, &s.passportno, c.passportno == s.passportno);
             compare("firstname", &c.firstname, &s.firstname, c.firstname == s.firstname);
             compare("lastname", &c.lastname, &s.lastname, c.lastname == s.lastname);
@@ -185,7 +207,10 @@ mod tests {
     #[test]
     fn a_changed_field_is_named() {
         let d = differences(Some(&row("Ada")), Some(&row("Grace")));
-        assert_eq!(d, vec!["firstname: cache Some(\"Ada\") ≠ database Some(\"Grace\")".to_string()]);
+        assert_eq!(
+            d,
+            vec!["firstname: cache Some(\"Ada\") ≠ database Some(\"Grace\")".to_string()]
+        );
     }
 
     #[test]

@@ -18,8 +18,17 @@ pub fn show(report: &CheckReport, output: &Output) {
             Status::Warn => ("!", Color::Yellow),
             Status::Fail => ("✗", Color::Red),
         };
-        let mark = if output.color { Cell::new(mark).fg(color) } else { Cell::new(mark) };
-        table.add_row(vec![mark, Cell::new(check.name), Cell::new(&check.detail), Cell::new(&check.hint)]);
+        let mark = if output.color {
+            Cell::new(mark).fg(color)
+        } else {
+            Cell::new(mark)
+        };
+        table.add_row(vec![
+            mark,
+            Cell::new(check.name),
+            Cell::new(&check.detail),
+            Cell::new(&check.hint),
+        ]);
     }
     output.text(table);
     if report.ok {

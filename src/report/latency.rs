@@ -17,7 +17,8 @@ pub fn summary_table(output: &Output, series: &[(&str, Option<&LatencySummary>)]
     let mut header = vec![""];
     header.extend(series.iter().map(|(name, _)| *name));
     let mut table = new_table(output, &header);
-    let rows: [(&str, fn(&LatencySummary) -> String); 7] = [
+    type Metric = fn(&LatencySummary) -> String;
+    let rows: [(&str, Metric); 7] = [
         ("count", |s| count(s.count)),
         ("min ms", |s| ms(s.min)),
         ("p50 ms", |s| ms(s.p50)),
@@ -82,7 +83,10 @@ pub fn result_table(output: &Output, result: &ResultSet) -> String {
     }
     let mut text = table.to_string();
     if result.rows.len() > RESULT_ROWS_SHOWN {
-        text.push_str(&format!("\n... and {} more rows", result.rows.len() - RESULT_ROWS_SHOWN));
+        text.push_str(&format!(
+            "\n... and {} more rows",
+            result.rows.len() - RESULT_ROWS_SHOWN
+        ));
     }
     text
 }
@@ -151,7 +155,11 @@ pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
         (None, Some(reason)) => output.text(format!("speedup: not compared, {reason}")),
         (None, None) => {}
     }
-    let sources: Vec<String> = outcome.sources.iter().map(|(k, v)| format!("{k} {}", count(*v))).collect();
+    let sources: Vec<String> = outcome
+        .sources
+        .iter()
+        .map(|(k, v)| format!("{k} {}", count(*v)))
+        .collect();
     output.text(format!(
         "reads: {} · baseline direct database reads: {} · {} task(s) · {:.0} reads/s",
         sources.join(", "),
@@ -159,12 +167,23 @@ pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
         outcome.concurrency,
         outcome.throughput_per_second
     ));
-    if let Some(timeline) = outcome.timeline.as_ref().filter(|t| t.len() > 1 && outcome.runs.is_empty()) {
-        let stretches: Vec<String> = timeline.iter().map(|s| format!("{} ×{}", s.source.label(), count(s.reads))).collect();
+    if let Some(timeline) = outcome
+        .timeline
+        .as_ref()
+        .filter(|t| t.len() > 1 && outcome.runs.is_empty())
+    {
+        let stretches: Vec<String> = timeline
+            .iter()
+            .map(|s| format!("{} ×{}", s.source.label(), count(s.reads)))
+            .collect();
         output.text(format!("in order: {}", stretches.join(" → ")));
     }
     if let Some(writes) = &outcome.cache_writes {
-        output.text(format!("cache fills after a miss (SET): {} · p50 {} ms", count(writes.count), ms(writes.p50)));
+        output.text(format!(
+            "cache fills after a miss (SET): {} · p50 {} ms",
+            count(writes.count),
+            ms(writes.p50)
+        ));
     }
     match outcome.consistent {
         Some(true) => output.text("cache hits returned exactly the rows the database returns"),
@@ -195,7 +214,10 @@ mod tests {
         let text = distribution_text(&d);
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.lines().any(|l| l.contains("cache") && l.ends_with(" 9")), "{text}");
-        assert!(text.lines().any(|l| l.contains("database") && l.ends_with(" 1")), "{text}");
+        assert!(
+            text.lines().any(|l| l.contains("database") && l.ends_with(" 1")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -71,8 +71,7 @@ impl LoadProgress for SeedProgress {
     }
 }
 
-const RESET_HINT: &str =
-    "Run `workshop-cli seed --reset` to drop the workshop tables and load them again.";
+const RESET_HINT: &str = "Run `workshop-cli seed --reset` to drop the workshop tables and load them again.";
 
 fn seconds(value: Duration) -> String {
     format!("{:.1} s", value.as_secs_f64())
@@ -318,12 +317,8 @@ mod tests {
         let mut report = report();
         report.outcome = SeedOutcome::AlreadySeeded;
         report.requested_scale = 0.5;
-        assert!(
-            message(&report).starts_with("Already seeded: PostgreSQL at postgres://workshop:***@")
-        );
-        assert!(notes(&report)
-            .iter()
-            .any(|n| n.contains("seed --reset --scale 0.5")));
+        assert!(message(&report).starts_with("Already seeded: PostgreSQL at postgres://workshop:***@"));
+        assert!(notes(&report).iter().any(|n| n.contains("seed --reset --scale 0.5")));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub fn new_table(output: &Output, header: &[&str]) -> Table {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().map(|h| Cell::new(h)));
+        .set_header(header.iter().copied().map(Cell::new));
     if !output.color {
         table.force_no_tty();
     }

@@ -29,7 +29,17 @@ pub fn show_write_through(outcome: &WriteThroughOutcome, output: &Output) {
 
     if !outcome.writes.is_empty() {
         output.heading("Steps");
-        let mut table = new_table(output, &["run", "passenger_id", "DB write ms", "cache write ms", "verify", "row as stored"]);
+        let mut table = new_table(
+            output,
+            &[
+                "run",
+                "passenger_id",
+                "DB write ms",
+                "cache write ms",
+                "verify",
+                "row as stored",
+            ],
+        );
         for write in &outcome.writes {
             let verify = if write.consistent {
                 "consistent".to_string()
@@ -79,9 +89,10 @@ pub fn show_write_through(outcome: &WriteThroughOutcome, output: &Output) {
         table.add_row(vec![
             "plain cache-aside (no invalidation)".to_string(),
             describe(&stale.cache_aside_serves),
-            stale
-                .stale_for_seconds
-                .map_or_else(|| "its TTL ends".to_string(), |s| format!("{s:.0} s more (its TTL), stale")),
+            stale.stale_for_seconds.map_or_else(
+                || "its TTL ends".to_string(),
+                |s| format!("{s:.0} s more (its TTL), stale"),
+            ),
         ]);
         output.text(table);
     }

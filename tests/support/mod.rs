@@ -34,7 +34,13 @@ pub fn unique_name(label: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let label: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(30)
         .collect();
     format!("wt_{label}_{}_{n}", std::process::id())
@@ -84,17 +90,23 @@ impl Drop for TestDatabase {
 }
 
 fn normalise(url: &str) -> String {
-    DatabaseTarget::parse(url, Source::Flag).map(|t| t.connect_url()).unwrap_or_else(|_| url.to_string())
+    DatabaseTarget::parse(url, Source::Flag)
+        .map(|t| t.connect_url())
+        .unwrap_or_else(|_| url.to_string())
 }
 
 async fn execute_admin(kind: DatabaseKind, url: &str, statement: &str) {
     match kind {
         DatabaseKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(url).await.expect("connect to MariaDB (is `just up` done?)");
+            let mut conn = sqlx::MySqlConnection::connect(url)
+                .await
+                .expect("connect to MariaDB (is `just up` done?)");
             sqlx::raw_sql(statement).execute(&mut conn).await.expect(statement);
         }
         DatabaseKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL (is `just up` done?)");
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .expect("connect to PostgreSQL (is `just up` done?)");
             sqlx::raw_sql(statement).execute(&mut conn).await.expect(statement);
         }
     }
@@ -235,7 +247,16 @@ impl PrivateValkey {
     /// Starts (again) on the same port, empty, and waits until it answers.
     pub fn restart(&mut self) {
         let child = Command::new(Self::binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
