@@ -1,0 +1,150 @@
+//! The exercise catalogue: `exercises/catalogue.toml` and the Markdown
+//! briefings beside it, built into the binary.
+//!
+//! This is the *description* of the workshop; what an attendee has done is
+//! in [`super::progress`].
+
+use include_dir::{include_dir, Dir};
+
+/// The `exercises/` folder, embedded at build time.
+static EXERCISES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/exercises");
+const CATALOGUE_FILE: &str = "catalogue.toml";
+/// The catalogue format this binary reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Catalogue {
+    pub format_version: u32,
+    #[serde(rename = "exercise")]
+    pub exercises: Vec<Exercise>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Exercise {
+    pub id: String,
+    pub number: u32,
+    pub title: String,
+    /// File name of the Markdown briefing in `exercises/`.
+    pub briefing: String,
+    /// The subcommand and its default arguments, as typed after `workshop-cli`.
+    pub command: Vec<String>,
+    /// The `just` recipe that runs it.
+    pub recipe: String,
+    pub hints: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("the built-in exercise catalogue is missing")]
+    Missing,
+    #[error("the built-in exercise catalogue does not parse: {0}")]
+    Malformed(String),
+    #[error("the exercise catalogue has format version {found}; this workshop-cli reads version {FORMAT_VERSION}")]
+    Version { found: u32 },
+}
+
+impl Catalogue {
+    /// The catalogue built into this binary.
+    pub fn builtin() -> Result<Catalogue, CatalogueError> {
+        let text = EXERCISES
+            .get_file(CATALOGUE_FILE)
+            .and_then(|f| f.contents_utf8())
+            .ok_or(CatalogueError::Missing)?;
+        Catalogue::parse(text)
+    }
+
+    pub fn parse(text: &str) -> Result<Catalogue, CatalogueError> {
+        let catalogue: Catalogue = toml::from_str(text).map_err(|e| CatalogueError::Malformed(e.to_string()))?;
+        if catalogue.format_version != FORMAT_VERSION {
+            return Err(CatalogueError::Version {
+                found: catalogue.format_version,
+            });
+        }
+        Ok(catalogue)
+    }
+
+    /// An exercise by number (`1`) or id (`cache-aside`).
+    pub fn find(&self, wanted: &str) -> Option<&Exercise> {
+        let wanted = wanted.trim();
+        self.exercises
+            .iter()
+            .find(|e| e.id == wanted || e.number.to_string() == wanted)
+    }
+
+    /// The exercise after `id`, if any.
+    pub fn next_after(&self, id: &str) -> Option<&Exercise> {
+        let position = self.exercises.iter().position(|e| e.id == id)?;
+        self.exercises.get(position + 1)
+    }
+}
+
+impl Exercise {
+    /// The briefing text, from the embedded `exercises/` folder.
+    pub fn briefing_text(&self) -> Option<&'static str> {
+        EXERCISES.get_file(&self.briefing).and_then(|f| f.contents_utf8())
+    }
+
+    /// The command line as a person would type it.
+    pub fn command_line(&self) -> String {
+        let mut line = String::from("workshop-cli");
+        for arg in &self.command {
+            line.push(' ');
+            if arg.contains(char::is_whitespace) {
+                line.push_str(&format!("'{arg}'"));
+            } else {
+                line.push_str(arg);
+            }
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_builtin_catalogue_parses_with_the_current_format() {
+        let catalogue = Catalogue::builtin().unwrap();
+        assert_eq!(catalogue.format_version, FORMAT_VERSION);
+        assert!(catalogue.exercises.len() >= 7);
+    }
+
+    #[test]
+    fn ids_and_numbers_are_unique_and_numbers_run_in_order() {
+        let catalogue = Catalogue::builtin().unwrap();
+        let ids: BTreeSet<_> = catalogue.exercises.iter().map(|e| &e.id).collect();
+        assert_eq!(ids.len(), catalogue.exercises.len());
+        let numbers: Vec<u32> = catalogue.exercises.iter().map(|e| e.number).collect();
+        assert_eq!(numbers, (0..catalogue.exercises.len() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_briefing_exists_and_every_exercise_has_hints() {
+        for exercise in Catalogue::builtin().unwrap().exercises {
+            let text = exercise.briefing_text().unwrap_or_else(|| panic!("{}: no {}", exercise.id, exercise.briefing));
+            assert!(text.starts_with("# "), "{}: a briefing starts with a title", exercise.id);
+            assert!(!exercise.hints.is_empty(), "{}", exercise.id);
+            assert_eq!(exercise.recipe, format!("exercise-{}", exercise.number));
+        }
+    }
+
+    #[test]
+    fn an_unknown_format_version_is_refused() {
+        let err = Catalogue::parse("format_version = 99\nexercise = []\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the exercise catalogue has format version 99; this workshop-cli reads version 1"
+        );
+    }
+
+    #[test]
+    fn exercises_are_found_by_number_or_id() {
+        let catalogue = Catalogue::builtin().unwrap();
+        assert_eq!(catalogue.find("1").unwrap().id, "cache-aside");
+        assert_eq!(catalogue.find("cache-aside").unwrap().number, 1);
+        assert!(catalogue.find("99").is_none());
+        assert_eq!(catalogue.next_after("cache-aside").unwrap().id, "write-through");
+    }
+}

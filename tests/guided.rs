@@ -1,0 +1,170 @@
+//! The guided workshop through a real pseudo-terminal, and the `exercises`
+//! and `completions` commands around it.
+
+mod support;
+
+use std::time::Duration;
+
+use clap::Parser;
+use rexpect::session::{spawn_command, PtySession};
+use serde_json::Value;
+use support::{seeded_database, stderr, stdout, valkey_url, workshop_cli, TestPrefix};
+use workshop_cli::cli::Cli;
+use workshop_cli::config::DatabaseKind;
+use workshop_cli::workshop::catalogue::Catalogue;
+
+const TIMEOUT_MS: u64 = 60_000;
+
+fn guided(command: std::process::Command) -> PtySession {
+    spawn_command(command, Some(TIMEOUT_MS)).expect("start workshop-cli in a pseudo-terminal")
+}
+
+fn press(session: &mut PtySession, key: &str) {
+    session.send(key).unwrap();
+    session.flush().unwrap();
+}
+
+#[tokio::test]
+async fn an_attendee_runs_cache_aside_from_the_guided_workshop_and_it_is_recorded() {
+    let db = seeded_database(DatabaseKind::MySql, "guided").await;
+    let prefix = TestPrefix::new("guided");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let mut command = workshop_cli(dir.path());
+    command
+        .env("DATABASE_URL", db.url())
+        .env("VALKEY_URL", valkey_url())
+        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
+        .env("WORKSHOP_STATE_FILE", &state);
+    let mut session = guided(command);
+
+    session.exp_string("the caching workshop").unwrap();
+    session.exp_string("0/7 done").unwrap();
+    press(&mut session, "1");
+    session.exp_string("Exercise 1 of 6").unwrap();
+    session.exp_string("Cache-aside (lazy loading)").unwrap();
+    press(&mut session, "h");
+    session.exp_string("Hint 1/3").unwrap();
+    press(&mut session, "r");
+    session.exp_string("Checking the environment first").unwrap();
+    session.exp_string("workshop-cli cache-aside --id 3797 --fresh").unwrap();
+    session.exp_string("Summary: database").unwrap();
+    session.exp_string("speedup").unwrap();
+    session.exp_string("Press d to mark it done").unwrap();
+    press(&mut session, "d");
+    session.exp_string("Marked done. Next: Write-through").unwrap();
+    press(&mut session, "l");
+    session.exp_string("1/7 done").unwrap();
+    press(&mut session, "q");
+    session.exp_eof().unwrap();
+
+    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(recorded["done"]["cache-aside"].is_string(), "{recorded}");
+    assert_eq!(recorded["done"].as_object().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_guided_workshop_shows_the_environment_check_instead_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = workshop_cli(dir.path());
+    command
+        .env("DATABASE_URL", "mysql://workshop:workshop@127.0.0.1:1/workshop")
+        .env("VALKEY_URL", valkey_url())
+        .env("WORKSHOP_STATE_FILE", dir.path().join("state.json"))
+        .args(["--connect-timeout", "0.5"]);
+    let mut session = guided(command);
+    session.exp_string("the caching workshop").unwrap();
+    press(&mut session, "1");
+    session.exp_string("Exercise 1 of 6").unwrap();
+    press(&mut session, "r");
+    session.exp_string("cannot reach the database").unwrap();
+    session.exp_string("Something is missing: fix the rows marked").unwrap();
+    press(&mut session, "q");
+    session.exp_eof().unwrap();
+    assert!(!dir.path().join("state.json").exists(), "nothing was marked done");
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_a_warning_and_a_fresh_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, "{{{ not json").unwrap();
+    let mut command = workshop_cli(dir.path());
+    command.env("WORKSHOP_STATE_FILE", &state);
+    let mut session = guided(command);
+    session.exp_string("0/7 done").unwrap();
+    session.exp_string("is corrupt; starting with no exercise done").unwrap();
+    press(&mut session, "q");
+    session.exp_eof().unwrap();
+}
+
+#[test]
+fn without_a_terminal_a_bare_call_prints_help_and_exits_with_the_usage_code_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = workshop_cli(dir.path()).stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("Usage: workshop-cli"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn every_catalogue_command_parses_and_every_recipe_is_in_the_justfile() {
+    let justfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/justfile")).unwrap();
+    for exercise in Catalogue::builtin().unwrap().exercises {
+        let mut argv = vec!["workshop-cli".to_string()];
+        argv.extend(exercise.command.iter().cloned());
+        if let Err(error) = Cli::try_parse_from(&argv) {
+            panic!("{}: `{}` does not parse: {error}", exercise.id, argv.join(" "));
+        }
+        let recipe = format!("\n{}:", exercise.recipe);
+        assert!(justfile.contains(&recipe), "{}: no `{}` recipe in the justfile", exercise.id, exercise.recipe);
+    }
+}
+
+#[test]
+fn exercises_lists_progress_as_json_and_reset_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, r#"{"version":1,"done":{"cache-aside":"2026-11-21T08:00:00Z"}}"#).unwrap();
+    let list = |args: &[&str]| {
+        let output = workshop_cli(dir.path()).env("WORKSHOP_STATE_FILE", &state).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        output
+    };
+    let json: Value = serde_json::from_str(&stdout(&list(&["exercises", "--json"]))).unwrap();
+    assert_eq!(json["done"], 1);
+    assert_eq!(json["total"], 7);
+    assert_eq!(json["exercises"][1]["id"], "cache-aside");
+    assert_eq!(json["exercises"][1]["done"], true);
+    assert_eq!(json["exercises"][1]["recipe"], "just exercise-1");
+
+    let shown = stdout(&list(&["exercises", "show", "2"]));
+    assert!(shown.starts_with("# Exercise 2 — Write-through"), "{shown}");
+
+    list(&["exercises", "reset", "cache-aside"]);
+    let json: Value = serde_json::from_str(&stdout(&list(&["exercises", "--json"]))).unwrap();
+    assert_eq!(json["done"], 0);
+
+    let output = workshop_cli(dir.path()).args(["exercises", "show", "42"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(6));
+    assert_eq!(stderr(&output), "error: no exercise '42'; `workshop-cli exercises` lists them (0 to 6)\n");
+}
+
+#[test]
+fn completions_are_printed_for_every_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef workshop-cli"), ("fish", "complete -c workshop-cli"), ("powershell", "Register-ArgumentCompleter")] {
+        let output = workshop_cli(dir.path()).args(["completions", shell]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        assert!(stdout(&output).contains(marker), "{shell}");
+        assert!(stdout(&output).contains("cache-aside"), "{shell}");
+    }
+}
+
+#[test]
+fn no_color_keeps_escape_codes_out_of_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = workshop_cli(dir.path()).args(["exercises"]).output().unwrap();
+    assert!(!stdout(&output).contains("\u{1b}["));
+}
