@@ -94,7 +94,7 @@ apt_update_once() {
 apt_install() {
     apt_update_once
     echo "… apt-get install $*"
-    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" \
         >>"$SVC_DIR/apt.log" 2>&1 </dev/null; then
         bad "apt-get install $* failed (log: $SVC_DIR/apt.log)"
         tail -n 5 "$SVC_DIR/apt.log" >&2
