@@ -1,0 +1,543 @@
+#!/usr/bin/env bash
+# workshop-cli next to the reference tools: same machine, same run, same work.
+# Prints a table of ratios and writes it, with the machine, versions, commands and raw
+# figures, to BENCHMARKS.md. A report, not a gate: a missed target still exits 0;
+# only a tool that fails to run (or a run that did not do the work asked) exits 1.
+#
+#   cache hit, 1 client   workshop-cli cache-aside (every timed read a hit)  vs  redis-benchmark -c 1 GET
+#   point select          workshop-cli cache-aside --no-cache                vs  pgbench -S -M prepared (PostgreSQL)
+#                                                                            and sysbench oltp_point_select (MariaDB)
+#   throughput, 50 tasks  workshop-cli cache-aside --concurrency 50          vs  redis-benchmark -c 50 GET
+#
+# Usage: scripts/bench.sh            (or `just bench`, which starts the services and seeds first)
+# Environment (all optional):
+#   WORKSHOP_BIN            binary to measure [./target/release/workshop-cli, built with cargo first]
+#   BENCH_ROUNDS            times each pair runs, alternating; the report shows medians [3]
+#   BENCH_RUNS              timed reads per latency phase [20000]
+#   BENCH_WARMUP            untimed reads before them [1000]
+#   BENCH_THROUGHPUT_RUNS   reads in the throughput phase [200000]
+#   BENCH_CONCURRENCY       tasks / clients in the throughput phase [50]
+#   BENCH_ID                airport_id read by workshop-cli [3797]
+#   BENCH_MYSQL_URL         database workshop-cli reads on MariaDB [mysql://workshop:workshop@127.0.0.1:3306/workshop]
+#   BENCH_POSTGRES_URL      database workshop-cli reads on PostgreSQL [postgres://workshop:workshop@127.0.0.1:5432/workshop]
+#   BENCH_REPORT            where the Markdown report goes [BENCHMARKS.md at the repository top]
+#   BENCH_PHASE_TIMEOUT     seconds any one tool run may take before it counts as failed [90]
+#
+# The reference tools get their own database, workshop_bench, on both servers (pgbench -i and
+# sysbench prepare create their tables there, once); the workshop database is only read.
+# workshop-cli writes Valkey keys under the prefix bench: only; they are deleted on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+HOST=127.0.0.1
+MYSQL_PORT=3306
+PG_PORT=5432
+VALKEY_PORT=6379
+DB_USER=workshop
+DB_PASS=workshop
+REF_DB=workshop_bench      # the reference tools' own database, on both servers
+REF_ROWS=100000            # rows in their table: pgbench -s 1 makes 100,000 accounts; sysbench gets as many
+KEY_PREFIX="bench:"
+VALKEY_URL="redis://$HOST:$VALKEY_PORT"
+
+ROUNDS="${BENCH_ROUNDS:-3}"
+RUNS="${BENCH_RUNS:-20000}"
+WARMUP="${BENCH_WARMUP:-1000}"
+TPUT_RUNS="${BENCH_THROUGHPUT_RUNS:-200000}"
+TASKS="${BENCH_CONCURRENCY:-50}"
+ID="${BENCH_ID:-3797}"
+MYSQL_URL="${BENCH_MYSQL_URL:-mysql://$DB_USER:$DB_PASS@$HOST:$MYSQL_PORT/workshop}"
+POSTGRES_URL="${BENCH_POSTGRES_URL:-postgres://$DB_USER:$DB_PASS@$HOST:$PG_PORT/workshop}"
+REPORT="${BENCH_REPORT:-$ROOT/BENCHMARKS.md}"
+PHASE_TIMEOUT="${BENCH_PHASE_TIMEOUT:-90}"
+
+export PGPASSWORD="$DB_PASS" # for psql and pgbench
+
+# ---------------------------------------------------------------- helpers
+say() { printf '%s\n' "$*" >&2; }
+die() {
+    printf '✗ %s\n' "$*" >&2
+    exit 1
+}
+
+# exe NAME...: the first NAME found on PATH.
+exe() {
+    local n
+    for n in "$@"; do
+        if type -P "$n" >/dev/null 2>&1; then
+            type -P "$n"
+            return 0
+        fi
+    done
+    return 1
+}
+
+is_count() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/workshop-bench.XXXXXX")"
+RESULTS="$TMP/results"   # "name value" lines, read by the report
+COMMANDS="$TMP/commands" # "label<TAB>command" lines, as run
+META="$TMP/meta"         # "name<TAB>value" lines: machine and versions
+: >"$RESULTS"
+: >"$COMMANDS"
+: >"$META"
+
+VCLI="" # valkey-cli or redis-cli, once found
+delete_bench_keys() {
+    [[ -n "$VCLI" ]] || return 0
+    "$VCLI" -h "$HOST" -p "$VALKEY_PORT" --scan --pattern "${KEY_PREFIX}*" 2>/dev/null |
+        xargs -r -n 100 "$VCLI" -h "$HOST" -p "$VALKEY_PORT" DEL >/dev/null 2>&1 || true
+}
+on_exit() {
+    delete_bench_keys
+    rm -rf "$TMP"
+}
+trap on_exit EXIT
+
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+
+# run LABEL OUT CMD...: run CMD (bounded by PHASE_TIMEOUT) with stdout in OUT and stderr in
+# OUT.err, record the command line for the report (in the first round only, the others repeat
+# it); a failure ends the bench.
+ROUND=0 # 0 while setting up, then 1..ROUNDS
+run() {
+    local label="$1" out="$2"
+    shift 2
+    if ((ROUND <= 1)); then
+        local shown
+        shown="$(printf '%q ' "$@")"
+        printf '%s\t%s\n' "$label" "${shown//"$ROOT"\//./}" >>"$COMMANDS" # paths in the repository as ./...
+    fi
+    local rc=0
+    timeout "$PHASE_TIMEOUT" "$@" >"$out" 2>"$out.err" || rc=$?
+    if ((rc != 0)); then
+        ((rc == 124)) && say "✗ $label: still running after ${PHASE_TIMEOUT}s (BENCH_PHASE_TIMEOUT)"
+        say "✗ $label failed (exit $rc): $(printf '%q ' "$@")"
+        tail -n 5 "$out.err" >&2 || true
+        exit 1
+    fi
+}
+
+# parse WHAT ARGS...: the Python half below; its "name value" lines go to RESULTS.
+parse() { python3 "$TMP/bench.py" "$@" >>"$RESULTS"; }
+
+# phase NAME: announce a phase and time it.
+PHASE_STARTED=$SECONDS
+phase() {
+    PHASE_STARTED=$SECONDS
+    say "… $1"
+}
+phase_done() { say "  done in $((SECONDS - PHASE_STARTED)) s"; }
+
+# ---------------------------------------------------------------- the Python half
+# Parsing tool output and rendering the report; one subcommand per tool.
+cat >"$TMP/bench.py" <<'PY'
+import csv, glob, json, math, re, statistics, sys
+
+def fail(message):
+    print(f"✗ {message}", file=sys.stderr)
+    sys.exit(1)
+
+def emit(prefix, **values):
+    for name, value in values.items():
+        print(f"{prefix}_{name} {value}")
+
+def percentile(sorted_values, q):
+    """Nearest rank: the smallest value with at least q of the samples at or below it."""
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+def workshop(path, prefix, section, source, runs):
+    """workshop-cli cache-aside --json: one latency summary and the throughput."""
+    with open(path) as f:
+        out = json.load(f)
+    if out.get("empty_result"):
+        fail(f"{prefix}: the query returned no row (database {out.get('database')}); load the data: just seed")
+    served = out.get("sources", {}).get(source, 0)
+    if served != int(runs):
+        fail(f"{prefix}: {served} of {runs} timed reads came from '{source}' (sources: {out.get('sources')}); every one should")
+    summary = out["summary"][section]
+    emit(prefix, p50_us=summary["p50"] * 1000, p99_us=summary["p99"] * 1000, mean_us=summary["mean"] * 1000,
+         count=summary["count"], rps=out["throughput_per_second"], wall_ms=out["wall_time_ms"])
+    print(f"{prefix}_key {out['key']}")
+    print(f"{prefix}_server {out['database'].replace(' ', '_')}")
+
+def redis_benchmark(path, prefix, requests):
+    """redis-benchmark --csv: a header and one row per test (one test here)."""
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("rps")]
+    if len(rows) != 1:
+        fail(f"{prefix}: expected one result row in the redis-benchmark CSV, found {len(rows)}")
+    row = rows[0]
+    for column in ("p50_latency_ms", "p99_latency_ms", "avg_latency_ms"):
+        if column not in row:
+            fail(f"{prefix}: this redis-benchmark prints no {column} (version 6.2 or later does)")
+    emit(prefix, p50_us=float(row["p50_latency_ms"]) * 1000, p99_us=float(row["p99_latency_ms"]) * 1000,
+         mean_us=float(row["avg_latency_ms"]) * 1000, rps=float(row["rps"]), count=requests)
+
+def pgbench_log(log_prefix, prefix, skip, stdout_path):
+    """pgbench -l: 'client_id transaction_no latency_us script_no epoch epoch_us' per transaction."""
+    samples = []
+    for path in glob.glob(log_prefix + ".*"):
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    samples.append((int(fields[0]), int(fields[1]), int(fields[2])))
+    samples.sort()
+    timed = sorted(latency for _, tx, latency in samples if tx > int(skip))
+    if not timed:
+        fail(f"{prefix}: the pgbench transaction log ({log_prefix}.*) has no timed transaction")
+    emit(prefix, p50_us=percentile(timed, 0.50), p99_us=percentile(timed, 0.99),
+         mean_us=sum(timed) / len(timed), count=len(timed))
+    with open(stdout_path) as f:
+        tps = re.search(r"^tps = ([0-9.]+)", f.read(), re.M)
+    if tps:
+        emit(prefix, rps=tps.group(1))
+
+def sysbench(path, prefix):
+    """sysbench --histogram: 'value |*** count' lines (ms, 3 decimals). Its summary prints
+    percentiles with 2 decimals only, too coarse here, so p50 and p99 come from the histogram,
+    the way sysbench computes them: the first bucket where the running count reaches q."""
+    buckets = []
+    in_histogram = False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("Latency histogram"):
+                in_histogram = True
+            elif in_histogram and "|" in line:
+                value, _, rest = line.partition("|")
+                count = rest.strip(" *\n")
+                if count.isdigit():
+                    buckets.append((float(value), int(count)))
+            elif in_histogram and buckets and not line.strip():
+                break
+    total = sum(c for _, c in buckets)
+    if total == 0:
+        fail(f"{prefix}: no latency histogram in the sysbench output")
+    def at(q):
+        running = 0
+        for value, count in buckets:
+            running += count
+            if running >= q * total:
+                return value
+        return buckets[-1][0]
+    mean = sum(v * c for v, c in buckets) / total
+    emit(prefix, p50_us=at(0.50) * 1000, p99_us=at(0.99) * 1000, mean_us=mean * 1000, count=total)
+    with open(path) as f:
+        tps = re.search(r"transactions:\s+\d+\s+\(([0-9.]+) per sec", f.read())
+    if tps:
+        emit(prefix, rps=tps.group(1))
+
+# ---------------------------------------------------------------- report
+def read_pairs(path, sep=" "):
+    pairs = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line:
+                name, _, value = line.partition(sep)
+                pairs[name] = value
+    return pairs
+
+def us(value):
+    return f"{value:,.0f} µs" if value >= 100 else f"{value:.1f} µs"
+
+def per_s(value):
+    return f"{value:,.0f}/s"
+
+def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
+    r = read_pairs(results_path)
+    meta = read_pairs(meta_path, "\t")
+    rounds = int(rounds)
+    plural = "" if rounds == 1 else "s"
+    with open(commands_path) as f:
+        commands = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
+
+    def per_round(prefix, name):
+        return [float(r[f"{prefix}.{i}_{name}"]) for i in range(1, rounds + 1)]
+
+    # (comparison, workshop-cli run, reference tool, reference run, figure, format, target)
+    # target: ("<=", x) latency ratio at most x; (">=", x) throughput ratio at least x; None: shown only.
+    rows = [
+        ("Cache hit p50, 1 client", "hit", "redis-benchmark -c 1 GET", "rb1", "p50_us", us, ("<=", 1.25)),
+        ("Cache hit p99, 1 client", "hit", "redis-benchmark -c 1 GET", "rb1", "p99_us", us, None),
+        ("Point select p50, PostgreSQL", "pgwc", "pgbench -S -M prepared -c 1", "pgbench", "p50_us", us, ("<=", 1.25)),
+        ("Point select p99, PostgreSQL", "pgwc", "pgbench -S -M prepared -c 1", "pgbench", "p99_us", us, None),
+        ("Point select p50, MariaDB", "mywc", "sysbench oltp_point_select, 1 thread", "sysbench", "p50_us", us, ("<=", 1.25)),
+        ("Point select p99, MariaDB", "mywc", "sysbench oltp_point_select, 1 thread", "sysbench", "p99_us", us, None),
+        (f"Throughput, {tasks} tasks", "tput", f"redis-benchmark -c {tasks} GET", "rb50", "rps", per_s, (">=", 0.7)),
+        (f"Throughput, {tasks} tasks, vs pipelined", "tput", f"redis-benchmark -c 1 -P {tasks} GET", "rbp", "rps", per_s, None),
+    ]
+    table = []
+    for label, mine, tool, theirs, figure, fmt, target in rows:
+        a, b = per_round(mine, figure), per_round(theirs, figure)
+        ratio = statistics.median(a) / statistics.median(b)
+        spread = [x / y for x, y in zip(a, b)]
+        if target is None:
+            goal, verdict = "—", "info"
+        else:
+            op, limit = target
+            met = ratio <= limit if op == "<=" else ratio >= limit
+            goal, verdict = f"{'≤' if op == '<=' else '≥'} {limit:g}×", "PASS" if met else "MISS"
+        table.append((label, fmt(statistics.median(a)), tool, fmt(statistics.median(b)), f"{ratio:.2f}×",
+                      f"{min(spread):.2f}–{max(spread):.2f}", goal, verdict))
+
+    head = ("Comparison", "workshop-cli", "Reference tool", "Reference", "Ratio", "Rounds", "Target", "Result")
+    right = {1, 3, 4, 5}
+    widths = [max(len(row[i]) for row in [head] + table) for i in range(len(head))]
+    cell = lambda row, i: row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
+    lines = ["  ".join(cell(row, i) for i in range(len(head))).rstrip() for row in [head] + table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    passes = sum(1 for row in table if row[-1] == "PASS")
+    misses = sum(1 for row in table if row[-1] == "MISS")
+    tally = f"{passes} targets met, {misses} missed"
+    print("\n".join(lines))
+    print(f"\n{tally}. Medians of {rounds} round{plural}; ratio = workshop-cli / reference; Rounds = lowest–highest ratio "
+          "of a single round. A report, not a gate.")
+
+    md = []
+    md.append("# Benchmarks: workshop-cli next to the reference tools\n")
+    md.append("Generated by `just bench` (`scripts/bench.sh`); do not edit by hand, run it again. "
+              "Every figure comes from one run of the bench, on one machine that also runs the three servers.\n")
+    md.append(f"- Date: {meta.get('date')}")
+    md.append(f"- Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('memory')}, Linux {meta.get('kernel')}; "
+              f"load average {meta.get('load')} before the bench, {meta.get('load_after')} after")
+    md.append(f"- workshop-cli: {meta.get('workshop')} (`{meta.get('bin')}`, tree {meta.get('git')})")
+    md.append(f"- Servers: Valkey {meta.get('valkey')}, MariaDB {meta.get('mariadb')}, PostgreSQL {meta.get('postgresql')}")
+    md.append(f"- Reference tools: {meta.get('bench_client')}, {meta.get('pgbench')}, {meta.get('sysbench')}")
+    md.append(f"- Bench duration: {meta.get('elapsed')} s ({rounds} round{plural})\n")
+    md.append("## Results\n")
+    md.append(f"Each pair ran {rounds} times, alternating workshop-cli and the reference tool, so that a passing "
+              "disturbance on the machine lands on both; the figures are the medians of the rounds. "
+              "Ratio = workshop-cli / reference: for latency lower is better, for throughput higher is better; "
+              "Rounds is the lowest and highest ratio of a single round. "
+              "Targets: cache-hit p50 within 1.25× of the reference client's single-client GET p50; database p50 "
+              "within 1.25× of pgbench's (the same target is applied to MariaDB against sysbench); throughput at "
+              f"{tasks} tasks at least 0.7× of redis-benchmark with {tasks} clients. Rows without a target are shown for context.\n")
+    md.append("| " + " | ".join(head) + " |")
+    md.append("|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|")
+    for row in table:
+        md.append("| " + " | ".join(row) + " |")
+    md.append(f"\n{tally}.\n")
+    md.append("## What each side does\n")
+    md.append(f"- **Cache hit.** workshop-cli reads airport {meta.get('id')} through cache-aside; the {meta.get('warmup')} untimed "
+              f"warm-up reads fill the cache, so all {meta.get('runs')} timed reads are hits (checked). It times GET + JSON decode. "
+              f"redis-benchmark sends `GET` for that very key ({meta.get('value_bytes')} bytes of JSON, the cached airport row), "
+              f"{meta.get('runs')} times on one connection, so both fetch the same payload. (Its built-in `-t get -d N` test would "
+              "read a key outside the `bench:` prefix; a custom `GET` is the same command on the real entry.)")
+    md.append(f"- **Point select.** workshop-cli with `--no-cache`: `SELECT airport_id, iata, icao, name FROM airport WHERE "
+              f"airport_id = ?` over sqlx (prepared), {meta.get('runs')} timed reads after {meta.get('warmup')} warm-up reads; "
+              "it times the query plus the conversion of the row into JSON values. "
+              f"pgbench `-S` runs `SELECT abalance FROM pgbench_accounts WHERE aid = :aid` (random aid among {meta.get('ref_rows')} rows, "
+              f"prepared) in the `{meta.get('ref_db')}` database; p50/p99 come from its per-transaction log (`-l`), the first "
+              f"{meta.get('warmup')} transactions left out like workshop-cli's warm-up. sysbench `oltp_point_select` runs "
+              f"`SELECT c FROM sbtest1 WHERE id = ?` (uniform random id among {meta.get('ref_rows')} rows, prepared) in `{meta.get('ref_db')}`; "
+              "p50/p99 come from its latency histogram (its summary prints two decimals of a millisecond only).")
+    md.append(f"- **Throughput.** workshop-cli runs {meta.get('tput_runs')} cache-aside reads with {tasks} tasks sharing one multiplexed "
+              f"Valkey connection (all hits); redis-benchmark sends {meta.get('tput_runs')} GETs of the same key over {tasks} connections "
+              f"from one thread. The two are not the same shape: workshop-cli's tasks share one socket, so their requests travel "
+              f"pipelined, while redis-benchmark `-c {tasks}` keeps one request in flight on each of {tasks} sockets. The row "
+              f"without a target, redis-benchmark `-c 1 -P {tasks}` ({tasks} requests pipelined on one connection), shows the ceiling "
+              "of that shape.\n")
+    md.append("## Raw figures\n")
+    md.append("| Run | Round | Count | p50 | p99 | Mean | Throughput |")
+    md.append("|---|---:|---:|---:|---:|---:|---:|")
+    raw = [
+        ("workshop-cli cache-aside, hits, 1 task", "hit"),
+        ("redis-benchmark GET, 1 client", "rb1"),
+        ("workshop-cli --no-cache, PostgreSQL", "pgwc"),
+        ("pgbench -S, 1 client", "pgbench"),
+        ("workshop-cli --no-cache, MariaDB", "mywc"),
+        ("sysbench oltp_point_select, 1 thread", "sysbench"),
+        (f"workshop-cli cache-aside, hits, {tasks} tasks", "tput"),
+        (f"redis-benchmark GET, {tasks} clients", "rb50"),
+        (f"redis-benchmark GET, 1 client, {tasks} pipelined", "rbp"),
+    ]
+    for label, prefix in raw:
+        for i in range(1, rounds + 1):
+            get = lambda name: r.get(f"{prefix}.{i}_{name}")
+            cells = [
+                f"{int(float(get('count'))):,}" if get("count") else "—",
+                us(float(get("p50_us"))) if get("p50_us") else "—",
+                us(float(get("p99_us"))) if get("p99_us") else "—",
+                us(float(get("mean_us"))) if get("mean_us") else "—",
+                per_s(float(get("rps"))) if get("rps") else "—",
+            ]
+            md.append(f"| {label} | {i} | " + " | ".join(cells) + " |")
+    md.append("\nThroughput: workshop-cli's is timed reads / wall time of the timed reads; the tools print their own "
+              "(redis-benchmark: requests per second; pgbench: tps without the initial connection; sysbench: transactions "
+              "per second).\n")
+    md.append("## Commands\n")
+    md.append(f"As run in round 1, in this order; the other rounds repeat them (with their own log paths). "
+              f"`PGPASSWORD={meta.get('pg_password')}` is in the environment for psql and pgbench; the one-off `pgbench -i` "
+              "and `sysbench prepare` appear only in the run that created their tables.\n")
+    md.append("```sh")
+    for label, command in commands:
+        md.append(f"# {label}")
+        md.append(command.rstrip())
+    md.append("```")
+    with open(report_path, "w") as f:
+        f.write("\n".join(md) + "\n")
+
+if __name__ == "__main__":
+    what, args = sys.argv[1], sys.argv[2:]
+    {"workshop": workshop, "redis": redis_benchmark, "pgbench": pgbench_log,
+     "sysbench": sysbench, "render": render}[what](*args)
+PY
+
+# ---------------------------------------------------------------- preflight
+for n in ROUNDS RUNS WARMUP TPUT_RUNS TASKS; do
+    is_count "${!n}" || die "$n must be a whole number above 0 (got '${!n}'); the warm-up fills the cache, so it cannot be 0"
+done
+exe python3 >/dev/null || die "python3 is needed to parse the tools' output"
+BENCH_CLIENT="$(exe valkey-benchmark redis-benchmark)" ||
+    die "no valkey-benchmark or redis-benchmark on PATH; install redis-tools (\`just up\` does)"
+VCLI="$(exe valkey-cli redis-cli)" || die "no valkey-cli or redis-cli on PATH; install redis-tools (\`just up\` does)"
+PGBENCH="$(exe pgbench)" || die "no pgbench on PATH; it comes with PostgreSQL (postgresql-contrib on older distributions)"
+PSQL="$(exe psql)" || die "no psql on PATH; install postgresql-client"
+SYSBENCH="$(exe sysbench)" || die "no sysbench on PATH; install sysbench (\`just up\` does)"
+MYSQL="$(exe mariadb mysql)" || die "no mariadb or mysql client on PATH; install mariadb-client"
+
+scripts/services.sh status >&2 || die "the services are not all up; start them: just up"
+
+if [[ -n "${WORKSHOP_BIN:-}" ]]; then
+    BIN="$WORKSHOP_BIN"
+else
+    phase "cargo build --release"
+    cargo build --release --quiet || die "cargo build --release failed"
+    BIN="$ROOT/target/release/workshop-cli"
+    phase_done
+fi
+[[ -x "$BIN" ]] || die "$BIN is not an executable (WORKSHOP_BIN)"
+BENCH_STARTED=$SECONDS # the build is not part of the bench's duration
+
+VALKEY_INFO="$("$VCLI" -h "$HOST" -p "$VALKEY_PORT" INFO server | tr -d '\r')"
+VALKEY_VERSION="$(sed -n 's/^valkey_version:\(.*\)$/\1/p' <<<"$VALKEY_INFO")"
+[[ -n "$VALKEY_VERSION" ]] || VALKEY_VERSION="$(sed -n 's/^redis_version:\(.*\)$/\1 (a Redis, not Valkey)/p' <<<"$VALKEY_INFO")"
+
+mysql_ref() { MYSQL_PWD="$DB_PASS" "$MYSQL" --no-defaults --protocol=TCP -h "$HOST" -P "$MYSQL_PORT" -u "$DB_USER" -N -B "$@"; }
+psql_ref() { "$PSQL" -X -q -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -v ON_ERROR_STOP=1 -Atc "$@"; }
+
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta nproc "$(nproc)"
+meta cpu "$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)"
+meta memory "$(awk '/^MemTotal:/ {printf "%.1f GiB RAM", $2 / 1048576}' /proc/meminfo)"
+meta kernel "$(uname -r)"
+meta load "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta workshop "$("$BIN" --version)"
+meta bin "$BIN"
+meta git "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+meta valkey "$VALKEY_VERSION"
+meta mariadb "$(mysql_ref -e 'SELECT VERSION()')"
+meta postgresql "$(psql_ref 'SHOW server_version' -d workshop | cut -d' ' -f1)"
+meta bench_client "$("$BENCH_CLIENT" --version | head -n 1)"
+meta pgbench "$("$PGBENCH" --version | head -n 1)"
+meta sysbench "$("$SYSBENCH" --version | head -n 1)"
+meta rounds "$ROUNDS"
+meta runs "$RUNS"
+meta warmup "$WARMUP"
+meta tput_runs "$TPUT_RUNS"
+meta id "$ID"
+meta ref_db "$REF_DB"
+meta ref_rows "$REF_ROWS"
+meta pg_password "$DB_PASS"
+
+# ---------------------------------------------------------------- reference databases
+# Created once and kept: later runs only check they are complete.
+phase "reference tables in $REF_DB (pgbench, sysbench)"
+if [[ "$(psql_ref "SELECT 1 FROM pg_database WHERE datname = '$REF_DB'" -d workshop)" != 1 ]]; then
+    run "create the pgbench database" "$TMP/pg-create" "$PSQL" -X -q -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -d workshop \
+        -c "CREATE DATABASE $REF_DB"
+fi
+if [[ "$(psql_ref "SELECT count(*) FROM pgbench_accounts" -d "$REF_DB" 2>/dev/null || true)" != "$REF_ROWS" ]]; then
+    run "pgbench tables (once)" "$TMP/pg-init" "$PGBENCH" -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -i -s $((REF_ROWS / 100000)) -q "$REF_DB"
+fi
+SYSBENCH_ARGS=(oltp_point_select --db-driver=mysql --mysql-host="$HOST" --mysql-port="$MYSQL_PORT"
+    --mysql-user="$DB_USER" --mysql-password="$DB_PASS" --mysql-db="$REF_DB" --tables=1 --table-size="$REF_ROWS")
+mysql_ref -e "CREATE DATABASE IF NOT EXISTS $REF_DB"
+if [[ "$(mysql_ref -e "SELECT COUNT(*) FROM $REF_DB.sbtest1" 2>/dev/null || true)" != "$REF_ROWS" ]]; then
+    mysql_ref -e "DROP TABLE IF EXISTS $REF_DB.sbtest1"
+    run "sysbench table (once)" "$TMP/sb-prepare" "$SYSBENCH" "${SYSBENCH_ARGS[@]}" prepare
+fi
+phase_done
+
+# workshop_cli LABEL OUT DATABASE_URL ARGS...: one cache-aside run, JSON on OUT.
+workshop_cli() {
+    local label="$1" out="$2" url="$3"
+    shift 3
+    run "$label" "$out" "$BIN" --database-url "$url" --valkey-url "$VALKEY_URL" --key-prefix "$KEY_PREFIX" --json \
+        cache-aside --id "$ID" "$@"
+}
+
+ROUNDS_TEXT="$ROUNDS round$( ((ROUNDS == 1)) || echo s)"
+
+# Each phase runs its pair ROUNDS times, alternating (workshop-cli, tool, workshop-cli, tool, ...), so a
+# passing disturbance on the machine lands on both sides; the report takes the median of the rounds.
+
+# ---------------------------------------------------------------- cache hit, one client
+phase "cache hit, 1 client: workshop-cli and $(basename "$BENCH_CLIENT"), $RUNS reads each, $ROUNDS_TEXT"
+delete_bench_keys
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    workshop_cli "cache hit: workshop-cli" "$TMP/hit.$ROUND.json" "$MYSQL_URL" --runs "$RUNS" --warmup "$WARMUP" --baseline 0
+    parse workshop "$TMP/hit.$ROUND.json" "hit.$ROUND" cache cache "$RUNS"
+    if ((ROUND == 1)); then
+        KEY="$(awk '$1 == "hit.1_key" {print $2}' "$RESULTS")"
+        meta value_bytes "$("$VCLI" -h "$HOST" -p "$VALKEY_PORT" STRLEN "$KEY")"
+    fi
+    run "cache hit: reference client" "$TMP/rb1.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" -p "$VALKEY_PORT" -c 1 -n "$RUNS" \
+        --csv GET "$KEY"
+    parse redis "$TMP/rb1.$ROUND.csv" "rb1.$ROUND" "$RUNS"
+done
+phase_done
+
+# ---------------------------------------------------------------- point select, PostgreSQL
+phase "point select, PostgreSQL: workshop-cli --no-cache and pgbench -S, $RUNS reads each, $ROUNDS_TEXT"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    workshop_cli "point select: workshop-cli on PostgreSQL" "$TMP/pgwc.$ROUND.json" "$POSTGRES_URL" \
+        --no-cache --runs "$RUNS" --warmup "$WARMUP"
+    parse workshop "$TMP/pgwc.$ROUND.json" "pgwc.$ROUND" database database_no_cache "$RUNS"
+    mkdir -p "$TMP/pglog.$ROUND"
+    run "point select: pgbench" "$TMP/pgbench.$ROUND.out" "$PGBENCH" -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -n -S -M prepared \
+        -c 1 -j 1 -t $((RUNS + WARMUP)) -l --log-prefix="$TMP/pglog.$ROUND/pgbench" "$REF_DB"
+    parse pgbench "$TMP/pglog.$ROUND/pgbench" "pgbench.$ROUND" "$WARMUP" "$TMP/pgbench.$ROUND.out"
+done
+phase_done
+
+# ---------------------------------------------------------------- point select, MariaDB
+phase "point select, MariaDB: workshop-cli --no-cache and sysbench oltp_point_select, $RUNS reads each, $ROUNDS_TEXT"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    workshop_cli "point select: workshop-cli on MariaDB" "$TMP/mywc.$ROUND.json" "$MYSQL_URL" \
+        --no-cache --runs "$RUNS" --warmup "$WARMUP"
+    parse workshop "$TMP/mywc.$ROUND.json" "mywc.$ROUND" database database_no_cache "$RUNS"
+    run "point select: sysbench" "$TMP/sysbench.$ROUND.out" "$SYSBENCH" "${SYSBENCH_ARGS[@]}" --threads=1 --events="$RUNS" \
+        --time=0 --rand-type=uniform --histogram=on --percentile=50 run
+    parse sysbench "$TMP/sysbench.$ROUND.out" "sysbench.$ROUND"
+done
+phase_done
+
+# ---------------------------------------------------------------- throughput
+phase "throughput, $TASKS at once: workshop-cli and $(basename "$BENCH_CLIENT"), $TPUT_RUNS reads each, $ROUNDS_TEXT"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    workshop_cli "throughput: workshop-cli" "$TMP/tput.$ROUND.json" "$MYSQL_URL" \
+        --runs "$TPUT_RUNS" --concurrency "$TASKS" --warmup "$WARMUP" --baseline 0
+    parse workshop "$TMP/tput.$ROUND.json" "tput.$ROUND" cache cache "$TPUT_RUNS"
+    run "throughput: reference client" "$TMP/rb50.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" -p "$VALKEY_PORT" -c "$TASKS" \
+        -n "$TPUT_RUNS" --csv GET "$KEY"
+    parse redis "$TMP/rb50.$ROUND.csv" "rb50.$ROUND" "$TPUT_RUNS"
+    run "throughput: reference client, pipelined (no target)" "$TMP/rbp.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" \
+        -p "$VALKEY_PORT" -c 1 -P "$TASKS" -n "$TPUT_RUNS" --csv GET "$KEY"
+    parse redis "$TMP/rbp.$ROUND.csv" "rbp.$ROUND" "$TPUT_RUNS"
+done
+ROUND=0
+phase_done
+
+# ---------------------------------------------------------------- report
+meta elapsed "$((SECONDS - BENCH_STARTED))"
+meta load_after "$(cut -d' ' -f1-3 /proc/loadavg)"
+say ""
+python3 "$TMP/bench.py" render "$RESULTS" "$META" "$COMMANDS" "$REPORT" "$TASKS" "$ROUNDS"
+say ""
+say "Report written to ${REPORT#"$ROOT"/} (bench keys under $KEY_PREFIX deleted; $((SECONDS - BENCH_STARTED)) s in all)"
