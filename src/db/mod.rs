@@ -7,13 +7,15 @@ pub mod dialect;
 pub mod passengers;
 pub mod products;
 pub mod rows;
+pub mod write_behind;
 
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, MySql, Postgres};
 
 use crate::config::{DatabaseKind, DatabaseTarget};
 pub use dialect::{NamedQuery, Statement};
@@ -128,6 +130,10 @@ impl Database {
                         MySqlPoolOptions::new()
                             .max_connections(settings.max_connections)
                             .acquire_timeout(settings.connect_timeout)
+                            // sqlx pings a connection before handing it out by
+                            // default: a round trip per query that doubled the
+                            // point-select latency in `just bench`.
+                            .test_before_acquire(false)
                             .connect_lazy_with(options),
                     ))
                 }
@@ -142,6 +148,7 @@ impl Database {
                         PgPoolOptions::new()
                             .max_connections(settings.max_connections)
                             .acquire_timeout(settings.connect_timeout)
+                            .test_before_acquire(false)
                             .connect_lazy_with(options),
                     ))
                 }
@@ -239,34 +246,27 @@ impl Database {
         })
     }
 
-    /// Runs a read query and converts every row to JSON values.
+    /// Runs a read query on a pooled connection and converts every row to JSON values.
     pub async fn fetch(&self, statement: &Statement) -> Result<ResultSet, DbError> {
         match &self.pool {
-            Pool::MySql(pool) => {
-                let mut query = sqlx::query(&statement.sql);
-                for arg in &statement.args {
-                    query = match arg {
-                        SqlValue::Int(v) => query.bind(*v),
-                        SqlValue::Decimal(v) => query.bind(*v),
-                        SqlValue::Text(v) => query.bind(v.as_str()),
-                    };
-                }
-                let rows = query.fetch_all(pool).await.map_err(|e| self.query_error(e))?;
-                rows::from_mysql(&rows)
-            }
-            Pool::Postgres(pool) => {
-                let mut query = sqlx::query(&statement.sql);
-                for arg in &statement.args {
-                    query = match arg {
-                        SqlValue::Int(v) => query.bind(*v),
-                        SqlValue::Decimal(v) => query.bind(*v),
-                        SqlValue::Text(v) => query.bind(v.as_str()),
-                    };
-                }
-                let rows = query.fetch_all(pool).await.map_err(|e| self.query_error(e))?;
-                rows::from_postgres(&rows)
-            }
+            Pool::MySql(pool) => fetch_mysql(pool, statement).await,
+            Pool::Postgres(pool) => fetch_postgres(pool, statement).await,
         }
+        .map_err(|e| self.query_error(e))?
+    }
+
+    /// Takes one connection out of the pool for a task to keep, as each
+    /// pgbench or sysbench client keeps its own: no pool hand-over per query.
+    pub async fn session(&self) -> Result<DbSession, DbError> {
+        let connection = match &self.pool {
+            Pool::MySql(pool) => pool.acquire().await.map(SessionConnection::MySql),
+            Pool::Postgres(pool) => pool.acquire().await.map(SessionConnection::Postgres),
+        }
+        .map_err(|e| self.query_error(e))?;
+        Ok(DbSession {
+            connection,
+            target: self.target.clone(),
+        })
     }
 
     /// Turns a query failure into a message; a missing table means "seed first".
@@ -280,6 +280,60 @@ impl Database {
             Pool::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+enum SessionConnection {
+    MySql(PoolConnection<MySql>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// One database connection held by one task (see [`Database::session`]).
+pub struct DbSession {
+    connection: SessionConnection,
+    target: String,
+}
+
+impl DbSession {
+    /// Runs a read query on this connection and converts every row to JSON values.
+    pub async fn fetch(&mut self, statement: &Statement) -> Result<ResultSet, DbError> {
+        match &mut self.connection {
+            SessionConnection::MySql(conn) => fetch_mysql(&mut **conn, statement).await,
+            SessionConnection::Postgres(conn) => fetch_postgres(&mut **conn, statement).await,
+        }
+        .map_err(|e| classify_query_error(e, &self.target))?
+    }
+}
+
+async fn fetch_mysql<'e, E>(executor: E, statement: &Statement) -> Result<Result<ResultSet, DbError>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = MySql>,
+{
+    let mut query = sqlx::query(&statement.sql);
+    for arg in &statement.args {
+        query = match arg {
+            SqlValue::Int(v) => query.bind(*v),
+            SqlValue::Decimal(v) => query.bind(*v),
+            SqlValue::Text(v) => query.bind(v.as_str()),
+        };
+    }
+    let rows = query.fetch_all(executor).await?;
+    Ok(rows::from_mysql(&rows))
+}
+
+async fn fetch_postgres<'e, E>(executor: E, statement: &Statement) -> Result<Result<ResultSet, DbError>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let mut query = sqlx::query(&statement.sql);
+    for arg in &statement.args {
+        query = match arg {
+            SqlValue::Int(v) => query.bind(*v),
+            SqlValue::Decimal(v) => query.bind(*v),
+            SqlValue::Text(v) => query.bind(v.as_str()),
+        };
+    }
+    let rows = query.fetch_all(executor).await?;
+    Ok(rows::from_postgres(&rows))
 }
 
 pub fn classify_query_error(error: sqlx::Error, target: &str) -> DbError {

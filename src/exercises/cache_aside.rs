@@ -255,11 +255,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         CacheLink::Connected(valkey) => Some(valkey.clone()),
         _ => None,
     };
-    let pattern = CacheAside {
-        db: db.clone(),
-        cache,
-        ttl: config.ttl,
-    };
+    let pattern = CacheAside { cache, ttl: config.ttl };
 
     // Pools warm before the first timed read; connection set-up is reported apart.
     let warm_started = Instant::now();
@@ -268,8 +264,9 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         let _ = valkey.round_trip().await;
     }
     let pool_warm_up = warm_started.elapsed();
+    let mut session = db.session().await?;
     for _ in 0..options.warmup {
-        pattern.read(&key, &statement).await?;
+        pattern.read(&mut session, &key, &statement).await?;
     }
     if options.fresh {
         if let Some(valkey) = &valkey {
@@ -279,7 +276,9 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         }
     }
 
-    let mut timed = timed_reads(&pattern, &key, &statement, options, tasks, valkey.as_ref(), output).await?;
+    drop(session);
+    let mut timed = timed_reads(&db, &pattern, &key, &statement, options, tasks, valkey.as_ref(), output).await?;
+    let mut session = db.session().await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
     let baseline_count = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
@@ -290,13 +289,15 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     let mut database = timed.database.clone();
     let mut reference: Option<ResultSet> = timed.first_database_rows.clone();
     for _ in 0..baseline_count {
-        let read = pattern.read_database(&statement, ReadSource::DatabaseNoCache).await?;
+        let read = pattern
+            .read_database(&mut session, &statement, ReadSource::DatabaseNoCache)
+            .await?;
         database.record(read.latency);
         reference = Some(read.rows);
     }
     let reference = match reference {
         Some(rows) => rows,
-        None => pattern.query(&statement).await?.0,
+        None => pattern.query(&mut session, &statement).await?.0,
     };
     let consistent = timed
         .first_hit_rows
@@ -368,6 +369,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         consistent,
         warnings,
     };
+    drop(session);
     db.close().await;
     Ok(outcome)
 }
@@ -463,7 +465,9 @@ fn source_key(source: ReadSource) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn timed_reads(
+    db: &Database,
     pattern: &CacheAside,
     key: &str,
     statement: &Statement,
@@ -490,14 +494,17 @@ async fn timed_reads(
         let next_run = Arc::clone(&next_run);
         let progress = progress.clone();
         let valkey = valkey.cloned();
+        let db = db.clone();
         workers.spawn(async move {
+            // Each task keeps one connection for the whole run.
+            let mut session = db.session().await?;
             let mut mine = TimedReads::default();
             loop {
                 let run = next_run.fetch_add(1, Ordering::Relaxed);
                 if run >= runs {
                     return Ok::<_, WorkshopError>(mine);
                 }
-                let read = pattern.read(&key, &statement).await?;
+                let read = pattern.read(&mut session, &key, &statement).await?;
                 // Reading the TTL is not part of the timed operation.
                 let ttl_left = match (&valkey, keep_records) {
                     (Some(valkey), true) => valkey.ttl(&key).await.ok().flatten(),

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cache::{CacheError, Valkey};
-use crate::db::{Database, DbError, ResultSet, Statement};
+use crate::db::{DbError, DbSession, ResultSet, Statement};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,24 +57,28 @@ pub enum CacheLink {
     Bypassed,
 }
 
-/// Cache-aside over one query.
+/// Cache-aside over one query. Database reads go through the caller's own
+/// connection ([`DbSession`]), as a worker in an application would.
 #[derive(Clone)]
 pub struct CacheAside {
-    pub db: Database,
     pub cache: CacheLink,
     pub ttl: Duration,
 }
 
 impl CacheAside {
-    pub async fn read(&self, key: &str, statement: &Statement) -> Result<Read, DbError> {
+    pub async fn read(&self, session: &mut DbSession, key: &str, statement: &Statement) -> Result<Read, DbError> {
         let valkey = match &self.cache {
             CacheLink::Connected(valkey) => valkey,
             CacheLink::Unavailable => {
                 return self
-                    .read_database(statement, ReadSource::DatabaseCacheUnavailable)
+                    .read_database(session, statement, ReadSource::DatabaseCacheUnavailable)
                     .await
             }
-            CacheLink::Bypassed => return self.read_database(statement, ReadSource::DatabaseNoCache).await,
+            CacheLink::Bypassed => {
+                return self
+                    .read_database(session, statement, ReadSource::DatabaseNoCache)
+                    .await
+            }
         };
         let started = Instant::now();
         let cached = valkey.get(key).await;
@@ -94,7 +98,7 @@ impl CacheAside {
             }),
             // A miss, or an entry that no longer decodes (overwritten below).
             (Ok(_), _) => {
-                let (rows, latency) = self.query(statement).await?;
+                let (rows, latency) = self.query(session, statement).await?;
                 let (cache_write, cache_error) = self.store(valkey, key, &rows).await;
                 Ok(Read {
                     source: ReadSource::Database,
@@ -105,7 +109,7 @@ impl CacheAside {
                 })
             }
             (Err(error), _) => {
-                let (rows, latency) = self.query(statement).await?;
+                let (rows, latency) = self.query(session, statement).await?;
                 Ok(Read {
                     source: ReadSource::DatabaseCacheUnavailable,
                     latency,
@@ -118,8 +122,13 @@ impl CacheAside {
     }
 
     /// A read that skips the cache, e.g. a baseline for comparison.
-    pub async fn read_database(&self, statement: &Statement, source: ReadSource) -> Result<Read, DbError> {
-        let (rows, latency) = self.query(statement).await?;
+    pub async fn read_database(
+        &self,
+        session: &mut DbSession,
+        statement: &Statement,
+        source: ReadSource,
+    ) -> Result<Read, DbError> {
+        let (rows, latency) = self.query(session, statement).await?;
         Ok(Read {
             source,
             latency,
@@ -130,9 +139,13 @@ impl CacheAside {
     }
 
     /// The database side alone: query plus row conversion, timed.
-    pub async fn query(&self, statement: &Statement) -> Result<(ResultSet, Duration), DbError> {
+    pub async fn query(
+        &self,
+        session: &mut DbSession,
+        statement: &Statement,
+    ) -> Result<(ResultSet, Duration), DbError> {
         let started = Instant::now();
-        let rows = self.db.fetch(statement).await?;
+        let rows = session.fetch(statement).await?;
         Ok((rows, started.elapsed()))
     }
 
