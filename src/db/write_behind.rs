@@ -1,0 +1,162 @@
+//! The write-behind flusher's statement: a batch of passengers in one
+//! multi-row INSERT that skips passport numbers already stored, inside one
+//! transaction. A queue entry delivered twice (after a crash between the
+//! commit and the acknowledgement in Valkey) therefore leaves one row, not two.
+
+use sqlx::Row;
+
+use super::dialect::placeholder;
+use super::passengers::{PassengerFields, PassengerRow};
+use super::{Database, DbError, Pool};
+use crate::config::DatabaseKind;
+
+/// Column sizes of `passenger` (fixtures/*/schema.sql), in characters.
+pub const PASSPORT_CHARS: usize = 9;
+pub const NAME_CHARS: usize = 100;
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchInsert {
+    /// Rows this statement added.
+    pub inserted: u64,
+    /// When some rows were skipped: the stored row for every passport number
+    /// of the batch (read in the same transaction), so the caller can tell a
+    /// re-delivered write (same names) from a different passenger holding
+    /// that passport number.
+    pub stored: Vec<PassengerRow>,
+}
+
+/// `INSERT IGNORE` on MySQL/MariaDB, `ON CONFLICT (passportno) DO NOTHING` on
+/// PostgreSQL: both skip a row whose passport number exists and report only
+/// the rows they added. (MySQL's `ON DUPLICATE KEY UPDATE` would count a
+/// skipped row as affected, because sqlx asks for found rows.) IGNORE also
+/// turns over-long values into warnings, so callers check lengths first.
+pub fn insert_sql(kind: DatabaseKind, rows: usize) -> String {
+    let values = (0..rows)
+        .map(|row| {
+            let first = row * 3 + 1;
+            format!(
+                "({}, {}, {})",
+                placeholder(kind, first),
+                placeholder(kind, first + 1),
+                placeholder(kind, first + 2)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    match kind {
+        DatabaseKind::MySql => format!("INSERT IGNORE INTO passenger (passportno, firstname, lastname) VALUES {values}"),
+        DatabaseKind::Postgres => format!(
+            "INSERT INTO passenger (passportno, firstname, lastname) VALUES {values} ON CONFLICT (passportno) DO NOTHING"
+        ),
+    }
+}
+
+/// The stored rows for a list of passport numbers.
+pub fn stored_sql(kind: DatabaseKind, passports: usize) -> String {
+    let list = (1..=passports)
+        .map(|position| placeholder(kind, position))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passportno IN ({list})")
+}
+
+fn stored_row<R: Row>(row: &R) -> Result<PassengerRow, sqlx::Error>
+where
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(PassengerRow {
+        passenger_id: i64::from(row.try_get::<i32, _>("passenger_id")?),
+        // MySQL CHAR(9) comes back without its padding; trim anyway, for MySQL variants that keep it.
+        passportno: row.try_get::<String, _>("passportno")?.trim_end().to_string(),
+        firstname: row.try_get("firstname")?,
+        lastname: row.try_get("lastname")?,
+    })
+}
+
+impl Database {
+    /// Inserts the batch in one transaction, skipping passport numbers that
+    /// are already stored. Nothing is written unless it commits.
+    pub async fn insert_passengers_once(&self, rows: &[PassengerFields]) -> Result<BatchInsert, DbError> {
+        if rows.is_empty() {
+            return Ok(BatchInsert::default());
+        }
+        let insert = insert_sql(self.kind(), rows.len());
+        let select = stored_sql(self.kind(), rows.len());
+        let error = |e: sqlx::Error| self.query_error(e);
+        match &self.pool {
+            Pool::MySql(pool) => {
+                let mut tx = pool.begin().await.map_err(error)?;
+                let mut query = sqlx::query(&insert);
+                for row in rows {
+                    query = query.bind(&row.passportno).bind(&row.firstname).bind(&row.lastname);
+                }
+                let inserted = query.execute(&mut *tx).await.map_err(error)?.rows_affected();
+                let mut stored = Vec::new();
+                if inserted < rows.len() as u64 {
+                    let mut query = sqlx::query(&select);
+                    for row in rows {
+                        query = query.bind(&row.passportno);
+                    }
+                    for row in query.fetch_all(&mut *tx).await.map_err(error)? {
+                        stored.push(stored_row(&row).map_err(error)?);
+                    }
+                }
+                tx.commit().await.map_err(error)?;
+                Ok(BatchInsert { inserted, stored })
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(error)?;
+                let mut query = sqlx::query(&insert);
+                for row in rows {
+                    query = query.bind(&row.passportno).bind(&row.firstname).bind(&row.lastname);
+                }
+                let inserted = query.execute(&mut *tx).await.map_err(error)?.rows_affected();
+                let mut stored = Vec::new();
+                if inserted < rows.len() as u64 {
+                    let mut query = sqlx::query(&select);
+                    for row in rows {
+                        query = query.bind(&row.passportno);
+                    }
+                    for row in query.fetch_all(&mut *tx).await.map_err(error)? {
+                        stored.push(stored_row(&row).map_err(error)?);
+                    }
+                }
+                tx.commit().await.map_err(error)?;
+                Ok(BatchInsert { inserted, stored })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_skips_stored_passports_with_insert_ignore() {
+        assert_eq!(
+            insert_sql(DatabaseKind::MySql, 2),
+            "INSERT IGNORE INTO passenger (passportno, firstname, lastname) VALUES (?, ?, ?), (?, ?, ?)"
+        );
+    }
+
+    #[test]
+    fn postgres_numbers_every_value_and_does_nothing_on_conflict() {
+        assert_eq!(
+            insert_sql(DatabaseKind::Postgres, 2),
+            "INSERT INTO passenger (passportno, firstname, lastname) VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT (passportno) DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn stored_rows_are_read_by_a_list_of_passports() {
+        assert_eq!(
+            stored_sql(DatabaseKind::Postgres, 3),
+            "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passportno IN ($1, $2, $3)"
+        );
+        assert!(stored_sql(DatabaseKind::MySql, 2).ends_with("IN (?, ?)"));
+    }
+}
