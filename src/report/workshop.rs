@@ -11,7 +11,7 @@ const PROGRESS_WIDTH: usize = 20;
 
 /// `[██████░░░░░░] 3/7 done`
 pub fn progress_line(done: usize, total: usize) -> String {
-    let filled = if total == 0 { 0 } else { done * PROGRESS_WIDTH / total };
+    let filled = (done * PROGRESS_WIDTH).checked_div(total).unwrap_or(0).min(PROGRESS_WIDTH);
     format!(
         "[{}{}] {done}/{total} done",
         "█".repeat(filled),
