@@ -1,0 +1,686 @@
+//! Exercise 3, `workshop-cli stats`: drive a workload through the two-level
+//! cache and show its statistics: hits and misses per layer, hit rates,
+//! response time per source, a per-second timeline, Valkey's own `INFO`,
+//! Prometheus metrics; and, with `--maxmemory`, eviction policies compared.
+
+pub mod eviction;
+pub mod server;
+pub mod workload;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::two_level::{TwoLevelCache, TwoLevelSettings};
+use crate::cache::{KeyScheme, Valkey};
+use crate::config::Config;
+use crate::db::{Database, DbError, PoolSettings};
+use crate::error::{Result, WorkshopError};
+use crate::measure::zipf::KeySampler;
+use crate::measure::{self};
+use crate::report::{self, Output};
+
+use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
+use server::{ServerAdmin, ServerView};
+use workload::{RunStats, Stop, Workload};
+
+pub const DEFAULT_REQUESTS: u64 = 20_000;
+pub const DEFAULT_KEYS: u64 = 1000;
+const MAX_REQUESTS: u64 = 10_000_000;
+const MAX_CONCURRENCY: u64 = 1024;
+const MAX_KEYS: u64 = 1_000_000;
+const MAX_L1_CAPACITY: u64 = 1_000_000;
+pub const MAX_SKEW: f64 = 5.0;
+/// Longest run, whether given as --duration or as --requests at a --rate.
+const MAX_SECONDS: f64 = 3600.0;
+const MAX_RATE: f64 = 1_000_000.0;
+/// L1 keeps entries at most this long (and never longer than L2), so an
+/// L2 expiry is not hidden for minutes by L1.
+const L1_TTL_CAP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+impl StatsFormat {
+    fn flag(self) -> &'static str {
+        match self {
+            StatsFormat::Table => "table",
+            StatsFormat::Json => "json",
+            StatsFormat::Prometheus => "prometheus",
+        }
+    }
+}
+
+/// The options as typed (clap is not imported below `cli`).
+#[derive(Debug, Clone)]
+pub struct StatsOptions {
+    pub requests: Option<u64>,
+    pub duration: Option<f64>,
+    pub rate: Option<f64>,
+    pub concurrency: u64,
+    pub keys: Option<u64>,
+    pub skew: f64,
+    /// `--l1` / `--no-l1`; `None`: on, except with `--maxmemory`.
+    pub l1: Option<bool>,
+    pub l1_capacity: u64,
+    pub fresh: bool,
+    pub format: Option<StatsFormat>,
+    pub maxmemory: Option<String>,
+    pub policies: Vec<String>,
+}
+
+impl Default for StatsOptions {
+    fn default() -> Self {
+        StatsOptions {
+            requests: None,
+            duration: None,
+            rate: None,
+            concurrency: 8,
+            keys: None,
+            skew: 1.0,
+            l1: None,
+            l1_capacity: 100,
+            fresh: false,
+            format: None,
+            maxmemory: None,
+            policies: Vec::new(),
+        }
+    }
+}
+
+/// Validated options: everything the user can get wrong is checked here,
+/// before any connection is made.
+#[derive(Debug, Clone)]
+pub struct StatsPlan {
+    pub stop: Stop,
+    pub rate: Option<f64>,
+    pub concurrency: u64,
+    /// `None`: the default, decided once the product count is known.
+    pub keys: Option<u64>,
+    pub skew: f64,
+    pub use_l1: bool,
+    pub l1_capacity: u64,
+    pub fresh: bool,
+    pub format: StatsFormat,
+    pub eviction: Option<EvictionPlan>,
+}
+
+pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
+    let format = match (options.format, json_flag) {
+        (None, false) => StatsFormat::Table,
+        (None, true) | (Some(StatsFormat::Json), _) => StatsFormat::Json,
+        (Some(other), true) => {
+            return Err(WorkshopError::invalid(format!(
+                "--json and --format {} ask for two formats; give one of them",
+                other.flag()
+            )))
+        }
+        (Some(other), false) => other,
+    };
+    if let Some(requests) = options.requests {
+        if requests == 0 || requests > MAX_REQUESTS {
+            return Err(WorkshopError::invalid(format!(
+                "--requests must be from 1 to {MAX_REQUESTS} (got {requests})"
+            )));
+        }
+    }
+    let stop = match (options.duration, options.requests) {
+        (Some(seconds), _) => {
+            if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
+                return Err(WorkshopError::invalid(format!(
+                    "--duration must be more than 0 and at most {MAX_SECONDS} seconds (got {seconds})"
+                )));
+            }
+            Stop::AfterTime(Duration::from_secs_f64(seconds))
+        }
+        (None, requests) => Stop::AfterRequests(requests.unwrap_or(DEFAULT_REQUESTS)),
+    };
+    if let Some(rate) = options.rate {
+        if !rate.is_finite() || rate <= 0.0 || rate > MAX_RATE {
+            return Err(WorkshopError::invalid(format!(
+                "--rate must be more than 0 and at most {MAX_RATE} requests per second (got {rate})"
+            )));
+        }
+        if let Stop::AfterRequests(requests) = stop {
+            let seconds = requests as f64 / rate;
+            if seconds > MAX_SECONDS {
+                return Err(WorkshopError::invalid(format!(
+                    "--requests {requests} at --rate {rate} would take {seconds:.0} s, more than {MAX_SECONDS} s; raise --rate or lower --requests"
+                )));
+            }
+        }
+    }
+    if options.concurrency == 0 || options.concurrency > MAX_CONCURRENCY {
+        return Err(WorkshopError::invalid(format!(
+            "--concurrency must be from 1 to {MAX_CONCURRENCY} (got {})",
+            options.concurrency
+        )));
+    }
+    if let Some(keys) = options.keys {
+        if keys == 0 || keys > MAX_KEYS {
+            return Err(WorkshopError::invalid(format!(
+                "--keys must be from 1 to {MAX_KEYS} (got {keys})"
+            )));
+        }
+    }
+    if !options.skew.is_finite() || !(0.0..=MAX_SKEW).contains(&options.skew) {
+        return Err(WorkshopError::invalid(format!(
+            "--skew must be from 0 (uniform) to {MAX_SKEW} (got {})",
+            options.skew
+        )));
+    }
+    if options.l1_capacity == 0 || options.l1_capacity > MAX_L1_CAPACITY {
+        return Err(WorkshopError::invalid(format!(
+            "--l1-capacity must be from 1 to {MAX_L1_CAPACITY} entries (got {})",
+            options.l1_capacity
+        )));
+    }
+    let eviction = match &options.maxmemory {
+        Some(maxmemory) => Some(eviction::plan(maxmemory, &options.policies)?),
+        None if !options.policies.is_empty() => {
+            return Err(WorkshopError::invalid(
+                "--policy needs --maxmemory: eviction only happens under a memory limit (e.g. --maxmemory 2mb)",
+            ))
+        }
+        None => None,
+    };
+    if eviction.is_some() && format == StatsFormat::Prometheus {
+        return Err(WorkshopError::invalid(
+            "--format prometheus shows one run; the eviction comparison (--maxmemory) is shown as a table or with --json",
+        ));
+    }
+    Ok(StatsPlan {
+        stop,
+        rate: options.rate,
+        concurrency: options.concurrency,
+        keys: options.keys,
+        skew: options.skew,
+        use_l1: options.l1.unwrap_or(eviction.is_none()),
+        l1_capacity: options.l1_capacity,
+        fresh: options.fresh,
+        format,
+        eviction,
+    })
+}
+
+/// The settings of the run, as used (defaults filled in).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// Planned requests; `null` when the run is timed (`--duration`).
+    pub requests: Option<u64>,
+    pub duration_seconds: Option<f64>,
+    pub rate_per_second: Option<f64>,
+    pub concurrency: u64,
+    /// Product ids 1..=keys are requested.
+    pub keys: u64,
+    pub skew: f64,
+    /// "uniform" or "zipf".
+    pub distribution: &'static str,
+    /// The share of requests the `l1_capacity` most popular keys get: the most an L1 of that size can absorb.
+    pub hottest_keys_share: f64,
+    pub l1: bool,
+    pub l1_capacity: u64,
+    pub l1_ttl_seconds: u64,
+    pub l2_ttl_seconds: u64,
+    pub key_prefix: String,
+    pub fresh: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Setup {
+    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
+    pub database_connect: Duration,
+    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
+    pub valkey_connect: Option<Duration>,
+    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
+    pub pool_warm_up: Duration,
+    /// Product keys deleted before the run (`--fresh`).
+    pub keys_cleared: Option<u64>,
+}
+
+/// Everything the exercise measured; the report renders it, `--json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatsOutcome {
+    pub exercise: &'static str,
+    pub database: String,
+    pub settings: Settings,
+    pub setup: Setup,
+    /// The run (without `--maxmemory`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunStats>,
+    /// Valkey's view of that run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valkey: Option<ServerView>,
+    /// One run per policy (with `--maxmemory`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<EvictionOutcome>,
+    pub warnings: Vec<String>,
+}
+
+pub async fn run(config: &Config, options: StatsOptions, output: &Output) -> Result<()> {
+    let plan = validate(&options, output.json)?;
+    let output = match plan.format {
+        StatsFormat::Table => *output,
+        StatsFormat::Json => Output {
+            json: true,
+            color: false,
+            progress: false,
+        },
+        // Metrics on stdout, undecorated; a progress bar on a terminal's stderr does not disturb them.
+        StatsFormat::Prometheus => Output {
+            json: false,
+            color: false,
+            progress: output.progress,
+        },
+    };
+    let outcome = measure_run(config, &plan, &output).await?;
+    match plan.format {
+        StatsFormat::Prometheus => report::stats::show_prometheus(&outcome),
+        _ => report::stats::show_stats(&outcome, &output),
+    }
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+    if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
+        return Err(WorkshopError::incomplete(
+            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) and run again",
+        ));
+    }
+    Ok(())
+}
+
+/// The services and settings every run of one invocation shares.
+struct Bench<'a> {
+    db: Database,
+    valkey: Option<Valkey>,
+    admin: Option<ServerAdmin>,
+    keys: KeyScheme,
+    cache: TwoLevelSettings,
+    workload: Workload,
+    output: &'a Output,
+}
+
+impl Bench<'_> {
+    /// One workload on a new (empty) L1, with INFO before and after.
+    async fn measured_run(&self, warnings: &mut Vec<String>) -> Result<(RunStats, Option<ServerView>)> {
+        let mut ask = |what: &str, error: crate::cache::CacheError| {
+            warnings.push(format!("{what} failed ({error}); Valkey's view is incomplete"));
+        };
+        let before = match &self.admin {
+            Some(admin) => admin.snapshot().await.map_err(|e| ask("INFO before the run", e)).ok(),
+            None => None,
+        };
+        let cache = TwoLevelCache::new(self.cache, self.valkey.clone());
+        let progress = match self.workload.stop {
+            Stop::AfterRequests(n) => report::progress::bar(self.output, n, "requests"),
+            Stop::AfterTime(limit) => report::progress::bar(self.output, limit.as_secs().max(1), "seconds"),
+        };
+        let result = workload::run(&self.workload, &cache, &self.db, &self.keys, &progress).await;
+        progress.finish_and_clear();
+        let stats = result?;
+        let after = match &self.admin {
+            Some(admin) => admin.snapshot().await.map_err(|e| ask("INFO after the run", e)).ok(),
+            None => None,
+        };
+        let footprint = match (&self.admin, &after) {
+            (Some(admin), Some(_)) => admin
+                .key_footprint(self.keys.prefix())
+                .await
+                .map_err(|e| ask("counting the workshop's keys", e))
+                .ok(),
+            _ => None,
+        };
+        let view = match (before, after) {
+            (Some(before), Some(after)) => Some(ServerView::between(&before, &after, footprint)),
+            _ => None,
+        };
+        if view.as_ref().is_some_and(|v| v.restarted) {
+            warnings.push(
+                "Valkey restarted during the run (its run_id changed): its counters started again, so the server's deltas are not shown".into(),
+            );
+        }
+        if stats.counters.l2_errors > 0 {
+            warnings.push(format!(
+                "{} Valkey command(s) failed (unreachable, or refused: OOM under noeviction); those reads went to the database and no request failed",
+                stats.counters.l2_errors
+            ));
+        }
+        Ok((stats, view))
+    }
+
+    async fn clear_products(&self) -> Result<u64> {
+        match &self.valkey {
+            Some(valkey) => Ok(valkey.delete_prefixed(&self.keys.product_prefix()).await?),
+            None => Ok(0),
+        }
+    }
+}
+
+async fn measure_run(config: &Config, plan: &StatsPlan, output: &Output) -> Result<StatsOutcome> {
+    let db = Database::connect(
+        &config.database,
+        PoolSettings {
+            max_connections: u32::try_from(plan.concurrency + 1).unwrap_or(u32::MAX),
+            connect_timeout: config.connect_timeout,
+        },
+    )
+    .await?;
+    let server = db.server_info().await?;
+    let keys = product_keys(&db, plan).await?;
+
+    let mut warnings = Vec::new();
+    let (valkey, admin) = match connect_valkey(config).await {
+        Ok(pair) => (Some(pair.0), Some(pair.1)),
+        // Eviction is about Valkey: without it there is nothing to compare.
+        Err(error) if plan.eviction.is_some() => return Err(error.into()),
+        Err(error) => {
+            warnings.push(format!("{error}; every L1 miss goes to the database"));
+            (None, None)
+        }
+    };
+
+    let sampler = Arc::new(KeySampler::new(keys, plan.skew));
+    let l1_ttl = config.ttl.min(L1_TTL_CAP);
+    let settings = Settings {
+        requests: match plan.stop {
+            Stop::AfterRequests(n) => Some(n),
+            Stop::AfterTime(_) => None,
+        },
+        duration_seconds: match plan.stop {
+            Stop::AfterTime(limit) => Some(limit.as_secs_f64()),
+            Stop::AfterRequests(_) => None,
+        },
+        rate_per_second: plan.rate,
+        concurrency: plan.concurrency,
+        keys,
+        skew: plan.skew,
+        distribution: if sampler.is_uniform() { "uniform" } else { "zipf" },
+        hottest_keys_share: sampler.share_of_top(plan.l1_capacity),
+        l1: plan.use_l1,
+        l1_capacity: plan.l1_capacity,
+        l1_ttl_seconds: l1_ttl.as_secs(),
+        l2_ttl_seconds: config.ttl.as_secs(),
+        key_prefix: config.key_prefix.clone(),
+        fresh: plan.fresh,
+    };
+    let bench = Bench {
+        db: db.clone(),
+        valkey,
+        admin,
+        keys: KeyScheme::new(&config.key_prefix),
+        cache: TwoLevelSettings {
+            use_l1: plan.use_l1,
+            l1_capacity: plan.l1_capacity,
+            l1_ttl,
+            l2_ttl: config.ttl,
+        },
+        workload: Workload {
+            stop: plan.stop,
+            rate: plan.rate,
+            concurrency: plan.concurrency,
+            sampler,
+        },
+        output,
+    };
+
+    // Pools warm before the first timed request; set-up is reported apart.
+    let warm_started = Instant::now();
+    db.warm_up(u32::try_from(plan.concurrency).unwrap_or(u32::MAX)).await?;
+    if let Some(valkey) = &bench.valkey {
+        let _ = valkey.round_trip().await;
+    }
+    let pool_warm_up = warm_started.elapsed();
+    let keys_cleared = if plan.fresh && plan.eviction.is_none() {
+        Some(bench.clear_products().await?)
+    } else {
+        None
+    };
+
+    let (run, view, eviction) = match &plan.eviction {
+        None => {
+            let (stats, view) = bench.measured_run(&mut warnings).await?;
+            (Some(stats), view, None)
+        }
+        Some(eviction_plan) => {
+            let outcome = compare_policies(&bench, eviction_plan, &mut warnings).await?;
+            (None, None, Some(outcome))
+        }
+    };
+
+    let outcome = StatsOutcome {
+        exercise: "stats",
+        database: format!("{} {}", server.product, server.version),
+        settings,
+        setup: Setup {
+            database_connect: db.connect_time(),
+            valkey_connect: bench.valkey.as_ref().map(Valkey::connect_time),
+            pool_warm_up,
+            keys_cleared,
+        },
+        run,
+        valkey: view,
+        eviction,
+        warnings,
+    };
+    db.close().await;
+    Ok(outcome)
+}
+
+async fn connect_valkey(config: &Config) -> std::result::Result<(Valkey, ServerAdmin), crate::cache::CacheError> {
+    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    let admin = ServerAdmin::connect(&config.valkey, config.connect_timeout).await?;
+    Ok((valkey, admin))
+}
+
+/// How many product ids the workload draws from: `--keys`, checked against
+/// the catalogue, or the default (1000, or every product for eviction).
+async fn product_keys(db: &Database, plan: &StatsPlan) -> Result<u64> {
+    let Some((_, highest)) = db.product_id_range().await? else {
+        return Err(DbError::NotSeeded {
+            detail: "the products table is empty".into(),
+        }
+        .into());
+    };
+    let highest = u64::try_from(highest).unwrap_or(0).max(1);
+    match plan.keys {
+        Some(keys) if keys > highest => Err(WorkshopError::invalid(format!(
+            "--keys {keys} is more than the products in the database (ids 1 to {highest}); use --keys {highest} or less, or seed a larger --scale"
+        ))),
+        Some(keys) => Ok(keys),
+        None if plan.eviction.is_some() => Ok(highest.min(MAX_KEYS)),
+        None => Ok(highest.min(DEFAULT_KEYS)),
+    }
+}
+
+/// One run per policy under `maxmemory`, each from an empty cache; the
+/// server's settings are restored afterwards, whatever happens.
+async fn compare_policies(
+    bench: &Bench<'_>,
+    plan: &EvictionPlan,
+    warnings: &mut Vec<String>,
+) -> Result<EvictionOutcome> {
+    let (Some(admin), Some(_)) = (&bench.admin, &bench.valkey) else {
+        return Err(WorkshopError::incomplete(
+            "Valkey is needed to compare eviction policies",
+        ));
+    };
+    let saved = SavedSettings::read(admin).await?;
+    let progress = RefCell::new(Progress::default());
+    let run_warnings = RefCell::new(Vec::new());
+    let runs = async {
+        for policy in &plan.policies {
+            progress.borrow_mut().current = Some(policy.clone());
+            let keys_cleared = bench.clear_products().await?;
+            SavedSettings::apply(admin, plan.maxmemory, policy).await?;
+            let mut mine = Vec::new();
+            let (run, valkey) = bench.measured_run(&mut mine).await?;
+            run_warnings
+                .borrow_mut()
+                .extend(mine.into_iter().map(|w| format!("{policy}: {w}")));
+            let mut state = progress.borrow_mut();
+            state.done.push(PolicyRun {
+                policy: policy.clone(),
+                keys_cleared,
+                run,
+                valkey,
+            });
+            state.current = None;
+        }
+        Ok(())
+    };
+    eviction::guarded(admin, &saved, &progress, runs).await?;
+    warnings.extend(run_warnings.into_inner());
+    let runs = progress.into_inner().done;
+    if runs
+        .iter()
+        .all(|r| r.valkey.as_ref().and_then(|v| v.evicted_keys).unwrap_or(0) == 0)
+    {
+        warnings.push(format!(
+            "no key was evicted: the data fits in --maxmemory {} bytes; raise --keys or lower --maxmemory",
+            plan.maxmemory
+        ));
+    }
+    Ok(EvictionOutcome {
+        maxmemory_bytes: plan.maxmemory,
+        policies: plan.policies.clone(),
+        previous: saved,
+        restored: true,
+        runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(options: &StatsOptions) -> String {
+        validate(options, false).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_defaults_are_a_skewed_count_of_requests_with_l1() {
+        let plan = validate(&StatsOptions::default(), false).unwrap();
+        assert_eq!(plan.stop, Stop::AfterRequests(DEFAULT_REQUESTS));
+        assert_eq!(plan.format, StatsFormat::Table);
+        assert!(plan.use_l1);
+        assert!(plan.eviction.is_none());
+        assert_eq!(plan.skew, 1.0);
+    }
+
+    #[test]
+    fn skew_out_of_range_is_rejected_with_the_range() {
+        for (skew, shown) in [(-1.0, "-1"), (7.0, "7"), (5.5, "5.5"), (f64::NAN, "NaN")] {
+            let options = StatsOptions {
+                skew,
+                ..StatsOptions::default()
+            };
+            assert_eq!(
+                message(&options),
+                format!("--skew must be from 0 (uniform) to 5 (got {shown})")
+            );
+        }
+        let edge = StatsOptions {
+            skew: 5.0,
+            ..StatsOptions::default()
+        };
+        assert!(validate(&edge, false).is_ok());
+    }
+
+    #[test]
+    fn zero_requests_concurrency_or_keys_are_rejected() {
+        let zero_requests = StatsOptions {
+            requests: Some(0),
+            ..StatsOptions::default()
+        };
+        assert_eq!(message(&zero_requests), "--requests must be from 1 to 10000000 (got 0)");
+        let zero_tasks = StatsOptions {
+            concurrency: 0,
+            ..StatsOptions::default()
+        };
+        assert_eq!(message(&zero_tasks), "--concurrency must be from 1 to 1024 (got 0)");
+        let zero_keys = StatsOptions {
+            keys: Some(0),
+            ..StatsOptions::default()
+        };
+        assert_eq!(message(&zero_keys), "--keys must be from 1 to 1000000 (got 0)");
+    }
+
+    #[test]
+    fn a_paced_run_must_end_within_an_hour() {
+        let options = StatsOptions {
+            requests: Some(100_000),
+            rate: Some(10.0),
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            message(&options),
+            "--requests 100000 at --rate 10 would take 10000 s, more than 3600 s; raise --rate or lower --requests"
+        );
+        let zero_rate = StatsOptions {
+            rate: Some(0.0),
+            ..StatsOptions::default()
+        };
+        assert!(message(&zero_rate).starts_with("--rate must be more than 0"));
+        let timed = StatsOptions {
+            duration: Some(5.0),
+            rate: Some(100.0),
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            validate(&timed, false).unwrap().stop,
+            Stop::AfterTime(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn json_and_another_format_conflict() {
+        let prometheus = StatsOptions {
+            format: Some(StatsFormat::Prometheus),
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            validate(&prometheus, true).unwrap_err().to_string(),
+            "--json and --format prometheus ask for two formats; give one of them"
+        );
+        assert_eq!(validate(&prometheus, false).unwrap().format, StatsFormat::Prometheus);
+        let json = StatsOptions {
+            format: Some(StatsFormat::Json),
+            ..StatsOptions::default()
+        };
+        assert_eq!(validate(&json, true).unwrap().format, StatsFormat::Json);
+        assert_eq!(
+            validate(&StatsOptions::default(), true).unwrap().format,
+            StatsFormat::Json
+        );
+    }
+
+    #[test]
+    fn eviction_turns_l1_off_unless_asked_and_needs_maxmemory_for_policies() {
+        let eviction = StatsOptions {
+            maxmemory: Some("2mb".into()),
+            ..StatsOptions::default()
+        };
+        let plan = validate(&eviction, false).unwrap();
+        assert!(!plan.use_l1);
+        assert_eq!(plan.eviction.unwrap().policies, vec!["allkeys-lru", "allkeys-lfu"]);
+        let with_l1 = StatsOptions {
+            l1: Some(true),
+            ..eviction.clone()
+        };
+        assert!(validate(&with_l1, false).unwrap().use_l1);
+        let no_limit = StatsOptions {
+            policies: vec!["allkeys-lru".into()],
+            ..StatsOptions::default()
+        };
+        assert!(message(&no_limit).starts_with("--policy needs --maxmemory"));
+        let prometheus = StatsOptions {
+            format: Some(StatsFormat::Prometheus),
+            ..eviction
+        };
+        assert!(message(&prometheus).starts_with("--format prometheus shows one run"));
+    }
+}

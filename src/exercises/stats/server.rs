@@ -1,0 +1,396 @@
+//! Valkey's own view of a run: `INFO` before and after (keyspace hits and
+//! misses, expired and evicted keys, memory, clients), the workshop's keys
+//! (SCAN + MEMORY USAGE), and `CONFIG GET/SET` for the eviction runs.
+//!
+//! These are administrative commands the workload's [`crate::cache::Valkey`]
+//! does not offer, so they go over a connection of their own; it reconnects
+//! by itself, like the workload's, so settings can be restored after a blip.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::cache::{parse_info, CacheError, ServerIdentity};
+use crate::config::ValkeyTarget;
+
+/// MEMORY USAGE is asked of at most this many keys; the total is extrapolated.
+pub const MEMORY_SAMPLE_LIMIT: usize = 2000;
+/// Keys per MEMORY USAGE pipeline (one round trip each).
+const MEMORY_BATCH: usize = 200;
+const SCAN_COUNT: u64 = 1000;
+
+/// A connection for INFO, CONFIG, SCAN and MEMORY USAGE.
+#[derive(Clone)]
+pub struct ServerAdmin {
+    connection: ConnectionManager,
+}
+
+/// Pauses before the second and third attempt of a command. A connection
+/// broken by a server restart fails the first command sent on it and then
+/// reconnects; these commands are safe to repeat.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+
+async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, CacheError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CacheError>>,
+{
+    let mut result = attempt().await;
+    for delay in RETRY_DELAYS {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        result = attempt().await;
+    }
+    result
+}
+
+fn command_error(command: &'static str) -> impl Fn(redis::RedisError) -> CacheError {
+    move |e| CacheError::Command {
+        command,
+        reason: e.to_string().lines().next().unwrap_or_default().trim().to_string(),
+    }
+}
+
+impl ServerAdmin {
+    pub async fn connect(target: &ValkeyTarget, timeout: Duration) -> Result<ServerAdmin, CacheError> {
+        let unreachable = |reason: String| CacheError::Unreachable {
+            target: target.masked(),
+            reason,
+        };
+        let client = redis::Client::open(target.connect_url()).map_err(|e| unreachable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200));
+        let connection = tokio::time::timeout(
+            timeout + Duration::from_millis(250),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| unreachable(format!("no answer within {:.1} s", timeout.as_secs_f64())))?
+        .map_err(|e| unreachable(e.to_string().lines().next().unwrap_or_default().to_string()))?;
+        Ok(ServerAdmin { connection })
+    }
+
+    async fn info(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
+        with_retries(|| self.info_once(section)).await
+    }
+
+    async fn info_once(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
+        let mut conn = self.connection.clone();
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_error("INFO"))?;
+        Ok(parse_info(&text))
+    }
+
+    /// INFO server, stats, memory and clients, merged.
+    pub async fn snapshot(&self) -> Result<ServerSnapshot, CacheError> {
+        let mut fields = BTreeMap::new();
+        for section in ["server", "stats", "memory", "clients"] {
+            fields.extend(self.info(section).await?);
+        }
+        Ok(ServerSnapshot::from_info(&fields))
+    }
+
+    /// `CONFIG GET name`: the value, or an error when the server has no such setting.
+    pub async fn config_get(&self, name: &'static str) -> Result<String, CacheError> {
+        with_retries(|| self.config_get_once(name)).await
+    }
+
+    async fn config_get_once(&self, name: &'static str) -> Result<String, CacheError> {
+        let mut conn = self.connection.clone();
+        let pairs: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_error("CONFIG GET"))?;
+        pairs
+            .chunks(2)
+            .find(|pair| pair.len() == 2 && pair[0] == name)
+            .map(|pair| pair[1].clone())
+            .ok_or_else(|| CacheError::Command {
+                command: "CONFIG GET",
+                reason: format!("the server has no setting '{name}'"),
+            })
+    }
+
+    pub async fn config_set(&self, name: &'static str, value: &str) -> Result<(), CacheError> {
+        with_retries(|| self.config_set_once(name, value)).await
+    }
+
+    async fn config_set_once(&self, name: &'static str, value: &str) -> Result<(), CacheError> {
+        let mut conn = self.connection.clone();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(command_error("CONFIG SET"))
+    }
+
+    /// Counts the keys that start with `prefix` (SCAN MATCH, never KEYS) and
+    /// sums MEMORY USAGE over the first [`MEMORY_SAMPLE_LIMIT`] of them,
+    /// extrapolating to the rest.
+    pub async fn key_footprint(&self, prefix: &str) -> Result<KeyFootprint, CacheError> {
+        with_retries(|| self.key_footprint_once(prefix)).await
+    }
+
+    async fn key_footprint_once(&self, prefix: &str) -> Result<KeyFootprint, CacheError> {
+        let mut conn = self.connection.clone();
+        let pattern = format!("{}*", escape_glob(prefix));
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut sample: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(command_error("SCAN"))?;
+            for key in keys {
+                // SCAN may return a key twice while the table is resized.
+                if seen.insert(key.clone()) && sample.len() < MEMORY_SAMPLE_LIMIT {
+                    sample.push(key);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut sampled_bytes = 0u64;
+        let mut sampled = 0u64;
+        for batch in sample.chunks(MEMORY_BATCH) {
+            let mut pipe = redis::pipe();
+            for key in batch {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key);
+            }
+            let sizes: Vec<Option<u64>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(command_error("MEMORY USAGE"))?;
+            // A key that expired between SCAN and MEMORY USAGE answers nil.
+            for size in sizes.into_iter().flatten() {
+                sampled_bytes += size;
+                sampled += 1;
+            }
+        }
+        Ok(KeyFootprint::extrapolate(
+            pattern,
+            seen.len() as u64,
+            sampled,
+            sampled_bytes,
+        ))
+    }
+}
+
+/// Escapes glob characters so a prefix matches only itself in SCAN MATCH.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The INFO fields the stats exercise shows, at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    pub identity: String,
+    /// Changes when the server restarts (its counters start again).
+    pub run_id: String,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub expired_keys: u64,
+    pub evicted_keys: u64,
+    pub used_memory: u64,
+    pub maxmemory: u64,
+    pub maxmemory_policy: String,
+    pub connected_clients: u64,
+}
+
+impl ServerSnapshot {
+    pub fn from_info(fields: &BTreeMap<String, String>) -> ServerSnapshot {
+        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let identity = ServerIdentity::from_info(fields);
+        ServerSnapshot {
+            identity: format!("{} {}", identity.name, identity.version),
+            run_id: fields.get("run_id").cloned().unwrap_or_default(),
+            keyspace_hits: number("keyspace_hits"),
+            keyspace_misses: number("keyspace_misses"),
+            expired_keys: number("expired_keys"),
+            evicted_keys: number("evicted_keys"),
+            used_memory: number("used_memory"),
+            maxmemory: number("maxmemory"),
+            maxmemory_policy: fields.get("maxmemory_policy").cloned().unwrap_or_default(),
+            connected_clients: number("connected_clients"),
+        }
+    }
+}
+
+/// The workshop's keys in Valkey.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyFootprint {
+    /// The SCAN MATCH pattern.
+    pub pattern: String,
+    pub keys: u64,
+    /// Keys whose MEMORY USAGE was asked.
+    pub sampled: u64,
+    /// Sum of MEMORY USAGE, extrapolated from the sample when `estimated`.
+    pub memory_bytes: u64,
+    pub estimated: bool,
+}
+
+impl KeyFootprint {
+    pub fn extrapolate(pattern: String, keys: u64, sampled: u64, sampled_bytes: u64) -> KeyFootprint {
+        let estimated = sampled < keys;
+        let memory_bytes = if !estimated || sampled == 0 {
+            sampled_bytes
+        } else {
+            (sampled_bytes as f64 / sampled as f64 * keys as f64).round() as u64
+        };
+        KeyFootprint {
+            pattern,
+            keys,
+            sampled,
+            memory_bytes,
+            estimated: estimated && sampled > 0,
+        }
+    }
+}
+
+/// What Valkey saw during a run: counter deltas (before → after) and the state after.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServerView {
+    pub server: String,
+    /// The server restarted during the run: its counters started again, so
+    /// the deltas below are `null`.
+    pub restarted: bool,
+    /// Server-wide: other clients' commands during the run are counted too.
+    pub keyspace_hits: Option<u64>,
+    pub keyspace_misses: Option<u64>,
+    /// `hits / (hits + misses)` over the run, as the server counts them.
+    pub server_hit_rate: Option<f64>,
+    pub expired_keys: Option<u64>,
+    pub evicted_keys: Option<u64>,
+    pub used_memory_bytes: u64,
+    /// 0: no limit.
+    pub maxmemory_bytes: u64,
+    pub maxmemory_policy: String,
+    pub connected_clients: u64,
+    pub workshop_keys: Option<KeyFootprint>,
+}
+
+impl ServerView {
+    pub fn between(before: &ServerSnapshot, after: &ServerSnapshot, keys: Option<KeyFootprint>) -> ServerView {
+        let restarted = before.run_id != after.run_id;
+        let delta = |a: u64, b: u64| (!restarted).then(|| b.saturating_sub(a));
+        let hits = delta(before.keyspace_hits, after.keyspace_hits);
+        let misses = delta(before.keyspace_misses, after.keyspace_misses);
+        let server_hit_rate = match (hits, misses) {
+            (Some(h), Some(m)) if h + m > 0 => Some(h as f64 / (h + m) as f64),
+            _ => None,
+        };
+        ServerView {
+            server: after.identity.clone(),
+            restarted,
+            keyspace_hits: hits,
+            keyspace_misses: misses,
+            server_hit_rate,
+            expired_keys: delta(before.expired_keys, after.expired_keys),
+            evicted_keys: delta(before.evicted_keys, after.evicted_keys),
+            used_memory_bytes: after.used_memory,
+            maxmemory_bytes: after.maxmemory,
+            maxmemory_policy: after.maxmemory_policy.clone(),
+            connected_clients: after.connected_clients,
+            workshop_keys: keys,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(run_id: &str, hits: u64, misses: u64, evicted: u64) -> ServerSnapshot {
+        ServerSnapshot {
+            identity: "valkey 9.1.2".into(),
+            run_id: run_id.into(),
+            keyspace_hits: hits,
+            keyspace_misses: misses,
+            evicted_keys: evicted,
+            used_memory: 2_000_000,
+            maxmemory_policy: "allkeys-lru".into(),
+            ..ServerSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn info_fields_are_read_into_a_snapshot() {
+        let info = parse_info(
+            "# Server\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\nrun_id:abc\r\n# Stats\r\n\
+             keyspace_hits:10\r\nkeyspace_misses:4\r\nexpired_keys:2\r\nevicted_keys:1\r\n# Memory\r\n\
+             used_memory:1338008\r\nmaxmemory:2097152\r\nmaxmemory_policy:allkeys-lfu\r\n# Clients\r\n\
+             connected_clients:3\r\n",
+        );
+        let s = ServerSnapshot::from_info(&info);
+        assert_eq!(s.identity, "valkey 9.1.2");
+        assert_eq!(
+            (s.keyspace_hits, s.keyspace_misses, s.expired_keys, s.evicted_keys),
+            (10, 4, 2, 1)
+        );
+        assert_eq!((s.used_memory, s.maxmemory), (1_338_008, 2_097_152));
+        assert_eq!(s.maxmemory_policy, "allkeys-lfu");
+        assert_eq!(s.connected_clients, 3);
+    }
+
+    #[test]
+    fn the_view_shows_what_changed_during_the_run() {
+        let view = ServerView::between(&snapshot("a", 100, 50, 0), &snapshot("a", 190, 60, 7), None);
+        assert!(!view.restarted);
+        assert_eq!((view.keyspace_hits, view.keyspace_misses), (Some(90), Some(10)));
+        assert_eq!(view.server_hit_rate, Some(0.9));
+        assert_eq!(view.evicted_keys, Some(7));
+    }
+
+    #[test]
+    fn after_a_restart_there_are_no_deltas() {
+        let view = ServerView::between(&snapshot("a", 100, 50, 0), &snapshot("b", 3, 1, 0), None);
+        assert!(view.restarted);
+        assert_eq!(view.keyspace_hits, None);
+        assert_eq!(view.server_hit_rate, None);
+        assert_eq!(view.used_memory_bytes, 2_000_000);
+    }
+
+    #[test]
+    fn key_memory_is_extrapolated_from_a_sample() {
+        let exact = KeyFootprint::extrapolate("p:*".into(), 10, 10, 5000);
+        assert_eq!((exact.memory_bytes, exact.estimated), (5000, false));
+        let sampled = KeyFootprint::extrapolate("p:*".into(), 10_000, 2000, 1_000_000);
+        assert_eq!((sampled.memory_bytes, sampled.estimated), (5_000_000, true));
+        let none = KeyFootprint::extrapolate("p:*".into(), 0, 0, 0);
+        assert_eq!((none.memory_bytes, none.estimated), (0, false));
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_escaped() {
+        assert_eq!(escape_glob("wt_a:*[x]"), "wt_a:\\*\\[x\\]");
+    }
+}
