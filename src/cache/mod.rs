@@ -4,6 +4,7 @@
 
 pub mod invalidation;
 pub mod keys;
+pub mod popularity;
 pub mod two_level;
 
 use std::collections::BTreeMap;
@@ -81,12 +82,13 @@ impl Valkey {
             target: shown.clone(),
             reason: first_line(&e.to_string()),
         })?;
+        // No retry delay: while Valkey is down every command tries one
+        // reconnect (refused at once) and fails fast, so a read falls back to
+        // the database in about a millisecond instead of waiting out a backoff.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200));
+            .set_number_of_retries(0);
         let connecting = ConnectionManager::new_with_config(client, config);
         let connection = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
             .await
