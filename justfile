@@ -38,6 +38,10 @@ seed *ARGS: up build
 check-env *ARGS: up build
     ./target/release/workshop-cli check-env "$@"
 
+# Exercise 0: check the environment
+exercise-0: up build
+    ./target/release/workshop-cli check-env
+
 # Exercise 1: cache-aside
 exercise-1: up seed
     ./target/release/workshop-cli cache-aside --id 3797
@@ -75,3 +79,19 @@ ci: lint test
 bench: up seed
     ./target/release/workshop-cli --database-url postgres://workshop:workshop@127.0.0.1:5432/workshop seed
     WORKSHOP_BIN="${WORKSHOP_BIN:-./target/release/workshop-cli}" scripts/bench.sh
+
+# Exercise 4: two-level cache (in-process L1, Valkey L2), warming, invalidation across processes
+exercise-4: up seed
+    ./target/release/workshop-cli multi-level --l1-capacity 100
+
+# Exercise 5: write-behind (acknowledge from Valkey, a flusher stores the writes in batches)
+exercise-5: up seed
+    ./target/release/workshop-cli write-behind
+
+# Exercise 3: cache statistics (hit rates and latency per layer, Valkey's INFO, timeline; --format prometheus, --maxmemory)
+exercise-3: up seed
+    ./target/release/workshop-cli stats
+
+# Exercise 6: cache stampede (100 requests for one cold key: none, single flight, Valkey lock; then XFetch on an expiring key)
+exercise-6: up seed
+    ./target/release/workshop-cli stampede

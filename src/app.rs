@@ -8,6 +8,8 @@ use crate::report::Output;
 
 pub async fn run(command: Command, config: Config, output: Output) -> Result<()> {
     match command {
+        // Handled in `main`: they need no services.
+        Command::Exercises(_) | Command::Completions { .. } => Ok(()),
         Command::CheckEnv => exercises::check_env::run(&config, &output).await,
         Command::Seed(args) => {
             let options = crate::fixtures::SeedOptions {
@@ -18,5 +20,9 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
         }
         Command::CacheAside(args) => exercises::cache_aside::run(&config, args.into(), &output).await,
         Command::WriteThrough(args) => exercises::write_through::run(&config, args.into(), &output).await,
+        Command::MultiLevel(args) => exercises::multi_level::run(&config, args.into(), &output).await,
+        Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
+        Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
+        Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
     }
 }

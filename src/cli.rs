@@ -88,6 +88,22 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the workshop's exercises with your progress, show a briefing, or reset progress
+    #[command(
+        after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
+    )]
+    Exercises(ExercisesArgs),
+
+    /// Print shell completions for bash, zsh, fish or powershell
+    #[command(
+        after_help = "Examples:\n  workshop-cli completions bash > ~/.local/share/bash-completion/completions/workshop-cli\n  workshop-cli completions zsh > ~/.zfunc/_workshop-cli\n  workshop-cli completions fish > ~/.config/fish/completions/workshop-cli.fish"
+    )]
+    Completions {
+        /// The shell to generate completions for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
     /// Check the configuration and every service the workshop needs
     #[command(
         after_help = "Examples:\n  workshop-cli check-env\n  workshop-cli check-env --json\n  DATABASE_URL=postgres://workshop:workshop@127.0.0.1:5432/workshop workshop-cli check-env"
@@ -111,6 +127,50 @@ pub enum Command {
         after_help = "Examples:\n  workshop-cli write-through\n  workshop-cli write-through --firstname Ada --lastname Lovelace --passportno P123456\n  workshop-cli write-through --update 42 --firstname Grace\n  workshop-cli write-through --runs 20 --cleanup"
     )]
     WriteThrough(WriteThroughArgs),
+
+    /// Exercise 4: a two-level cache (in-process L1, Valkey L2), warming, and invalidation across processes
+    #[command(
+        after_help = "Examples:\n  workshop-cli multi-level                            skewed reads: L1, L2, database side by side\n  workshop-cli multi-level --id 42 --requests 5       database, then L1 (run again: L2 first)\n  workshop-cli multi-level --keys 2000 --l1-capacity 100\n  workshop-cli multi-level --warm 100                 preload the 100 most requested products\n  workshop-cli multi-level --listen --id 42           terminal 1: watch product 42\n  workshop-cli multi-level --update 42 --price 24.99  terminal 2: terminal 1 sees it at once\n  workshop-cli multi-level --listen --id 42 --invalidation off --l1-ttl 10"
+    )]
+    MultiLevel(MultiLevelArgs),
+
+    /// Exercise 3: cache statistics: hit rates and latency per layer, Valkey's INFO, Prometheus, eviction
+    #[command(
+        after_help = "Examples:\n  workshop-cli stats                        20,000 skewed requests: L1, Valkey, database\n  workshop-cli stats --no-l1 --skew 0       uniform keys, Valkey only\n  workshop-cli stats --duration 30 --rate 2000 --ttl 5 --fresh   cold start and expiries over time\n  workshop-cli stats --format prometheus    the same numbers as Prometheus metrics\n  workshop-cli stats --maxmemory 2mb --policy allkeys-lru,allkeys-lfu   eviction policies compared"
+    )]
+    Stats(StatsArgs),
+
+    /// Exercise 5: write-behind: acknowledge writes once Valkey has them, store them later in batches
+    #[command(
+        after_help = "Examples:\n  workshop-cli write-behind                               1000 writes, next to write-through\n  workshop-cli write-behind --writes 5000 --batch 500 --flush-interval 20\n  workshop-cli write-behind --produce-only --writes 500   queue them; the database waits\n  workshop-cli write-behind --flush-only --batch 20       store the queue (kill it, run again)\n  workshop-cli write-behind --flush-only --duration 60    flush new writes for a minute"
+    )]
+    WriteBehind(WriteBehindArgs),
+
+    /// Exercise 6: cache stampede: many requests for one cold key, unprotected, with single flight, a Valkey lock, XFetch
+    #[command(
+        after_help = "Examples:\n  workshop-cli stampede                                     every mode on one cold key\n  workshop-cli stampede --mode lock --processes 4           one query for the whole fleet\n  workshop-cli stampede --mode single-flight --processes 4  one query per process\n  workshop-cli stampede --mode single-flight --concurrency 1000 --rounds 5\n  workshop-cli stampede --mode lock --lock-wait-ms 0        waiters fall back at once\n  workshop-cli stampede --mode xfetch --beta 2              a hot key expiring under traffic\n  workshop-cli stampede --query airport --id 3797 --json"
+    )]
+    Stampede(StampedeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExercisesArgs {
+    #[command(subcommand)]
+    pub action: Option<ExercisesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExercisesAction {
+    /// Print an exercise's briefing
+    Show {
+        /// Exercise number or id, e.g. 1 or cache-aside
+        exercise: String,
+    },
+    /// Clear progress: one exercise, or all of them
+    Reset {
+        /// Exercise number or id; all exercises when omitted
+        exercise: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +315,351 @@ impl From<WriteThroughArgs> for crate::exercises::write_through::WriteThroughOpt
             update: args.update,
             runs: args.runs,
             cleanup: args.cleanup,
+        }
+    }
+}
+
+/// On or off, for switches such as `--invalidation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct MultiLevelArgs {
+    /// Read this one product (with --listen: watch it)
+    #[arg(long, value_name = "PRODUCT_ID", allow_negative_numbers = true, conflicts_with_all = ["keys", "skew"])]
+    pub id: Option<i64>,
+
+    /// Timed reads [default: 10 with --id, else 10000]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub requests: Option<i64>,
+
+    /// The workload reads product ids 1..=K [default: 1000, at most the catalogue]
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub keys: Option<i64>,
+
+    /// Zipf skew of the workload, 0 to 5: 0 is uniform, 1 is typical, id 1 is the most requested [default: 1]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub skew: Option<f64>,
+
+    /// Tasks reading at the same time, sharing L1 and the connection pools
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
+    pub concurrency: i64,
+
+    /// L1 size in entries; beyond it moka evicts the least valuable
+    #[arg(long, value_name = "ENTRIES", allow_negative_numbers = true,
+          default_value_t = crate::exercises::multi_level::DEFAULT_L1_CAPACITY)]
+    pub l1_capacity: i64,
+
+    /// L1 time-to-live in seconds (the L2 TTL is --ttl)
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true,
+          default_value_t = crate::exercises::multi_level::DEFAULT_L1_TTL_SECONDS)]
+    pub l1_ttl: i64,
+
+    /// Preload the N most requested products into L2 and L1 first (the lowest ids while nothing is counted)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub warm: Option<i64>,
+
+    /// Keep reading --id every --interval ms; print a line whenever the served value changes
+    #[arg(long, requires = "id", conflicts_with_all = ["requests", "keys", "skew", "warm", "concurrency"])]
+    pub listen: bool,
+
+    /// How long --listen runs, in seconds [default: until Ctrl-C]
+    #[arg(long, value_name = "SECONDS", requires = "listen", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+
+    /// Pause between reads in milliseconds, not timed [default: 200 with --listen, else 0]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub interval: Option<i64>,
+
+    /// Write a new price through to the database, L2 and L1, then publish the key so other processes drop it
+    #[arg(long, value_name = "PRODUCT_ID", requires = "price", allow_negative_numbers = true,
+          conflicts_with_all = ["id", "requests", "keys", "skew", "warm", "listen", "invalidate", "concurrency", "interval"])]
+    pub update: Option<i64>,
+
+    /// The new price for --update, e.g. 24.99
+    #[arg(long, value_name = "PRICE", requires = "update", allow_negative_numbers = true)]
+    pub price: Option<String>,
+
+    /// Delete the product's key from L2 and publish it: every process reloads it from the database
+    #[arg(long, value_name = "PRODUCT_ID", allow_negative_numbers = true,
+          conflicts_with_all = ["id", "requests", "keys", "skew", "warm", "listen", "concurrency", "interval"])]
+    pub invalidate: Option<i64>,
+
+    /// Subscribe to (and publish on) the invalidation channel; off shows how long L1 serves a stale row
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Switch::On)]
+    pub invalidation: Switch,
+}
+
+impl From<MultiLevelArgs> for crate::exercises::multi_level::MultiLevelOptions {
+    fn from(args: MultiLevelArgs) -> Self {
+        crate::exercises::multi_level::MultiLevelOptions {
+            id: args.id,
+            requests: args.requests,
+            keys: args.keys,
+            skew: args.skew,
+            concurrency: args.concurrency,
+            l1_capacity: args.l1_capacity,
+            l1_ttl: args.l1_ttl,
+            warm: args.warm,
+            listen: args.listen,
+            update: args.update,
+            price: args.price,
+            invalidate: args.invalidate,
+            interval: args.interval,
+            duration: args.duration,
+            invalidation: args.invalidation == Switch::On,
+        }
+    }
+}
+
+/// The output formats of `stats`; the global `--json` is `--format json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormatArg {
+    Table,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Requests to send, all tasks together [default: 20000]
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    pub requests: Option<u64>,
+
+    /// Send requests for this many seconds instead of a number of them
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+
+    /// At most this many requests per second, all tasks together [default: as fast as they go]
+    #[arg(long, value_name = "PER_SECOND", allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+
+    /// Tasks sending requests at the same time, sharing L1 and the connection pools
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub concurrency: u64,
+
+    /// Product ids 1..=K are requested [default: 1000, or every product with --maxmemory]
+    #[arg(long, value_name = "K")]
+    pub keys: Option<u64>,
+
+    /// Zipf skew of the key popularity, 0 to 5: 0 is uniform, 1 is typical (id 1 is the most requested)
+    #[arg(long, value_name = "S", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub skew: f64,
+
+    /// Use the in-process L1 cache [default: on, off with --maxmemory]
+    #[arg(long, overrides_with = "no_l1")]
+    pub l1: bool,
+
+    /// Skip L1: every request starts at Valkey
+    #[arg(long, overrides_with = "l1")]
+    pub no_l1: bool,
+
+    /// L1 size in entries
+    #[arg(long, value_name = "ENTRIES", default_value_t = 100)]
+    pub l1_capacity: u64,
+
+    /// Delete the cached products of this key prefix first (SCAN + UNLINK): a cold start
+    #[arg(long)]
+    pub fresh: bool,
+
+    /// Output format (--json is --format json)
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<StatsFormatArg>,
+
+    /// Limit Valkey's memory during the run (e.g. 2mb, 512kb, 1048576) and compare eviction policies;
+    /// the previous maxmemory and policy are restored afterwards, also on Ctrl-C
+    #[arg(long, value_name = "SIZE")]
+    pub maxmemory: Option<String>,
+
+    /// Eviction policies to compare under --maxmemory, comma-separated or repeated
+    /// [default: allkeys-lru,allkeys-lfu]
+    #[arg(long = "policy", value_name = "POLICY", value_delimiter = ',')]
+    pub policies: Vec<String>,
+}
+
+impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
+    fn from(args: StatsArgs) -> Self {
+        use crate::exercises::stats::StatsFormat;
+        crate::exercises::stats::StatsOptions {
+            requests: args.requests,
+            duration: args.duration,
+            rate: args.rate,
+            concurrency: args.concurrency,
+            keys: args.keys,
+            skew: args.skew,
+            l1: match (args.l1, args.no_l1) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            l1_capacity: args.l1_capacity,
+            fresh: args.fresh,
+            format: args.format.map(|format| match format {
+                StatsFormatArg::Table => StatsFormat::Table,
+                StatsFormatArg::Json => StatsFormat::Json,
+                StatsFormatArg::Prometheus => StatsFormat::Prometheus,
+            }),
+            maxmemory: args.maxmemory,
+            policies: args.policies,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WriteBehindArgs {
+    /// Passengers to create; each is acknowledged once Valkey has it (at most 100000)
+    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true)]
+    pub writes: i64,
+
+    /// Most queued writes the flusher stores in one transaction (at most 5000)
+    #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true)]
+    pub batch: i64,
+
+    /// Milliseconds the flusher waits for a batch to fill before it stores what it has (at most 60000)
+    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true)]
+    pub flush_interval: i64,
+
+    /// Write-through creates timed in the same run for comparison, 0 for none [default: 100, at most --writes]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub compare: Option<i64>,
+
+    /// Acknowledge the writes and stop: they wait in the stream for a flusher
+    #[arg(long, conflicts_with = "flush_only")]
+    pub produce_only: bool,
+
+    /// Run only the flusher: store what is queued, then stop
+    #[arg(long, conflicts_with_all = ["writes", "compare"])]
+    pub flush_only: bool,
+
+    /// With --flush-only: keep flushing for this many seconds, also while the stream is empty
+    #[arg(long, value_name = "SECONDS", requires = "flush_only", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+}
+
+impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOptions {
+    fn from(args: WriteBehindArgs) -> Self {
+        use crate::exercises::write_behind::Mode;
+        let mode = match (args.produce_only, args.flush_only) {
+            (true, _) => Mode::ProduceOnly,
+            (_, true) => Mode::FlushOnly,
+            _ => Mode::ProduceAndFlush,
+        };
+        crate::exercises::write_behind::WriteBehindOptions {
+            mode,
+            writes: args.writes,
+            batch: args.batch,
+            flush_interval_ms: args.flush_interval,
+            compare: args.compare,
+            duration_seconds: args.duration,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StampedeModeName {
+    /// Plain cache-aside: every request that misses runs the query
+    None,
+    /// One load per key per process; the other requests await it
+    SingleFlight,
+    /// One load per key per fleet: SET NX PX lock, waiters poll the cache
+    Lock,
+    /// Probabilistic early recomputation of a hot key nearing expiry (with an unprotected baseline)
+    Xfetch,
+    /// none, single-flight and lock on a cold key, then the expiry scenario with XFetch
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct StampedeArgs {
+    /// Requests for the one cold key, all at the same moment (per process)
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: u64,
+
+    /// Which protection to run
+    #[arg(long, value_enum, default_value_t = StampedeModeName::All)]
+    pub mode: StampedeModeName,
+
+    /// Repeat each mode this many times, each round starting cold; the table adds them up
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u64,
+
+    /// Which built-in query to cache
+    #[arg(long, value_enum, default_value_t = BuiltinQueryName::BusiestRoutes, conflicts_with = "sql")]
+    pub query: BuiltinQueryName,
+
+    /// The id the built-in query looks up (airport, passenger-bookings)
+    #[arg(long, default_value_t = 3797, allow_negative_numbers = true)]
+    pub id: i64,
+
+    /// Your own read query, with :named parameters (bound, never interpolated)
+    #[arg(long, value_name = "SQL")]
+    pub sql: Option<String>,
+
+    /// A value for a :named parameter, as name=value (repeatable); name:text=value forces text
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "sql")]
+    pub params: Vec<String>,
+
+    /// Lock time-to-live: it must outlast one load, and frees the key should the holder die
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub lock_ttl_ms: u64,
+
+    /// How long a request waits for the lock holder before it queries the database itself
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub lock_wait_ms: u64,
+
+    /// XFetch's beta: above 1 refreshes earlier, below 1 later
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+
+    /// Start this many copies of this program that burst on the key at the same moment, and add up their counts
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub processes: u64,
+
+    /// Do not delete the cached entry and the lock first (for several processes sharing one key)
+    #[arg(long)]
+    pub keep_cache: bool,
+
+    /// Internal: one of the --processes copies (waits for "go" on stdin, prints its counts as JSON)
+    #[arg(long, hide = true)]
+    pub fleet_member: bool,
+}
+
+impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
+    fn from(args: StampedeArgs) -> Self {
+        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::stampede::ModeChoice;
+        use crate::patterns::stampede::Protection;
+        let query = match args.sql {
+            Some(sql) => QueryChoice::Custom {
+                sql,
+                params: args.params,
+            },
+            None => QueryChoice::Builtin {
+                query: args.query.into(),
+                id: args.id,
+            },
+        };
+        let mode = match args.mode {
+            StampedeModeName::None => ModeChoice::One(Protection::None),
+            StampedeModeName::SingleFlight => ModeChoice::One(Protection::SingleFlight),
+            StampedeModeName::Lock => ModeChoice::One(Protection::Lock),
+            StampedeModeName::Xfetch => ModeChoice::One(Protection::Xfetch),
+            StampedeModeName::All => ModeChoice::All,
+        };
+        crate::exercises::stampede::StampedeOptions {
+            query,
+            concurrency: args.concurrency,
+            mode,
+            rounds: args.rounds,
+            lock_ttl_ms: args.lock_ttl_ms,
+            lock_wait_ms: args.lock_wait_ms,
+            beta: args.beta,
+            processes: args.processes,
+            keep_cache: args.keep_cache,
+            fleet_member: args.fleet_member,
         }
     }
 }

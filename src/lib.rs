@@ -14,3 +14,4 @@ pub mod fixtures;
 pub mod measure;
 pub mod patterns;
 pub mod report;
+pub mod workshop;

@@ -44,14 +44,64 @@ impl KeyScheme {
         format!("{}passenger:{passenger_id}", self.prefix)
     }
 
+    /// `{prefix}passenger:passport:{no}`: the write-behind exercise's cached
+    /// row, keyed by passport number because the database has not yet given it an id.
+    pub fn passenger_by_passport(&self, passportno: &str) -> String {
+        format!("{}passenger:passport:{passportno}", self.prefix)
+    }
+
+    /// `{prefix}write-behind`: the stream of acknowledged writes waiting for the flusher.
+    pub fn write_behind_stream(&self) -> String {
+        format!("{}write-behind", self.prefix)
+    }
+
+    /// `{prefix}write-behind:rejected`: queued writes the database can never take, with the reason.
+    pub fn write_behind_rejected(&self) -> String {
+        format!("{}write-behind:rejected", self.prefix)
+    }
+
+    /// The consumer group of the flushers on the write-behind stream (a name
+    /// inside the stream, not a key, so it needs no prefix).
+    pub fn write_behind_group(&self) -> &'static str {
+        "flushers"
+    }
+
     /// `{prefix}product:{id}`: the multi-level cache exercises' key.
     pub fn product(&self, product_id: i64) -> String {
         format!("{}product:{product_id}", self.prefix)
     }
 
+    /// `{prefix}product:`: what every [`KeyScheme::product`] key starts with,
+    /// to clear them (SCAN + UNLINK) before a cold run.
+    pub fn product_prefix(&self) -> String {
+        format!("{}product:", self.prefix)
+    }
+
     /// The pub/sub channel on which changed keys are announced.
     pub fn invalidation_channel(&self) -> String {
         format!("{}invalidate", self.prefix)
+    }
+
+    /// `{prefix}product-requests`: a sorted set of request counts per product
+    /// id, from which cache warming picks the most requested.
+    pub fn product_requests(&self) -> String {
+        format!("{}product-requests", self.prefix)
+    }
+
+    /// `{prefix}lock:{key without prefix}`: the stampede exercise's lock that
+    /// guards loading `key` (one loader per fleet).
+    pub fn lock_for(&self, key: &str) -> String {
+        format!("{}lock:{}", self.prefix, key.strip_prefix(&self.prefix).unwrap_or(key))
+    }
+
+    /// `{prefix}xfetch:{key without prefix}`: `key`'s rows with XFetch's compute
+    /// time and expiry (a format of its own, so it never lands under `key`).
+    pub fn xfetch_for(&self, key: &str) -> String {
+        format!(
+            "{}xfetch:{}",
+            self.prefix,
+            key.strip_prefix(&self.prefix).unwrap_or(key)
+        )
     }
 
     /// A key for `check-env`'s write/read/delete probe, unique per process.
@@ -100,5 +150,47 @@ mod tests {
     #[test]
     fn passenger_keys_follow_the_workshop_text() {
         assert_eq!(KeyScheme::new("workshop:").passenger(42), "workshop:passenger:42");
+    }
+
+    #[test]
+    fn stampede_lock_and_xfetch_keys_stay_under_the_prefix() {
+        let keys = KeyScheme::new("workshop:");
+        let key = keys.query(&NamedQuery::new("SELECT 1"));
+        assert_eq!(
+            keys.lock_for(&key),
+            "workshop:lock:query:e004ebd5b5532a4b85984a62f8ad48a8"
+        );
+        assert_eq!(
+            keys.xfetch_for(&key),
+            "workshop:xfetch:query:e004ebd5b5532a4b85984a62f8ad48a8"
+        );
+        assert_eq!(keys.lock_for("other"), "workshop:lock:other");
+    }
+
+    #[test]
+    fn write_behind_keys_live_under_the_prefix() {
+        let keys = KeyScheme::new("workshop:");
+        assert_eq!(keys.write_behind_stream(), "workshop:write-behind");
+        assert_eq!(keys.write_behind_rejected(), "workshop:write-behind:rejected");
+        assert_eq!(
+            keys.passenger_by_passport("W0K3X9Z2A"),
+            "workshop:passenger:passport:W0K3X9Z2A"
+        );
+    }
+
+    #[test]
+    fn product_keys_and_the_request_counts_live_under_the_prefix() {
+        let keys = KeyScheme::new("workshop:");
+        assert_eq!(keys.product(7), "workshop:product:7");
+        assert_eq!(keys.product_requests(), "workshop:product-requests");
+        assert_eq!(keys.invalidation_channel(), "workshop:invalidate");
+    }
+
+    #[test]
+    fn every_product_key_starts_with_the_product_prefix() {
+        let keys = KeyScheme::new("workshop:");
+        assert_eq!(keys.product_prefix(), "workshop:product:");
+        assert!(keys.product(42).starts_with(&keys.product_prefix()));
+        assert!(!keys.product_requests().starts_with(&keys.product_prefix()));
     }
 }

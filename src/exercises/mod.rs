@@ -2,6 +2,10 @@
 
 pub mod cache_aside;
 pub mod check_env;
+pub mod multi_level;
 pub mod queries;
 pub mod seed;
+pub mod stampede;
+pub mod stats;
+pub mod write_behind;
 pub mod write_through;

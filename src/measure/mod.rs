@@ -3,6 +3,10 @@
 //! Latencies go into an HDR histogram in nanoseconds (3 significant digits),
 //! so percentiles are exact to 0.1 % however many samples a run takes.
 
+pub mod buckets;
+pub mod timeline;
+pub mod zipf;
+
 use std::time::Duration;
 
 use hdrhistogram::Histogram;

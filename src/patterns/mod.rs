@@ -2,4 +2,6 @@
 //! return what happened (source, timings); they never print.
 
 pub mod cache_aside;
+pub mod stampede;
+pub mod write_behind;
 pub mod write_through;

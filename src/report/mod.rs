@@ -4,9 +4,15 @@
 
 pub mod check_env;
 pub mod latency;
+pub mod multi_level;
 pub mod progress;
+pub mod prometheus;
 pub mod seed;
+pub mod stampede;
+pub mod stats;
 pub mod table;
+pub mod workshop;
+pub mod write_behind;
 pub mod writes;
 
 use std::io::{IsTerminal, Write};

@@ -1,0 +1,894 @@
+//! Exercise 6, `workshop-cli stampede`: many concurrent requests for one cold
+//! key, without protection, with an in-process single flight and with a
+//! Valkey lock; then a hot key expiring under steady traffic, without
+//! protection and with XFetch. Counts every database query exactly.
+
+pub mod fleet;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+
+use crate::cache::{KeyScheme, Valkey};
+use crate::config::{Config, DatabaseKind};
+use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, Statement};
+use crate::error::{Result, WorkshopError};
+use crate::exercises::cache_aside::{parse_params, QueryChoice, QueryDescription};
+use crate::measure::{self, LatencyRecorder, LatencySummary};
+use crate::patterns::stampede::{
+    request_rng, uniform, CountedLoader, LockSettings, PathCounts, PrefillError, Protection, ReleaseCommand, Served,
+    StampedeCache, StampedeKeys, ValkeyLocks,
+};
+use crate::report::{self, Output};
+
+pub const MAX_CONCURRENCY: u64 = 10_000;
+pub const MAX_ROUNDS: u64 = 1_000;
+pub const MAX_PROCESSES: u64 = 8;
+const MIN_LOCK_TTL_MS: u64 = 10;
+const MAX_LOCK_MS: u64 = 600_000;
+const MAX_BETA: f64 = 10.0;
+/// Database connections per process. Requests beyond this queue for one,
+/// as they would in an application server (and PostgreSQL allows 100 in all).
+pub const POOL_CONNECTIONS: u64 = 10;
+/// Lock waiters look at the cache after 2 ms, then 4, 8, 16, 25, 25, ... (with jitter).
+const FIRST_POLL: Duration = Duration::from_millis(2);
+const MAX_POLL: Duration = Duration::from_millis(25);
+/// Expiry scenario: each task sends a request about this often.
+pub const PACE: Duration = Duration::from_millis(20);
+/// The expiry scenario's entry lives at least this long, and at most the maximum.
+const MIN_EXPIRE_AFTER_MS: f64 = 1_000.0;
+const MAX_EXPIRE_AFTER_MS: f64 = 30_000.0;
+
+/// Which modes a run compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChoice {
+    One(Protection),
+    /// The three cold-key modes, then the expiry scenario with XFetch.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct StampedeOptions {
+    pub query: QueryChoice,
+    pub concurrency: u64,
+    pub mode: ModeChoice,
+    pub rounds: u64,
+    pub lock_ttl_ms: u64,
+    pub lock_wait_ms: u64,
+    pub beta: f64,
+    pub processes: u64,
+    /// Do not make the key cold before the round (several processes share it).
+    pub keep_cache: bool,
+    /// This process is one of `--processes` copies: wait for "go" on stdin,
+    /// run one round, print a [`fleet::MemberReport`].
+    pub fleet_member: bool,
+}
+
+impl StampedeOptions {
+    /// The cold-key modes this run compares, in order.
+    fn burst_modes(&self) -> Vec<Protection> {
+        match self.mode {
+            ModeChoice::All => vec![Protection::None, Protection::SingleFlight, Protection::Lock],
+            ModeChoice::One(Protection::Xfetch) => vec![],
+            ModeChoice::One(protection) => vec![protection],
+        }
+    }
+
+    fn runs_expiry_scenario(&self) -> bool {
+        matches!(self.mode, ModeChoice::All | ModeChoice::One(Protection::Xfetch))
+    }
+
+    fn lock_settings(&self) -> LockSettings {
+        LockSettings {
+            ttl: Duration::from_millis(self.lock_ttl_ms),
+            wait: Duration::from_millis(self.lock_wait_ms),
+            first_poll: FIRST_POLL,
+            max_poll: MAX_POLL,
+        }
+    }
+}
+
+/// Everything a run measured; the report renders it, `--json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StampedeOutcome {
+    pub exercise: &'static str,
+    pub database: String,
+    pub query: QueryDescription,
+    pub keys: StampedeKeys,
+    pub ttl_seconds: u64,
+    pub concurrency: u64,
+    pub rounds: u64,
+    pub processes: u64,
+    pub keep_cache: bool,
+    /// Database connections of each process that runs the requests.
+    pub pool_connections: u64,
+    pub lock: LockReport,
+    pub setup: Setup,
+    /// A direct read after the run, which every request's rows are compared with.
+    pub reference: Reference,
+    /// One cold key, `concurrency` requests at once: one entry per mode.
+    pub modes: Vec<ModeOutcome>,
+    /// A hot key expiring under steady traffic: none vs XFetch.
+    pub expiry: Option<ExpiryOutcome>,
+    /// Why the expiry scenario did not run, when it was asked for.
+    pub expiry_skipped: Option<String>,
+    pub warnings: Vec<String>,
+    /// Why the comparison is incomplete (the command exits 8), if it is.
+    pub incomplete: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LockReport {
+    #[serde(flatten)]
+    pub settings: LockSettings,
+    /// How a holder releases the lock; `None` when no lock could be used.
+    pub release: Option<ReleaseCommand>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Setup {
+    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
+    pub database_connect: Duration,
+    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
+    pub valkey_connect: Option<Duration>,
+    #[serde(serialize_with = "measure::as_optional_millis", rename = "lock_connection_ms")]
+    pub lock_connection: Option<Duration>,
+    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
+    pub pool_warm_up: Duration,
+    /// With `--processes`: the slowest start of the copies (start, connect, warm up).
+    #[serde(serialize_with = "measure::as_optional_millis", rename = "fleet_start_ms")]
+    pub fleet_start: Option<Duration>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reference {
+    pub rows: usize,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModeOutcome {
+    pub mode: Protection,
+    pub requests: u64,
+    /// Queries the database ran, counted in the loader.
+    pub database_queries: u64,
+    pub cache_hits: u64,
+    /// Requests that got another request's load (single-flight followers, lock waiters).
+    pub waited: u64,
+    /// Lock mode: requests that queried the database themselves (wait ran out, or no lock).
+    pub fell_back: u64,
+    /// Expiry scenario: requests that found no entry and ran the query.
+    pub misses: u64,
+    /// Every way a request got its rows, and the lock's details.
+    pub counts: PathCounts,
+    pub queries_per_round: Vec<u64>,
+    /// With `--processes`: the queries of each copy, all rounds together.
+    pub queries_per_process: Option<Vec<u64>>,
+    pub latency: Option<LatencySummary>,
+    #[serde(serialize_with = "measure::as_millis", rename = "wall_time_ms")]
+    pub wall_time: Duration,
+    /// Different results among the requests (1 when every request got the same rows).
+    pub distinct_results: usize,
+    /// Requests whose rows differ from the direct read after the run.
+    pub mismatched_requests: u64,
+    pub consistent: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExpiryOutcome {
+    pub tasks: u64,
+    #[serde(serialize_with = "measure::as_millis", rename = "pace_ms")]
+    pub pace: Duration,
+    pub beta: f64,
+    /// One query, timed before the scenario: XFetch's delta and the timing below come from it.
+    #[serde(serialize_with = "measure::as_millis", rename = "query_ms")]
+    pub query: Duration,
+    #[serde(flatten)]
+    pub timing: ExpiryTiming,
+    pub modes: Vec<ModeOutcome>,
+}
+
+/// When the pre-filled entry expires and how long the traffic runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ExpiryTiming {
+    /// Whole seconds: Valkey's `EX` and XFetch's expiry agree.
+    #[serde(serialize_with = "measure::as_millis", rename = "expire_after_ms")]
+    pub expire_after: Duration,
+    #[serde(serialize_with = "measure::as_millis", rename = "window_ms")]
+    pub window: Duration,
+}
+
+/// The expiry scenario's timing. XFetch's first early refresh comes about
+/// `delta * beta * ln(rate * delta * beta)` before expiry (rate: requests per
+/// ms); the entry lives well past that, and the traffic goes on a little after
+/// expiry, so the unprotected run meets the expiry with everyone still asking.
+pub fn expiry_timing(query: Duration, beta: f64, tasks: u64) -> ExpiryTiming {
+    let delta_ms = (query.as_secs_f64() * 1000.0).max(0.1);
+    let rate = tasks as f64 / (PACE.as_secs_f64() * 1000.0);
+    let scale = delta_ms * beta;
+    let lead = scale * (rate * scale).max(1.0).ln();
+    let expire_after_ms = (lead + 5.0 * scale + 200.0).clamp(MIN_EXPIRE_AFTER_MS, MAX_EXPIRE_AFTER_MS);
+    let expire_after = Duration::from_secs((expire_after_ms / 1000.0).ceil() as u64);
+    let window = expire_after + Duration::from_secs_f64((3.0 * delta_ms + 500.0) / 1000.0);
+    ExpiryTiming { expire_after, window }
+}
+
+pub async fn run(config: &Config, options: StampedeOptions, output: &Output) -> Result<()> {
+    validate(&options)?;
+    if options.fleet_member {
+        return fleet::member(config, &options).await;
+    }
+    let outcome = measure_run(config, &options, output).await?;
+    report::stampede::show(&outcome, output);
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+    match &outcome.incomplete {
+        Some(reason) => Err(WorkshopError::incomplete(reason.clone())),
+        None => Ok(()),
+    }
+}
+
+fn validate(options: &StampedeOptions) -> Result<()> {
+    let range = |flag: &str, value: u64, low: u64, high: u64| -> Result<()> {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(WorkshopError::invalid(format!(
+                "{flag} must be from {low} to {high} (got {value})"
+            )))
+        }
+    };
+    range("--concurrency", options.concurrency, 1, MAX_CONCURRENCY)?;
+    range("--rounds", options.rounds, 1, MAX_ROUNDS)?;
+    range("--processes", options.processes, 1, MAX_PROCESSES)?;
+    range("--lock-ttl-ms", options.lock_ttl_ms, MIN_LOCK_TTL_MS, MAX_LOCK_MS)?;
+    range("--lock-wait-ms", options.lock_wait_ms, 0, MAX_LOCK_MS)?;
+    if !(options.beta.is_finite() && options.beta > 0.0 && options.beta <= MAX_BETA) {
+        return Err(WorkshopError::invalid(format!(
+            "--beta must be above 0 and at most {MAX_BETA} (got {}); 1 is XFetch's usual value",
+            options.beta
+        )));
+    }
+    if options.processes > 1 && options.mode == ModeChoice::One(Protection::Xfetch) {
+        return Err(WorkshopError::invalid(
+            "--mode xfetch runs in one process; drop --processes or choose another --mode",
+        ));
+    }
+    if options.keep_cache && options.mode == ModeChoice::All {
+        return Err(WorkshopError::invalid(
+            "--keep-cache needs one --mode (with all, the first mode would warm the key for the others)",
+        ));
+    }
+    if options.keep_cache && options.rounds > 1 {
+        return Err(WorkshopError::invalid(
+            "--keep-cache runs one round (later rounds would start warm); drop --rounds or --keep-cache",
+        ));
+    }
+    if options.fleet_member && !matches!(options.mode, ModeChoice::One(p) if p != Protection::Xfetch) {
+        return Err(WorkshopError::invalid(
+            "--fleet-member runs one of --mode none, single-flight or lock",
+        ));
+    }
+    if let QueryChoice::Builtin { query, id } = &options.query {
+        if query.uses_id() && *id < 1 {
+            return Err(WorkshopError::invalid(format!(
+                "--id must be a positive whole number (got {id})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn build_query(choice: &QueryChoice, kind: DatabaseKind) -> Result<(String, NamedQuery)> {
+    match choice {
+        QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
+        QueryChoice::Custom { sql, params } => {
+            if sql.trim().is_empty() {
+                return Err(WorkshopError::invalid(
+                    "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
+                ));
+            }
+            let mut query = NamedQuery::new(sql.clone());
+            query.params = parse_params(params)?;
+            Ok(("custom".to_string(), query))
+        }
+    }
+}
+
+/// The connected services of one process, ready for the first request.
+struct Services {
+    db: Database,
+    database: String,
+    query: QueryDescription,
+    statement: Statement,
+    cache: Arc<StampedeCache>,
+    setup: Setup,
+    warnings: Vec<String>,
+}
+
+async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -> Result<Services> {
+    let db = Database::connect(
+        &config.database,
+        PoolSettings {
+            max_connections: u32::try_from(connections.max(1)).unwrap_or(u32::MAX),
+            connect_timeout: config.connect_timeout,
+        },
+    )
+    .await?;
+    let server = db.server_info().await?;
+    let (name, query) = build_query(&options.query, db.kind())?;
+    let statement = query.to_statement(db.kind())?;
+    let scheme = KeyScheme::new(&config.key_prefix);
+    let value = scheme.query(&query);
+    let keys = StampedeKeys {
+        lock: scheme.lock_for(&value),
+        xfetch: scheme.xfetch_for(&value),
+        value,
+    };
+
+    let mut warnings = Vec::new();
+    let valkey = match Valkey::connect(&config.valkey, config.connect_timeout).await {
+        Ok(valkey) => Some(valkey),
+        Err(error) => {
+            warnings.push(format!(
+                "{error}; every request goes to the database and the lock mode cannot take locks"
+            ));
+            None
+        }
+    };
+    let mut lock_connection = None;
+    let locks = match &valkey {
+        Some(_) => {
+            let started = Instant::now();
+            match ValkeyLocks::connect(&config.valkey, config.connect_timeout).await {
+                Ok(locks) => {
+                    lock_connection = Some(started.elapsed());
+                    Some(locks)
+                }
+                Err(error) => {
+                    warnings.push(format!("{error}; the lock mode cannot take locks"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
+    // Pools warm before the first request; connection set-up is reported apart.
+    let warm_started = Instant::now();
+    db.warm_up(u32::try_from(connections).unwrap_or(u32::MAX)).await?;
+    if let Some(valkey) = &valkey {
+        let _ = valkey.round_trip().await;
+    }
+    let pool_warm_up = warm_started.elapsed();
+
+    let setup = Setup {
+        database_connect: db.connect_time(),
+        valkey_connect: valkey.as_ref().map(Valkey::connect_time),
+        lock_connection,
+        pool_warm_up,
+        fleet_start: None,
+    };
+    let cache = StampedeCache::new(
+        CountedLoader::new(db.clone(), statement.clone(), usize::try_from(connections).unwrap_or(1)),
+        valkey,
+        locks,
+        keys,
+        config.ttl,
+        options.lock_settings(),
+        options.beta,
+    );
+    Ok(Services {
+        db,
+        database: format!("{} {}", server.product, server.version),
+        query: QueryDescription {
+            name,
+            sql: query.sql.clone(),
+            params: query.params.clone(),
+            statement: statement.sql.clone(),
+        },
+        statement,
+        cache: Arc::new(cache),
+        setup,
+        warnings,
+    })
+}
+
+/// A short digest of a result, to tell whether two requests got the same rows.
+pub fn rows_digest(rows: &ResultSet) -> String {
+    let text = serde_json::to_vec(rows).unwrap_or_default();
+    Sha256::digest(&text)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the requests of one round (or several, merged) did.
+#[derive(Debug, Default)]
+struct RoundResult {
+    counts: PathCounts,
+    queries: u64,
+    latencies: LatencyRecorder,
+    /// Every latency in nanoseconds, kept only by a fleet member for its parent.
+    samples: Vec<u64>,
+    digests: BTreeMap<String, u64>,
+    wall: Duration,
+}
+
+impl RoundResult {
+    fn add(&mut self, served: &Served, keep_sample: bool) {
+        self.counts.add(served);
+        self.latencies.record(served.latency);
+        if keep_sample {
+            self.samples
+                .push(u64::try_from(served.latency.as_nanos()).unwrap_or(u64::MAX));
+        }
+        *self.digests.entry(rows_digest(&served.rows)).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: RoundResult) {
+        self.counts.merge(&other.counts);
+        self.queries += other.queries;
+        self.latencies.merge(&other.latencies);
+        self.samples.extend(other.samples);
+        for (digest, n) in other.digests {
+            *self.digests.entry(digest).or_default() += n;
+        }
+        self.wall = self.wall.max(other.wall);
+    }
+}
+
+/// `concurrency` requests for the key, all released at the same moment.
+async fn burst(
+    cache: &Arc<StampedeCache>,
+    protection: Protection,
+    concurrency: u64,
+    first_request: u64,
+    progress: &ProgressBar,
+    keep_samples: bool,
+) -> Result<RoundResult> {
+    cache.loader.take_queries();
+    let gate = Arc::new(tokio::sync::Barrier::new(usize::try_from(concurrency).unwrap_or(1)));
+    let started = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for request in first_request..first_request + concurrency {
+        let cache = Arc::clone(cache);
+        let gate = Arc::clone(&gate);
+        let progress = progress.clone();
+        requests.spawn(async move {
+            gate.wait().await;
+            let served = cache.request(protection, request).await;
+            progress.inc(1);
+            served
+        });
+    }
+    let mut round = RoundResult::default();
+    while let Some(joined) = requests.join_next().await {
+        let served = joined.map_err(|e| WorkshopError::Other(e.into()))??;
+        round.add(&served, keep_samples);
+    }
+    round.wall = started.elapsed();
+    round.queries = cache.loader.take_queries();
+    Ok(round)
+}
+
+/// `tasks` tasks sending a request every [`PACE`] (with jitter) until the
+/// window ends, on a key pre-filled to expire part-way through.
+async fn steady_traffic(
+    cache: &Arc<StampedeCache>,
+    protection: Protection,
+    tasks: u64,
+    timing: ExpiryTiming,
+    progress: &ProgressBar,
+) -> Result<RoundResult> {
+    cache.make_cold().await?;
+    cache
+        .prefill(protection, timing.expire_after)
+        .await
+        .map_err(|e| match e {
+            PrefillError::Database(e) => WorkshopError::from(e),
+            PrefillError::Cache(e) => WorkshopError::from(e),
+            PrefillError::NoCache => {
+                WorkshopError::incomplete("the expiry scenario needs Valkey, which is not connected")
+            }
+        })?;
+    // The pre-fill is set-up, not part of the round.
+    cache.loader.take_queries();
+    let started = Instant::now();
+    let deadline = started + timing.window;
+    let next_request = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let cache = Arc::clone(cache);
+        let next_request = Arc::clone(&next_request);
+        let progress = progress.clone();
+        workers.spawn(async move {
+            let mut rng = request_rng(task);
+            let mut mine = RoundResult::default();
+            // Spread the first requests over one pace, so the traffic is steady.
+            tokio::time::sleep(PACE.mul_f64(uniform(&mut rng))).await;
+            while Instant::now() < deadline {
+                let request = next_request.fetch_add(1, Ordering::Relaxed);
+                let served = cache.request(protection, request).await?;
+                mine.add(&served, false);
+                tokio::time::sleep(PACE.mul_f64(0.5 + uniform(&mut rng))).await;
+            }
+            progress.inc(1);
+            Ok::<_, WorkshopError>(mine)
+        });
+    }
+    let mut round = RoundResult::default();
+    while let Some(joined) = workers.join_next().await {
+        round.merge(joined.map_err(|e| WorkshopError::Other(e.into()))??);
+    }
+    round.wall = started.elapsed();
+    round.queries = cache.loader.take_queries();
+    Ok(round)
+}
+
+/// One mode's rounds added up.
+struct ModeTally {
+    protection: Protection,
+    total: RoundResult,
+    queries_per_round: Vec<u64>,
+    queries_per_process: Option<Vec<u64>>,
+    wall: Duration,
+}
+
+impl ModeTally {
+    fn new(protection: Protection) -> Self {
+        ModeTally {
+            protection,
+            total: RoundResult::default(),
+            queries_per_round: Vec::new(),
+            queries_per_process: None,
+            wall: Duration::ZERO,
+        }
+    }
+
+    fn add_round(&mut self, round: RoundResult) {
+        self.queries_per_round.push(round.queries);
+        self.wall += round.wall;
+        self.total.merge(round);
+    }
+
+    fn outcome(self, reference: &str) -> ModeOutcome {
+        let counts = self.total.counts;
+        let matching = self.total.digests.get(reference).copied().unwrap_or(0);
+        let requests = counts.requests();
+        ModeOutcome {
+            mode: self.protection,
+            requests,
+            database_queries: self.total.queries,
+            cache_hits: counts.hits,
+            waited: counts.waited,
+            fell_back: counts.fell_back(),
+            misses: counts.loaded,
+            counts,
+            queries_per_round: self.queries_per_round,
+            queries_per_process: self.queries_per_process,
+            latency: self.total.latencies.summary(),
+            wall_time: self.wall,
+            distinct_results: self.total.digests.len(),
+            mismatched_requests: requests - matching,
+            consistent: matching == requests,
+        }
+    }
+}
+
+async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output) -> Result<StampedeOutcome> {
+    let in_fleet = options.processes > 1;
+    // With --processes the copies query; this process only resets the key and reads the reference.
+    let connections = if in_fleet {
+        2
+    } else {
+        options.concurrency.min(POOL_CONNECTIONS)
+    };
+    let mut services = connect(config, options, connections).await?;
+    let cache = Arc::clone(&services.cache);
+    let mut warnings = std::mem::take(&mut services.warnings);
+
+    let mut tallies = Vec::new();
+    let mut fleet_start: Option<Duration> = None;
+    let mut next_request = 0;
+    for protection in options.burst_modes() {
+        let mut tally = ModeTally::new(protection);
+        let total = options.concurrency * options.rounds * options.processes;
+        let progress = report::progress::bar(output, total, protection.label());
+        for _ in 0..options.rounds {
+            if !options.keep_cache {
+                if let Err(error) = cache.make_cold().await {
+                    warnings.push(format!(
+                        "could not delete the cached entry before a {} round ({error}); it may have started warm",
+                        protection.label()
+                    ));
+                }
+            }
+            if in_fleet {
+                let round = fleet::round(config, options, protection, &progress).await?;
+                fleet_start = fleet_start.max(Some(round.start_up));
+                let per_process = tally
+                    .queries_per_process
+                    .get_or_insert_with(|| vec![0; round.queries_per_process.len()]);
+                for (sum, n) in per_process.iter_mut().zip(&round.queries_per_process) {
+                    *sum += n;
+                }
+                for warning in round.warnings {
+                    if !warnings.contains(&warning) {
+                        warnings.push(warning);
+                    }
+                }
+                tally.add_round(round.result);
+            } else {
+                let round = burst(&cache, protection, options.concurrency, next_request, &progress, false).await?;
+                next_request += options.concurrency;
+                tally.add_round(round);
+            }
+        }
+        progress.finish_and_clear();
+        tallies.push(tally);
+    }
+
+    let mut expiry_skipped = None;
+    let mut expiry = None;
+    if options.runs_expiry_scenario() {
+        if in_fleet {
+            expiry_skipped = Some("XFetch runs in one process: run --mode xfetch without --processes".to_string());
+        } else if cache.valkey.is_none() {
+            expiry_skipped = Some("the expiry scenario needs Valkey, which did not answer".to_string());
+        } else {
+            expiry = Some(expiry_scenario(&cache, options, output).await?);
+        }
+    }
+
+    // The reference: a direct read now, outside the counted loader.
+    let reference_rows = services.db.fetch(&services.statement).await?;
+    let reference = Reference {
+        rows: reference_rows.rows.len(),
+        digest: rows_digest(&reference_rows),
+    };
+    let modes: Vec<ModeOutcome> = tallies.into_iter().map(|t| t.outcome(&reference.digest)).collect();
+    let expiry = expiry.map(|(query, timing, tallies)| ExpiryOutcome {
+        tasks: options.concurrency,
+        pace: PACE,
+        beta: options.beta,
+        query,
+        timing,
+        modes: tallies.into_iter().map(|t| t.outcome(&reference.digest)).collect(),
+    });
+
+    warnings.extend(mode_warnings(&modes, options));
+    if let Some(expiry) = &expiry {
+        warnings.extend(mode_warnings(&expiry.modes, options));
+    }
+    let incomplete = incomplete_reason(&modes, cache.valkey.is_some(), cache.locks.is_some());
+    let release = cache.locks.as_ref().map(ValkeyLocks::release_command);
+    services.setup.fleet_start = fleet_start;
+    services.db.close().await;
+    Ok(StampedeOutcome {
+        exercise: "stampede",
+        database: services.database,
+        query: services.query,
+        keys: cache.keys.clone(),
+        ttl_seconds: config.ttl.as_secs(),
+        concurrency: options.concurrency,
+        rounds: options.rounds,
+        processes: options.processes,
+        keep_cache: options.keep_cache,
+        pool_connections: options.concurrency.min(POOL_CONNECTIONS),
+        lock: LockReport {
+            settings: options.lock_settings(),
+            release,
+        },
+        setup: services.setup,
+        reference,
+        modes,
+        expiry,
+        expiry_skipped,
+        warnings,
+        incomplete,
+    })
+}
+
+type ExpiryRun = (Duration, ExpiryTiming, Vec<ModeTally>);
+
+async fn expiry_scenario(cache: &Arc<StampedeCache>, options: &StampedeOptions, output: &Output) -> Result<ExpiryRun> {
+    // One timed query decides how long the entry lives (see `expiry_timing`).
+    let (_, query) = cache.loader.load().await?;
+    cache.loader.take_queries();
+    let timing = expiry_timing(query, options.beta, options.concurrency);
+    let mut tallies = Vec::new();
+    for protection in [Protection::None, Protection::Xfetch] {
+        let mut tally = ModeTally::new(protection);
+        let label = format!("expiry, {}", protection.label());
+        let progress = report::progress::bar(output, options.concurrency * options.rounds, &label);
+        for _ in 0..options.rounds {
+            let round = steady_traffic(cache, protection, options.concurrency, timing, &progress).await?;
+            tally.add_round(round);
+        }
+        progress.finish_and_clear();
+        tallies.push(tally);
+    }
+    Ok((query, timing, tallies))
+}
+
+fn mode_warnings(modes: &[ModeOutcome], options: &StampedeOptions) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for mode in modes {
+        let counts = &mode.counts;
+        if counts.locks_lost > 0 {
+            warnings.push(format!(
+                "{}: {} lock holder(s) found the lock expired before releasing it: the load outlasted --lock-ttl-ms {}; raise it",
+                mode.mode.label(),
+                counts.locks_lost,
+                options.lock_ttl_ms
+            ));
+        }
+        if counts.fell_back_wait_expired > 0 {
+            warnings.push(format!(
+                "{}: {} request(s) waited the whole --lock-wait-ms {} and then queried the database themselves; raise --lock-wait-ms above the query time",
+                mode.mode.label(),
+                counts.fell_back_wait_expired,
+                options.lock_wait_ms
+            ));
+        }
+        if counts.fell_back_lock_unavailable > 0 {
+            warnings.push(format!(
+                "{}: could not take locks (Valkey did not answer); {} request(s) fell back to the database",
+                mode.mode.label(),
+                counts.fell_back_lock_unavailable
+            ));
+        }
+        if mode.mismatched_requests > 0 {
+            warnings.push(format!(
+                "{}: {} request(s) got rows that differ from a direct read now",
+                mode.mode.label(),
+                mode.mismatched_requests
+            ));
+        }
+    }
+    warnings
+}
+
+/// Why the comparison is incomplete: Valkey was missing for part of it.
+fn incomplete_reason(modes: &[ModeOutcome], valkey: bool, locks: bool) -> Option<String> {
+    let without_cache: u64 = modes.iter().map(|m| m.counts.cache_unavailable).sum();
+    let lock_asked = modes.iter().any(|m| m.mode == Protection::Lock);
+    if !valkey || (lock_asked && !locks) {
+        let lock = if lock_asked {
+            " and the lock mode could not take locks"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "could not compare: Valkey did not answer, so every request went to the database{lock}; start Valkey (`just up`) and run again"
+        ));
+    }
+    (without_cache > 0).then(|| {
+        format!(
+            "could not compare fully: Valkey did not answer for {without_cache} request(s), which went to the database; check Valkey and run again"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exercises::queries::BuiltinQuery;
+
+    fn options() -> StampedeOptions {
+        StampedeOptions {
+            query: QueryChoice::Builtin {
+                query: BuiltinQuery::BusiestRoutes,
+                id: 3797,
+            },
+            concurrency: 100,
+            mode: ModeChoice::All,
+            rounds: 1,
+            lock_ttl_ms: 5000,
+            lock_wait_ms: 3000,
+            beta: 1.0,
+            processes: 1,
+            keep_cache: false,
+            fleet_member: false,
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert!(validate(&options()).is_ok());
+    }
+
+    #[test]
+    fn concurrency_outside_its_range_is_rejected_with_the_range() {
+        let zero = StampedeOptions {
+            concurrency: 0,
+            ..options()
+        };
+        assert_eq!(
+            validate(&zero).unwrap_err().to_string(),
+            "--concurrency must be from 1 to 10000 (got 0)"
+        );
+        let huge = StampedeOptions {
+            concurrency: 10_001,
+            ..options()
+        };
+        assert_eq!(
+            validate(&huge).unwrap_err().to_string(),
+            "--concurrency must be from 1 to 10000 (got 10001)"
+        );
+    }
+
+    #[test]
+    fn keep_cache_needs_one_mode_and_one_round() {
+        let all = StampedeOptions {
+            keep_cache: true,
+            ..options()
+        };
+        assert!(validate(&all).is_err());
+        let one = StampedeOptions {
+            keep_cache: true,
+            mode: ModeChoice::One(Protection::Lock),
+            ..options()
+        };
+        assert!(validate(&one).is_ok());
+        let rounds = StampedeOptions { rounds: 2, ..one };
+        assert!(validate(&rounds).is_err());
+    }
+
+    #[test]
+    fn all_runs_three_cold_key_modes_and_the_expiry_scenario() {
+        let all = options();
+        assert_eq!(
+            all.burst_modes(),
+            [Protection::None, Protection::SingleFlight, Protection::Lock]
+        );
+        assert!(all.runs_expiry_scenario());
+        let xfetch = StampedeOptions {
+            mode: ModeChoice::One(Protection::Xfetch),
+            ..options()
+        };
+        assert!(xfetch.burst_modes().is_empty());
+        assert!(xfetch.runs_expiry_scenario());
+    }
+
+    #[test]
+    fn the_expiry_timing_gives_xfetch_room_before_expiry() {
+        // A 250 ms query, 100 tasks at one request per 20 ms: 5 requests per ms.
+        let timing = expiry_timing(Duration::from_millis(250), 1.0, 100);
+        // lead = 250 * ln(1250) ≈ 1783 ms; + 5 * 250 + 200 ≈ 3233 ms → 4 s.
+        assert_eq!(timing.expire_after, Duration::from_secs(4));
+        assert_eq!(timing.window, Duration::from_millis(4000 + 750 + 500));
+        // A fast query still leaves a second.
+        let fast = expiry_timing(Duration::from_millis(2), 1.0, 50);
+        assert_eq!(fast.expire_after, Duration::from_secs(1));
+        assert!(fast.window > fast.expire_after);
+    }
+
+    #[test]
+    fn the_same_rows_give_the_same_digest() {
+        let rows = |v: i64| ResultSet {
+            columns: vec!["n".into()],
+            rows: vec![vec![serde_json::json!(v)]],
+        };
+        assert_eq!(rows_digest(&rows(1)), rows_digest(&rows(1)));
+        assert_ne!(rows_digest(&rows(1)), rows_digest(&rows(2)));
+        assert_eq!(rows_digest(&rows(1)).len(), 16);
+    }
+
+    #[test]
+    fn an_unreachable_valkey_makes_the_comparison_incomplete() {
+        let reason = incomplete_reason(&[], false, false).unwrap();
+        assert!(
+            reason.starts_with("could not compare: Valkey did not answer"),
+            "{reason}"
+        );
+        assert!(incomplete_reason(&[], true, true).is_none());
+    }
+}

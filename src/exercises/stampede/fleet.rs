@@ -1,0 +1,351 @@
+//! `--processes N`: N copies of this program, started together, burst on the
+//! same key at the same moment; their counts add up to the fleet's.
+//!
+//! Each copy (`stampede --fleet-member`) connects and warms its pools, says
+//! [`READY`] on stderr and waits for a line on stdin. When every copy is
+//! ready, this process writes "go" to all of them: the bursts start within
+//! microseconds of each other, however long each copy took to start. Each copy
+//! prints a [`MemberReport`] (JSON) on stdout and exits.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{burst, connect, ModeChoice, RoundResult, StampedeOptions, POOL_CONNECTIONS};
+use crate::config::Config;
+use crate::error::{Result, WorkshopError};
+use crate::exercises::cache_aside::QueryChoice;
+use crate::patterns::stampede::{PathCounts, Protection};
+use crate::report;
+
+/// The line a fleet member writes on stderr once it can start at once.
+pub const READY: &str = "workshop-cli stampede: fleet member ready";
+
+/// What one copy tells the process that started it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MemberReport {
+    pub mode: Protection,
+    pub database_queries: u64,
+    pub counts: PathCounts,
+    /// Every request's latency, so the fleet's percentiles are exact.
+    pub latencies_ns: Vec<u64>,
+    /// How many requests got each result (by digest).
+    pub digests: BTreeMap<String, u64>,
+    pub wall_ms: f64,
+    pub warnings: Vec<String>,
+}
+
+/// A fleet round, added up.
+pub(super) struct FleetRound {
+    pub result: RoundResult,
+    pub queries_per_process: Vec<u64>,
+    /// From starting the copies until the last one was ready.
+    pub start_up: Duration,
+    pub warnings: Vec<String>,
+}
+
+/// The copy's side: connect, say ready, wait for "go", burst once, report.
+pub(super) async fn member(config: &Config, options: &StampedeOptions) -> Result<()> {
+    let ModeChoice::One(protection) = options.mode else {
+        return Err(WorkshopError::invalid(
+            "--fleet-member runs one of --mode none, single-flight or lock",
+        ));
+    };
+    let services = connect(config, options, options.concurrency.min(POOL_CONNECTIONS)).await?;
+    report::stampede::fleet_ready();
+    wait_for_go().await?;
+    let round = burst(
+        &services.cache,
+        protection,
+        options.concurrency,
+        0,
+        &ProgressBar::hidden(),
+        true,
+    )
+    .await?;
+    report::stampede::member_report(&MemberReport {
+        mode: protection,
+        database_queries: round.queries,
+        counts: round.counts,
+        latencies_ns: round.samples,
+        digests: round.digests,
+        wall_ms: crate::measure::millis(round.wall),
+        warnings: services.warnings,
+    });
+    services.db.close().await;
+    Ok(())
+}
+
+async fn wait_for_go() -> Result<()> {
+    let mut line = String::new();
+    let read = BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await
+        .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot read the start signal: {e}")))?;
+    if read == 0 {
+        return Err(WorkshopError::Other(anyhow::anyhow!(
+            "the process that started this fleet member went away before the start signal"
+        )));
+    }
+    Ok(())
+}
+
+/// One started copy and the tasks reading its output.
+struct Member {
+    number: u64,
+    child: Child,
+    ready: Option<oneshot::Receiver<()>>,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<String>>,
+}
+
+/// The starting side: `--processes` copies, one burst each, added up.
+pub(super) async fn round(
+    config: &Config,
+    options: &StampedeOptions,
+    protection: Protection,
+    progress: &ProgressBar,
+) -> Result<FleetRound> {
+    let program = std::env::current_exe()
+        .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot find this program to start copies of it: {e}")))?;
+    let count = options.processes;
+    let started = Instant::now();
+    let mut members = Vec::new();
+    for number in 1..=count {
+        let mut child = Command::new(&program)
+            .args(member_args(config, options, protection))
+            .envs(member_env(config))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot start fleet process {number}: {e}")))?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        members.push(Member {
+            number,
+            child,
+            ready: Some(ready_rx),
+            stdout: tokio::spawn(read_all(stdout)),
+            stderr: tokio::spawn(read_stderr(stderr, ready_tx)),
+        });
+    }
+
+    let limit = config.connect_timeout * 3 + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + limit;
+    for index in 0..members.len() {
+        let Some(ready) = members[index].ready.take() else {
+            continue;
+        };
+        match tokio::time::timeout_at(deadline, ready).await {
+            Ok(Ok(())) => {}
+            // stderr ended without "ready": the copy failed; say why.
+            Ok(Err(_)) => return Err(failure(members.swap_remove(index), count).await),
+            Err(_) => {
+                return Err(WorkshopError::Other(anyhow::anyhow!(
+                    "fleet process {} of {count} was not ready within {:.0} s",
+                    members[index].number,
+                    limit.as_secs_f64()
+                )))
+            }
+        }
+    }
+    let start_up = started.elapsed();
+    // Every copy is waiting: start them together.
+    for member in &mut members {
+        if let Some(mut stdin) = member.child.stdin.take() {
+            let _ = stdin.write_all(b"go\n").await;
+        }
+    }
+
+    let mut fleet = FleetRound {
+        result: RoundResult::default(),
+        queries_per_process: Vec::new(),
+        start_up,
+        warnings: Vec::new(),
+    };
+    for mut member in members {
+        let status = member
+            .child
+            .wait()
+            .await
+            .map_err(|e| WorkshopError::Other(anyhow::anyhow!("fleet process {}: {e}", member.number)))?;
+        if !status.success() {
+            return Err(failure(member, count).await);
+        }
+        let stdout = member.stdout.await.unwrap_or_default();
+        let report: MemberReport = serde_json::from_slice(&stdout).map_err(|e| {
+            WorkshopError::Other(anyhow::anyhow!(
+                "fleet process {} of {count} sent a report that does not parse: {e}",
+                member.number
+            ))
+        })?;
+        progress.inc(options.concurrency);
+        fleet.queries_per_process.push(report.database_queries);
+        fleet.warnings.extend(report.warnings.iter().cloned());
+        fleet.result.merge(member_round(report));
+    }
+    Ok(fleet)
+}
+
+fn member_round(report: MemberReport) -> RoundResult {
+    let mut round = RoundResult {
+        counts: report.counts,
+        queries: report.database_queries,
+        digests: report.digests,
+        wall: Duration::from_secs_f64(report.wall_ms.max(0.0) / 1000.0),
+        ..RoundResult::default()
+    };
+    for nanos in report.latencies_ns {
+        round.latencies.record(Duration::from_nanos(nanos));
+    }
+    round
+}
+
+/// The error for a copy that failed: its exit code and last stderr line.
+async fn failure(mut member: Member, count: u64) -> WorkshopError {
+    let status = member.child.wait().await.ok().and_then(|s| s.code());
+    let lines = (&mut member.stderr).await.unwrap_or_default();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map(|line| line.trim().trim_start_matches("error: ").to_string())
+        .unwrap_or_else(|| "no message".to_string());
+    let code = status.map_or_else(|| "a signal".to_string(), |c| c.to_string());
+    WorkshopError::Other(anyhow::anyhow!(
+        "fleet process {} of {count} failed (exit {code}): {last}",
+        member.number
+    ))
+}
+
+async fn read_all(stream: Option<tokio::process::ChildStdout>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut stream) = stream {
+        let _ = stream.read_to_end(&mut bytes).await;
+    }
+    bytes
+}
+
+/// Collects stderr lines; the ready line is signalled, not kept.
+async fn read_stderr(stream: Option<tokio::process::ChildStderr>, ready: oneshot::Sender<()>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let Some(stream) = stream else {
+        return kept;
+    };
+    let mut ready = Some(ready);
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line == READY {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+        } else {
+            kept.push(line);
+        }
+    }
+    kept
+}
+
+/// The command line of a copy: the same query and lock settings, one mode.
+fn member_args(config: &Config, options: &StampedeOptions, protection: Protection) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--connect-timeout".into(),
+        config.connect_timeout.as_secs_f64().to_string(),
+        "stampede".into(),
+        "--fleet-member".into(),
+        "--mode".into(),
+        protection.name().into(),
+        "--concurrency".into(),
+        options.concurrency.to_string(),
+        "--lock-ttl-ms".into(),
+        options.lock_ttl_ms.to_string(),
+        "--lock-wait-ms".into(),
+        options.lock_wait_ms.to_string(),
+    ];
+    match &options.query {
+        QueryChoice::Builtin { query, id } => {
+            args.extend(["--query".into(), query.name().into(), "--id".into(), id.to_string()]);
+        }
+        QueryChoice::Custom { sql, params } => {
+            args.extend(["--sql".into(), sql.clone()]);
+            for param in params {
+                args.extend(["--param".into(), param.clone()]);
+            }
+        }
+    }
+    args
+}
+
+/// Services and prefix go by environment, so no password shows in `ps`.
+fn member_env(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", config.database.connect_url()),
+        ("VALKEY_URL", config.valkey.connect_url()),
+        ("WORKSHOP_KEY_PREFIX", config.key_prefix.clone()),
+        ("CACHE_TTL", config.ttl.as_secs().to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exercises::queries::BuiltinQuery;
+
+    #[test]
+    fn a_member_report_survives_the_trip_through_json() {
+        let report = MemberReport {
+            mode: Protection::Lock,
+            database_queries: 1,
+            counts: PathCounts {
+                loaded: 1,
+                waited: 49,
+                ..PathCounts::default()
+            },
+            latencies_ns: vec![1_000, 2_000_000],
+            digests: BTreeMap::from([("abc".to_string(), 50)]),
+            wall_ms: 12.5,
+            warnings: vec![],
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        let back: MemberReport = serde_json::from_str(&text).unwrap();
+        let round = member_round(back);
+        assert_eq!(round.counts.requests(), 50);
+        assert_eq!(round.latencies.count(), 2);
+        assert_eq!(round.queries, 1);
+    }
+
+    #[test]
+    fn a_member_gets_the_same_query_and_lock_settings() {
+        let options = StampedeOptions {
+            query: QueryChoice::Builtin {
+                query: BuiltinQuery::BusiestRoutes,
+                id: 3797,
+            },
+            concurrency: 25,
+            mode: ModeChoice::One(Protection::Lock),
+            rounds: 1,
+            lock_ttl_ms: 5000,
+            lock_wait_ms: 3000,
+            beta: 1.0,
+            processes: 2,
+            keep_cache: false,
+            fleet_member: false,
+        };
+        let config = crate::config::Config::resolve(&Default::default(), &Default::default()).unwrap();
+        let args = member_args(&config, &options, Protection::Lock).join(" ");
+        assert_eq!(
+            args,
+            "--connect-timeout 2 stampede --fleet-member --mode lock --concurrency 25 \
+             --lock-ttl-ms 5000 --lock-wait-ms 3000 --query busiest-routes --id 3797"
+        );
+    }
+}
