@@ -65,12 +65,18 @@ enum Flavour {
     Threads,
 }
 
-fn block_on(flavour: Flavour, future: impl std::future::Future<Output = Result<(), WorkshopError>>) -> Result<(), WorkshopError> {
+fn block_on(
+    flavour: Flavour,
+    future: impl std::future::Future<Output = Result<(), WorkshopError>>,
+) -> Result<(), WorkshopError> {
     let mut builder = match flavour {
         Flavour::OneThread => tokio::runtime::Builder::new_current_thread(),
         Flavour::Threads => tokio::runtime::Builder::new_multi_thread(),
     };
-    let runtime = builder.enable_all().build().map_err(|e| WorkshopError::Other(e.into()))?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| WorkshopError::Other(e.into()))?;
     runtime.block_on(future)
 }
 

@@ -47,7 +47,9 @@ async fn an_attendee_runs_cache_aside_from_the_guided_workshop_and_it_is_recorde
     session.exp_string("Hint 1/3").unwrap();
     press(&mut session, "r");
     session.exp_string("Checking the environment first").unwrap();
-    session.exp_string("workshop-cli cache-aside --id 3797 --fresh").unwrap();
+    session
+        .exp_string("workshop-cli cache-aside --id 3797 --fresh")
+        .unwrap();
     session.exp_string("Summary: database").unwrap();
     session.exp_string("speedup").unwrap();
     session.exp_string("Press d to mark it done").unwrap();
@@ -93,7 +95,9 @@ async fn a_corrupt_state_file_is_a_warning_and_a_fresh_start() {
     command.env("WORKSHOP_STATE_FILE", &state);
     let mut session = guided(command);
     session.exp_string("0/7 done").unwrap();
-    session.exp_string("is corrupt; starting with no exercise done").unwrap();
+    session
+        .exp_string("is corrupt; starting with no exercise done")
+        .unwrap();
     press(&mut session, "q");
     session.exp_eof().unwrap();
 }
@@ -102,7 +106,10 @@ async fn a_corrupt_state_file_is_a_warning_and_a_fresh_start() {
 fn without_a_terminal_a_bare_call_prints_help_and_exits_with_the_usage_code_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let output = workshop_cli(dir.path()).stdin(std::process::Stdio::null()).output().unwrap();
+    let output = workshop_cli(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("Usage: workshop-cli"));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -118,7 +125,12 @@ fn every_catalogue_command_parses_and_every_recipe_is_in_the_justfile() {
             panic!("{}: `{}` does not parse: {error}", exercise.id, argv.join(" "));
         }
         let recipe = format!("\n{}:", exercise.recipe);
-        assert!(justfile.contains(&recipe), "{}: no `{}` recipe in the justfile", exercise.id, exercise.recipe);
+        assert!(
+            justfile.contains(&recipe),
+            "{}: no `{}` recipe in the justfile",
+            exercise.id,
+            exercise.recipe
+        );
     }
 }
 
@@ -128,7 +140,11 @@ fn exercises_lists_progress_as_json_and_reset_clears_it() {
     let state = dir.path().join("state.json");
     std::fs::write(&state, r#"{"version":1,"done":{"cache-aside":"2026-11-21T08:00:00Z"}}"#).unwrap();
     let list = |args: &[&str]| {
-        let output = workshop_cli(dir.path()).env("WORKSHOP_STATE_FILE", &state).args(args).output().unwrap();
+        let output = workshop_cli(dir.path())
+            .env("WORKSHOP_STATE_FILE", &state)
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         output
     };
@@ -146,15 +162,26 @@ fn exercises_lists_progress_as_json_and_reset_clears_it() {
     let json: Value = serde_json::from_str(&stdout(&list(&["exercises", "--json"]))).unwrap();
     assert_eq!(json["done"], 0);
 
-    let output = workshop_cli(dir.path()).args(["exercises", "show", "42"]).output().unwrap();
+    let output = workshop_cli(dir.path())
+        .args(["exercises", "show", "42"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(6));
-    assert_eq!(stderr(&output), "error: no exercise '42'; `workshop-cli exercises` lists them (0 to 6)\n");
+    assert_eq!(
+        stderr(&output),
+        "error: no exercise '42'; `workshop-cli exercises` lists them (0 to 6)\n"
+    );
 }
 
 #[test]
 fn completions_are_printed_for_every_shell() {
     let dir = tempfile::tempdir().unwrap();
-    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef workshop-cli"), ("fish", "complete -c workshop-cli"), ("powershell", "Register-ArgumentCompleter")] {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef workshop-cli"),
+        ("fish", "complete -c workshop-cli"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
         let output = workshop_cli(dir.path()).args(["completions", shell]).output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{shell}");
         assert!(stdout(&output).contains(marker), "{shell}");

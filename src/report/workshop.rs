@@ -11,7 +11,10 @@ const PROGRESS_WIDTH: usize = 20;
 
 /// `[██████░░░░░░] 3/7 done`
 pub fn progress_line(done: usize, total: usize) -> String {
-    let filled = (done * PROGRESS_WIDTH).checked_div(total).unwrap_or(0).min(PROGRESS_WIDTH);
+    let filled = (done * PROGRESS_WIDTH)
+        .checked_div(total)
+        .unwrap_or(0)
+        .min(PROGRESS_WIDTH);
     format!(
         "[{}{}] {done}/{total} done",
         "█".repeat(filled),
@@ -53,7 +56,11 @@ pub fn show_briefing(exercise: &Exercise, briefing: &str, done: bool, output: &O
         return;
     }
     output.text(briefing.trim_end());
-    output.text(format!("\nRun it: {}   (or: just {})", exercise.command_line(), exercise.recipe));
+    output.text(format!(
+        "\nRun it: {}   (or: just {})",
+        exercise.command_line(),
+        exercise.recipe
+    ));
 }
 
 pub fn show_reset(what: &str, path: &Path, output: &Output) {

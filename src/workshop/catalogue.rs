@@ -123,8 +123,14 @@ mod tests {
     #[test]
     fn every_briefing_exists_and_every_exercise_has_hints() {
         for exercise in Catalogue::builtin().unwrap().exercises {
-            let text = exercise.briefing_text().unwrap_or_else(|| panic!("{}: no {}", exercise.id, exercise.briefing));
-            assert!(text.starts_with("# "), "{}: a briefing starts with a title", exercise.id);
+            let text = exercise
+                .briefing_text()
+                .unwrap_or_else(|| panic!("{}: no {}", exercise.id, exercise.briefing));
+            assert!(
+                text.starts_with("# "),
+                "{}: a briefing starts with a title",
+                exercise.id
+            );
             assert!(!exercise.hints.is_empty(), "{}", exercise.id);
             assert_eq!(exercise.recipe, format!("exercise-{}", exercise.number));
         }

@@ -53,9 +53,7 @@ pub async fn run(config: std::result::Result<Config, ConfigError>, start: &Path,
     let loaded = Progress::load(&state_path);
     // SIGINT goes to the whole foreground group: let it end a running exercise
     // (the child), not the workshop. Keys are read in raw mode, where Ctrl-C is a key.
-    tokio::spawn(async {
-        while tokio::signal::ctrl_c().await.is_ok() {}
-    });
+    tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
     let mut guided = Guided {
         catalogue,
         progress: loaded.progress,
@@ -137,7 +135,11 @@ impl Guided {
     }
 
     fn index_of(&self, exercise: &Exercise) -> usize {
-        self.catalogue.exercises.iter().position(|e| e.id == exercise.id).unwrap_or(0)
+        self.catalogue
+            .exercises
+            .iter()
+            .position(|e| e.id == exercise.id)
+            .unwrap_or(0)
     }
 
     fn draw_list(&mut self) {
@@ -153,7 +155,11 @@ impl Guided {
 
     fn draw_exercise(&mut self, exercise: &Exercise, pages: &[Vec<String>], page: usize) {
         clear_screen();
-        let done = if self.progress.is_done(&exercise.id) { " · done ✓" } else { "" };
+        let done = if self.progress.is_done(&exercise.id) {
+            " · done ✓"
+        } else {
+            ""
+        };
         println!(
             "Exercise {} of {}{done} · page {}/{}",
             exercise.number,
@@ -193,7 +199,11 @@ impl Guided {
         }
         let hint = &exercise.hints[self.hints_shown % exercise.hints.len()];
         self.hints_shown += 1;
-        format!("Hint {}/{}: {hint}", (self.hints_shown - 1) % exercise.hints.len() + 1, exercise.hints.len())
+        format!(
+            "Hint {}/{}: {hint}",
+            (self.hints_shown - 1) % exercise.hints.len() + 1,
+            exercise.hints.len()
+        )
     }
 
     fn mark_done(&mut self, exercise: &Exercise) {
@@ -315,7 +325,10 @@ mod tests {
     #[test]
     fn wrapping_keeps_short_lines_and_breaks_long_ones_at_spaces() {
         let lines = wrap("short\n\nthe quick brown fox jumps over the lazy dog", 15);
-        assert_eq!(lines, vec!["short", "", "the quick brown", "fox jumps over", "the lazy dog"]);
+        assert_eq!(
+            lines,
+            vec!["short", "", "the quick brown", "fox jumps over", "the lazy dog"]
+        );
         assert!(lines.iter().all(|l| l.chars().count() <= 15));
     }
 
@@ -325,7 +338,11 @@ mod tests {
             let text = exercise.briefing_text().unwrap_or_default();
             for line in wrap(text, 80) {
                 // A single word longer than the line (a URL) is the only exception.
-                assert!(line.chars().count() <= 80 || !line.trim().contains(' '), "{}: {line}", exercise.id);
+                assert!(
+                    line.chars().count() <= 80 || !line.trim().contains(' '),
+                    "{}: {line}",
+                    exercise.id
+                );
             }
         }
     }

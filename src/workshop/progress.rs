@@ -31,7 +31,11 @@ pub fn state_file(start: &Path) -> PathBuf {
     }
     let project = start
         .ancestors()
-        .find(|dir| [".env", ".env.example", "justfile"].iter().any(|f| dir.join(f).is_file()))
+        .find(|dir| {
+            [".env", ".env.example", "justfile"]
+                .iter()
+                .any(|f| dir.join(f).is_file())
+        })
         .unwrap_or(start);
     project.join(STATE_FILE_NAME)
 }
@@ -49,7 +53,10 @@ impl Progress {
             Err(e) => {
                 return Loaded {
                     progress: Progress::fresh(),
-                    warning: Some(format!("cannot read {} ({e}); starting with no exercise done", path.display())),
+                    warning: Some(format!(
+                        "cannot read {} ({e}); starting with no exercise done",
+                        path.display()
+                    )),
                 }
             }
         };
@@ -97,7 +104,10 @@ impl Progress {
     }
 
     pub fn mark_done(&mut self, id: &str) {
-        self.done.insert(id.to_string(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        self.done.insert(
+            id.to_string(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
     }
 
     /// Clears one exercise, or all of them with `None`.
@@ -130,7 +140,10 @@ mod tests {
         std::fs::write(&path, "{ not json").unwrap();
         let loaded = Progress::load(&path);
         assert_eq!(loaded.progress, Progress::fresh());
-        assert!(loaded.warning.unwrap().ends_with("is corrupt; starting with no exercise done (it is replaced when you mark one)"));
+        assert!(loaded
+            .warning
+            .unwrap()
+            .ends_with("is corrupt; starting with no exercise done (it is replaced when you mark one)"));
     }
 
     #[test]
