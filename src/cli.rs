@@ -9,6 +9,8 @@ use crate::config::Overrides;
 
 const TOP_EXAMPLES: &str = "\
 Examples:
+  workshop-cli                           on a terminal: the guided workshop
+  workshop-cli exercises                 the exercises and your progress
   workshop-cli check-env                 is everything the workshop needs running?
   workshop-cli seed                      create the schema and load the fixtures
   workshop-cli cache-aside --id 3797     exercise 1: cache-aside on an airport lookup
@@ -88,22 +90,6 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the workshop's exercises with your progress, show a briefing, or reset progress
-    #[command(
-        after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
-    )]
-    Exercises(ExercisesArgs),
-
-    /// Print shell completions for bash, zsh, fish or powershell
-    #[command(
-        after_help = "Examples:\n  workshop-cli completions bash > ~/.local/share/bash-completion/completions/workshop-cli\n  workshop-cli completions zsh > ~/.zfunc/_workshop-cli\n  workshop-cli completions fish > ~/.config/fish/completions/workshop-cli.fish"
-    )]
-    Completions {
-        /// The shell to generate completions for
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-
     /// Check the configuration and every service the workshop needs
     #[command(
         after_help = "Examples:\n  workshop-cli check-env\n  workshop-cli check-env --json\n  DATABASE_URL=postgres://workshop:workshop@127.0.0.1:5432/workshop workshop-cli check-env"
@@ -128,17 +114,17 @@ pub enum Command {
     )]
     WriteThrough(WriteThroughArgs),
 
-    /// Exercise 4: a two-level cache (in-process L1, Valkey L2), warming, and invalidation across processes
-    #[command(
-        after_help = "Examples:\n  workshop-cli multi-level                            skewed reads: L1, L2, database side by side\n  workshop-cli multi-level --id 42 --requests 5       database, then L1 (run again: L2 first)\n  workshop-cli multi-level --keys 2000 --l1-capacity 100\n  workshop-cli multi-level --warm 100                 preload the 100 most requested products\n  workshop-cli multi-level --listen --id 42           terminal 1: watch product 42\n  workshop-cli multi-level --update 42 --price 24.99  terminal 2: terminal 1 sees it at once\n  workshop-cli multi-level --listen --id 42 --invalidation off --l1-ttl 10"
-    )]
-    MultiLevel(MultiLevelArgs),
-
     /// Exercise 3: cache statistics: hit rates and latency per layer, Valkey's INFO, Prometheus, eviction
     #[command(
         after_help = "Examples:\n  workshop-cli stats                        20,000 skewed requests: L1, Valkey, database\n  workshop-cli stats --no-l1 --skew 0       uniform keys, Valkey only\n  workshop-cli stats --duration 30 --rate 2000 --ttl 5 --fresh   cold start and expiries over time\n  workshop-cli stats --format prometheus    the same numbers as Prometheus metrics\n  workshop-cli stats --maxmemory 2mb --policy allkeys-lru,allkeys-lfu   eviction policies compared"
     )]
     Stats(StatsArgs),
+
+    /// Exercise 4: a two-level cache (in-process L1, Valkey L2), warming, and invalidation across processes
+    #[command(
+        after_help = "Examples:\n  workshop-cli multi-level                            skewed reads: L1, L2, database side by side\n  workshop-cli multi-level --id 42 --requests 5       database, then L1 (run again: L2 first)\n  workshop-cli multi-level --keys 2000 --l1-capacity 100\n  workshop-cli multi-level --warm 100                 preload the 100 most requested products\n  workshop-cli multi-level --listen --id 42           terminal 1: watch product 42\n  workshop-cli multi-level --update 42 --price 24.99  terminal 2: terminal 1 sees it at once\n  workshop-cli multi-level --listen --id 42 --invalidation off --l1-ttl 10"
+    )]
+    MultiLevel(MultiLevelArgs),
 
     /// Exercise 5: write-behind: acknowledge writes once Valkey has them, store them later in batches
     #[command(
@@ -151,6 +137,22 @@ pub enum Command {
         after_help = "Examples:\n  workshop-cli stampede                                     every mode on one cold key\n  workshop-cli stampede --mode lock --processes 4           one query for the whole fleet\n  workshop-cli stampede --mode single-flight --processes 4  one query per process\n  workshop-cli stampede --mode single-flight --concurrency 1000 --rounds 5\n  workshop-cli stampede --mode lock --lock-wait-ms 0        waiters fall back at once\n  workshop-cli stampede --mode xfetch --beta 2              a hot key expiring under traffic\n  workshop-cli stampede --query airport --id 3797 --json"
     )]
     Stampede(StampedeArgs),
+
+    /// List the workshop's exercises with your progress, show a briefing, or reset progress
+    #[command(
+        after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
+    )]
+    Exercises(ExercisesArgs),
+
+    /// Print shell completions for bash, zsh, fish or powershell
+    #[command(
+        after_help = "Examples:\n  workshop-cli completions bash > ~/.local/share/bash-completion/completions/workshop-cli\n  workshop-cli completions zsh > ~/.zfunc/_workshop-cli\n  workshop-cli completions fish > ~/.config/fish/completions/workshop-cli.fish"
+    )]
+    Completions {
+        /// The shell to generate completions for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,9 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 #[derive(Clone)]
 pub struct LatencyRecorder {
     histogram: Histogram<u64>,
+    /// Exact extremes: the histogram only knows them to 3 significant digits.
+    min_nanos: u64,
+    max_nanos: u64,
 }
 
 impl Default for LatencyRecorder {
@@ -39,18 +42,25 @@ impl LatencyRecorder {
             // The bounds are constants within hdrhistogram's limits.
             histogram: Histogram::new_with_bounds(LOWEST_NANOS, HIGHEST_NANOS, SIGNIFICANT_DIGITS)
                 .expect("constant histogram bounds are valid"),
+            min_nanos: u64::MAX,
+            max_nanos: 0,
         }
     }
 
     pub fn record(&mut self, latency: Duration) {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.histogram
-            .saturating_record(nanos.clamp(LOWEST_NANOS, HIGHEST_NANOS));
+        let nanos = u64::try_from(latency.as_nanos())
+            .unwrap_or(u64::MAX)
+            .clamp(LOWEST_NANOS, HIGHEST_NANOS);
+        self.histogram.saturating_record(nanos);
+        self.min_nanos = self.min_nanos.min(nanos);
+        self.max_nanos = self.max_nanos.max(nanos);
     }
 
     pub fn merge(&mut self, other: &LatencyRecorder) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.histogram.add(&other.histogram);
+        self.min_nanos = self.min_nanos.min(other.min_nanos);
+        self.max_nanos = self.max_nanos.max(other.max_nanos);
     }
 
     pub fn count(&self) -> u64 {
@@ -67,14 +77,19 @@ impl LatencyRecorder {
             return None;
         }
         let h = &self.histogram;
-        let at = |q: f64| Duration::from_nanos(h.value_at_quantile(q));
+        let (min, max) = (
+            Duration::from_nanos(self.min_nanos),
+            Duration::from_nanos(self.max_nanos),
+        );
+        // A percentile is its bucket's highest equivalent value: keep it within the exact extremes.
+        let at = |q: f64| Duration::from_nanos(h.value_at_quantile(q)).clamp(min, max);
         Some(LatencySummary {
             count: h.len(),
-            min: Duration::from_nanos(h.min()),
+            min,
             p50: at(0.50),
             p95: at(0.95),
             p99: at(0.99),
-            max: Duration::from_nanos(h.max()),
+            max,
             mean: Duration::from_nanos(h.mean().round() as u64),
         })
     }
