@@ -161,11 +161,11 @@ pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
         .map(|(k, v)| format!("{k} {}", count(*v)))
         .collect();
     output.text(format!(
-        "reads: {} · baseline direct database reads: {} · {} task(s) · {:.0} reads/s",
+        "reads: {} · baseline {} · tasks {} · {} reads/s",
         sources.join(", "),
         count(outcome.baseline_reads),
         outcome.concurrency,
-        outcome.throughput_per_second
+        count(outcome.throughput_per_second.round() as u64)
     ));
     if let Some(timeline) = outcome
         .timeline
