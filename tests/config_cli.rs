@@ -180,10 +180,16 @@ fn help_works_even_with_a_broken_dotenv_and_shows_examples() {
     std::fs::write(dir.path().join(".env"), "BROKEN='\n").unwrap();
     for args in [
         &["--help"][..],
-        &["cache-aside", "--help"],
-        &["write-through", "--help"],
         &["check-env", "--help"],
         &["seed", "--help"],
+        &["cache-aside", "--help"],
+        &["write-through", "--help"],
+        &["stats", "--help"],
+        &["multi-level", "--help"],
+        &["write-behind", "--help"],
+        &["stampede", "--help"],
+        &["exercises", "--help"],
+        &["completions", "--help"],
     ] {
         let output = workshop_cli(dir.path()).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{args:?}");
