@@ -7,7 +7,7 @@ pub mod keys;
 pub mod popularity;
 pub mod two_level;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -178,32 +178,95 @@ impl Valkey {
             .map_err(Self::command_error("PUBLISH"))
     }
 
-    /// Deletes every key that starts with `prefix` (SCAN, never KEYS); returns how many.
-    pub async fn delete_prefixed(&self, prefix: &str) -> Result<u64, CacheError> {
+    /// Every key that starts with `prefix`, each once, in SCAN order (SCAN
+    /// MATCH [`prefix_pattern`], never KEYS).
+    pub async fn scan_prefixed(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
         let mut conn = self.connection.clone();
-        let pattern = format!("{}*", escape_glob(prefix));
+        let pattern = prefix_pattern(prefix);
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut found = Vec::new();
         let mut cursor: u64 = 0;
-        let mut removed = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(500)
+                .arg(SCAN_COUNT)
                 .query_async(&mut conn)
                 .await
                 .map_err(Self::command_error("SCAN"))?;
-            if !keys.is_empty() {
-                let n: u64 = conn.unlink(&keys).await.map_err(Self::command_error("UNLINK"))?;
-                removed += n;
-            }
+            // SCAN may return a key twice while the table is resized.
+            found.extend(keys.into_iter().filter(|key| seen.insert(key.clone())));
             if next == 0 {
-                return Ok(removed);
+                return Ok(found);
             }
             cursor = next;
         }
     }
+
+    /// Deletes every key that starts with `prefix` (SCAN, never KEYS); returns how many.
+    pub async fn delete_prefixed(&self, prefix: &str) -> Result<u64, CacheError> {
+        let mut conn = self.connection.clone();
+        let mut removed = 0;
+        for batch in self.scan_prefixed(prefix).await?.chunks(UNLINK_BATCH) {
+            let n: u64 = conn.unlink(batch).await.map_err(Self::command_error("UNLINK"))?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    /// MEMORY USAGE of each key, in one pipeline; `None` for a key that no
+    /// longer exists (it expired since it was listed).
+    pub async fn memory_usage(&self, keys: &[String]) -> Result<Vec<Option<u64>>, CacheError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("MEMORY").arg("USAGE").arg(key);
+        }
+        let mut conn = self.connection.clone();
+        pipe.query_async(&mut conn)
+            .await
+            .map_err(Self::command_error("MEMORY USAGE"))
+    }
+
+    /// `CONFIG GET name`: the value, or an error when the server has no such setting.
+    pub async fn config_get(&self, name: &str) -> Result<String, CacheError> {
+        let mut conn = self.connection.clone();
+        let pairs: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .map_err(Self::command_error("CONFIG GET"))?;
+        pairs
+            .chunks(2)
+            .find(|pair| pair.len() == 2 && pair[0] == name)
+            .map(|pair| pair[1].clone())
+            .ok_or_else(|| CacheError::Command {
+                command: "CONFIG GET",
+                reason: format!("the server has no setting '{name}'"),
+            })
+    }
+
+    pub async fn config_set(&self, name: &str, value: &str) -> Result<(), CacheError> {
+        let mut conn = self.connection.clone();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(Self::command_error("CONFIG SET"))
+    }
+}
+
+/// Keys per SCAN step (a hint to the server) and per UNLINK.
+const SCAN_COUNT: u64 = 1000;
+const UNLINK_BATCH: usize = 500;
+
+/// The SCAN MATCH pattern for the keys that start with `prefix`.
+pub fn prefix_pattern(prefix: &str) -> String {
+    format!("{}*", escape_glob(prefix))
 }
 
 /// Escapes glob characters so a prefix matches only itself in SCAN MATCH.

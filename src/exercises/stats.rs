@@ -472,7 +472,7 @@ async fn measure_run(config: &Config, plan: &StatsPlan, output: &Output) -> Resu
 
 async fn connect_valkey(config: &Config) -> std::result::Result<(Valkey, ServerAdmin), crate::cache::CacheError> {
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
-    let admin = ServerAdmin::connect(&config.valkey, config.connect_timeout).await?;
+    let admin = ServerAdmin::new(valkey.clone());
     Ok((valkey, admin))
 }
 

@@ -2,28 +2,25 @@
 //! misses, expired and evicted keys, memory, clients), the workshop's keys
 //! (SCAN + MEMORY USAGE), and `CONFIG GET/SET` for the eviction runs.
 //!
-//! These are administrative commands the workload's [`crate::cache::Valkey`]
-//! does not offer, so they go over a connection of their own; it reconnects
-//! by itself, like the workload's, so settings can be restored after a blip.
+//! These go over the workload's own [`Valkey`] connection. Each is tried
+//! again after a failure: the first command on a connection broken by a
+//! server restart fails and makes it reconnect, so the next attempt (say, the
+//! restore of the eviction settings) goes through.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
-use crate::cache::{parse_info, CacheError, ServerIdentity};
-use crate::config::ValkeyTarget;
+use crate::cache::{prefix_pattern, CacheError, ServerIdentity, Valkey};
 
 /// MEMORY USAGE is asked of at most this many keys; the total is extrapolated.
 pub const MEMORY_SAMPLE_LIMIT: usize = 2000;
 /// Keys per MEMORY USAGE pipeline (one round trip each).
 const MEMORY_BATCH: usize = 200;
-const SCAN_COUNT: u64 = 1000;
 
-/// A connection for INFO, CONFIG, SCAN and MEMORY USAGE.
+/// INFO, CONFIG, SCAN and MEMORY USAGE, each with retries.
 #[derive(Clone)]
 pub struct ServerAdmin {
-    connection: ConnectionManager,
+    valkey: Valkey,
 }
 
 /// Pauses before the second and third attempt of a command. A connection
@@ -47,95 +44,27 @@ where
     result
 }
 
-fn command_error(command: &'static str) -> impl Fn(redis::RedisError) -> CacheError {
-    move |e| CacheError::Command {
-        command,
-        reason: e.to_string().lines().next().unwrap_or_default().trim().to_string(),
-    }
-}
-
 impl ServerAdmin {
-    pub async fn connect(target: &ValkeyTarget, timeout: Duration) -> Result<ServerAdmin, CacheError> {
-        let unreachable = |reason: String| CacheError::Unreachable {
-            target: target.masked(),
-            reason,
-        };
-        let client = redis::Client::open(target.connect_url()).map_err(|e| unreachable(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200));
-        let connection = tokio::time::timeout(
-            timeout + Duration::from_millis(250),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| unreachable(format!("no answer within {:.1} s", timeout.as_secs_f64())))?
-        .map_err(|e| unreachable(e.to_string().lines().next().unwrap_or_default().to_string()))?;
-        Ok(ServerAdmin { connection })
-    }
-
-    async fn info(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
-        with_retries(|| self.info_once(section)).await
-    }
-
-    async fn info_once(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
-        let mut conn = self.connection.clone();
-        let text: String = redis::cmd("INFO")
-            .arg(section)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_error("INFO"))?;
-        Ok(parse_info(&text))
+    pub fn new(valkey: Valkey) -> ServerAdmin {
+        ServerAdmin { valkey }
     }
 
     /// INFO server, stats, memory and clients, merged.
     pub async fn snapshot(&self) -> Result<ServerSnapshot, CacheError> {
         let mut fields = BTreeMap::new();
         for section in ["server", "stats", "memory", "clients"] {
-            fields.extend(self.info(section).await?);
+            fields.extend(with_retries(|| self.valkey.info(section)).await?);
         }
         Ok(ServerSnapshot::from_info(&fields))
     }
 
     /// `CONFIG GET name`: the value, or an error when the server has no such setting.
     pub async fn config_get(&self, name: &'static str) -> Result<String, CacheError> {
-        with_retries(|| self.config_get_once(name)).await
-    }
-
-    async fn config_get_once(&self, name: &'static str) -> Result<String, CacheError> {
-        let mut conn = self.connection.clone();
-        let pairs: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(name)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_error("CONFIG GET"))?;
-        pairs
-            .chunks(2)
-            .find(|pair| pair.len() == 2 && pair[0] == name)
-            .map(|pair| pair[1].clone())
-            .ok_or_else(|| CacheError::Command {
-                command: "CONFIG GET",
-                reason: format!("the server has no setting '{name}'"),
-            })
+        with_retries(|| self.valkey.config_get(name)).await
     }
 
     pub async fn config_set(&self, name: &'static str, value: &str) -> Result<(), CacheError> {
-        with_retries(|| self.config_set_once(name, value)).await
-    }
-
-    async fn config_set_once(&self, name: &'static str, value: &str) -> Result<(), CacheError> {
-        let mut conn = self.connection.clone();
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(command_error("CONFIG SET"))
+        with_retries(|| self.valkey.config_set(name, value)).await
     }
 
     /// Counts the keys that start with `prefix` (SCAN MATCH, never KEYS) and
@@ -146,68 +75,24 @@ impl ServerAdmin {
     }
 
     async fn key_footprint_once(&self, prefix: &str) -> Result<KeyFootprint, CacheError> {
-        let mut conn = self.connection.clone();
-        let pattern = format!("{}*", escape_glob(prefix));
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut sample: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(command_error("SCAN"))?;
-            for key in keys {
-                // SCAN may return a key twice while the table is resized.
-                if seen.insert(key.clone()) && sample.len() < MEMORY_SAMPLE_LIMIT {
-                    sample.push(key);
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let keys = self.valkey.scan_prefixed(prefix).await?;
+        let sample = &keys[..keys.len().min(MEMORY_SAMPLE_LIMIT)];
         let mut sampled_bytes = 0u64;
         let mut sampled = 0u64;
         for batch in sample.chunks(MEMORY_BATCH) {
-            let mut pipe = redis::pipe();
-            for key in batch {
-                pipe.cmd("MEMORY").arg("USAGE").arg(key);
-            }
-            let sizes: Vec<Option<u64>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(command_error("MEMORY USAGE"))?;
             // A key that expired between SCAN and MEMORY USAGE answers nil.
-            for size in sizes.into_iter().flatten() {
+            for size in self.valkey.memory_usage(batch).await?.into_iter().flatten() {
                 sampled_bytes += size;
                 sampled += 1;
             }
         }
         Ok(KeyFootprint::extrapolate(
-            pattern,
-            seen.len() as u64,
+            prefix_pattern(prefix),
+            keys.len() as u64,
             sampled,
             sampled_bytes,
         ))
     }
-}
-
-/// Escapes glob characters so a prefix matches only itself in SCAN MATCH.
-fn escape_glob(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The INFO fields the stats exercise shows, at one moment.
@@ -328,6 +213,7 @@ impl ServerView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::parse_info;
 
     fn snapshot(run_id: &str, hits: u64, misses: u64, evicted: u64) -> ServerSnapshot {
         ServerSnapshot {
@@ -387,10 +273,5 @@ mod tests {
         assert_eq!((sampled.memory_bytes, sampled.estimated), (5_000_000, true));
         let none = KeyFootprint::extrapolate("p:*".into(), 0, 0, 0);
         assert_eq!((none.memory_bytes, none.estimated), (0, false));
-    }
-
-    #[test]
-    fn glob_characters_in_a_prefix_are_escaped() {
-        assert_eq!(escape_glob("wt_a:*[x]"), "wt_a:\\*\\[x\\]");
     }
 }
