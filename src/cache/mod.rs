@@ -8,10 +8,12 @@ pub mod popularity;
 pub mod two_level;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind};
+use tokio::sync::OnceCell;
 
 use crate::config::ValkeyTarget;
 pub use keys::KeyScheme;
@@ -64,12 +66,37 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// How [`Valkey::delete_if_equals`] deletes a key only if it holds a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareAndDelete {
+    /// `DELIFEQ key value` (Valkey 9.0 and later).
+    Delifeq,
+    /// `EVAL` of a Lua compare-and-delete, for servers without `DELIFEQ`.
+    LuaCompareAndDelete,
+}
+
+impl CompareAndDelete {
+    pub fn label(self) -> &'static str {
+        match self {
+            CompareAndDelete::Delifeq => "DELIFEQ lock token",
+            CompareAndDelete::LuaCompareAndDelete => "EVAL (Lua compare-and-delete)",
+        }
+    }
+}
+
+/// `DELIFEQ` for servers that lack it.
+const COMPARE_AND_DELETE_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
 /// A connection to Valkey shared by every task of a run.
 #[derive(Clone)]
 pub struct Valkey {
     connection: ConnectionManager,
     target: String,
     connect_time: Duration,
+    /// Asked of the server on first use, then known to every clone.
+    compare_and_delete: Arc<OnceCell<CompareAndDelete>>,
 }
 
 impl Valkey {
@@ -101,6 +128,7 @@ impl Valkey {
             connection,
             target: shown,
             connect_time: started.elapsed(),
+            compare_and_delete: Arc::default(),
         })
     }
 
@@ -135,6 +163,69 @@ impl Valkey {
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let mut conn = self.connection.clone();
         let removed: u64 = conn.del(key).await.map_err(Self::command_error("DEL"))?;
+        Ok(removed > 0)
+    }
+
+    /// `SET key value NX PX ttl`: true when the key did not exist and now holds `value`.
+    pub async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.connection.clone();
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: redis::Value = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .query_async(&mut conn)
+            .await
+            .map_err(Self::command_error("SET NX"))?;
+        Ok(reply != redis::Value::Nil)
+    }
+
+    /// Which command [`Valkey::delete_if_equals`] uses on this server: `DELIFEQ`
+    /// where the server knows it, a Lua script otherwise (also when it cannot
+    /// be asked). Asked once per connection.
+    pub async fn compare_and_delete(&self) -> CompareAndDelete {
+        *self
+            .compare_and_delete
+            .get_or_init(|| async {
+                let mut conn = self.connection.clone();
+                // COMMAND INFO answers [nil] for a command the server does not know.
+                let info: redis::RedisResult<Vec<redis::Value>> = redis::cmd("COMMAND")
+                    .arg("INFO")
+                    .arg("DELIFEQ")
+                    .query_async(&mut conn)
+                    .await;
+                match info {
+                    Ok(entries) if entries.first().is_some_and(|e| *e != redis::Value::Nil) => {
+                        CompareAndDelete::Delifeq
+                    }
+                    _ => CompareAndDelete::LuaCompareAndDelete,
+                }
+            })
+            .await
+    }
+
+    /// Deletes `key` only if it holds `value` (atomically); true when it did.
+    pub async fn delete_if_equals(&self, key: &str, value: &str) -> Result<bool, CacheError> {
+        let how = self.compare_and_delete().await;
+        let mut conn = self.connection.clone();
+        let removed: i64 = match how {
+            CompareAndDelete::Delifeq => redis::cmd("DELIFEQ")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .map_err(Self::command_error("DELIFEQ"))?,
+            CompareAndDelete::LuaCompareAndDelete => redis::cmd("EVAL")
+                .arg(COMPARE_AND_DELETE_SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .map_err(Self::command_error("EVAL"))?,
+        };
         Ok(removed > 0)
     }
 

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{KeyScheme, Valkey};
+use crate::cache::{CompareAndDelete, KeyScheme, Valkey};
 use crate::config::{Config, DatabaseKind};
 use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::cache_aside::{parse_params, QueryChoice, QueryDescription};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{
-    request_rng, uniform, CountedLoader, LockSettings, PathCounts, PrefillError, Protection, ReleaseCommand, Served,
-    StampedeCache, StampedeKeys, ValkeyLocks,
+    request_rng, uniform, CountedLoader, LockSettings, PathCounts, PrefillError, Protection, Served, StampedeCache,
+    StampedeKeys, ValkeyLocks,
 };
 use crate::report::{self, Output};
 
@@ -126,7 +126,7 @@ pub struct LockReport {
     #[serde(flatten)]
     pub settings: LockSettings,
     /// How a holder releases the lock; `None` when no lock could be used.
-    pub release: Option<ReleaseCommand>,
+    pub release: Option<CompareAndDelete>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -135,6 +135,7 @@ pub struct Setup {
     pub database_connect: Duration,
     #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
     pub valkey_connect: Option<Duration>,
+    /// Setting up the locks on the Valkey connection: asking whether the server has DELIFEQ.
     #[serde(serialize_with = "measure::as_optional_millis", rename = "lock_connection_ms")]
     pub lock_connection: Option<Duration>,
     #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
@@ -343,18 +344,11 @@ async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -
     };
     let mut lock_connection = None;
     let locks = match &valkey {
-        Some(_) => {
+        Some(valkey) => {
             let started = Instant::now();
-            match ValkeyLocks::connect(&config.valkey, config.connect_timeout).await {
-                Ok(locks) => {
-                    lock_connection = Some(started.elapsed());
-                    Some(locks)
-                }
-                Err(error) => {
-                    warnings.push(format!("{error}; the lock mode cannot take locks"));
-                    None
-                }
-            }
+            let locks = ValkeyLocks::new(valkey.clone()).await;
+            lock_connection = Some(started.elapsed());
+            Some(locks)
         }
         None => None,
     };

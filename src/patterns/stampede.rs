@@ -23,11 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::cache::{CacheError, Valkey};
-use crate::config::ValkeyTarget;
+use crate::cache::{CacheError, CompareAndDelete, Valkey};
 use crate::db::{Database, DbError, ResultSet, Statement};
 use crate::fixtures::rng::{mix64, SplitMix64};
 
@@ -243,122 +241,35 @@ impl<T: Clone> SingleFlight<T> {
     }
 }
 
-/// How a lock holder gives the lock back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseCommand {
-    /// `DELIFEQ key token` (Valkey 9.0 and later).
-    Delifeq,
-    /// `EVAL` of a Lua compare-and-delete, for servers without `DELIFEQ`.
-    LuaCompareAndDelete,
-}
-
-impl ReleaseCommand {
-    pub fn label(self) -> &'static str {
-        match self {
-            ReleaseCommand::Delifeq => "DELIFEQ lock token",
-            ReleaseCommand::LuaCompareAndDelete => "EVAL (Lua compare-and-delete)",
-        }
-    }
-}
-
-/// Deletes the lock only if it still holds our token: a holder whose lock
-/// expired must not delete the next holder's lock.
-const COMPARE_AND_DELETE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-
-/// Lock commands on Valkey: `SET NX PX` and a release that checks the token.
-///
-/// `cache::Valkey` offers no conditional SET or scripting, so these go over a
-/// connection manager of their own to the same server, opened after
-/// `Valkey::connect` succeeded (so its errors are already explained).
+/// Lock commands on the shared [`Valkey`]: `SET NX PX`, and a release that
+/// deletes the lock only if it still holds our token (a holder whose lock
+/// expired must not delete the next holder's lock).
 #[derive(Clone)]
 pub struct ValkeyLocks {
-    connection: ConnectionManager,
-    release: ReleaseCommand,
+    valkey: Valkey,
+    release: CompareAndDelete,
 }
 
 impl ValkeyLocks {
-    pub async fn connect(target: &ValkeyTarget, timeout: Duration) -> Result<ValkeyLocks, CacheError> {
-        let unreachable = |reason: String| CacheError::Unreachable {
-            target: target.masked(),
-            reason,
-        };
-        let client = redis::Client::open(target.connect_url()).map_err(|e| unreachable(first_line(&e)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connecting = ConnectionManager::new_with_config(client, config);
-        let mut connection = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {:.1} s", timeout.as_secs_f64())))?
-            .map_err(|e| unreachable(first_line(&e)))?;
-        // COMMAND INFO answers [nil] for a command the server does not know.
-        let info: redis::RedisResult<Vec<redis::Value>> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg("DELIFEQ")
-            .query_async(&mut connection)
-            .await;
-        let release = match info {
-            Ok(entries) if entries.first().is_some_and(|e| *e != redis::Value::Nil) => ReleaseCommand::Delifeq,
-            _ => ReleaseCommand::LuaCompareAndDelete,
-        };
-        Ok(ValkeyLocks { connection, release })
+    /// Asks the server which release command it supports.
+    pub async fn new(valkey: Valkey) -> ValkeyLocks {
+        let release = valkey.compare_and_delete().await;
+        ValkeyLocks { valkey, release }
     }
 
-    pub fn release_command(&self) -> ReleaseCommand {
+    pub fn release_command(&self) -> CompareAndDelete {
         self.release
     }
 
     /// `SET key token NX PX ttl`: true when this caller now holds the lock.
     pub async fn try_acquire(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let mut conn = self.connection.clone();
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let reply: redis::Value = redis::cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_error("SET NX"))?;
-        Ok(reply != redis::Value::Nil)
+        self.valkey.set_if_absent(key, token, ttl).await
     }
 
     /// Deletes the lock if it still holds `token`; true when it did.
     pub async fn release(&self, key: &str, token: &str) -> Result<bool, CacheError> {
-        let mut conn = self.connection.clone();
-        let removed: i64 = match self.release {
-            ReleaseCommand::Delifeq => redis::cmd("DELIFEQ")
-                .arg(key)
-                .arg(token)
-                .query_async(&mut conn)
-                .await
-                .map_err(command_error("DELIFEQ"))?,
-            ReleaseCommand::LuaCompareAndDelete => redis::cmd("EVAL")
-                .arg(COMPARE_AND_DELETE)
-                .arg(1)
-                .arg(key)
-                .arg(token)
-                .query_async(&mut conn)
-                .await
-                .map_err(command_error("EVAL"))?,
-        };
-        Ok(removed > 0)
+        self.valkey.delete_if_equals(key, token).await
     }
-}
-
-fn command_error(command: &'static str) -> impl Fn(redis::RedisError) -> CacheError {
-    move |e| CacheError::Command {
-        command,
-        reason: first_line(&e),
-    }
-}
-
-fn first_line(error: &impl std::fmt::Display) -> String {
-    error.to_string().lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// How long a lock lives and how its waiters wait.
@@ -446,7 +357,7 @@ pub struct StampedeCache {
     pub loader: CountedLoader,
     /// `None` when Valkey could not be reached.
     pub valkey: Option<Valkey>,
-    /// `None` when Valkey (or its lock connection) could not be reached.
+    /// `None` when Valkey could not be reached.
     pub locks: Option<ValkeyLocks>,
     pub keys: StampedeKeys,
     /// Time-to-live of the cached rows.
