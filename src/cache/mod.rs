@@ -182,6 +182,43 @@ impl Valkey {
         Ok(reply != redis::Value::Nil)
     }
 
+    /// ZINCRBY `key` for every (member, increment), all in one pipeline (one round trip).
+    pub async fn increment_scores<M: redis::ToRedisArgs>(
+        &self,
+        key: &str,
+        increments: impl IntoIterator<Item = (M, u64)>,
+    ) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        for (member, by) in increments {
+            pipe.cmd("ZINCRBY").arg(key).arg(by).arg(member).ignore();
+        }
+        if pipe.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connection.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(Self::command_error("ZINCRBY"))
+    }
+
+    /// The `n` members of the sorted set `key` with the highest scores, highest first.
+    pub async fn top_scored(&self, key: &str, n: u64) -> Result<Vec<(String, f64)>, CacheError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = i64::try_from(n).unwrap_or(i64::MAX).saturating_sub(1);
+        let mut conn = self.connection.clone();
+        redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(stop)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(Self::command_error("ZRANGE"))
+    }
+
     /// Which command [`Valkey::delete_if_equals`] uses on this server: `DELIFEQ`
     /// where the server knows it, a Lua script otherwise (also when it cannot
     /// be asked). Asked once per connection.

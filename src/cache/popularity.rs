@@ -25,35 +25,14 @@ impl RequestCounts {
     /// Adds `counts` (product id → requests) with one ZINCRBY per product,
     /// all sent in one pipeline (one round trip).
     pub async fn add(&self, counts: &BTreeMap<i64, u64>) -> Result<(), CacheError> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (id, n) in counts {
-            pipe.cmd("ZINCRBY").arg(&self.key).arg(*n).arg(*id).ignore();
-        }
-        let mut conn = self.valkey.connection.clone();
-        pipe.query_async::<()>(&mut conn)
+        self.valkey
+            .increment_scores(&self.key, counts.iter().map(|(id, n)| (*id, *n)))
             .await
-            .map_err(Valkey::command_error("ZINCRBY"))
     }
 
     /// The `n` most requested product ids with their counts, most requested first.
     pub async fn top(&self, n: u64) -> Result<Vec<(i64, u64)>, CacheError> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let stop = i64::try_from(n).unwrap_or(i64::MAX).saturating_sub(1);
-        let mut conn = self.valkey.connection.clone();
-        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(&self.key)
-            .arg(0)
-            .arg(stop)
-            .arg("REV")
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(Valkey::command_error("ZRANGE"))?;
+        let members = self.valkey.top_scored(&self.key, n).await?;
         // Members are written by `add` only; anything else under the key is skipped.
         Ok(members
             .into_iter()
