@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, ErrorKind};
+use redis::{AsyncCommands, ErrorKind, FromRedisValue};
 use tokio::sync::OnceCell;
 
 use crate::config::ValkeyTarget;
@@ -103,6 +103,26 @@ impl Valkey {
     /// Connects and checks the server answers. `timeout` bounds both the
     /// connect and each command, so a dead host never hangs a run.
     pub async fn connect(target: &ValkeyTarget, timeout: Duration) -> Result<Valkey, CacheError> {
+        Valkey::connect_with_response_timeout(target, timeout, timeout).await
+    }
+
+    /// A connection of its own for blocking reads (XREADGROUP BLOCK): on the
+    /// shared, multiplexed connection a blocked read would hold up every
+    /// command queued behind it. Each command may take `longest_block` longer
+    /// than `timeout`, so the longest block the caller asks for is no timeout.
+    pub async fn connect_dedicated(
+        target: &ValkeyTarget,
+        timeout: Duration,
+        longest_block: Duration,
+    ) -> Result<Valkey, CacheError> {
+        Valkey::connect_with_response_timeout(target, timeout, timeout + longest_block).await
+    }
+
+    async fn connect_with_response_timeout(
+        target: &ValkeyTarget,
+        timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Valkey, CacheError> {
         let shown = target.masked();
         let started = Instant::now();
         let client = redis::Client::open(target.connect_url()).map_err(|e| CacheError::Unreachable {
@@ -114,7 +134,7 @@ impl Valkey {
         // the database in about a millisecond instead of waiting out a backoff.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(0);
         let connecting = ConnectionManager::new_with_config(client, config);
         let connection = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
@@ -304,6 +324,40 @@ impl Valkey {
         conn.publish(channel, message)
             .await
             .map_err(Self::command_error("PUBLISH"))
+    }
+
+    /// A command built by the caller, for what has no method of its own here
+    /// (write-behind's stream commands); `name` names it in errors.
+    pub async fn query<T: FromRedisValue>(&self, name: &'static str, command: &redis::Cmd) -> Result<T, CacheError> {
+        let mut conn = self.connection.clone();
+        command.query_async(&mut conn).await.map_err(Self::command_error(name))
+    }
+
+    /// Like [`Valkey::query`], but when the server refuses the command with
+    /// the error `code` (such as BUSYGROUP or NOGROUP) the answer is `None`.
+    pub async fn query_unless<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        command: &redis::Cmd,
+        code: &str,
+    ) -> Result<Option<T>, CacheError> {
+        let mut conn = self.connection.clone();
+        match command.query_async(&mut conn).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.code() == Some(code) => Ok(None),
+            Err(e) => Err(Self::command_error(name)(e)),
+        }
+    }
+
+    /// Commands built by the caller, sent in one round trip; an atomic
+    /// pipeline (`pipe.atomic()`) runs as one MULTI/EXEC.
+    pub async fn query_pipeline<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, CacheError> {
+        let mut conn = self.connection.clone();
+        pipeline.query_async(&mut conn).await.map_err(Self::command_error(name))
     }
 
     /// Every key that starts with `prefix`, each once, in SCAN order (SCAN

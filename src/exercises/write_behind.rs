@@ -259,10 +259,10 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
         .await?
         .get("aof_enabled")
         .map(|flag| flag == "1");
-    let open =
-        |block: Duration| WriteQueue::open(&config.valkey, config.connect_timeout, block, keys.clone(), config.ttl);
-    let producer_queue = open(Duration::ZERO).await?;
-    let flusher_queue = open(plan.flush_interval).await?;
+    let producer_queue = WriteQueue::new(valkey.clone(), keys.clone(), config.ttl);
+    // The flusher's blocking reads get a connection of their own.
+    let flusher_valkey = Valkey::connect_dedicated(&config.valkey, config.connect_timeout, plan.flush_interval).await?;
+    let flusher_queue = WriteQueue::new(flusher_valkey, keys.clone(), config.ttl);
     producer_queue.ensure_group().await?;
     let queue_before = producer_queue.depth().await?;
 

@@ -12,11 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
-use crate::cache::{CacheError, KeyScheme};
-use crate::config::ValkeyTarget;
+use crate::cache::{CacheError, KeyScheme, Valkey};
 use crate::db::passengers::{PassengerFields, PassengerRow};
 use crate::db::write_behind::{BatchInsert, NAME_CHARS, PASSPORT_CHARS};
 use crate::db::{Database, DbError};
@@ -96,20 +94,9 @@ pub struct Rejected {
 /// The Valkey side of write-behind: the stream, its consumer group and the cached rows.
 #[derive(Clone)]
 pub struct WriteQueue {
-    connection: ConnectionManager,
+    valkey: Valkey,
     keys: KeyScheme,
     ttl: Duration,
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().trim().to_string()
-}
-
-fn command_error(command: &'static str) -> impl Fn(redis::RedisError) -> CacheError {
-    move |e| CacheError::Command {
-        command,
-        reason: first_line(&e.to_string()),
-    }
 }
 
 fn micros_since_epoch(at: SystemTime) -> u64 {
@@ -123,35 +110,11 @@ fn block_millis(wait: Duration) -> u64 {
 }
 
 impl WriteQueue {
-    /// Opens a connection of its own. A blocking XREADGROUP holds up every
-    /// command queued behind it on a multiplexed connection, so the producer
-    /// and the flusher each get one; `longest_block` extends the response
-    /// timeout past the longest BLOCK the caller will ask for.
-    pub async fn open(
-        target: &ValkeyTarget,
-        timeout: Duration,
-        longest_block: Duration,
-        keys: KeyScheme,
-        ttl: Duration,
-    ) -> Result<WriteQueue, CacheError> {
-        let shown = target.masked();
-        let unreachable = |reason: String| CacheError::Unreachable {
-            target: shown.clone(),
-            reason,
-        };
-        let client = redis::Client::open(target.connect_url()).map_err(|e| unreachable(first_line(&e.to_string())))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout + longest_block))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200));
-        let connecting = ConnectionManager::new_with_config(client, config);
-        let connection = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {:.1} s", timeout.as_secs_f64())))?
-            .map_err(|e| unreachable(first_line(&e.to_string())))?;
-        Ok(WriteQueue { connection, keys, ttl })
+    /// The queue over `valkey`. A flusher that reads with BLOCK needs a
+    /// connection of its own ([`Valkey::connect_dedicated`]); the producer
+    /// can use the shared one.
+    pub fn new(valkey: Valkey, keys: KeyScheme, ttl: Duration) -> WriteQueue {
+        WriteQueue { valkey, keys, ttl }
     }
 
     pub fn stream(&self) -> String {
@@ -161,19 +124,17 @@ impl WriteQueue {
     /// Creates the consumer group (and the stream) unless it exists. It starts
     /// at `0`, so writes queued before any flusher ever ran are flushed too.
     pub async fn ensure_group(&self) -> Result<(), CacheError> {
-        let mut conn = self.connection.clone();
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        let mut create = redis::cmd("XGROUP");
+        create
             .arg("CREATE")
             .arg(self.keys.write_behind_stream())
             .arg(self.keys.write_behind_group())
             .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(command_error("XGROUP CREATE")(e)),
-            _ => Ok(()),
-        }
+            .arg("MKSTREAM");
+        self.valkey
+            .query_unless::<()>("XGROUP CREATE", &create, "BUSYGROUP")
+            .await
+            .map(|_| ())
     }
 
     /// The write: the cached row (with the TTL) and the stream entry, both or
@@ -188,7 +149,6 @@ impl WriteQueue {
             "lastname": passenger.lastname,
         })
         .to_string();
-        let mut conn = self.connection.clone();
         let started = Instant::now();
         let sent_at = micros_since_epoch(SystemTime::now()).to_string();
         let fields = [
@@ -197,14 +157,13 @@ impl WriteQueue {
             (FIELD_LASTNAME, passenger.lastname.as_str()),
             (FIELD_SENT_AT, sent_at.as_str()),
         ];
-        let (entry_id,): (String,) = redis::pipe()
+        let mut write = redis::pipe();
+        write
             .atomic()
             .set_ex(&key, cached, self.ttl.as_secs().max(1))
             .ignore()
-            .xadd(self.keys.write_behind_stream(), "*", &fields)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_error("MULTI/EXEC (SET + XADD)"))?;
+            .xadd(self.keys.write_behind_stream(), "*", &fields);
+        let (entry_id,): (String,) = self.valkey.query_pipeline("MULTI/EXEC (SET + XADD)", &write).await?;
         Ok(Acknowledged {
             entry_id,
             key,
@@ -213,25 +172,23 @@ impl WriteQueue {
     }
 
     pub async fn depth(&self) -> Result<QueueDepth, CacheError> {
-        let mut conn = self.connection.clone();
-        let (entries, rejected): (u64, u64) = redis::pipe()
+        let mut lengths = redis::pipe();
+        lengths
             .cmd("XLEN")
             .arg(self.keys.write_behind_stream())
             .cmd("XLEN")
-            .arg(self.keys.write_behind_rejected())
-            .query_async(&mut conn)
-            .await
-            .map_err(command_error("XLEN"))?;
-        let summary: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(self.keys.write_behind_rejected());
+        let (entries, rejected): (u64, u64) = self.valkey.query_pipeline("XLEN", &lengths).await?;
+        let mut summary = redis::cmd("XPENDING");
+        summary
             .arg(self.keys.write_behind_stream())
-            .arg(self.keys.write_behind_group())
-            .query_async(&mut conn)
-            .await;
-        let pending = match summary {
-            Ok(value) => pending_count(&value),
-            Err(e) if e.code() == Some("NOGROUP") => 0,
-            Err(e) => return Err(command_error("XPENDING")(e)),
-        };
+            .arg(self.keys.write_behind_group());
+        // No group yet: nothing can be pending.
+        let pending = self
+            .valkey
+            .query_unless::<Value>("XPENDING", &summary, "NOGROUP")
+            .await?
+            .map_or(0, |summary| pending_count(&summary));
         Ok(QueueDepth {
             entries,
             pending,
@@ -247,7 +204,6 @@ impl WriteQueue {
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<QueuedEntry>, CacheError> {
-        let mut conn = self.connection.clone();
         let mut command = redis::cmd("XREADGROUP");
         command
             .arg("GROUP")
@@ -265,10 +221,7 @@ impl WriteQueue {
                 ReadFrom::Pending => "0",
                 ReadFrom::New => ">",
             });
-        let reply: Value = command
-            .query_async(&mut conn)
-            .await
-            .map_err(command_error("XREADGROUP"))?;
+        let reply: Value = self.valkey.query("XREADGROUP", &command).await?;
         Ok(entries_of(reply))
     }
 
@@ -296,10 +249,7 @@ impl WriteQueue {
             .arg(&ids)
             .ignore();
         pipe.cmd("XDEL").arg(self.keys.write_behind_stream()).arg(&ids).ignore();
-        let mut conn = self.connection.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(command_error("MULTI/EXEC (XACK + XDEL)"))
+        self.valkey.query_pipeline("MULTI/EXEC (XACK + XDEL)", &pipe).await
     }
 }
 
