@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
-use crate::config::Config;
+use crate::config::{Config, DatabaseKind};
 use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::queries::BuiltinQuery;
@@ -35,6 +35,38 @@ pub enum QueryChoice {
         sql: String,
         params: Vec<String>,
     },
+}
+
+impl QueryChoice {
+    /// Checks what can be checked before connecting: a built-in query's `--id`.
+    pub fn validate(&self) -> Result<()> {
+        if let QueryChoice::Builtin { query, id } = self {
+            if query.uses_id() && *id < 1 {
+                return Err(WorkshopError::invalid(format!(
+                    "--id must be a positive whole number (got {id})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The query's name ("custom" for `--sql`) and the query with its
+    /// parameters, in the dialect of `kind`.
+    pub fn build(&self, kind: DatabaseKind) -> Result<(String, NamedQuery)> {
+        match self {
+            QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
+            QueryChoice::Custom { sql, params } => {
+                if sql.trim().is_empty() {
+                    return Err(WorkshopError::invalid(
+                        "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
+                    ));
+                }
+                let mut query = NamedQuery::new(sql.clone());
+                query.params = parse_params(params)?;
+                Ok(("custom".to_string(), query))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,14 +196,7 @@ fn validate(options: &CacheAsideOptions) -> Result<()> {
     if options.warmup > MAX_RUNS {
         return Err(WorkshopError::invalid(format!("--warmup must be at most {MAX_RUNS}")));
     }
-    if let QueryChoice::Builtin { query, id } = &options.query {
-        if query.uses_id() && *id < 1 {
-            return Err(WorkshopError::invalid(format!(
-                "--id must be a positive whole number (got {id})"
-            )));
-        }
-    }
-    Ok(())
+    options.query.validate()
 }
 
 /// Parses `--param name=value` (or `name:text=value` to force text).
@@ -206,22 +231,6 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
     Ok(params)
 }
 
-fn build_query(choice: &QueryChoice, kind: crate::config::DatabaseKind) -> Result<(String, NamedQuery)> {
-    match choice {
-        QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
-        QueryChoice::Custom { sql, params } => {
-            if sql.trim().is_empty() {
-                return Err(WorkshopError::invalid(
-                    "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
-                ));
-            }
-            let mut query = NamedQuery::new(sql.clone());
-            query.params = parse_params(params)?;
-            Ok(("custom".to_string(), query))
-        }
-    }
-}
-
 async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Output) -> Result<CacheAsideOutcome> {
     validate(options)?;
     let tasks = options.concurrency.min(options.runs);
@@ -234,7 +243,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     )
     .await?;
     let server = db.server_info().await?;
-    let (name, query) = build_query(&options.query, db.kind())?;
+    let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
     let keys = KeyScheme::new(&config.key_prefix);
     let key = keys.query(&query);

@@ -14,10 +14,10 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{CompareAndDelete, KeyScheme, Valkey};
-use crate::config::{Config, DatabaseKind};
-use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, Statement};
+use crate::config::Config;
+use crate::db::{Database, PoolSettings, ResultSet, Statement};
 use crate::error::{Result, WorkshopError};
-use crate::exercises::cache_aside::{parse_params, QueryChoice, QueryDescription};
+use crate::exercises::cache_aside::{QueryChoice, QueryDescription};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{
     request_rng, uniform, CountedLoader, LockSettings, PathCounts, PrefillError, Protection, Served, StampedeCache,
@@ -275,30 +275,7 @@ fn validate(options: &StampedeOptions) -> Result<()> {
             "--fleet-member runs one of --mode none, single-flight or lock",
         ));
     }
-    if let QueryChoice::Builtin { query, id } = &options.query {
-        if query.uses_id() && *id < 1 {
-            return Err(WorkshopError::invalid(format!(
-                "--id must be a positive whole number (got {id})"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn build_query(choice: &QueryChoice, kind: DatabaseKind) -> Result<(String, NamedQuery)> {
-    match choice {
-        QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
-        QueryChoice::Custom { sql, params } => {
-            if sql.trim().is_empty() {
-                return Err(WorkshopError::invalid(
-                    "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
-                ));
-            }
-            let mut query = NamedQuery::new(sql.clone());
-            query.params = parse_params(params)?;
-            Ok(("custom".to_string(), query))
-        }
-    }
+    options.query.validate()
 }
 
 /// The connected services of one process, ready for the first request.
@@ -322,7 +299,7 @@ async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -
     )
     .await?;
     let server = db.server_info().await?;
-    let (name, query) = build_query(&options.query, db.kind())?;
+    let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
     let scheme = KeyScheme::new(&config.key_prefix);
     let value = scheme.query(&query);
