@@ -6,6 +6,10 @@ use sqlx::{MySql, Postgres, Row, Transaction};
 
 use super::{Database, DbError, Pool};
 
+/// Column sizes of `passenger` (fixtures/*/schema.sql), in characters.
+pub const PASSPORT_CHARS: usize = 9;
+pub const NAME_CHARS: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PassengerRow {
     pub passenger_id: i64,
@@ -40,7 +44,9 @@ const SELECT_MYSQL: &str = "SELECT passenger_id, passportno, firstname, lastname
 const SELECT_POSTGRES: &str =
     "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = $1";
 
-fn row_of<R: Row>(row: &R) -> Result<PassengerRow, sqlx::Error>
+/// A `passenger` row as the database returns it (padding included, should a
+/// MySQL mode keep CHAR padding).
+pub(super) fn row_of<R: Row>(row: &R) -> Result<PassengerRow, sqlx::Error>
 where
     for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,

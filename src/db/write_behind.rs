@@ -3,16 +3,10 @@
 //! transaction. A queue entry delivered twice (after a crash between the
 //! commit and the acknowledgement in Valkey) therefore leaves one row, not two.
 
-use sqlx::Row;
-
 use super::dialect::placeholder;
-use super::passengers::{PassengerFields, PassengerRow};
+use super::passengers::{row_of, PassengerFields, PassengerRow};
 use super::{Database, DbError, Pool};
 use crate::config::DatabaseKind;
-
-/// Column sizes of `passenger` (fixtures/*/schema.sql), in characters.
-pub const PASSPORT_CHARS: usize = 9;
-pub const NAME_CHARS: usize = 100;
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,7 +16,8 @@ pub struct BatchInsert {
     /// When some rows were skipped: the stored row for every passport number
     /// of the batch (read in the same transaction), so the caller can tell a
     /// re-delivered write (same names) from a different passenger holding
-    /// that passport number.
+    /// that passport number. Passport numbers are as the database returns
+    /// them: compare them without trailing blanks.
     pub stored: Vec<PassengerRow>,
 }
 
@@ -61,21 +56,6 @@ pub fn stored_sql(kind: DatabaseKind, passports: usize) -> String {
     format!("SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passportno IN ({list})")
 }
 
-fn stored_row<R: Row>(row: &R) -> Result<PassengerRow, sqlx::Error>
-where
-    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    Ok(PassengerRow {
-        passenger_id: i64::from(row.try_get::<i32, _>("passenger_id")?),
-        // MySQL CHAR(9) comes back without its padding; trim anyway, for MySQL variants that keep it.
-        passportno: row.try_get::<String, _>("passportno")?.trim_end().to_string(),
-        firstname: row.try_get("firstname")?,
-        lastname: row.try_get("lastname")?,
-    })
-}
-
 impl Database {
     /// Inserts the batch in one transaction, skipping passport numbers that
     /// are already stored. Nothing is written unless it commits.
@@ -101,7 +81,7 @@ impl Database {
                         query = query.bind(&row.passportno);
                     }
                     for row in query.fetch_all(&mut *tx).await.map_err(error)? {
-                        stored.push(stored_row(&row).map_err(error)?);
+                        stored.push(row_of(&row).map_err(error)?);
                     }
                 }
                 tx.commit().await.map_err(error)?;
@@ -121,7 +101,7 @@ impl Database {
                         query = query.bind(&row.passportno);
                     }
                     for row in query.fetch_all(&mut *tx).await.map_err(error)? {
-                        stored.push(stored_row(&row).map_err(error)?);
+                        stored.push(row_of(&row).map_err(error)?);
                     }
                 }
                 tx.commit().await.map_err(error)?;

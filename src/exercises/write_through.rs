@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
-use crate::db::passengers::{PassengerFields, PassengerRow};
+use crate::db::passengers::{PassengerFields, PassengerRow, NAME_CHARS, PASSPORT_CHARS};
 use crate::db::{Database, PoolSettings};
 use crate::error::{InputError, Result, WorkshopError};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::write_through::{Verification, WriteThrough, WriteThroughError, Written};
 use crate::report::{self, Output};
 
-pub const NAME_LIMIT: usize = 100;
-pub const PASSPORT_LIMIT: usize = 9;
 /// Up to this many writes, each is listed with its verification.
 pub const PER_WRITE_LIMIT: u64 = 20;
 const MAX_RUNS: u64 = 100_000;
@@ -182,9 +180,9 @@ pub fn validate(options: &WriteThroughOptions) -> Result<()> {
             )));
         }
     }
-    check_field("--firstname", options.firstname.as_deref(), NAME_LIMIT)?;
-    check_field("--lastname", options.lastname.as_deref(), NAME_LIMIT)?;
-    check_field("--passportno", options.passportno.as_deref(), PASSPORT_LIMIT)?;
+    check_field("--firstname", options.firstname.as_deref(), NAME_CHARS)?;
+    check_field("--lastname", options.lastname.as_deref(), NAME_CHARS)?;
+    check_field("--passportno", options.passportno.as_deref(), PASSPORT_CHARS)?;
     Ok(())
 }
 

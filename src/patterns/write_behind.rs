@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::Value;
 
 use crate::cache::{CacheError, KeyScheme, Valkey};
-use crate::db::passengers::{PassengerFields, PassengerRow};
-use crate::db::write_behind::{BatchInsert, NAME_CHARS, PASSPORT_CHARS};
+use crate::db::passengers::{PassengerFields, PassengerRow, NAME_CHARS, PASSPORT_CHARS};
+use crate::db::write_behind::BatchInsert;
 use crate::db::{Database, DbError};
 use crate::measure::LatencyRecorder;
 
