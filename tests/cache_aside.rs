@@ -6,40 +6,20 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{
-    seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH,
+    cli_against, run_json, seeded_database, stderr, stdout, valkey_url, JsonRun, PrivateValkey, TestDatabase,
+    TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
 
-struct Run {
-    code: Option<i32>,
-    json: Value,
-    stderr: String,
-}
-
-fn cache_aside(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Run {
+fn cache_aside(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRun {
     cache_aside_on(db, prefix, &valkey_url(), args)
 }
 
-fn cache_aside_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let output = workshop_cli(dir.path())
-        .env("DATABASE_URL", db.url())
-        .env("VALKEY_URL", valkey)
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .arg("cache-aside")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let json = serde_json::from_str(&stdout(&output)).unwrap_or(Value::Null);
-    Run {
-        code: output.status.code(),
-        json,
-        stderr: stderr(&output),
-    }
+fn cache_aside_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> JsonRun {
+    run_json(db, prefix, valkey, &[&["cache-aside"], args].concat())
 }
 
-fn sources(run: &Run) -> Vec<String> {
+fn sources(run: &JsonRun) -> Vec<String> {
     run.json["runs"]
         .as_array()
         .unwrap_or_else(|| panic!("no runs in {}: {}", run.json, run.stderr))
@@ -293,11 +273,12 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
         let mut valkey = PrivateValkey::start();
         let url = valkey.url();
         let dir = tempfile::tempdir().unwrap();
-        let child = workshop_cli(dir.path())
-            .env("DATABASE_URL", db.url())
-            .env("VALKEY_URL", &url)
-            .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-            .args([
+        let child = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &url,
+            &[
                 "cache-aside",
                 "--runs",
                 "300",
@@ -306,11 +287,12 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
                 "--json",
                 "--connect-timeout",
                 "0.5",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
         valkey.kill();
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -416,13 +398,15 @@ async fn the_tables_show_rows_runs_summary_and_histogram() {
     let db = seeded_database(DatabaseKind::MySql, "tables").await;
     let prefix = TestPrefix::new("tables");
     let dir = tempfile::tempdir().unwrap();
-    let output = workshop_cli(dir.path())
-        .env("DATABASE_URL", db.url())
-        .env("VALKEY_URL", valkey_url())
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .args(["cache-aside", "--id", "3797"])
-        .output()
-        .unwrap();
+    let output = cli_against(
+        dir.path(),
+        &db.url(),
+        &prefix,
+        &valkey_url(),
+        &["cache-aside", "--id", "3797"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     for expected in [

@@ -10,40 +10,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH,
+    cli_against, run_json, seeded_database, stderr, stdout, valkey_url, JsonRun, PrivateValkey, TestDatabase,
+    TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
 
-struct Run {
-    code: Option<i32>,
-    json: Value,
-    stderr: String,
-}
-
-fn multi_level(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Run {
+fn multi_level(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRun {
     multi_level_on(db, prefix, &valkey_url(), args)
 }
 
-fn multi_level_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let output = workshop_cli(dir.path())
-        .env("DATABASE_URL", db.url())
-        .env("VALKEY_URL", valkey)
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .arg("multi-level")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code(),
-        json: serde_json::from_str(&stdout(&output)).unwrap_or(Value::Null),
-        stderr: stderr(&output),
-    }
+fn multi_level_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> JsonRun {
+    run_json(db, prefix, valkey, &[&["multi-level"], args].concat())
 }
 
 /// The layer of each listed read, in order.
-fn layers(run: &Run) -> Vec<String> {
+fn layers(run: &JsonRun) -> Vec<String> {
     run.json["reads"]["runs"]
         .as_array()
         .unwrap_or_else(|| panic!("no runs in {}: {}", run.json, run.stderr))
@@ -52,7 +33,7 @@ fn layers(run: &Run) -> Vec<String> {
         .collect()
 }
 
-fn counters(run: &Run) -> [u64; 6] {
+fn counters(run: &JsonRun) -> [u64; 6] {
     let c = &run.json["counters"];
     let n = |name: &str| c[name].as_u64().unwrap_or_else(|| panic!("{name} in {c}"));
     [
@@ -75,16 +56,18 @@ struct Listener {
 impl Listener {
     fn start(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Listener {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = workshop_cli(dir.path())
-            .env("DATABASE_URL", db.url())
-            .env("VALKEY_URL", valkey_url())
-            .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-            .args(["multi-level", "--listen", "--json"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cli_against(
+            dir.path(),
+            &db.url(),
+            prefix,
+            &valkey_url(),
+            &["multi-level", "--listen", "--json"],
+        )
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -356,11 +339,12 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
         let mut valkey = PrivateValkey::start();
         let prefix = TestPrefix::on("outage", &valkey.url());
         let dir = tempfile::tempdir().unwrap();
-        let child = workshop_cli(dir.path())
-            .env("DATABASE_URL", db.url())
-            .env("VALKEY_URL", valkey.url())
-            .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-            .args([
+        let child = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey.url(),
+            &[
                 "multi-level",
                 "--requests",
                 "500",
@@ -373,11 +357,12 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
                 "--connect-timeout",
                 "0.5",
                 "--json",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
         valkey.kill();
         tokio::time::sleep(Duration::from_millis(800)).await;

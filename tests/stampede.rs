@@ -7,49 +7,26 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{seeded_database, stderr, stdout, valkey_url, workshop_cli, TestDatabase, TestPrefix, BOTH};
+use support::{
+    cli_against, run_json, seeded_database, stderr, stdout, valkey_url, workshop_cli, JsonRun, TestDatabase,
+    TestPrefix, BOTH,
+};
 use workshop_cli::config::DatabaseKind;
 use workshop_cli::db::{Database, PoolSettings};
 use workshop_cli::exercises::queries::BuiltinQuery;
 use workshop_cli::exercises::stampede::rows_digest;
 
-struct Run {
-    code: Option<i32>,
-    json: Value,
-    stderr: String,
-}
-
 fn stampede_command(db_url: &str, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> std::process::Command {
-    let dir = std::env::temp_dir();
-    let mut command = workshop_cli(&dir);
-    command
-        .env("DATABASE_URL", db_url)
-        .env("VALKEY_URL", valkey)
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .arg("stampede")
-        .args(args)
-        .arg("--json");
-    command
+    let args = [&["stampede"], args, &["--json"]].concat();
+    cli_against(&std::env::temp_dir(), db_url, prefix, valkey, &args)
 }
 
-fn finish(output: std::process::Output) -> Run {
-    Run {
-        code: output.status.code(),
-        json: serde_json::from_str(&stdout(&output)).unwrap_or(Value::Null),
-        stderr: stderr(&output),
-    }
-}
-
-fn stampede(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Run {
-    finish(
-        stampede_command(&db.url(), prefix, &valkey_url(), args)
-            .output()
-            .unwrap(),
-    )
+fn stampede(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRun {
+    run_json(db, prefix, &valkey_url(), &[&["stampede"], args].concat())
 }
 
 /// The one mode of a single-mode run.
-fn mode<'a>(run: &'a Run, name: &str) -> &'a Value {
+fn mode<'a>(run: &'a JsonRun, name: &str) -> &'a Value {
     run.json["modes"]
         .as_array()
         .unwrap_or_else(|| panic!("no modes in {}: {}", run.json, run.stderr))
@@ -167,10 +144,10 @@ async fn two_processes_started_together_with_the_lock_run_one_query_between_them
         // from deleting what the other one filled.
         let first = start_lock_process(&db, &prefix);
         let second = start_lock_process(&db, &prefix);
-        let runs: Vec<Run> = tokio::task::spawn_blocking(move || {
+        let runs: Vec<JsonRun> = tokio::task::spawn_blocking(move || {
             [first, second]
                 .into_iter()
-                .map(|child| finish(child.wait_with_output().unwrap()))
+                .map(|child| JsonRun::from_output(&child.wait_with_output().unwrap()))
                 .collect()
         })
         .await
@@ -307,8 +284,8 @@ async fn xfetch_refreshes_a_hot_key_before_it_expires_and_counts_every_query() {
 async fn with_valkey_unreachable_requests_still_complete_and_the_lock_reports_it_could_not_take_locks() {
     let db = seeded_database(DatabaseKind::MySql, "st_novalkey").await;
     let prefix = TestPrefix::new("st_novalkey");
-    let run = finish(
-        stampede_command(
+    let run = JsonRun::from_output(
+        &stampede_command(
             &db.url(),
             &prefix,
             "redis://127.0.0.1:1",
@@ -383,14 +360,15 @@ fn bad_input_is_rejected_before_anything_is_written() {
     ];
     for (args, message) in cases {
         // No database or Valkey is reachable here: validation comes first.
-        let output = workshop_cli(dir.path())
-            .env("DATABASE_URL", "mysql://nobody:nothing@127.0.0.1:1/none")
-            .env("VALKEY_URL", "redis://127.0.0.1:1")
-            .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-            .arg("stampede")
-            .args(args)
-            .output()
-            .unwrap();
+        let output = cli_against(
+            dir.path(),
+            "mysql://nobody:nothing@127.0.0.1:1/none",
+            &prefix,
+            "redis://127.0.0.1:1",
+            &[&["stampede"], args].concat(),
+        )
+        .output()
+        .unwrap();
         assert_eq!(
             (output.status.code(), stderr(&output)),
             (Some(6), format!("error: {message}\n")),
@@ -410,13 +388,15 @@ fn bad_input_is_rejected_before_anything_is_written() {
 async fn the_table_puts_the_modes_side_by_side() {
     let db = seeded_database(DatabaseKind::Postgres, "st_table").await;
     let prefix = TestPrefix::new("st_table");
-    let output = workshop_cli(&std::env::temp_dir())
-        .env("DATABASE_URL", db.url())
-        .env("VALKEY_URL", valkey_url())
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .args(["stampede", "--concurrency", "30", "--mode", "lock"])
-        .output()
-        .unwrap();
+    let output = cli_against(
+        &std::env::temp_dir(),
+        &db.url(),
+        &prefix,
+        &valkey_url(),
+        &["stampede", "--concurrency", "30", "--mode", "lock"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     for expected in [

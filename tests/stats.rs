@@ -11,42 +11,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH,
+    cli_against, seeded_database, stderr, stdout, valkey_url, workshop_cli, JsonRun, PrivateValkey, TestDatabase,
+    TestPrefix, BOTH,
 };
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    json: Value,
-    stderr: String,
-}
 
 /// The binary set up for `stats` in an empty folder (kept alive with the command).
 fn command(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> (Command, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = workshop_cli(dir.path());
-    command
-        .env("DATABASE_URL", db.url())
-        .env("VALKEY_URL", valkey)
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .arg("stats")
-        .args(args);
+    let command = cli_against(dir.path(), &db.url(), prefix, valkey, &[&["stats"], args].concat());
     (command, dir)
 }
 
-fn stats_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Run {
+fn stats_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> JsonRun {
     let (mut command, _dir) = command(db, prefix, valkey, args);
-    let output = command.output().unwrap();
-    let text = stdout(&output);
-    Run {
-        code: output.status.code(),
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        stdout: text,
-        stderr: stderr(&output),
-    }
+    JsonRun::from_output(&command.output().unwrap())
 }
 
-fn stats(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Run {
+fn stats(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRun {
     stats_on(db, prefix, &valkey_url(), args)
 }
 

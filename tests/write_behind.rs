@@ -10,43 +10,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::Connection;
-use support::{seeded_database, stderr, stdout, valkey_url, workshop_cli, TestDatabase, TestPrefix, BOTH};
+use support::{cli_against, run_json, seeded_database, valkey_url, JsonRun, TestDatabase, TestPrefix, BOTH};
 use workshop_cli::config::DatabaseKind;
 
-struct Run {
-    code: Option<i32>,
-    json: Value,
-    stdout: String,
-    stderr: String,
-}
-
 fn command(database_url: &str, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> std::process::Command {
-    let dir = std::env::temp_dir();
-    let mut command = workshop_cli(&dir);
-    command
-        .env("DATABASE_URL", database_url)
-        .env("VALKEY_URL", valkey)
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .arg("write-behind")
-        .args(args);
-    command
+    let args = [&["write-behind"], args].concat();
+    cli_against(&std::env::temp_dir(), database_url, prefix, valkey, &args)
 }
 
-fn write_behind_on(database_url: &str, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Run {
-    let output = command(database_url, prefix, valkey, args).output().unwrap();
-    Run {
-        code: output.status.code(),
-        json: serde_json::from_str(&stdout(&output)).unwrap_or(Value::Null),
-        stdout: stdout(&output),
-        stderr: stderr(&output),
-    }
+fn write_behind_on(database_url: &str, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> JsonRun {
+    JsonRun::from_output(&command(database_url, prefix, valkey, args).output().unwrap())
 }
 
 /// A run with `--json`.
-fn write_behind(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Run {
-    let mut with_json = args.to_vec();
-    with_json.push("--json");
-    write_behind_on(&db.url(), prefix, &valkey_url(), &with_json)
+fn write_behind(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRun {
+    run_json(db, prefix, &valkey_url(), &[&["write-behind"], args].concat())
 }
 
 fn valkey() -> redis::Connection {
@@ -73,7 +51,7 @@ fn pending_count(prefix: &TestPrefix) -> u64 {
     }
 }
 
-fn passports_of(run: &Run) -> BTreeSet<String> {
+fn passports_of(run: &JsonRun) -> BTreeSet<String> {
     run.json["produced"]["passports"]
         .as_array()
         .expect("the producer lists its passports")

@@ -3,36 +3,14 @@
 mod support;
 
 use serde_json::Value;
-use support::{
-    seeded_database, stderr, stdout, valkey_url, workshop_cli, PrivateValkey, TestDatabase, TestPrefix, BOTH,
-};
+use support::{run_json, seeded_database, valkey_url, JsonRun, PrivateValkey, TestDatabase, TestPrefix, BOTH};
 use workshop_cli::config::DatabaseKind;
 
-struct Run {
-    code: Option<i32>,
-    json: Value,
-    stderr: String,
+fn write_through_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> JsonRun {
+    run_json(db, prefix, valkey, &[&["write-through"], args].concat())
 }
 
-fn write_through_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let output = workshop_cli(dir.path())
-        .env("DATABASE_URL", db.url())
-        .env("VALKEY_URL", valkey)
-        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
-        .arg("write-through")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code(),
-        json: serde_json::from_str(&stdout(&output)).unwrap_or(Value::Null),
-        stderr: stderr(&output),
-    }
-}
-
-fn write_through(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Run {
+fn write_through(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRun {
     write_through_on(db, prefix, &valkey_url(), args)
 }
 

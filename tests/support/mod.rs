@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use serde_json::Value;
 use sqlx::Connection;
 use workshop_cli::config::{DatabaseKind, DatabaseTarget, Source};
 
@@ -181,6 +182,49 @@ pub fn workshop_cli(dir: &Path) -> Command {
         command.env_remove(var);
     }
     command
+}
+
+/// The built binary in `dir`, pointed at a database, a Valkey and a key
+/// prefix (by environment, as a user would), with `args`.
+pub fn cli_against(dir: &Path, database_url: &str, prefix: &TestPrefix, valkey_url: &str, args: &[&str]) -> Command {
+    let mut command = workshop_cli(dir);
+    command
+        .env("DATABASE_URL", database_url)
+        .env("VALKEY_URL", valkey_url)
+        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
+        .args(args);
+    command
+}
+
+/// What a run of the binary left: the exit code, stdout parsed as JSON
+/// (`Null` when it is not JSON) and both streams as text.
+pub struct JsonRun {
+    pub code: Option<i32>,
+    pub json: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl JsonRun {
+    pub fn from_output(output: &Output) -> JsonRun {
+        let text = stdout(output);
+        JsonRun {
+            code: output.status.code(),
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            stdout: text,
+            stderr: stderr(output),
+        }
+    }
+}
+
+/// Runs `args` (the subcommand first) with `--json` after them, in an empty folder.
+pub fn run_json(db: &TestDatabase, prefix: &TestPrefix, valkey_url: &str, args: &[&str]) -> JsonRun {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let output = cli_against(dir.path(), &db.url(), prefix, valkey_url, args)
+        .arg("--json")
+        .output()
+        .expect("run workshop-cli");
+    JsonRun::from_output(&output)
 }
 
 pub fn stdout(output: &Output) -> String {
