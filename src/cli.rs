@@ -177,7 +177,7 @@ pub enum ExercisesAction {
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
-    /// Size of the data set; 1.0 loads about 400,000 bookings
+    /// Size of the data set; 1.0 loads 250,000 bookings
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
 

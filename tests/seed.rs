@@ -24,7 +24,7 @@ const EXPECTED_ROWS: [(&str, u64); 8] = [
     ("flight", 600),
     ("passenger", 720),
     ("passengerdetails", 720),
-    ("booking", 8_400),
+    ("booking", 5_000),
     ("products", 200),
 ];
 
@@ -122,7 +122,7 @@ async fn seeding_an_empty_database_loads_the_expected_rows() {
         let report = seed_json(&db, &["--scale", SCALE]);
         assert_eq!(report["outcome"], "seeded", "{kind:?}");
         assert_eq!(reported_rows(&report), expected_rows(), "{kind:?}");
-        assert_eq!(report["total"]["rows"], 20_740, "{kind:?}");
+        assert_eq!(report["total"]["rows"], 17_340, "{kind:?}");
         assert!(
             report["tables"][6]["rows_per_second"].as_u64().unwrap_or(0) > 0,
             "{kind:?}"
@@ -216,7 +216,7 @@ async fn a_second_seed_changes_nothing_and_says_already_seeded() {
             .as_str()
             .unwrap_or_default()
             .contains("seed --reset --scale 0.05"));
-        assert_eq!(count(&db, "booking").await, 8_400, "{kind:?}");
+        assert_eq!(count(&db, "booking").await, 5_000, "{kind:?}");
     }
 }
 
@@ -244,8 +244,8 @@ async fn reset_drops_the_tables_and_loads_them_again() {
 
         // A reset to another scale really loads that scale.
         let bigger = seed_json(&db, &["--scale", "0.03", "--reset"]);
-        assert_eq!(bigger["tables"][6]["rows"], 12_600, "{kind:?}");
-        assert_eq!(count(&db, "booking").await, 12_600, "{kind:?}");
+        assert_eq!(bigger["tables"][6]["rows"], 7_500, "{kind:?}");
+        assert_eq!(count(&db, "booking").await, 7_500, "{kind:?}");
     }
 }
 
@@ -268,7 +268,7 @@ fn a_bad_scale_exits_6_before_connecting() {
         assert_eq!(
             stderr(&output),
             format!(
-                "error: --scale must be a number above 0 and at most 20 (got {shown}); 1 loads about 420,000 bookings, 0.1 a tenth of that\n"
+                "error: --scale must be a number above 0 and at most 20 (got {shown}); 1 loads about 250,000 bookings, 0.1 a tenth of that\n"
             ),
             "{arg}"
         );
