@@ -372,12 +372,15 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
               "per second).\n")
     md.append("## Commands\n")
     md.append(f"As run in round 1, in this order; the other rounds repeat them (with their own log paths). "
-              f"`PGPASSWORD={meta.get('pg_password')}` is in the environment for psql and pgbench; the one-off `pgbench -i` "
+              "`PGPASSWORD` (the database password) is in the environment for psql and pgbench; passwords are shown as `***`; the one-off `pgbench -i` "
               "and `sysbench prepare` appear only in the run that created their tables.\n")
     md.append("```sh")
     for label, command in commands:
         md.append(f"# {label}")
-        md.append(command.rstrip())
+        # Never write a password into the report.
+        shown = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", command.rstrip())
+        shown = re.sub(r"(--mysql-password=)\S+", r"\1***", shown)
+        md.append(shown)
     md.append("```")
     with open(report_path, "w") as f:
         f.write("\n".join(md) + "\n")
