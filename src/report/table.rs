@@ -1,5 +1,6 @@
 //! comfy-table set-up shared by every table, and number formatting.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
@@ -14,7 +15,16 @@ pub fn new_table(output: &Output, header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().copied().map(Cell::new));
     if !output.color {
+        // No styling; but force_no_tty also stops comfy-table measuring the
+        // terminal, so give it the width itself (NO_COLOR in 80×24 must fit).
         table.force_no_tty();
+        if std::io::stdout().is_terminal() {
+            if let Ok((width, _)) = crossterm::terminal::size() {
+                if width > 0 {
+                    table.set_width(width);
+                }
+            }
+        }
     }
     table
 }
