@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::Value;
 
 use crate::cache::{CacheError, KeyScheme, Valkey};
+use crate::config::DatabaseKind;
 use crate::db::passengers::{PassengerFields, PassengerRow, NAME_CHARS, PASSPORT_CHARS};
 use crate::db::write_behind::BatchInsert;
 use crate::db::{Database, DbError};
@@ -371,13 +372,17 @@ pub struct BatchPlan {
     pub rejected: Vec<Rejected>,
 }
 
-/// Passport numbers compare as the database compares them: without trailing
-/// blanks and, on MySQL's default collation, without case.
-fn passport_identity(passportno: &str) -> String {
-    passportno.trim_end().to_lowercase()
+/// Passport numbers compare as the database's unique index compares them:
+/// MySQL's default collation ignores case and trailing blanks; PostgreSQL
+/// compares exactly (`AB1` and `ab1` are two passengers there).
+fn passport_identity(passportno: &str, kind: DatabaseKind) -> String {
+    match kind {
+        DatabaseKind::MySql => passportno.trim_end().to_lowercase(),
+        DatabaseKind::Postgres => passportno.to_string(),
+    }
 }
 
-pub fn plan_batch(entries: Vec<QueuedEntry>) -> BatchPlan {
+pub fn plan_batch(entries: Vec<QueuedEntry>, kind: DatabaseKind) -> BatchPlan {
     let mut plan = BatchPlan::default();
     let mut first_of: HashMap<String, usize> = HashMap::new();
     for entry in entries {
@@ -396,7 +401,7 @@ pub fn plan_batch(entries: Vec<QueuedEntry>) -> BatchPlan {
                 continue;
             }
         };
-        let identity = passport_identity(&write.passenger.passportno);
+        let identity = passport_identity(&write.passenger.passportno, kind);
         match first_of.get(&identity).map(|&index| &plan.writes[index]) {
             None => {
                 first_of.insert(identity, plan.writes.len());
@@ -437,16 +442,16 @@ fn same_passenger(asked: &PassengerFields, stored: &PassengerRow) -> bool {
 /// A skipped row with the same names is a write delivered again (harmless);
 /// with other names, a different passenger holds that passport number, and
 /// the write is rejected instead of silently dropped.
-pub fn settle(writes: Vec<QueuedWrite>, insert: &BatchInsert) -> Settled {
+pub fn settle(writes: Vec<QueuedWrite>, insert: &BatchInsert, kind: DatabaseKind) -> Settled {
     let mut settled = Settled::default();
     let skipped = (writes.len() as u64).saturating_sub(insert.inserted);
     let stored: HashMap<String, &PassengerRow> = insert
         .stored
         .iter()
-        .map(|row| (passport_identity(&row.passportno), row))
+        .map(|row| (passport_identity(&row.passportno, kind), row))
         .collect();
     for write in writes {
-        match stored.get(&passport_identity(&write.passenger.passportno)) {
+        match stored.get(&passport_identity(&write.passenger.passportno, kind)) {
             Some(row) if !same_passenger(&write.passenger, row) => settled.conflicts.push(Rejected {
                 reason: format!(
                     "passport {} belongs to passenger {} ({} {}) in the database",
@@ -666,7 +671,8 @@ impl Flusher {
     /// the flusher must stop (the reason is in the tally).
     async fn flush(&self, entries: Vec<QueuedEntry>, until: &Until<'_>, tally: &mut FlushTally) -> bool {
         let taken = entries.len() as u64;
-        let plan = plan_batch(entries);
+        let kind = self.db.kind();
+        let plan = plan_batch(entries, kind);
         let passengers: Vec<PassengerFields> = plan.writes.iter().map(|w| w.passenger.clone()).collect();
         let (insert, took) = match self.insert_with_retries(&passengers, until, tally).await {
             Ok(done) => done,
@@ -676,7 +682,7 @@ impl Flusher {
             }
         };
         let committed_at = SystemTime::now();
-        let settled = settle(plan.writes, &insert);
+        let settled = settle(plan.writes, &insert, kind);
         if !passengers.is_empty() {
             tally.transactions.record(took);
         }
@@ -808,7 +814,7 @@ mod tests {
         if let Some(fields) = long.fields.as_mut() {
             fields[0].1 = "W1234567890".into();
         }
-        let plan = plan_batch(vec![long, entry("2-0", "W2", "")]);
+        let plan = plan_batch(vec![long, entry("2-0", "W2", "")], DatabaseKind::MySql);
         assert!(plan.writes.is_empty());
         let reasons: Vec<&str> = plan.rejected.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(
@@ -822,15 +828,18 @@ mod tests {
 
     #[test]
     fn a_repeated_entry_is_stored_once_and_a_clashing_one_rejected() {
-        let plan = plan_batch(vec![
-            entry("1-0", "W1", "Ada"),
-            entry("2-0", "W1", "Ada"),
-            entry("3-0", "w1", "Grace"),
-            QueuedEntry {
-                id: "4-0".into(),
-                fields: None,
-            },
-        ]);
+        let plan = plan_batch(
+            vec![
+                entry("1-0", "W1", "Ada"),
+                entry("2-0", "W1", "Ada"),
+                entry("3-0", "w1", "Grace"),
+                QueuedEntry {
+                    id: "4-0".into(),
+                    fields: None,
+                },
+            ],
+            DatabaseKind::MySql,
+        );
         assert_eq!(plan.writes.len(), 1);
         assert_eq!(plan.repeats, vec!["2-0".to_string()]);
         assert_eq!(plan.vanished, vec!["4-0".to_string()]);
@@ -849,22 +858,40 @@ mod tests {
 
     #[test]
     fn a_skipped_row_with_the_same_names_is_a_redelivery_and_other_names_a_conflict() {
-        let plan = plan_batch(vec![
-            entry("1-0", "W1", "Ada"),
-            entry("2-0", "W2", "Ada"),
-            entry("3-0", "W3", "Ada"),
-        ]);
+        let plan = plan_batch(
+            vec![
+                entry("1-0", "W1", "Ada"),
+                entry("2-0", "W2", "Ada"),
+                entry("3-0", "W3", "Ada"),
+            ],
+            DatabaseKind::MySql,
+        );
         let insert = BatchInsert {
             inserted: 1,
             stored: vec![stored(7, "W1", "Ada"), stored(8, "W2", "Grace"), stored(9, "W3", "Ada")],
         };
-        let settled = settle(plan.writes, &insert);
+        let settled = settle(plan.writes, &insert, DatabaseKind::MySql);
         assert_eq!(settled.stored.len(), 2);
         assert_eq!(settled.already_stored, 1);
         assert_eq!(settled.conflicts.len(), 1);
         assert_eq!(
             settled.conflicts[0].reason,
             "passport W2 belongs to passenger 8 (Grace Lovelace) in the database"
+        );
+    }
+
+    #[test]
+    fn passports_differing_only_in_case_are_two_passengers_on_postgres_and_a_clash_on_mysql() {
+        let entries = || vec![entry("1-0", "AB1", "Ada"), entry("2-0", "ab1", "Ada")];
+        let postgres = plan_batch(entries(), DatabaseKind::Postgres);
+        assert_eq!(postgres.writes.len(), 2);
+        assert!(postgres.repeats.is_empty());
+        let mysql = plan_batch(entries(), DatabaseKind::MySql);
+        assert_eq!(mysql.writes.len(), 1);
+        assert_eq!(
+            mysql.rejected.len(),
+            1,
+            "MySQL's index sees one passport: the second entry clashes"
         );
     }
 
