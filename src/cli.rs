@@ -428,8 +428,8 @@ pub enum StatsFormatArg {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Requests to send, all tasks together [default: 20000]
-    #[arg(long, value_name = "N", conflicts_with = "duration")]
-    pub requests: Option<u64>,
+    #[arg(long, value_name = "N", conflicts_with = "duration", allow_negative_numbers = true)]
+    pub requests: Option<i64>,
 
     /// Send requests for this many seconds instead of a number of them
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
@@ -440,12 +440,12 @@ pub struct StatsArgs {
     pub rate: Option<f64>,
 
     /// Tasks sending requests at the same time, sharing L1 and the connection pools
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub concurrency: u64,
+    #[arg(long, value_name = "N", default_value_t = 8, allow_negative_numbers = true)]
+    pub concurrency: i64,
 
     /// Product ids 1..=K are requested [default: 1000, or every product with --maxmemory]
-    #[arg(long, value_name = "K")]
-    pub keys: Option<u64>,
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub keys: Option<i64>,
 
     /// Zipf skew of the key popularity, 0 to 5: 0 is uniform, 1 is typical (id 1 is the most requested)
     #[arg(long, value_name = "S", default_value_t = 1.0, allow_negative_numbers = true)]
@@ -460,8 +460,8 @@ pub struct StatsArgs {
     pub no_l1: bool,
 
     /// L1 size in entries
-    #[arg(long, value_name = "ENTRIES", default_value_t = 100)]
-    pub l1_capacity: u64,
+    #[arg(long, value_name = "ENTRIES", default_value_t = 100, allow_negative_numbers = true)]
+    pub l1_capacity: i64,
 
     /// Delete the cached products of this key prefix first (SCAN + UNLINK): a cold start
     #[arg(long)]

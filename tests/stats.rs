@@ -447,6 +447,61 @@ async fn ctrl_c_during_an_eviction_run_restores_the_settings_and_exits_8() {
 }
 
 #[tokio::test]
+async fn ctrl_c_in_the_second_policy_run_still_shows_the_first_and_exits_8() {
+    let db = seeded_database(workshop_cli::config::DatabaseKind::Postgres, "stats_partial").await;
+    let server = PrivateValkey::start();
+    let prefix = TestPrefix::on("stats_partial", &server.url());
+    let (mut command, _dir) = command(
+        &db,
+        &prefix,
+        &server.url(),
+        &[
+            "--json",
+            "--maxmemory",
+            "4mb",
+            "--policy",
+            "allkeys-lru,allkeys-lfu",
+            "--duration",
+            "2",
+            "--rate",
+            "200",
+            "--keys",
+            "200",
+        ],
+    );
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while config_get(&server.url(), "maxmemory-policy") != "allkeys-lfu" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second run never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "exited before the second run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_for_exit(&mut child, Duration::from_secs(15));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(8), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        "error: interrupted by Ctrl-C (SIGINT) during the allkeys-lfu run; Valkey's maxmemory 0 and maxmemory-policy noeviction were restored\n"
+    );
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let runs = json["eviction"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "the finished run is shown");
+    assert_eq!(runs[0]["policy"], "allkeys-lru");
+    assert!(number(&runs[0]["run"]["requests"]) > 100);
+    assert_eq!(config_get(&server.url(), "maxmemory"), "0");
+    assert_eq!(config_get(&server.url(), "maxmemory-policy"), "noeviction");
+}
+
+#[tokio::test]
 async fn valkey_stopping_mid_workload_fails_no_request() {
     for kind in BOTH {
         let db = seeded_database(kind, "stats_outage").await;
@@ -502,11 +557,19 @@ async fn valkey_stopping_mid_workload_fails_no_request() {
 #[test]
 fn bad_input_is_rejected_before_anything_is_touched() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--skew", "7"], "error: --skew must be from 0 (uniform) to 5 (got 7)\n"),
         (&["--skew", "-0.5"], "error: --skew must be from 0 (uniform) to 5 (got -0.5)\n"),
         (&["--concurrency", "0"], "error: --concurrency must be from 1 to 1024 (got 0)\n"),
         (&["--requests", "0"], "error: --requests must be from 1 to 10000000 (got 0)\n"),
+        // Negative counts reach the same check (not clap's "unexpected argument").
+        (&["--concurrency", "-1"], "error: --concurrency must be from 1 to 1024 (got -1)\n"),
+        (&["--requests", "-5"], "error: --requests must be from 1 to 10000000 (got -5)\n"),
+        (&["--keys", "-3"], "error: --keys must be from 1 to 1000000 (got -3)\n"),
+        (
+            &["--l1-capacity", "-10"],
+            "error: --l1-capacity must be from 1 to 1000000 entries (got -10)\n",
+        ),
         (
             &["--maxmemory", "2 megs"],
             "error: --maxmemory '2 megs' is not a size; use bytes or a whole number with kb, mb or gb (e.g. 2mb, 512kb, 1048576)\n",
@@ -537,12 +600,49 @@ fn bad_input_is_rejected_before_anything_is_touched() {
         assert_eq!(stderr(&output), expected, "{args:?}");
         assert!(output.stdout.is_empty());
     }
-    // Negative counts are not numbers clap accepts: a usage error.
-    let output = workshop_cli(dir.path())
-        .args(["stats", "--requests", "-5"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn eviction_is_refused_when_valkey_holds_keys_outside_the_prefix() {
+    let db = seeded_database(workshop_cli::config::DatabaseKind::Postgres, "stats_foreign").await;
+    let server = PrivateValkey::start();
+    let prefix = TestPrefix::on("stats_foreign", &server.url());
+    server.command(&["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"]);
+    server.command(&["SET", "someone:else:1", "precious"]);
+    server.command(&["SET", "someone:else:2", "precious"]);
+    let run = stats_on(&db, &prefix, &server.url(), &["--json", "--maxmemory", "2mb"]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: Valkey holds 2 keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)\n",
+            prefix.prefix
+        )
+    );
+    assert_eq!(config_get(&server.url(), "maxmemory"), "0");
+    assert_eq!(config_get(&server.url(), "maxmemory-policy"), "volatile-ttl");
+    assert!(prefix.keys().is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn eviction_is_refused_while_write_behind_writes_wait_unflushed() {
+    let db = seeded_database(workshop_cli::config::DatabaseKind::MySql, "stats_pending").await;
+    let server = PrivateValkey::start();
+    let prefix = TestPrefix::on("stats_pending", &server.url());
+    let stream = format!("{}write-behind", prefix.prefix);
+    server.command(&["XADD", &stream, "*", "passenger", "1"]);
+    server.command(&["XADD", &stream, "*", "passenger", "2"]);
+    server.command(&["XADD", &stream, "*", "passenger", "3"]);
+    let run = stats_on(&db, &prefix, &server.url(), &["--json", "--maxmemory", "2mb"]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: 3 acknowledged writes wait in the write-behind stream {stream}; flush them first (`workshop-cli write-behind --flush-only`) — eviction could remove them\n"
+        )
+    );
+    assert_eq!(config_get(&server.url(), "maxmemory"), "0");
+    assert_eq!(prefix.keys(), vec![stream], "only the stream, untouched");
 }
 
 #[tokio::test]

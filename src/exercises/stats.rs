@@ -58,15 +58,16 @@ impl StatsFormat {
 /// The options as typed (clap is not imported below `cli`).
 #[derive(Debug, Clone)]
 pub struct StatsOptions {
-    pub requests: Option<u64>,
+    /// Counts are signed so that a negative one reaches [`validate`] (exit 6), not clap.
+    pub requests: Option<i64>,
     pub duration: Option<f64>,
     pub rate: Option<f64>,
-    pub concurrency: u64,
-    pub keys: Option<u64>,
+    pub concurrency: i64,
+    pub keys: Option<i64>,
     pub skew: f64,
     /// `--l1` / `--no-l1`; `None`: on, except with `--maxmemory`.
     pub l1: Option<bool>,
-    pub l1_capacity: u64,
+    pub l1_capacity: i64,
     pub fresh: bool,
     pub format: Option<StatsFormat>,
     pub maxmemory: Option<String>,
@@ -121,14 +122,11 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
         }
         (Some(other), false) => other,
     };
-    if let Some(requests) = options.requests {
-        if requests == 0 || requests > MAX_REQUESTS {
-            return Err(WorkshopError::invalid(format!(
-                "--requests must be from 1 to {MAX_REQUESTS} (got {requests})"
-            )));
-        }
-    }
-    let stop = match (options.duration, options.requests) {
+    let requests = options
+        .requests
+        .map(|n| count("requests", n, MAX_REQUESTS))
+        .transpose()?;
+    let stop = match (options.duration, requests) {
         (Some(seconds), _) => {
             if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
                 return Err(WorkshopError::invalid(format!(
@@ -154,31 +152,23 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
             }
         }
     }
-    if options.concurrency == 0 || options.concurrency > MAX_CONCURRENCY {
-        return Err(WorkshopError::invalid(format!(
-            "--concurrency must be from 1 to {MAX_CONCURRENCY} (got {})",
-            options.concurrency
-        )));
-    }
-    if let Some(keys) = options.keys {
-        if keys == 0 || keys > MAX_KEYS {
-            return Err(WorkshopError::invalid(format!(
-                "--keys must be from 1 to {MAX_KEYS} (got {keys})"
-            )));
-        }
-    }
+    let concurrency = count("concurrency", options.concurrency, MAX_CONCURRENCY)?;
+    let keys = options.keys.map(|n| count("keys", n, MAX_KEYS)).transpose()?;
     if !options.skew.is_finite() || !(0.0..=MAX_SKEW).contains(&options.skew) {
         return Err(WorkshopError::invalid(format!(
             "--skew must be from 0 (uniform) to {MAX_SKEW} (got {})",
             options.skew
         )));
     }
-    if options.l1_capacity == 0 || options.l1_capacity > MAX_L1_CAPACITY {
-        return Err(WorkshopError::invalid(format!(
-            "--l1-capacity must be from 1 to {MAX_L1_CAPACITY} entries (got {})",
-            options.l1_capacity
-        )));
-    }
+    let l1_capacity = u64::try_from(options.l1_capacity)
+        .ok()
+        .filter(|n| (1..=MAX_L1_CAPACITY).contains(n))
+        .ok_or_else(|| {
+            WorkshopError::invalid(format!(
+                "--l1-capacity must be from 1 to {MAX_L1_CAPACITY} entries (got {})",
+                options.l1_capacity
+            ))
+        })?;
     let eviction = match &options.maxmemory {
         Some(maxmemory) => Some(eviction::plan(maxmemory, &options.policies)?),
         None if !options.policies.is_empty() => {
@@ -196,15 +186,23 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
     Ok(StatsPlan {
         stop,
         rate: options.rate,
-        concurrency: options.concurrency,
-        keys: options.keys,
+        concurrency,
+        keys,
         skew: options.skew,
         use_l1: options.l1.unwrap_or(eviction.is_none()),
-        l1_capacity: options.l1_capacity,
+        l1_capacity,
         fresh: options.fresh,
         format,
         eviction,
     })
+}
+
+/// A count flag as a number from 1 to `max`; the message names the flag and the range.
+fn count(flag: &str, value: i64, max: u64) -> Result<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| WorkshopError::invalid(format!("--{flag} must be from 1 to {max} (got {value})")))
 }
 
 /// The settings of the run, as used (defaults filled in).
@@ -277,13 +275,20 @@ pub async fn run(config: &Config, options: StatsOptions, output: &Output) -> Res
             progress: output.progress,
         },
     };
-    let outcome = measure_run(config, &plan, &output).await?;
-    match plan.format {
-        StatsFormat::Prometheus => report::stats::show_prometheus(&outcome),
-        _ => report::stats::show_stats(&outcome, &output),
+    let (outcome, interrupted) = measure_run(config, &plan, &output).await?;
+    // Interrupted: the policy runs that finished are still shown, then the error.
+    let finished_runs = outcome.eviction.as_ref().map_or(1, |e| e.runs.len());
+    if finished_runs > 0 {
+        match plan.format {
+            StatsFormat::Prometheus => report::stats::show_prometheus(&outcome),
+            _ => report::stats::show_stats(&outcome, &output),
+        }
     }
     for warning in &outcome.warnings {
         output.warn(warning);
+    }
+    if let Some(error) = interrupted {
+        return Err(error);
     }
     if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
         return Err(WorkshopError::incomplete(
@@ -360,7 +365,12 @@ impl Bench<'_> {
     }
 }
 
-async fn measure_run(config: &Config, plan: &StatsPlan, output: &Output) -> Result<StatsOutcome> {
+/// The outcome, and the interruption (Ctrl-C) that cut an eviction comparison short, if one did.
+async fn measure_run(
+    config: &Config,
+    plan: &StatsPlan,
+    output: &Output,
+) -> Result<(StatsOutcome, Option<WorkshopError>)> {
     let db = Database::connect(
         &config.database,
         PoolSettings {
@@ -440,14 +450,14 @@ async fn measure_run(config: &Config, plan: &StatsPlan, output: &Output) -> Resu
         None
     };
 
-    let (run, view, eviction) = match &plan.eviction {
+    let (run, view, eviction, interrupted) = match &plan.eviction {
         None => {
             let (stats, view) = bench.measured_run(&mut warnings).await?;
-            (Some(stats), view, None)
+            (Some(stats), view, None, None)
         }
         Some(eviction_plan) => {
-            let outcome = compare_policies(&bench, eviction_plan, &mut warnings).await?;
-            (None, None, Some(outcome))
+            let (outcome, interrupted) = compare_policies(&bench, eviction_plan, &mut warnings).await?;
+            (None, None, Some(outcome), interrupted)
         }
     };
 
@@ -467,7 +477,7 @@ async fn measure_run(config: &Config, plan: &StatsPlan, output: &Output) -> Resu
         warnings,
     };
     db.close().await;
-    Ok(outcome)
+    Ok((outcome, interrupted))
 }
 
 async fn connect_valkey(config: &Config) -> std::result::Result<(Valkey, ServerAdmin), crate::cache::CacheError> {
@@ -497,17 +507,20 @@ async fn product_keys(db: &Database, plan: &StatsPlan) -> Result<u64> {
 }
 
 /// One run per policy under `maxmemory`, each from an empty cache; the
-/// server's settings are restored afterwards, whatever happens.
+/// server's settings are restored afterwards, whatever happens. After an
+/// interruption the runs that finished are returned with the error.
 async fn compare_policies(
     bench: &Bench<'_>,
     plan: &EvictionPlan,
     warnings: &mut Vec<String>,
-) -> Result<EvictionOutcome> {
+) -> Result<(EvictionOutcome, Option<WorkshopError>)> {
     let (Some(admin), Some(_)) = (&bench.admin, &bench.valkey) else {
         return Err(WorkshopError::incomplete(
             "Valkey is needed to compare eviction policies",
         ));
     };
+    // The limit applies to the whole server: nothing but the cache may be at risk.
+    eviction::check_only_cache_at_risk(admin, &bench.keys).await?;
     let saved = SavedSettings::read(admin).await?;
     let progress = RefCell::new(Progress::default());
     let run_warnings = RefCell::new(Vec::new());
@@ -532,25 +545,27 @@ async fn compare_policies(
         }
         Ok(())
     };
-    eviction::guarded(admin, &saved, &progress, runs).await?;
+    let interrupted = eviction::guarded(admin, &saved, &progress, runs).await?;
     warnings.extend(run_warnings.into_inner());
     let runs = progress.into_inner().done;
-    if runs
-        .iter()
-        .all(|r| r.valkey.as_ref().and_then(|v| v.evicted_keys).unwrap_or(0) == 0)
+    if interrupted.is_none()
+        && runs
+            .iter()
+            .all(|r| r.valkey.as_ref().and_then(|v| v.evicted_keys).unwrap_or(0) == 0)
     {
         warnings.push(format!(
             "no key was evicted: the data fits in --maxmemory {} bytes; raise --keys or lower --maxmemory",
             plan.maxmemory
         ));
     }
-    Ok(EvictionOutcome {
+    let outcome = EvictionOutcome {
         maxmemory_bytes: plan.maxmemory,
         policies: plan.policies.clone(),
         previous: saved,
         restored: true,
         runs,
-    })
+    };
+    Ok((outcome, interrupted))
 }
 
 #[cfg(test)]
@@ -607,6 +622,28 @@ mod tests {
             ..StatsOptions::default()
         };
         assert_eq!(message(&zero_keys), "--keys must be from 1 to 1000000 (got 0)");
+    }
+
+    #[test]
+    fn negative_counts_are_rejected_with_the_range() {
+        let tasks = StatsOptions {
+            concurrency: -1,
+            ..StatsOptions::default()
+        };
+        assert_eq!(message(&tasks), "--concurrency must be from 1 to 1024 (got -1)");
+        let requests = StatsOptions {
+            requests: Some(-5),
+            ..StatsOptions::default()
+        };
+        assert_eq!(message(&requests), "--requests must be from 1 to 10000000 (got -5)");
+        let capacity = StatsOptions {
+            l1_capacity: -2,
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            message(&capacity),
+            "--l1-capacity must be from 1 to 1000000 entries (got -2)"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use crate::cache::CacheError;
+use crate::cache::{CacheError, KeyScheme};
 use crate::error::{Result, WorkshopError};
 
 use super::server::{ServerAdmin, ServerView};
@@ -151,6 +151,30 @@ impl SavedSettings {
     }
 }
 
+/// `maxmemory` with an `allkeys-*` policy applies to the whole server: before
+/// any setting changes, refuses (exit 6) when eviction could remove data that
+/// is not a cached copy: acknowledged writes still waiting in the
+/// write-behind stream, or keys outside the workshop's prefix.
+pub async fn check_only_cache_at_risk(admin: &ServerAdmin, keys: &KeyScheme) -> Result<()> {
+    let stream = keys.write_behind_stream();
+    let waiting = admin.stream_length(&stream).await?;
+    if waiting > 0 {
+        return Err(WorkshopError::invalid(format!(
+            "{waiting} acknowledged writes wait in the write-behind stream {stream}; flush them first (`workshop-cli write-behind --flush-only`) — eviction could remove them"
+        )));
+    }
+    let total = admin.dbsize().await?;
+    let ours = admin.count_prefixed(keys.prefix()).await?;
+    let foreign = total.saturating_sub(ours);
+    if foreign > 0 {
+        return Err(WorkshopError::invalid(format!(
+            "Valkey holds {foreign} keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)",
+            keys.prefix()
+        )));
+    }
+    Ok(())
+}
+
 /// Where the comparison got to, readable after its future was dropped.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -209,7 +233,14 @@ pub enum Ending {
 
 /// Runs `runs` (the comparison, which records into `progress`) until it
 /// finishes or a signal arrives, then restores `saved` in every case.
-pub async fn guarded<F>(admin: &ServerAdmin, saved: &SavedSettings, progress: &RefCell<Progress>, runs: F) -> Result<()>
+/// `Ok(Some(error))`: interrupted, settings restored; the runs in
+/// `progress.done` finished and can still be shown.
+pub async fn guarded<F>(
+    admin: &ServerAdmin,
+    saved: &SavedSettings,
+    progress: &RefCell<Progress>,
+    runs: F,
+) -> Result<Option<WorkshopError>>
 where
     F: std::future::Future<Output = Result<()>>,
 {
@@ -226,16 +257,16 @@ where
     );
     match (ending, restored) {
         (_, Err(error)) => Err(error.into()),
-        (Ending::Finished(result), Ok(())) => result,
+        (Ending::Finished(result), Ok(())) => result.map(|()| None),
         (Ending::Interrupted(signal), Ok(())) => {
             let during = progress
                 .borrow()
                 .current
                 .as_ref()
                 .map_or_else(String::new, |policy| format!(" during the {policy} run"));
-            Err(WorkshopError::incomplete(format!(
+            Ok(Some(WorkshopError::incomplete(format!(
                 "interrupted by {signal}{during}; Valkey's {previous} were restored"
-            )))
+            ))))
         }
     }
 }

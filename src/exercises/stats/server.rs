@@ -67,6 +67,24 @@ impl ServerAdmin {
         with_retries(|| self.valkey.config_set(name, value)).await
     }
 
+    /// `DBSIZE`: every key of the database, the workshop's and anyone else's.
+    pub async fn dbsize(&self) -> Result<u64, CacheError> {
+        let command = redis::cmd("DBSIZE");
+        with_retries(|| self.valkey.query("DBSIZE", &command)).await
+    }
+
+    /// `XLEN key`: the entries of a stream (0 when there is no such key).
+    pub async fn stream_length(&self, key: &str) -> Result<u64, CacheError> {
+        let mut command = redis::cmd("XLEN");
+        command.arg(key);
+        with_retries(|| self.valkey.query("XLEN", &command)).await
+    }
+
+    /// The keys that start with `prefix` (SCAN MATCH, never KEYS).
+    pub async fn count_prefixed(&self, prefix: &str) -> Result<u64, CacheError> {
+        with_retries(|| async { Ok(self.valkey.scan_prefixed(prefix).await?.len() as u64) }).await
+    }
+
     /// Counts the keys that start with `prefix` (SCAN MATCH, never KEYS) and
     /// sums MEMORY USAGE over the first [`MEMORY_SAMPLE_LIMIT`] of them,
     /// extrapolating to the rest.
