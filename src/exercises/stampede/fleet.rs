@@ -172,11 +172,22 @@ pub(super) async fn round(
         start_up,
         warnings: Vec::new(),
     };
+    // Every copy waits at most for the lock, its TTL and its own queries; a
+    // copy stuck past that (a stalled database) must not hang the run.
+    let run_limit = Duration::from_millis(options.lock_wait_ms + options.lock_ttl_ms)
+        + config.connect_timeout
+        + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + run_limit;
     for mut member in members {
-        let status = member
-            .child
-            .wait()
+        let status = tokio::time::timeout_at(deadline, member.child.wait())
             .await
+            .map_err(|_| {
+                WorkshopError::Other(anyhow::anyhow!(
+                    "fleet process {} of {count} did not finish within {:.0} s; the copies were stopped",
+                    member.number,
+                    run_limit.as_secs_f64()
+                ))
+            })?
             .map_err(|e| WorkshopError::Other(anyhow::anyhow!("fleet process {}: {e}", member.number)))?;
         if !status.success() {
             return Err(failure(member, count).await);
