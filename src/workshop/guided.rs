@@ -240,6 +240,8 @@ impl Guided {
         };
         let status = tokio::process::Command::new(binary)
             .args(&exercise.command)
+            .arg("--connect-timeout")
+            .arg(config.connect_timeout.as_secs_f64().to_string())
             .env("DATABASE_URL", config.database.connect_url())
             .env("VALKEY_URL", config.valkey.connect_url())
             .env("CACHE_TTL", config.ttl.as_secs().to_string())
