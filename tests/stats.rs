@@ -114,6 +114,10 @@ async fn the_counters_add_up_with_and_without_l1() {
         assert_eq!(number(&served["l2"]), number(&c["l2_hits"]));
         assert_eq!(number(&served["database"]), number(&c["database_loads"]));
         assert_eq!(number(&r["latency"]["all"]["count"]), 3000);
+        // An L1 hit is under a millisecond: the µs figures show it (not 0.000 ms).
+        let l1_us = &r["latency_us"]["l1"];
+        assert_eq!(l1_us["count"], r["latency"]["l1"]["count"]);
+        assert!(l1_us["p50_us"].as_f64().unwrap() > 0.0, "{l1_us}");
         let per_second: u64 = r["timeline"]
             .as_array()
             .unwrap()

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-/// Upper bounds in seconds, from a fast L1 hit (0.1 ms) to a slow query (2.5 s).
+/// Upper bounds in seconds, from an L1 hit (1 µs, 10 µs) to a slow query (2.5 s).
 /// Prometheus's default buckets start at 5 ms, which would put every cache
 /// hit in the first bucket.
-pub const DEFAULT_BOUNDS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+pub const DEFAULT_BOUNDS: [f64; 16] = [
+    0.000001, 0.00001, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +114,8 @@ mod tests {
         b.record(Duration::from_secs(5));
         a.merge(&b);
         let cumulative = a.cumulative();
-        assert_eq!(cumulative.first(), Some(&(0.0001, 1)));
+        assert_eq!(cumulative.first(), Some(&(0.000001, 0)));
+        assert_eq!(cumulative[2], (0.0001, 1));
         assert_eq!(cumulative[cumulative.len() - 2], (2.5, 1));
         assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 2)));
     }

@@ -231,6 +231,7 @@ mod tests {
     fn values_are_written_as_prometheus_reads_them() {
         assert_eq!(format_value(3.0), "3");
         assert_eq!(format_value(0.0001), "0.0001");
+        assert_eq!(format_value(0.000001), "0.000001", "the 1 µs bucket bound, not 1e-6");
         assert_eq!(format_value(0.25), "0.25");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
