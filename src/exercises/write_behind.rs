@@ -340,7 +340,7 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
             (Some(production), Some(tally))
         }
     };
-    let production = production.transpose()?;
+    let production_stopped = production.as_ref().and_then(|p| p.stopped.clone());
     let queue_after = producer_queue.depth().await.ok();
 
     let comparison = match (&production, plan.compare) {
@@ -375,6 +375,14 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
     report::write_behind::show(&outcome, output);
     if let Some(db) = &db {
         db.close().await;
+    }
+    if let Some(error) = production_stopped {
+        let acknowledged = outcome.produced.as_ref().map_or(0, |p| p.writes);
+        output.warn(&format!(
+            "{acknowledged} of {} write(s) were acknowledged before Valkey stopped answering; the report above covers them",
+            plan.writes
+        ));
+        return Err(error.into());
     }
     verdict(&outcome)
 }
@@ -441,6 +449,8 @@ async fn flush(flusher: Option<&Flusher>, until: Until<'_>, bar: &ProgressBar, d
 
 struct Production {
     produced: Produced,
+    /// Valkey stopped answering before every write was acknowledged.
+    stopped: Option<CacheError>,
     write_through: LatencyRecorder,
     /// Passengers the comparison created, to remove afterwards.
     compared_ids: Vec<i64>,
@@ -455,8 +465,9 @@ async fn produce(
     plan: &Plan,
     rng: &mut SplitMix64,
     bar: Option<&ProgressBar>,
-) -> std::result::Result<Production, CacheError> {
+) -> Production {
     let mut acks = LatencyRecorder::new();
+    let mut stopped = None;
     let mut write_through = LatencyRecorder::new();
     let mut passports = Vec::with_capacity(usize::try_from(plan.writes).unwrap_or(0));
     let mut example_key = None;
@@ -464,7 +475,14 @@ async fn produce(
     let mut comparison_stopped = None;
     for write in 1..=plan.writes {
         let passenger = generated_passenger(rng, PASSPORT_LETTER);
-        let acknowledged = queue.acknowledge(&passenger).await?;
+        let acknowledged = match queue.acknowledge(&passenger).await {
+            Ok(acknowledged) => acknowledged,
+            Err(error) => {
+                // What was acknowledged so far still counts and is reported.
+                stopped = Some(error);
+                break;
+            }
+        };
         acks.record(acknowledged.latency);
         example_key.get_or_insert(acknowledged.key);
         passports.push(passenger.passportno);
@@ -486,18 +504,19 @@ async fn produce(
             }
         }
     }
-    Ok(Production {
+    Production {
         produced: Produced {
-            writes: plan.writes,
+            writes: passports.len() as u64,
             ack: acks.summary(),
             passport_prefix: PASSPORT_LETTER.to_string(),
             passports,
             example_key,
         },
+        stopped,
         write_through,
         compared_ids,
         comparison_stopped,
-    })
+    }
 }
 
 /// One write-through create; its latency is the database transaction plus the SET.
