@@ -364,7 +364,7 @@ pub struct MultiLevelArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub warm: Option<i64>,
 
-    /// Keep reading --id every --interval ms; print a line whenever the served value changes
+    /// Keep reading --id every --interval ms; print a line whenever the served value changes (with --json: one JSON object per change, then a summary object (JSON Lines))
     #[arg(long, requires = "id", conflicts_with_all = ["requests", "keys", "skew", "warm", "concurrency"])]
     pub listen: bool,
 

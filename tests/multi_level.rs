@@ -55,12 +55,16 @@ struct Listener {
 
 impl Listener {
     fn start(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> Listener {
+        Self::start_on(db, prefix, &valkey_url(), args)
+    }
+
+    fn start_on(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Listener {
         let dir = tempfile::tempdir().unwrap();
         let mut child = cli_against(
             dir.path(),
             &db.url(),
             prefix,
-            &valkey_url(),
+            valkey,
             &["multi-level", "--listen", "--json"],
         )
         .args(args)
@@ -330,6 +334,69 @@ async fn without_invalidation_a_listener_serves_the_old_price_until_its_l1_ttl_e
         assert_eq!(summary["listener"], Value::Null, "not subscribed");
         assert_eq!(summary["cache"]["invalidation"], false);
     }
+}
+
+#[tokio::test]
+async fn a_listener_started_while_valkey_is_down_receives_invalidations_once_it_returns() {
+    let db = seeded_database(DatabaseKind::Postgres, "listen_late").await;
+    let mut valkey = PrivateValkey::start();
+    let prefix = TestPrefix::on("listen_late", &valkey.url());
+    valkey.kill();
+    let mut listener = Listener::start_on(
+        &db,
+        &prefix,
+        &valkey.url(),
+        &[
+            "--id",
+            "42",
+            "--interval",
+            "50",
+            "--duration",
+            "10",
+            "--connect-timeout",
+            "0.5",
+        ],
+    );
+    let (_, first) = listener
+        .next_change(Duration::from_secs(20))
+        .expect("the listener serves the product without Valkey");
+    assert_eq!(first["layer"], "database");
+    let old = first["price"].as_str().unwrap().to_string();
+    let new = price_other_than(&old);
+
+    valkey.restart();
+    // The listener retries every 2 s at most.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let update = multi_level_on(&db, &prefix, &valkey.url(), &["--update", "42", "--price", new]);
+    let updated = Instant::now();
+    assert_eq!(update.code, Some(0), "{}", update.stderr);
+    assert_eq!(
+        update.json["receivers"], 1,
+        "the listener subscribed once Valkey was back"
+    );
+
+    let (seen, change) = listener
+        .next_change(Duration::from_secs(5))
+        .expect("the listener sees the new price");
+    assert_eq!(change["price"], new);
+    assert_eq!(
+        change["layer"], "database",
+        "L2 stays off for a process started without Valkey"
+    );
+    let after = seen.saturating_duration_since(updated);
+    assert!(after < Duration::from_secs(1), "seen {after:?} after the update");
+
+    let (lines, status, err) = listener.finish();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("invalidations are received once Valkey answers"), "{err}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{lines:?}");
+    assert_eq!(summary["listener"]["connected"], true);
+    assert_eq!(summary["counters"]["invalidations_received"], 1);
+    assert_eq!(
+        summary["counters"]["l1_clears"], 1,
+        "the late first subscription emptied L1"
+    );
 }
 
 #[tokio::test]

@@ -162,3 +162,81 @@ async fn with_valkey_down_reads_go_on_from_l1_and_the_database_and_l1_is_emptied
     assert_eq!(cache.l1_entries().await, 0);
     assert!(listener.status.subscriptions.load(Ordering::Relaxed) >= 2);
 }
+
+#[tokio::test]
+async fn a_value_put_while_a_reader_loads_survives_the_readers_fill() {
+    let prefix = TestPrefix::new("late-fill");
+    let key = format!("{}product:9", prefix.prefix);
+    let reader: TwoLevelCache<u64> = TwoLevelCache::new(SETTINGS, Some(valkey(&valkey_url()).await));
+    let writer: TwoLevelCache<u64> = TwoLevelCache::new(SETTINGS, Some(valkey(&valkey_url()).await));
+
+    // The reader missed both layers and reads the old row; meanwhile a writer
+    // stores the new row in L2.
+    let read = reader
+        .get(&key, || async {
+            writer.put(&key, Some(200)).await;
+            Ok::<_, ()>(Some(100))
+        })
+        .await
+        .unwrap();
+    assert_eq!((read.layer, *read.value), (Layer::Database, Some(100)));
+
+    let stored = writer.l2().unwrap().get(&key).await.unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some("200"),
+        "the late fill did not overwrite the new row"
+    );
+    let fresh: TwoLevelCache<u64> = TwoLevelCache::new(SETTINGS, Some(valkey(&valkey_url()).await));
+    let calls = Arc::new(AtomicU64::new(0));
+    let read = fresh.get(&key, loader(&calls, 100)).await.unwrap();
+    assert_eq!((read.layer, *read.value), (Layer::L2, Some(200)));
+}
+
+#[tokio::test]
+async fn a_first_subscription_made_after_start_gave_up_empties_l1() {
+    let mut server = PrivateValkey::start();
+    let prefix = TestPrefix::on("late-subscribe", &server.url());
+    let target = ValkeyTarget::parse(&server.url(), Source::Flag).unwrap();
+    server.kill();
+
+    // Valkey is down at start: L2 is off for this process, the listener keeps trying.
+    let cache: TwoLevelCache<u64> = TwoLevelCache::new(SETTINGS, None);
+    let listener = InvalidationListener::start(
+        &target,
+        format!("{}invalidate", prefix.prefix),
+        cache.clone(),
+        Duration::from_millis(200),
+    )
+    .await;
+    assert!(!listener.is_connected());
+    let calls = Arc::new(AtomicU64::new(0));
+    let key = format!("{}product:1", prefix.prefix);
+    cache.get(&key, loader(&calls, 1)).await.unwrap();
+    assert_eq!(cache.l1_entries().await, 1);
+
+    server.restart();
+    wait_for(|| listener.is_connected()).await;
+    assert_eq!(
+        cache.counters().snapshot().l1_clears,
+        1,
+        "invalidations sent before the first subscription were missed: L1 starts afresh"
+    );
+    assert_eq!(cache.l1_entries().await, 0);
+}
+
+#[tokio::test]
+async fn a_first_subscription_made_before_start_returned_keeps_l1() {
+    let prefix = TestPrefix::new("on-time-subscribe");
+    let target = ValkeyTarget::parse(&valkey_url(), Source::Flag).unwrap();
+    let cache: TwoLevelCache<u64> = TwoLevelCache::new(SETTINGS, Some(valkey(&valkey_url()).await));
+    let listener = InvalidationListener::start(
+        &target,
+        format!("{}invalidate", prefix.prefix),
+        cache.clone(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(listener.is_connected());
+    assert_eq!(cache.counters().snapshot().l1_clears, 0);
+}

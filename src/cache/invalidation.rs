@@ -4,8 +4,10 @@
 //! its L1 until the L1 TTL ends.
 //!
 //! Pub/sub delivers at most once: messages sent while a listener was
-//! disconnected are lost. So when the listener (re)connects after having been
-//! connected before, it empties L1 entirely.
+//! disconnected are lost. So on every subscription except a first one made
+//! before [`InvalidationListener::start`] returned (a reconnect, or a first
+//! subscription that came late because Valkey was slow or down at start), the
+//! listener empties L1 entirely.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,17 +53,40 @@ impl InvalidationListener {
     where
         V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let status = Arc::new(ListenerStatus::default());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let listener = Self::spawn_with(target, channel, cache, timeout, Some(ready_tx));
+        let _ = tokio::time::timeout(timeout, ready_rx).await;
+        listener
+    }
+
+    /// Like [`Self::start`] but returns at once, for when Valkey is known to be
+    /// down: the listener keeps trying, and empties L1 once it subscribes.
+    pub fn spawn<V>(target: &ValkeyTarget, channel: String, cache: TwoLevelCache<V>, timeout: Duration) -> Self
+    where
+        V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        Self::spawn_with(target, channel, cache, timeout, None)
+    }
+
+    fn spawn_with<V>(
+        target: &ValkeyTarget,
+        channel: String,
+        cache: TwoLevelCache<V>,
+        timeout: Duration,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Self
+    where
+        V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let status = Arc::new(ListenerStatus::default());
         let task = tokio::spawn(listen(
             target.connect_url(),
             channel,
             cache,
             Arc::clone(&status),
-            ready_tx,
+            ready,
             timeout,
         ));
-        let _ = tokio::time::timeout(timeout, ready_rx).await;
         InvalidationListener { status, task }
     }
 
@@ -75,12 +100,11 @@ async fn listen<V>(
     channel: String,
     cache: TwoLevelCache<V>,
     status: Arc<ListenerStatus>,
-    ready: tokio::sync::oneshot::Sender<()>,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
     timeout: Duration,
 ) where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let mut ready = Some(ready);
     let mut retry = RETRY_MIN;
     loop {
         if let Ok(client) = redis::Client::open(url.as_str()) {
@@ -91,14 +115,21 @@ async fn listen<V>(
             })
             .await;
             if let Ok(Ok(mut pubsub)) = connected {
-                if status.subscriptions.fetch_add(1, Ordering::Relaxed) > 0 {
-                    // Messages sent while we were away are lost: start L1 afresh.
-                    cache.forget_all_local();
-                    cache.counters().l1_clears.fetch_add(1, Ordering::Relaxed);
+                // Only a first subscription that `start` is still waiting for
+                // has missed nothing; after any other (a reconnect, or a first
+                // one that came after `start` gave up) messages may be lost.
+                let waiting = ready.take();
+                let on_time = waiting.as_ref().is_some_and(|ready| !ready.is_closed());
+                if !on_time {
+                    clear_l1(&cache);
                 }
+                status.subscriptions.fetch_add(1, Ordering::Relaxed);
                 status.connected.store(true, Ordering::Relaxed);
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
+                if let Some(ready) = waiting {
+                    if ready.send(()).is_err() && on_time {
+                        // `start` gave up in between after all.
+                        clear_l1(&cache);
+                    }
                 }
                 retry = RETRY_MIN;
                 let mut messages = pubsub.on_message();
@@ -115,6 +146,15 @@ async fn listen<V>(
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(RETRY_MAX);
     }
+}
+
+/// Messages sent while we were not subscribed are lost: start L1 afresh.
+fn clear_l1<V>(cache: &TwoLevelCache<V>)
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    cache.forget_all_local();
+    cache.counters().l1_clears.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Announces that `key` changed; returns how many listeners received it.

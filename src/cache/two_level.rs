@@ -102,6 +102,16 @@ pub struct TwoLevelSettings {
     pub l2_ttl: Duration,
 }
 
+/// How a value goes into L2.
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    /// `SET … PX`: the caller holds the newest value (write-through, warming).
+    Overwrite,
+    /// `SET … NX PX`: after a database load, never over an entry someone
+    /// else wrote meanwhile (it may be newer than what the load read).
+    IfAbsent,
+}
+
 /// L1 → L2 → database for values of type `V`. Cheap to clone; clones share
 /// the same L1 and counters.
 #[derive(Clone)]
@@ -184,9 +194,10 @@ where
                             latency: started.elapsed(),
                         });
                     }
-                    // An entry that no longer decodes is a miss; it is overwritten below.
+                    // An entry that no longer decodes is a miss; it is dropped so
+                    // the fill below (NX) can replace it.
                     bump(&self.counters.l2_misses);
-                    l2_answered = true;
+                    l2_answered = l2.delete_if_equals(key, &text).await.is_ok();
                 }
                 Ok(None) => {
                     bump(&self.counters.l2_misses);
@@ -199,7 +210,9 @@ where
         let value = Arc::new(load().await?);
         bump(&self.counters.database_loads);
         if l2_answered {
-            self.fill_l2(key, &value).await;
+            // NX: a `put` (a writer's new row) that landed in L2 while this load
+            // ran must win over the row this load read, which may be older.
+            self.fill_l2(key, &value, Fill::IfAbsent).await;
         }
         self.fill_l1(key, &value).await;
         Ok(Served {
@@ -212,7 +225,7 @@ where
     /// Puts a value in both layers (write-through, cache warming).
     pub async fn put(&self, key: &str, value: Option<V>) {
         let value = Arc::new(value);
-        self.fill_l2(key, &value).await;
+        self.fill_l2(key, &value, Fill::Overwrite).await;
         self.fill_l1(key, &value).await;
     }
 
@@ -246,10 +259,14 @@ where
         }
     }
 
-    async fn fill_l2(&self, key: &str, value: &Arc<Option<V>>) {
+    async fn fill_l2(&self, key: &str, value: &Arc<Option<V>>, fill: Fill) {
         if let Some(l2) = &self.l2 {
             let text = serde_json::to_string(value.as_ref()).unwrap_or_else(|_| "null".into());
-            if l2.set_with_ttl(key, &text, self.l2_ttl).await.is_err() {
+            let written = match fill {
+                Fill::Overwrite => l2.set_with_ttl(key, &text, self.l2_ttl).await,
+                Fill::IfAbsent => l2.set_if_absent(key, &text, self.l2_ttl).await.map(drop),
+            };
+            if written.is_err() {
                 bump(&self.counters.l2_errors);
             }
         }

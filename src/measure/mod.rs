@@ -22,6 +22,8 @@ pub struct LatencyRecorder {
     /// Exact extremes: the histogram only knows them to 3 significant digits.
     min_nanos: u64,
     max_nanos: u64,
+    /// Exact sum for the mean (the histogram's mean is bucketed and can fall outside [min, max]).
+    sum_nanos: u128,
 }
 
 impl Default for LatencyRecorder {
@@ -36,6 +38,13 @@ impl std::fmt::Debug for LatencyRecorder {
     }
 }
 
+/// `sum / count`, rounded to the nearest nanosecond.
+fn exact_mean(sum_nanos: u128, count: u64) -> Duration {
+    let count = u128::from(count.max(1));
+    let nanos = (sum_nanos + count / 2) / count;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 impl LatencyRecorder {
     pub fn new() -> Self {
         LatencyRecorder {
@@ -44,6 +53,7 @@ impl LatencyRecorder {
                 .expect("constant histogram bounds are valid"),
             min_nanos: u64::MAX,
             max_nanos: 0,
+            sum_nanos: 0,
         }
     }
 
@@ -54,6 +64,7 @@ impl LatencyRecorder {
         self.histogram.saturating_record(nanos);
         self.min_nanos = self.min_nanos.min(nanos);
         self.max_nanos = self.max_nanos.max(nanos);
+        self.sum_nanos += u128::from(nanos);
     }
 
     pub fn merge(&mut self, other: &LatencyRecorder) {
@@ -61,6 +72,7 @@ impl LatencyRecorder {
         let _ = self.histogram.add(&other.histogram);
         self.min_nanos = self.min_nanos.min(other.min_nanos);
         self.max_nanos = self.max_nanos.max(other.max_nanos);
+        self.sum_nanos += other.sum_nanos;
     }
 
     pub fn count(&self) -> u64 {
@@ -90,7 +102,7 @@ impl LatencyRecorder {
             p95: at(0.95),
             p99: at(0.99),
             max,
-            mean: Duration::from_nanos(h.mean().round() as u64),
+            mean: exact_mean(self.sum_nanos, h.len()).clamp(min, max),
         })
     }
 
@@ -252,6 +264,22 @@ mod tests {
         let mut a = recorder(&[1, 2]);
         a.merge(&recorder(&[3]));
         assert_eq!(a.count(), 3);
+        assert_eq!(
+            a.summary().unwrap().mean,
+            Duration::from_micros(2),
+            "the mean merges too"
+        );
+    }
+
+    #[test]
+    fn the_mean_is_exact_and_within_min_and_max() {
+        let mut r = LatencyRecorder::new();
+        r.record(Duration::from_nanos(151_806_000));
+        let s = r.summary().unwrap();
+        assert_eq!((s.min, s.mean, s.max), (s.min, s.min, s.min));
+        assert_eq!(s.mean, Duration::from_nanos(151_806_000));
+        let s = recorder(&[1, 2, 2]).summary().unwrap();
+        assert_eq!(s.mean, Duration::from_nanos(1_667));
     }
 
     #[test]

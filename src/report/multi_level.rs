@@ -381,7 +381,7 @@ pub fn show_listen_change(change: &ServedChange, output: &Output) {
     );
     if let Some(since) = change.since_updated_at_ms {
         line.push_str(&format!(
-            "  ({:.1} s after the row's updated_at)",
+            "  (~{:.1} s after the row's updated_at)",
             since as f64 / 1000.0
         ));
     }

@@ -39,9 +39,11 @@ pub struct ServedChange {
     pub name: Option<String>,
     pub layer: Layer,
     pub updated_at: Option<chrono::NaiveDateTime>,
-    /// For a change after the first value: how long after the row's
-    /// `updated_at` this process served it, by this machine's clock against
-    /// the database's (approximate: MariaDB stores whole seconds).
+    /// For a change after the first value: roughly how long after the row's
+    /// `updated_at` this process served it. Approximate: `updated_at` is the
+    /// database session's local time (MariaDB: whole seconds) read against this
+    /// machine's UTC clock, so it is given only when plausible (0 to 1 hour),
+    /// else `None` (e.g. a database not running in UTC).
     pub since_updated_at_ms: Option<i64>,
 }
 
@@ -107,7 +109,7 @@ fn change_event(
 ) -> ServedChange {
     let now = Utc::now();
     let since_updated_at_ms = match (previous, row) {
-        (Some(_), Some(row)) => Some((now.naive_utc() - row.updated_at).num_milliseconds()),
+        (Some(_), Some(row)) => plausible_delay((now.naive_utc() - row.updated_at).num_milliseconds()),
         _ => None,
     };
     ServedChange {
@@ -124,6 +126,14 @@ fn change_event(
         updated_at: row.map(|r| r.updated_at),
         since_updated_at_ms,
     }
+}
+
+/// The longest delay `since_updated_at_ms` reports; anything else (negative,
+/// or hours: a time-zone offset) says more about the clocks than the cache.
+const PLAUSIBLE_DELAY_MS: i64 = 60 * 60 * 1000;
+
+fn plausible_delay(ms: i64) -> Option<i64> {
+    (0..PLAUSIBLE_DELAY_MS).contains(&ms).then_some(ms)
 }
 
 pub(super) async fn run(
@@ -251,4 +261,25 @@ pub(super) async fn run(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_delay;
+
+    #[test]
+    fn a_delay_is_reported_only_when_the_clocks_can_be_compared() {
+        assert_eq!(plausible_delay(0), Some(0));
+        assert_eq!(plausible_delay(1_250), Some(1_250));
+        assert_eq!(
+            plausible_delay(-1_000),
+            None,
+            "updated_at in the future: clocks disagree"
+        );
+        assert_eq!(
+            plausible_delay(2 * 3_600_000 + 40),
+            None,
+            "a time-zone offset, not a delay"
+        );
+    }
 }

@@ -118,12 +118,19 @@ pub(super) async fn open_cache(
 ) -> Result<CacheSide> {
     let keys = KeyScheme::new(&config.key_prefix);
     let mut warnings = Vec::new();
+    let listening = subscribe && shape.invalidation;
+    // L2 stays off for the whole run of a process that started without
+    // Valkey (it does not connect later); the invalidation listener does.
     let valkey = match Valkey::connect(&config.valkey, config.connect_timeout).await {
         Ok(valkey) => Some(valkey),
         Err(error) if !valkey_required => {
-            warnings.push(format!(
-                "{error}; reads go to L1 and the database only, and no invalidation is received"
-            ));
+            warnings.push(if listening {
+                format!(
+                    "{error}; reads go to L1 and the database only; invalidations are received once Valkey answers (L1 is emptied then)"
+                )
+            } else {
+                format!("{error}; reads go to L1 and the database only, and no invalidation is received")
+            });
             None
         }
         Err(error) => return Err(error.into()),
@@ -139,7 +146,17 @@ pub(super) async fn open_cache(
     );
     let channel = keys.invalidation_channel();
     let mut subscribed = None;
-    let listener = if subscribe && shape.invalidation && valkey.is_some() {
+    let listener = if !listening {
+        None
+    } else if valkey.is_none() {
+        // Valkey is down: do not wait again; the listener retries by itself.
+        Some(InvalidationListener::spawn(
+            &config.valkey,
+            channel.clone(),
+            cache.clone(),
+            config.connect_timeout,
+        ))
+    } else {
         let started = Instant::now();
         let listener =
             InvalidationListener::start(&config.valkey, channel.clone(), cache.clone(), config.connect_timeout).await;
@@ -152,8 +169,6 @@ pub(super) async fn open_cache(
             ));
         }
         Some(listener)
-    } else {
-        None
     };
     Ok(CacheSide {
         valkey_connect: valkey.as_ref().map(Valkey::connect_time),
@@ -205,7 +220,7 @@ pub(super) fn counter_warnings(counters: &CounterSnapshot) -> Vec<String> {
     }
     if counters.l1_clears > 0 {
         warnings.push(format!(
-            "the invalidation channel reconnected: L1 was emptied {} time(s), since messages sent meanwhile are lost",
+            "the invalidation channel (re)subscribed after a gap: L1 was emptied {} time(s), since messages sent meanwhile are lost",
             counters.l1_clears
         ));
     }
