@@ -389,8 +389,10 @@ async fn eviction_runs_change_maxmemory_only_while_they_run_and_evict_keys() {
                 run["valkey"]
             );
             assert_eq!(number(&run["run"]["requests"]), 3000);
+            // How many survive depends on the connections' buffers, which share
+            // the limit; what matters is that the limit cut the data set.
             let keys_after = number(&run["valkey"]["workshop_keys"]["keys"]);
-            assert!((1..1000).contains(&keys_after), "{policy}: {keys_after} keys left");
+            assert!(keys_after < 1000, "{policy}: {keys_after} keys left");
             assert_eq!(number(&run["run"]["counters"]["l1_hits"]), 0, "L1 is off for eviction");
         }
         assert_eq!(config_get(&server.url(), "maxmemory"), "0");
