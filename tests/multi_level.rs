@@ -365,8 +365,26 @@ async fn a_listener_started_while_valkey_is_down_receives_invalidations_once_it_
     let new = price_other_than(&old);
 
     valkey.restart();
-    // The listener retries every 2 s at most.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // The listener retries every 2 s at most: wait until it is subscribed.
+    let channel = format!("{}invalidate", prefix.prefix);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let client = redis::Client::open(valkey.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let subscribers: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query(&mut conn)
+            .unwrap();
+        if subscribers.first().is_some_and(|(_, n)| *n >= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listener did not subscribe within 15 s of Valkey's return"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let update = multi_level_on(&db, &prefix, &valkey.url(), &["--update", "42", "--price", new]);
     let updated = Instant::now();
     assert_eq!(update.code, Some(0), "{}", update.stderr);
