@@ -1,11 +1,14 @@
 //! Exercise 6: the stampede comparison tables, and the two lines a fleet
 //! member writes for the process that started it.
 
+use std::time::Duration;
+
 use comfy_table::Table;
 
 use super::table::{align_right, count, ms, new_table};
 use super::Output;
 use crate::exercises::stampede::fleet::{MemberReport, READY};
+use crate::exercises::stampede::plan::Plan;
 use crate::exercises::stampede::{ExpiryOutcome, ModeOutcome, StampedeOutcome};
 use crate::measure::LatencySummary;
 use crate::patterns::stampede::Protection;
@@ -25,6 +28,10 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
 
     output.heading("Connection set-up (not part of any timing below)");
     output.text(setup_line(outcome));
+    output.text(plan_line(&outcome.plan));
+    for note in &outcome.plan.notes {
+        output.text(format!("  adapted: {note}"));
+    }
 
     if !outcome.modes.is_empty() {
         output.heading(&cold_key_heading(outcome));
@@ -36,6 +43,9 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
         output.text(queries_line(&outcome.modes, outcome.processes));
         if outcome.modes.iter().any(|m| m.mode == Protection::Lock) {
             output.text(lock_line(outcome));
+        }
+        for line in dead_holder_lines(&outcome.modes, outcome.lock.settings.ttl) {
+            output.text(line);
         }
         output.text(consistency_line(
             &outcome.modes,
@@ -81,6 +91,52 @@ fn setup_line(outcome: &StampedeOutcome) -> String {
         None => line.push_str(&format!(" ({} database connections)", outcome.pool_connections)),
     }
     line
+}
+
+/// The timed cold load and the budget the sizes were fitted to.
+fn plan_line(plan: &Plan) -> String {
+    let fit = if plan.adapted {
+        "sizes adapted to fit (below)"
+    } else if plan.estimated > plan.time_budget {
+        "over budget (below)"
+    } else {
+        "the default sizes fit"
+    };
+    format!(
+        "one cold load took {} ms (timed before the modes, not counted) · time budget {} s (--time-budget): {fit} · database time needed at most about {:.1} s",
+        ms(plan.cold_load),
+        plan.time_budget.as_secs(),
+        plan.estimated.as_secs_f64()
+    )
+}
+
+/// What a lock holder that stopped without filling the cache cost: the
+/// takeover's extra query and the waiters' wait, and any copy that was lost.
+fn dead_holder_lines(modes: &[ModeOutcome], ttl: Duration) -> Vec<String> {
+    let mut lines = Vec::new();
+    for mode in modes {
+        let takeovers = mode.counts.lock_takeovers;
+        if takeovers > 0 {
+            let waited = mode.latency.as_ref().map_or_else(|| "—".to_string(), |l| ms(l.max));
+            lines.push(format!(
+                "{}: a lock holder stopped without filling the cache (it died, failed, or outlasted the lock); after its lock expired (TTL {} ms) a waiter took it over {} {}: {} extra database {}, and the waiters waited up to {waited} ms instead of one query's time",
+                mode.mode.label(),
+                ttl.as_millis(),
+                count(takeovers),
+                plural(takeovers, "time", "times"),
+                count(takeovers),
+                plural(takeovers, "query", "queries"),
+            ));
+        }
+        for lost in &mode.lost_processes {
+            lines.push(format!(
+                "{}: {}; its requests are not in the table",
+                mode.mode.label(),
+                lost.describe()
+            ));
+        }
+    }
+    lines
 }
 
 fn cold_key_heading(outcome: &StampedeOutcome) -> String {
@@ -159,7 +215,10 @@ fn queries_line(modes: &[ModeOutcome], processes: u64) -> String {
                 plural(m.database_queries, "query", "queries")
             );
             if let Some(per_process) = m.queries_per_process.as_ref().filter(|_| processes > 1) {
-                let each: Vec<String> = per_process.iter().map(|n| count(*n)).collect();
+                let each: Vec<String> = per_process
+                    .iter()
+                    .map(|n| n.map_or_else(|| "lost".to_string(), count))
+                    .collect();
                 part.push_str(&format!(" ({} per process)", each.join(" + ")));
             }
             part
