@@ -141,6 +141,10 @@ fn dead_holder_lines(modes: &[ModeOutcome], ttl: Duration) -> Vec<String> {
 
 fn cold_key_heading(outcome: &StampedeOutcome) -> String {
     let mut heading = format!("One cold key: {} concurrent requests", count(outcome.concurrency));
+    let unprotected = outcome.plan.unprotected_requests;
+    if unprotected != outcome.concurrency && outcome.modes.iter().any(|m| m.mode == Protection::None) {
+        heading.push_str(&format!(" ({} for none, to fit the time budget)", count(unprotected)));
+    }
     if outcome.processes > 1 {
         heading.push_str(&format!(" in each of {} processes", outcome.processes));
     }

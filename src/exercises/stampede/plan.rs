@@ -127,12 +127,12 @@ pub fn plan(
         };
         if with_expiry + unprotected > budget {
             let reason = format!(
-                "skipped to stay within the {} s time budget: one query took {} ms, so the scenario would take about {} s; run `--mode xfetch` for it alone, or raise --time-budget",
+                "to stay within the {} s time budget: one query took {} ms, so the scenario would take about {} s; run `--mode xfetch` for it alone, or raise --time-budget",
                 budget.as_secs(),
                 millis(load),
                 expiry_cost.as_secs_f64().ceil()
             );
-            notes.push(format!("expiry scenario (XFetch) {reason}"));
+            notes.push(format!("expiry scenario (XFetch) skipped {reason}"));
             expiry_skipped = Some(reason);
             with_expiry = fixed;
         }
