@@ -753,3 +753,33 @@ async fn a_slow_query_is_fitted_to_the_time_budget_and_the_run_says_so() {
         assert!(took < Duration::from_secs(10), "{kind:?}: took {took:?}");
     }
 }
+
+#[tokio::test]
+async fn on_a_terminal_progress_shows_within_a_second_and_names_the_running_mode() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "st_spinner").await;
+        let prefix = TestPrefix::new("st_spinner");
+        let sql = sleep_sql(kind, 0.5);
+        let command = cli_against(
+            &std::env::temp_dir(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &["stampede", "--mode", "none", "--concurrency", "30", "--sql", &sql],
+        );
+        let started = Instant::now();
+        let mut session = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
+        // Before the first query has finished, the terminal already shows what runs.
+        session.exp_string("timing one cold load of the query").unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{kind:?}: {:?}",
+            started.elapsed()
+        );
+        // 30 half-second queries on 10 connections: the spinner names the mode while they run.
+        session.exp_string("none: ").unwrap();
+        session.exp_string("/30 requests done").unwrap();
+        session.exp_string("One cold key: 30 concurrent requests").unwrap();
+        session.exp_eof().unwrap();
+    }
+}
