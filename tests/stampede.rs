@@ -184,6 +184,8 @@ fn valkey_get(key: &str) -> Option<String> {
 struct StartedMember {
     child: Child,
     ready: std::sync::mpsc::Receiver<()>,
+    /// Everything else it wrote on stderr, to show when it fails.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn start_fleet_member(db: &TestDatabase, prefix: &TestPrefix, sql: &str) -> StartedMember {
@@ -210,14 +212,22 @@ fn start_fleet_member(db: &TestDatabase, prefix: &TestPrefix, sql: &str) -> Star
     .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, ready) = std::sync::mpsc::channel();
+    let kept: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let lines = std::sync::Arc::clone(&kept);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line == READY {
                 let _ = tx.send(());
+            } else {
+                lines.lock().unwrap().push(line);
             }
         }
     });
-    StartedMember { child, ready }
+    StartedMember {
+        child,
+        ready,
+        stderr: kept,
+    }
 }
 
 #[tokio::test]
@@ -235,10 +245,12 @@ async fn two_processes_started_together_with_the_lock_run_one_query_between_them
         ];
         // The start barrier: both are connected and waiting before either reads.
         for member in &members {
-            member
-                .ready
-                .recv_timeout(Duration::from_secs(30))
-                .expect("a member ready");
+            if let Err(error) = member.ready.recv_timeout(Duration::from_secs(30)) {
+                panic!(
+                    "{kind:?}: a member is not ready ({error}): {:?}",
+                    member.stderr.lock().unwrap()
+                );
+            }
         }
         for member in &mut members {
             let mut stdin = member.child.stdin.take().unwrap();
@@ -769,13 +781,14 @@ async fn on_a_terminal_progress_shows_within_a_second_and_names_the_running_mode
         );
         let started = Instant::now();
         let mut session = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
-        // Before the first query has finished, the terminal already shows what runs.
-        session.exp_string("timing one cold load of the query").unwrap();
+        // Before anything has connected, the terminal already shows what runs.
+        session.exp_string("connecting").unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "{kind:?}: {:?}",
             started.elapsed()
         );
+        session.exp_string("timing one cold load of the query").unwrap();
         // 30 half-second queries on 10 connections: the spinner names the mode while they run.
         session.exp_string("none: ").unwrap();
         session.exp_string("/30 requests done").unwrap();

@@ -17,6 +17,9 @@ pub const DEFAULT_TIME_BUDGET_S: u64 = 30;
 /// least twice one load plus a second (a holder must finish before it expires).
 const DEFAULT_LOCK_TTL: Duration = Duration::from_millis(5000);
 const LOCK_SLACK: Duration = Duration::from_secs(1);
+/// Derived lock times stay within what `--lock-ttl-ms` and `--lock-wait-ms`
+/// accept, since a fleet copy is given them on its command line.
+const MAX_DERIVED_LOCK: Duration = Duration::from_secs(600);
 /// An unprotected round needs two requests to show a stampede at all.
 const MIN_UNPROTECTED: u64 = 2;
 
@@ -67,8 +70,8 @@ pub struct Plan {
 /// the TTL plus the next holder's load, so that waiters of a holder that
 /// died take the lock over (one more query) instead of all querying.
 pub fn lock_timing(ttl: Option<Duration>, wait: Option<Duration>, cold_load: Duration) -> (Duration, Duration) {
-    let ttl = ttl.unwrap_or_else(|| DEFAULT_LOCK_TTL.max(cold_load * 2 + LOCK_SLACK));
-    let wait = wait.unwrap_or(ttl + cold_load * 2 + LOCK_SLACK);
+    let ttl = ttl.unwrap_or_else(|| DEFAULT_LOCK_TTL.max(cold_load * 2 + LOCK_SLACK).min(MAX_DERIVED_LOCK));
+    let wait = wait.unwrap_or_else(|| (ttl + cold_load * 2 + LOCK_SLACK).min(MAX_DERIVED_LOCK));
     (ttl, wait)
 }
 
@@ -329,6 +332,9 @@ mod tests {
         // A given TTL is kept; the wait still covers it.
         let (ttl, wait) = lock_timing(Some(Duration::from_millis(50)), None, Duration::from_millis(10));
         assert_eq!((ttl, wait), (Duration::from_millis(50), Duration::from_millis(1070)));
+        // A load of minutes stays within the flags' limits.
+        let (ttl, wait) = lock_timing(None, None, Duration::from_secs(400));
+        assert_eq!((ttl, wait), (Duration::from_secs(600), Duration::from_secs(600)));
         // A given wait is kept as given.
         let (_, wait) = lock_timing(None, Some(Duration::ZERO), Duration::from_millis(10));
         assert_eq!(wait, Duration::ZERO);
