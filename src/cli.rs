@@ -134,7 +134,7 @@ pub enum Command {
 
     /// Exercise 6: cache stampede: many requests for one cold key, unprotected, with single flight, a Valkey lock, XFetch
     #[command(
-        after_help = "Examples:\n  workshop-cli stampede                                     every mode on one cold key\n  workshop-cli stampede --mode lock --processes 4           one query for the whole fleet\n  workshop-cli stampede --mode single-flight --processes 4  one query per process\n  workshop-cli stampede --mode single-flight --concurrency 1000 --rounds 5\n  workshop-cli stampede --mode lock --lock-wait-ms 0        waiters fall back at once\n  workshop-cli stampede --mode xfetch --beta 2              a hot key expiring under traffic\n  workshop-cli stampede --query airport --id 3797 --json"
+        after_help = "Examples:\n  workshop-cli stampede                                     every mode on one cold key\n  workshop-cli stampede --mode lock --processes 4           one query for the whole fleet\n  workshop-cli stampede --mode single-flight --processes 4  one query per process\n  workshop-cli stampede --mode single-flight --concurrency 1000 --rounds 5\n  workshop-cli stampede --mode lock --lock-wait-ms 0        waiters fall back at once\n  workshop-cli stampede --time-budget 60                    a slow query: sizes fit 60 s\n  workshop-cli stampede --mode xfetch --beta 2              a hot key expiring under traffic\n  workshop-cli stampede --query airport --id 3797 --json"
     )]
     Stampede(StampedeArgs),
 
