@@ -663,8 +663,9 @@ async fn a_dead_lock_holder_costs_one_takeover_query_not_one_per_waiter() {
             "the default wait outlasts the lock"
         );
         let lock = mode(&run, "lock");
-        // The fault was there during the run: every request waited for the dead lock.
-        assert!(lock["latency"]["min"].as_f64().unwrap() > 3000.0, "{kind:?}: {lock}");
+        // The fault was there during the run: every request waited for the dead
+        // lock (seconds, where a free lock costs milliseconds), until it expired.
+        assert!(lock["latency"]["min"].as_f64().unwrap() > 1000.0, "{kind:?}: {lock}");
         assert_eq!(queries(lock), 1, "{kind:?}: {lock}");
         assert_eq!(lock["counts"]["lock_takeovers"], 1, "{kind:?}: {lock}");
         assert_eq!(lock["fell_back"], 0, "{kind:?}: {lock}");

@@ -339,6 +339,54 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_holder_shows_its_extra_query_and_wait_and_a_lost_copy_is_named() {
+        let mode = ModeOutcome {
+            mode: Protection::Lock,
+            requests: 5,
+            database_queries: 1,
+            cache_hits: 0,
+            waited: 4,
+            fell_back: 0,
+            misses: 1,
+            counts: crate::patterns::stampede::PathCounts {
+                loaded: 1,
+                waited: 4,
+                lock_takeovers: 1,
+                ..Default::default()
+            },
+            queries_per_round: vec![1],
+            queries_per_process: Some(vec![None, Some(1)]),
+            lost_processes: vec![crate::exercises::stampede::fleet::LostMember {
+                process: 1,
+                processes: 2,
+                pid: Some(77),
+                ended: "killed by signal 9 (SIGKILL)".into(),
+            }],
+            latency: None,
+            wall_time: Duration::from_secs(7),
+            distinct_results: 1,
+            mismatched_requests: 0,
+            consistent: true,
+        };
+        let lines = dead_holder_lines(std::slice::from_ref(&mode), Duration::from_millis(5000));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0]
+                .contains("after its lock expired (TTL 5000 ms) a waiter took it over 1 time: 1 extra database query"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[1],
+            "Valkey lock: fleet process 1 of 2 (pid 77) was killed by signal 9 (SIGKILL) before it reported; its requests are not in the table"
+        );
+        assert_eq!(
+            queries_line(&[mode], 2),
+            "database queries: Valkey lock 1 query (lost + 1 per process)"
+        );
+    }
+
+    #[test]
     fn one_query_is_singular() {
         assert_eq!(plural(1, "query", "queries"), "query");
         assert_eq!(plural(100, "query", "queries"), "queries");
