@@ -68,6 +68,10 @@ pub enum WorkshopError {
     ChecksFailed { failed: usize },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+    /// A child process's failure passed on with its exit code (a stampede
+    /// fleet copy): a database error there is a database error here.
+    #[error("{message}")]
+    Relayed { code: u8, message: String },
 }
 
 impl WorkshopError {
@@ -80,6 +84,7 @@ impl WorkshopError {
             WorkshopError::Incomplete(_) => exit::INCOMPLETE,
             WorkshopError::ChecksFailed { .. } => exit::CHECKS_FAILED,
             WorkshopError::Other(_) => exit::FAILURE,
+            WorkshopError::Relayed { code, .. } => *code,
         }
     }
 
