@@ -271,7 +271,10 @@ async fn fingerprint(db: &TestDatabase) -> Vec<(String, Vec<Vec<Option<String>>>
             ),
         };
         out.push((format!("{table} definition"), text_rows(db, &definition).await));
-        out.push((format!("{table} rows"), text_rows(db, &table_rows_sql(db.kind, table)).await));
+        out.push((
+            format!("{table} rows"),
+            text_rows(db, &table_rows_sql(db.kind, table)).await,
+        ));
     }
     out
 }
@@ -361,8 +364,7 @@ async fn check_env_on_an_import_says_per_exercise_what_can_run_and_what_is_missi
             assert_eq!(verdict["can_run"], false, "{kind:?} {id}");
             assert_eq!(verdict["detail"], "needs table products", "{kind:?} {id}");
             assert_eq!(
-                verdict["hint"],
-                "run `workshop-cli seed` to add it (imported tables are left alone)",
+                verdict["hint"], "run `workshop-cli seed` to add it (imported tables are left alone)",
                 "{kind:?} {id}"
             );
         }
@@ -450,13 +452,21 @@ async fn seed_adds_products_to_an_import_and_leaves_every_imported_table_as_it_w
             &["multi-level", "--requests", "300", "--keys", "50"],
         );
         assert_eq!(multi.code, Some(0), "{kind:?}: {}", multi.stderr);
-        assert_eq!(fingerprint(&db).await, before, "{kind:?}: the exercises changed imported tables");
+        assert_eq!(
+            fingerprint(&db).await,
+            before,
+            "{kind:?}: the exercises changed imported tables"
+        );
 
         // A second seed finds its own tables and changes nothing.
         let again = run_json(&db, &prefix, &valkey_url(), &["seed", "--scale", "0.02"]);
         assert_eq!(again.code, Some(0), "{kind:?}: {}", again.stderr);
         assert_eq!(again.json["outcome"], "already_seeded", "{kind:?}");
-        assert_eq!(again.json["tables"].as_array().map(Vec::len), Some(1), "{kind:?}: only ours counted");
+        assert_eq!(
+            again.json["tables"].as_array().map(Vec::len),
+            Some(1),
+            "{kind:?}: only ours counted"
+        );
     }
 }
 
@@ -493,7 +503,11 @@ async fn seed_reset_on_an_import_rebuilds_only_the_workshop_tables() {
         // one more index, and it differs.
         let shown = format!("{before:?}");
         assert!(shown.contains("FARQUHAR") && shown.contains("sitzplan_unq"), "{shown}");
-        execute(&fresh, "UPDATE passenger SET lastname = 'Armstrong' WHERE passenger_id = 1").await;
+        execute(
+            &fresh,
+            "UPDATE passenger SET lastname = 'Armstrong' WHERE passenger_id = 1",
+        )
+        .await;
         assert_ne!(fingerprint(&fresh).await, before, "{kind:?}");
         let changed = fingerprint(&fresh).await;
         execute(&fresh, "CREATE INDEX extra_idx ON airplane (type_id)").await;

@@ -353,7 +353,8 @@ async fn tables_seed_did_not_create_are_left_alone() {
         let output = seed(&db, &["--scale", SCALE, "--reset"]);
         assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
         assert!(
-            stderr(&output).starts_with("error: found tables airport and products, which `workshop-cli seed` did not create"),
+            stderr(&output)
+                .starts_with("error: found tables airport and products, which `workshop-cli seed` did not create"),
             "{kind:?}: {}",
             stderr(&output)
         );

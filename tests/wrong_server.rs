@@ -81,7 +81,11 @@ fn a_database_url_with_the_wrong_engine_for_the_port_says_which_engine_answered(
         assert!(!stderr(&output).contains("sqlx"), "{url}");
         assert_eq!(output.status.code(), Some(4), "{url}");
         // The connect timeout plus a short look at the port, no more.
-        assert!(started.elapsed() < Duration::from_secs(4), "{url}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{url}: {:?}",
+            started.elapsed()
+        );
     }
 }
 

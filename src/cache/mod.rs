@@ -27,7 +27,9 @@ pub enum CacheError {
     #[error("Valkey {command} failed: {reason}")]
     Command { command: &'static str, reason: String },
     /// VALKEY_URL points at a port that speaks another protocol (a database's).
-    #[error("{address} speaks {protocol}, not Valkey's; point VALKEY_URL at Valkey (the default is redis://127.0.0.1:6379)")]
+    #[error(
+        "{address} speaks {protocol}, not Valkey's; point VALKEY_URL at Valkey (the default is redis://127.0.0.1:6379)"
+    )]
     OtherProtocol { address: String, protocol: &'static str },
 }
 

@@ -462,7 +462,10 @@ mod tests {
             first_line("encountered unexpected or invalid data: unexpected response from SSLRequest: 0x64 (sqlx_postgres::connection::tls:95)\nmore"),
             "encountered unexpected or invalid data: unexpected response from SSLRequest: 0x64"
         );
-        assert_eq!(first_line("Connection refused (os error 111)"), "Connection refused (os error 111)");
+        assert_eq!(
+            first_line("Connection refused (os error 111)"),
+            "Connection refused (os error 111)"
+        );
     }
 
     #[test]

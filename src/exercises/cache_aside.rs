@@ -561,7 +561,9 @@ mod tests {
         let err = parse_params(&["id".into()]).unwrap_err();
         assert_eq!(err.to_string(), "--param 'id' needs the form name=value");
         let err = parse_params(&["1x=2".into()]).unwrap_err();
-        assert!(err.to_string().starts_with("--param name '1x' may use only ASCII letters"));
+        assert!(err
+            .to_string()
+            .starts_with("--param name '1x' may use only ASCII letters"));
         let err = parse_params(&["a=1".into(), "a=2".into()]).unwrap_err();
         assert_eq!(err.to_string(), "--param a is given twice");
     }

@@ -264,8 +264,15 @@ mod tests {
         let catalogue = Catalogue::builtin().unwrap();
         let all = assess(&catalogue, &probe(&["airport", "products"], &["products", "airport"]));
         let cache_aside = by_id(&all, "cache-aside");
-        assert_eq!(cache_aside.detail, "needs tables flight and booking; table airport has no rows");
-        assert!(cache_aside.hint.starts_with("import it from FlughafenDB"), "{}", cache_aside.hint);
+        assert_eq!(
+            cache_aside.detail,
+            "needs tables flight and booking; table airport has no rows"
+        );
+        assert!(
+            cache_aside.hint.starts_with("import it from FlughafenDB"),
+            "{}",
+            cache_aside.hint
+        );
         assert_eq!(by_id(&all, "stats").detail, "table products has no rows");
     }
 
@@ -274,7 +281,10 @@ mod tests {
         let catalogue = Catalogue::builtin().unwrap();
         let all = assess(&catalogue, &probe(&[], &[]));
         let stats = by_id(&all, "stats");
-        assert_eq!((stats.detail.as_str(), stats.hint.as_str()), ("needs table products", SEED_HINT));
+        assert_eq!(
+            (stats.detail.as_str(), stats.hint.as_str()),
+            ("needs table products", SEED_HINT)
+        );
         assert!(by_id(&all, "check-env").can_run);
     }
 
