@@ -108,10 +108,12 @@ CREATE TABLE `booking` (
 
 /// The same tables as a PostgreSQL conversion of the dump has them (what
 /// pgloader makes of the MySQL types: smallint, integer, char(n), varchar(n),
-/// timestamp, numeric), with the same keys and foreign keys.
+/// timestamp, numeric; AUTO_INCREMENT becomes serial, its sequence moved past
+/// the loaded ids, see [`POSTGRES_SEQUENCES`]), with the same keys and
+/// foreign keys.
 const POSTGRES_IMPORT: &str = r#"
 CREATE TABLE airport (
-  airport_id smallint NOT NULL PRIMARY KEY,
+  airport_id smallserial NOT NULL PRIMARY KEY,
   iata char(3),
   icao char(4) NOT NULL CONSTRAINT icao_unq UNIQUE,
   name varchar(50) NOT NULL
@@ -119,25 +121,25 @@ CREATE TABLE airport (
 CREATE INDEX name_idx ON airport (name);
 CREATE INDEX iata_idx ON airport (iata);
 CREATE TABLE airline (
-  airline_id smallint NOT NULL PRIMARY KEY,
+  airline_id smallserial NOT NULL PRIMARY KEY,
   iata char(2) NOT NULL CONSTRAINT iata_unq UNIQUE,
   airlinename varchar(30),
   base_airport smallint NOT NULL CONSTRAINT fluglinie_ibfk_1 REFERENCES airport (airport_id)
 );
 CREATE INDEX heimat_idx ON airline (base_airport);
 CREATE TABLE airplane_type (
-  type_id integer NOT NULL PRIMARY KEY,
+  type_id serial NOT NULL PRIMARY KEY,
   identifier varchar(50),
   description text
 );
 CREATE TABLE airplane (
-  airplane_id integer NOT NULL PRIMARY KEY,
+  airplane_id serial NOT NULL PRIMARY KEY,
   capacity integer NOT NULL CHECK (capacity >= 0),
   type_id integer NOT NULL,
   airline_id integer NOT NULL
 );
 CREATE TABLE flight (
-  flight_id integer NOT NULL PRIMARY KEY,
+  flight_id serial NOT NULL PRIMARY KEY,
   flightno char(8) NOT NULL,
   "from" smallint NOT NULL CONSTRAINT flug_ibfk_1 REFERENCES airport (airport_id),
   "to" smallint NOT NULL CONSTRAINT flug_ibfk_2 REFERENCES airport (airport_id),
@@ -150,7 +152,7 @@ CREATE INDEX von_idx ON flight ("from");
 CREATE INDEX nach_idx ON flight ("to");
 CREATE INDEX abflug_idx ON flight (departure);
 CREATE TABLE passenger (
-  passenger_id integer NOT NULL PRIMARY KEY,
+  passenger_id serial NOT NULL PRIMARY KEY,
   passportno char(9) NOT NULL CONSTRAINT pass_unq UNIQUE,
   firstname varchar(100) NOT NULL,
   lastname varchar(100) NOT NULL
@@ -168,7 +170,7 @@ CREATE TABLE passengerdetails (
   telephoneno varchar(30)
 );
 CREATE TABLE booking (
-  booking_id integer NOT NULL PRIMARY KEY,
+  booking_id serial NOT NULL PRIMARY KEY,
   flight_id integer NOT NULL CONSTRAINT buchung_ibfk_1 REFERENCES flight (flight_id),
   seat char(4),
   passenger_id integer NOT NULL CONSTRAINT buchung_ibfk_2 REFERENCES passenger (passenger_id),
@@ -194,6 +196,18 @@ INSERT INTO passengerdetails VALUES
   (2, '1930-01-27', 'm', 'Beale Street 2', 'Memphis', 3810, 'USA', NULL, NULL),
   (3, '1970-05-05', NULL, 'Hauptstraße 3', 'Graz', 8010, 'Austria', 'j@example.at', '+43 316 0');
 INSERT INTO booking VALUES (1, 1, '1A', 1, 150.00), (2, 1, '1B', 2, 99.99), (3, 2, NULL, 3, 1234.50);
+"#;
+
+/// What a converter does after loading rows with their ids: each serial's
+/// sequence continues after the largest id.
+const POSTGRES_SEQUENCES: &str = r#"
+SELECT setval(pg_get_serial_sequence('airport', 'airport_id'), MAX(airport_id)) FROM airport;
+SELECT setval(pg_get_serial_sequence('airline', 'airline_id'), MAX(airline_id)) FROM airline;
+SELECT setval(pg_get_serial_sequence('airplane_type', 'type_id'), MAX(type_id)) FROM airplane_type;
+SELECT setval(pg_get_serial_sequence('airplane', 'airplane_id'), MAX(airplane_id)) FROM airplane;
+SELECT setval(pg_get_serial_sequence('flight', 'flight_id'), MAX(flight_id)) FROM flight;
+SELECT setval(pg_get_serial_sequence('passenger', 'passenger_id'), MAX(passenger_id)) FROM passenger;
+SELECT setval(pg_get_serial_sequence('booking', 'booking_id'), MAX(booking_id)) FROM booking;
 "#;
 
 /// Every table the import brings, the ones the workshop never reads too.
@@ -318,6 +332,9 @@ async fn import(kind: DatabaseKind, label: &str) -> TestDatabase {
     };
     execute(&db, ddl).await;
     execute(&db, ROWS).await;
+    if kind == DatabaseKind::Postgres {
+        execute(&db, POSTGRES_SEQUENCES).await;
+    }
     db
 }
 
@@ -467,6 +484,13 @@ async fn seed_adds_products_to_an_import_and_leaves_every_imported_table_as_it_w
             Some(1),
             "{kind:?}: only ours counted"
         );
+
+        // check-env said write-through can run: it does, on the imported
+        // passenger table (its new id comes from the import's AUTO_INCREMENT
+        // or serial), and --cleanup takes the passenger out again.
+        let write = run_json(&db, &prefix, &valkey_url(), &["write-through", "--cleanup"]);
+        assert_eq!(write.code, Some(0), "{kind:?}: {}", write.stderr);
+        assert_eq!(count(&db, "passenger").await, 3, "{kind:?}");
     }
 }
 
