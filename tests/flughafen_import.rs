@@ -515,6 +515,16 @@ async fn seed_reset_on_an_import_rebuilds_only_the_workshop_tables() {
         assert_eq!(fingerprint(&db).await, before, "{kind:?}: imported tables changed");
         assert!(!table_exists(&db, "workshop_seed").await, "{kind:?}");
 
+        // A seed that stopped half-way (no record row yet): the next plain
+        // seed knows products as its own and rebuilds it, still nothing else.
+        execute(&db, "DELETE FROM workshop_seed_import").await;
+        execute(&db, "DELETE FROM products WHERE id > 5").await;
+        let again = run_json(&db, &prefix, &valkey_url(), &["seed", "--scale", "0.02"]);
+        assert_eq!(again.code, Some(0), "{kind:?}: {}", again.stderr);
+        assert_eq!(again.json["outcome"], "added_to_import", "{kind:?}");
+        assert_eq!(count(&db, "products").await, 200, "{kind:?}");
+        assert_eq!(fingerprint(&db).await, before, "{kind:?}: imported tables changed");
+
         // --reset on an import seed never touched: adds, drops nothing.
         let fresh = import(kind, "import_reset_fresh").await;
         let before = fingerprint(&fresh).await;
