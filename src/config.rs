@@ -241,6 +241,19 @@ impl DatabaseTarget {
         self.url.username().to_string()
     }
 
+    /// The host as written in the URL, lower-cased (hosts are case-insensitive).
+    pub fn host(&self) -> String {
+        self.url.host_str().unwrap_or_default().to_ascii_lowercase()
+    }
+
+    /// The port, or the engine's default when the URL has none.
+    pub fn port(&self) -> u16 {
+        self.url.port().unwrap_or(match self.kind {
+            DatabaseKind::MySql => 3306,
+            DatabaseKind::Postgres => 5432,
+        })
+    }
+
     /// The same server, another database: used by tests and `seed` helpers.
     pub fn with_database(&self, name: &str) -> DatabaseTarget {
         let mut url = self.url.clone();

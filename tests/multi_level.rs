@@ -154,8 +154,8 @@ async fn the_first_read_loads_from_the_database_then_l1_and_a_second_process_sta
         assert_eq!(
             keys,
             [
-                format!("{}product-requests", prefix.prefix),
-                format!("{}product:7", prefix.prefix)
+                format!("{}product-requests", prefix.source(&db)),
+                format!("{}product:7", prefix.source(&db))
             ]
         );
         assert_eq!(second.json["request_counts"]["requests"], 3);
@@ -366,7 +366,7 @@ async fn a_listener_started_while_valkey_is_down_receives_invalidations_once_it_
 
     valkey.restart();
     // The listener retries every 2 s at most: wait until it is subscribed.
-    let channel = format!("{}invalidate", prefix.prefix);
+    let channel = format!("{}invalidate", prefix.source(&db));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let client = redis::Client::open(valkey.url()).unwrap();

@@ -622,7 +622,7 @@ async fn eviction_is_refused_when_valkey_holds_keys_outside_the_prefix() {
         run.stderr,
         format!(
             "error: Valkey holds 2 keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)\n",
-            prefix.prefix
+            prefix.source(&db)
         )
     );
     assert_eq!(config_get(&server.url(), "maxmemory"), "0");
@@ -635,7 +635,7 @@ async fn eviction_is_refused_while_write_behind_writes_wait_unflushed() {
     let db = seeded_database(workshop_cli::config::DatabaseKind::MySql, "stats_pending").await;
     let server = PrivateValkey::start();
     let prefix = TestPrefix::on("stats_pending", &server.url());
-    let stream = format!("{}write-behind", prefix.prefix);
+    let stream = format!("{}write-behind", prefix.source(&db));
     server.command(&["XADD", &stream, "*", "passenger", "1"]);
     server.command(&["XADD", &stream, "*", "passenger", "2"]);
     server.command(&["XADD", &stream, "*", "passenger", "3"]);

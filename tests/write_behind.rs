@@ -31,12 +31,12 @@ fn valkey() -> redis::Connection {
     redis::Client::open(valkey_url()).unwrap().get_connection().unwrap()
 }
 
-fn stream(prefix: &TestPrefix) -> String {
-    format!("{}write-behind", prefix.prefix)
+fn stream(prefix: &TestPrefix, db: &TestDatabase) -> String {
+    format!("{}write-behind", prefix.source(db))
 }
 
-fn stream_length(prefix: &TestPrefix) -> u64 {
-    redis::cmd("XLEN").arg(stream(prefix)).query(&mut valkey()).unwrap()
+fn stream_length(prefix: &TestPrefix, db: &TestDatabase) -> u64 {
+    redis::cmd("XLEN").arg(stream(prefix, db)).query(&mut valkey()).unwrap()
 }
 
 fn pending_count(prefix: &TestPrefix) -> u64 {
@@ -177,11 +177,11 @@ async fn a_default_run_stores_exactly_the_acknowledged_writes_and_reports_lag_an
 
         assert_eq!(json["queue_after"]["entries"], 0);
         assert_eq!(json["queue_after"]["pending"], 0);
-        assert_eq!(stream_length(&prefix), 0);
+        assert_eq!(stream_length(&prefix, &db), 0);
 
         // The acknowledged row is in the cache under its passport number, with the TTL.
         let passport = acknowledged.iter().next().unwrap();
-        let key = format!("{}passenger:passport:{passport}", prefix.prefix);
+        let key = format!("{}passenger:passport:{passport}", prefix.source(&db));
         let cached: String = redis::cmd("GET").arg(&key).query(&mut valkey()).unwrap();
         let cached: Value = serde_json::from_str(&cached).unwrap();
         assert_eq!(cached["passportno"], passport.as_str());
@@ -245,7 +245,7 @@ async fn a_killed_flusher_resumes_from_the_stream_and_stores_every_write_once() 
             0,
             "nothing reaches the database before a flusher runs"
         );
-        assert_eq!(stream_length(&prefix), 500);
+        assert_eq!(stream_length(&prefix, &db), 500);
 
         // A flusher, killed once its first batches are in the database.
         let mut flusher = spawn_flusher(&db, &prefix, &["--batch", "20", "--flush-interval", "50"]);
@@ -261,7 +261,7 @@ async fn a_killed_flusher_resumes_from_the_stream_and_stores_every_write_once() 
         flusher.wait().unwrap();
         let stored_before_restart = conn.count("W").await;
         assert!(
-            stored_before_restart < 500 && stream_length(&prefix) > 0,
+            stored_before_restart < 500 && stream_length(&prefix, &db) > 0,
             "{kind:?}: the flusher drained the stream before it could be killed ({stored_before_restart} rows)"
         );
 
@@ -282,7 +282,7 @@ async fn a_killed_flusher_resumes_from_the_stream_and_stores_every_write_once() 
         assert_eq!(as_set(conn.passports("W").await), acknowledged, "{kind:?}");
         assert_eq!(resumed.json["queue_after"]["entries"], 0);
         assert_eq!(resumed.json["queue_after"]["pending"], 0);
-        assert_eq!(stream_length(&prefix), 0);
+        assert_eq!(stream_length(&prefix, &db), 0);
         assert_eq!(pending_count(&prefix), 0);
     }
 }
@@ -304,7 +304,7 @@ async fn a_crash_between_commit_and_acknowledgement_costs_only_a_skipped_reinser
             .arg("COUNT")
             .arg(20)
             .arg("STREAMS")
-            .arg(stream(&prefix))
+            .arg(stream(&prefix, &db))
             .arg(">")
             .query(&mut valkey())
             .unwrap();
@@ -325,7 +325,7 @@ async fn a_crash_between_commit_and_acknowledgement_costs_only_a_skipped_reinser
         assert_eq!(flushed["entries"], 50, "{flushed}");
         assert_eq!(as_set(conn.passports("W").await), passports_of(&produced), "{kind:?}");
         assert_eq!(pending_count(&prefix), 0);
-        assert_eq!(stream_length(&prefix), 0);
+        assert_eq!(stream_length(&prefix, &db), 0);
     }
 }
 
@@ -338,7 +338,7 @@ async fn writes_are_acknowledged_while_the_database_is_down_and_stored_once_it_i
     assert_eq!(run.code, Some(8), "{}", run.stderr);
     let expected_start = format!(
         "error: 20 acknowledged write(s) are still queued in {}, not in the database: cannot reach the database at mysql://workshop:***@127.0.0.1:1/workshop: ",
-        stream(&prefix)
+        stream(&prefix, &db)
     );
     assert!(run.stderr.starts_with(&expected_start), "{}", run.stderr);
     assert!(
@@ -357,13 +357,13 @@ async fn writes_are_acknowledged_while_the_database_is_down_and_stored_once_it_i
         .unwrap()
         .starts_with("write-through needs the database: cannot reach the database"));
     assert_eq!(run.json["queue_after"]["entries"], 20);
-    assert_eq!(stream_length(&prefix), 20);
+    assert_eq!(stream_length(&prefix, &db), 20);
 
     let flushed = write_behind(&db, &prefix, &["--flush-only"]);
     assert_eq!(flushed.code, Some(0), "{}", flushed.stderr);
     assert_eq!(flushed.json["flushed"]["inserted"], 20);
     assert_eq!(as_set(Db::open(&db).await.passports("W").await), passports_of(&run));
-    assert_eq!(stream_length(&prefix), 0);
+    assert_eq!(stream_length(&prefix, &db), 0);
 }
 
 #[tokio::test]
@@ -378,7 +378,7 @@ async fn a_batch_the_database_refuses_is_retried_then_left_pending_for_the_next_
     assert_eq!(refused.code, Some(8), "{}", refused.stderr);
     let expected_start = format!(
         "error: 10 acknowledged write(s) are still queued in {}, not in the database: the workshop tables are missing (",
-        stream(&prefix)
+        stream(&prefix, &db)
     );
     assert!(refused.stderr.starts_with(&expected_start), "{}", refused.stderr);
     assert!(
@@ -417,7 +417,7 @@ async fn queued_writes_the_database_can_never_take_are_moved_aside_with_the_reas
     let mut valkey = valkey();
     let add = |conn: &mut redis::Connection, passport: &str, first: &str| {
         let _: String = redis::cmd("XADD")
-            .arg(stream(&prefix))
+            .arg(stream(&prefix, &db))
             .arg("*")
             .arg(&[
                 "passportno",
@@ -442,7 +442,7 @@ async fn queued_writes_the_database_can_never_take_are_moved_aside_with_the_reas
         run.stderr,
         format!(
             "error: 2 queued write(s) can never be stored and were moved to {}write-behind:rejected (see the reasons above)\n",
-            prefix.prefix
+            prefix.source(&db)
         )
     );
     let flushed = &run.json["flushed"];
@@ -461,7 +461,7 @@ async fn queued_writes_the_database_can_never_take_are_moved_aside_with_the_reas
         reasons[1]
     );
     assert_eq!(run.json["queue_after"]["rejected"], 2);
-    assert_eq!(stream_length(&prefix), 0);
+    assert_eq!(stream_length(&prefix, &db), 0);
     assert_eq!(conn.passports("WGOOD").await, vec!["WGOOD0001".to_string()]);
 }
 

@@ -245,7 +245,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     let server = db.server_info().await?;
     let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
-    let keys = KeyScheme::new(&config.key_prefix);
+    let keys = KeyScheme::new(&config.key_prefix, &config.database);
     let key = keys.query(&query);
 
     let mut warnings = Vec::new();

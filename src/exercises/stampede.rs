@@ -301,7 +301,7 @@ async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -
     let server = db.server_info().await?;
     let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
-    let scheme = KeyScheme::new(&config.key_prefix);
+    let scheme = KeyScheme::new(&config.key_prefix, &config.database);
     let value = scheme.query(&query);
     let keys = StampedeKeys {
         lock: scheme.lock_for(&value),

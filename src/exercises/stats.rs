@@ -333,7 +333,7 @@ impl Bench<'_> {
         };
         let footprint = match (&self.admin, &after) {
             (Some(admin), Some(_)) => admin
-                .key_footprint(self.keys.prefix())
+                .key_footprint(self.keys.source_prefix())
                 .await
                 .map_err(|e| ask("counting the workshop's keys", e))
                 .ok(),
@@ -421,7 +421,7 @@ async fn measure_run(
         db: db.clone(),
         valkey,
         admin,
-        keys: KeyScheme::new(&config.key_prefix),
+        keys: KeyScheme::new(&config.key_prefix, &config.database),
         cache: TwoLevelSettings {
             use_l1: plan.use_l1,
             l1_capacity: plan.l1_capacity,

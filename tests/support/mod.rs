@@ -131,6 +131,13 @@ impl TestPrefix {
         }
     }
 
+    /// `{prefix}{engine}-{hash}:`: where the binary keeps `db`'s keys under this prefix.
+    pub fn source(&self, db: &TestDatabase) -> String {
+        workshop_cli::cache::KeyScheme::new(&self.prefix, &db.target)
+            .source_prefix()
+            .to_string()
+    }
+
     /// Every key under this prefix (SCAN).
     pub fn keys(&self) -> Vec<String> {
         let Ok(client) = redis::Client::open(self.url.as_str()) else {

@@ -116,7 +116,7 @@ pub(super) async fn open_cache(
     valkey_required: bool,
     subscribe: bool,
 ) -> Result<CacheSide> {
-    let keys = KeyScheme::new(&config.key_prefix);
+    let keys = KeyScheme::new(&config.key_prefix, &config.database);
     let mut warnings = Vec::new();
     let listening = subscribe && shape.invalidation;
     // L2 stays off for the whole run of a process that started without
