@@ -348,6 +348,10 @@ impl Bench<'_> {
                 "Valkey restarted during the run (its run_id changed): its counters started again, so the server's deltas are not shown".into(),
             );
         }
+        let timeout = self.valkey.as_ref().map(Valkey::command_timeout).unwrap_or_default();
+        if let Some(warning) = stats.valkey_faults.and_then(|faults| faults.warning(timeout)) {
+            warnings.push(warning);
+        }
         if stats.counters.l2_errors > 0 {
             warnings.push(format!(
                 "{} Valkey command(s) failed (unreachable, or refused: OOM under noeviction); those reads went to the database and no request failed",

@@ -251,7 +251,7 @@ pub fn timeline_text(seconds: &[SecondStats]) -> String {
             w = BAR_CELLS
         ));
         for second in seconds {
-            lines.push(format!(
+            let line = format!(
                 "{:>4}  {:>10}  {:>8}  {:<w$}  {:>8}",
                 second.second,
                 rounded(second.throughput_per_second),
@@ -259,10 +259,31 @@ pub fn timeline_text(seconds: &[SecondStats]) -> String {
                 bar(second.hit_rate.unwrap_or(0.0), BAR_CELLS),
                 second.p99.map_or_else(|| "—".to_string(), ms),
                 w = BAR_CELLS
-            ));
+            );
+            lines.push(match faults_text(&second.valkey_faults) {
+                Some(faults) => format!("{line}  {faults}"),
+                None => line,
+            });
         }
+    } else if let Some(faults) = seconds
+        .iter()
+        .find(|s| faults_text(&s.valkey_faults).is_some())
+        .and_then(|s| faults_text(&s.valkey_faults).map(|text| format!("from second {}: {text}", s.second)))
+    {
+        lines.push(format!("Valkey faults {faults}"));
     }
     lines.join("\n")
+}
+
+/// "Valkey: 3 timeouts, breaker opened 1×, 120 skipped" for a second with any.
+fn faults_text(faults: &crate::cache::BreakerCounts) -> Option<String> {
+    if *faults == crate::cache::BreakerCounts::default() {
+        return None;
+    }
+    Some(format!(
+        "Valkey: {} timeouts, breaker opened {}×, {} skipped",
+        faults.timeouts, faults.openings, faults.skipped
+    ))
 }
 
 /// A horizontal bar of `cells` characters for a fraction from 0 to 1, in eighths of a cell.
@@ -483,6 +504,7 @@ mod tests {
 
     fn second(index: u64, requests: u64, hits: u64, p99_micros: u64) -> SecondStats {
         SecondStats {
+            valkey_faults: Default::default(),
             second: index,
             length_seconds: 1.0,
             requests,

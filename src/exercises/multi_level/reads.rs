@@ -168,7 +168,7 @@ pub(super) async fn run(
 
     let counters = caches.cache.counters().snapshot();
     let mut warnings = std::mem::take(&mut caches.warnings);
-    warnings.extend(counter_warnings(&counters));
+    warnings.extend(counter_warnings(&counters, caches.valkey.as_ref()));
     if let Some(reads) = read_report.as_ref().filter(|r| r.failed_requests > 0) {
         warnings.push(format!(
             "{} of {} requests failed: {}",
@@ -419,10 +419,18 @@ async fn timed_reads(
             loop {
                 let request = next.fetch_add(1, Ordering::Relaxed);
                 if request >= requests {
-                    return mine;
+                    return Ok(mine);
                 }
                 let id = ids.id(request);
                 let read = read_product(&cache, &db, &keys, id).await;
+                // A lost database fails every later read too, each after the
+                // pool's connect timeout: stop at the first, like the other commands.
+                if let Err(DbError::Unreachable { target, reason }) = &read {
+                    return Err(DbError::Unreachable {
+                        target: target.clone(),
+                        reason: format!("lost during the timed reads, at request {} of {requests} ({reason})", request + 1),
+                    });
+                }
                 mine.add(request + 1, id, read, keep_records);
                 progress.inc(1);
                 if !pause.is_zero() {
@@ -433,7 +441,8 @@ async fn timed_reads(
     }
     let mut total = TimedReads::default();
     while let Some(joined) = workers.join_next().await {
-        total.merge(joined.map_err(|e| WorkshopError::Other(e.into()))?);
+        // On an error, dropping `workers` stops the other tasks.
+        total.merge(joined.map_err(|e| WorkshopError::Other(e.into()))??);
     }
     total.wall_time = started.elapsed();
     progress.finish_and_clear();
