@@ -269,8 +269,8 @@ async fn concurrent_tasks_share_the_pools_and_count_every_read() {
 async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
     for kind in BOTH {
         let db = seeded_database(kind, "outage").await;
-        let prefix = TestPrefix::new("outage");
         let mut valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("outage", &valkey.url());
         let url = valkey.url();
         let dir = tempfile::tempdir().unwrap();
         let child = cli_against(
@@ -293,8 +293,8 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-        // The first read has stored the entry: the run is under way.
-        assert!(wait_until(Duration::from_secs(20), || !prefix.keys().is_empty()));
+        // A read has hit the entry the first one stored: the run is under way.
+        assert!(wait_until(Duration::from_secs(20), || valkey.keyspace_hits() > 0));
         valkey.kill();
         // The child knocks on the dead port: it has seen the outage.
         assert!(valkey.wait_for_a_reconnect(Duration::from_secs(10)), "{kind:?}: no reconnect");
@@ -339,8 +339,8 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
 async fn a_hung_valkey_costs_a_few_timeouts_then_the_breaker_skips_it_and_hits_resume() {
     for kind in BOTH {
         let db = seeded_database(kind, "hung").await;
-        let prefix = TestPrefix::new("hung");
         let valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("hung", &valkey.url());
         let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
         let child = cli_against(

@@ -381,6 +381,17 @@ impl PrivateValkey {
         wait_until(limit, || listener.accept().is_ok())
     }
 
+    /// `keyspace_hits` from INFO stats: GETs that found their key.
+    pub fn keyspace_hits(&self) -> u64 {
+        let Ok(client) = redis::Client::open(self.url()) else { return 0 };
+        let Ok(mut conn) = client.get_connection() else { return 0 };
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix("keyspace_hits:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Runs one command on the server, e.g. CONFIG SET.
     pub fn command(&self, args: &[&str]) {
         let client = redis::Client::open(self.url()).expect("url");
