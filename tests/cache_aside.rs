@@ -297,7 +297,10 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
         assert!(wait_until(Duration::from_secs(20), || valkey.keyspace_hits() > 0));
         valkey.kill();
         // The child knocks on the dead port: it has seen the outage.
-        assert!(valkey.wait_for_a_reconnect(Duration::from_secs(10)), "{kind:?}: no reconnect");
+        assert!(
+            valkey.wait_for_a_reconnect(Duration::from_secs(10)),
+            "{kind:?}: no reconnect"
+        );
         valkey.restart();
         let output = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
@@ -359,14 +362,19 @@ async fn a_hung_valkey_costs_a_few_timeouts_then_the_breaker_skips_it_and_hits_r
         assert!(wait_until(Duration::from_secs(20), || !prefix.keys().is_empty()));
         valkey.pause();
         // Commands pile up unread, then stop coming: the breaker is open...
-        let quiet = wait_until_quiet(Duration::from_secs(10), Duration::from_millis(500), || valkey.unread_bytes())
-            .expect("the child stops sending to the hung server");
+        let quiet = wait_until_quiet(Duration::from_secs(10), Duration::from_millis(500), || {
+            valkey.unread_bytes()
+        })
+        .expect("the child stops sending to the hung server");
         // ...until the cool-down ends and one probe is sent.
         assert!(
             wait_until(Duration::from_secs(10), || valkey.unread_bytes() > quiet),
             "{kind:?}: no probe"
         );
-        assert!(running(&mut child), "{kind:?}: the run was still going while Valkey hung");
+        assert!(
+            running(&mut child),
+            "{kind:?}: the run was still going while Valkey hung"
+        );
         valkey.resume();
         let output = child.take().unwrap().wait_with_output().unwrap();
         let elapsed = started.elapsed();
@@ -381,7 +389,10 @@ async fn a_hung_valkey_costs_a_few_timeouts_then_the_breaker_skips_it_and_hits_r
         assert!(faults["skipped"].as_u64().unwrap() > 0, "{faults}");
         // Each unanswered read would have waited the 2 s connect timeout before;
         // now the skipped ones run at database speed.
-        assert!(sources["database_cache_unavailable"].as_u64().unwrap() > 10, "{sources}");
+        assert!(
+            sources["database_cache_unavailable"].as_u64().unwrap() > 10,
+            "{sources}"
+        );
         assert!(elapsed < Duration::from_secs(30), "{kind:?}: {elapsed:?}");
         let timeline: Vec<&str> = json["timeline"]
             .as_array()
@@ -389,11 +400,17 @@ async fn a_hung_valkey_costs_a_few_timeouts_then_the_breaker_skips_it_and_hits_r
             .iter()
             .map(|s| s["source"].as_str().unwrap())
             .collect();
-        let outage = timeline.iter().position(|s| *s == "database_cache_unavailable").unwrap();
+        let outage = timeline
+            .iter()
+            .position(|s| *s == "database_cache_unavailable")
+            .unwrap();
         assert!(timeline[outage..].contains(&"cache"), "hits resume: {timeline:?}");
         let err = stderr(&output);
         assert!(err.contains("warning: Valkey stopped answering: "), "{err}");
-        assert!(err.contains("timed out after 250 ms, the circuit breaker opened"), "{err}");
+        assert!(
+            err.contains("timed out after 250 ms, the circuit breaker opened"),
+            "{err}"
+        );
     }
 }
 
@@ -408,17 +425,26 @@ async fn the_same_sql_on_mariadb_and_postgres_gets_each_its_own_rows_from_one_va
     assert_eq!(sources(&first), ["database", "cache"]);
     let second = cache_aside(&postgres, &prefix, &sql);
     assert_eq!(second.code, Some(0), "{}", second.stderr);
-    assert_eq!(sources(&second), ["database", "cache"], "a cold miss, not MariaDB's entry");
+    assert_eq!(
+        sources(&second),
+        ["database", "cache"],
+        "a cold miss, not MariaDB's entry"
+    );
     assert_eq!(second.json["consistent"], true, "{}", second.stderr);
     let version = |run: &JsonRun| run.json["result"]["rows"][0][0].as_str().unwrap().to_string();
     assert!(version(&first).contains("MariaDB"), "{}", version(&first));
     assert!(version(&second).starts_with("PostgreSQL"), "{}", version(&second));
-    let (mariadb_key, postgres_key) = (first.json["key"].as_str().unwrap(), second.json["key"].as_str().unwrap());
+    let (mariadb_key, postgres_key) = (
+        first.json["key"].as_str().unwrap(),
+        second.json["key"].as_str().unwrap(),
+    );
     assert_ne!(mariadb_key, postgres_key);
     assert!(mariadb_key.starts_with(&prefix.source(&mariadb)), "{mariadb_key}");
     assert!(postgres_key.starts_with(&prefix.source(&postgres)), "{postgres_key}");
     assert!(prefix.source(&mariadb).starts_with(&format!("{}mysql-", prefix.prefix)));
-    assert!(prefix.source(&postgres).starts_with(&format!("{}postgres-", prefix.prefix)));
+    assert!(prefix
+        .source(&postgres)
+        .starts_with(&format!("{}postgres-", prefix.prefix)));
     // MariaDB's entry is still its own: a third run hits with MariaDB's rows.
     let third = cache_aside(&mariadb, &prefix, &sql);
     assert_eq!(sources(&third), ["cache", "cache"]);

@@ -70,7 +70,10 @@ async fn everything_is_green_on_a_seeded_database_with_valkey() {
         let (status, detail, _) = check(&report, "cache probe");
         assert_eq!(status, "pass");
         let source = prefix.source(&db);
-        assert!(detail.ends_with(&format!("this database's keys start {source}")), "{detail}");
+        assert!(
+            detail.ends_with(&format!("this database's keys start {source}")),
+            "{detail}"
+        );
         assert!(!detail.contains(":workshop@"), "no login in a key: {detail}");
         // The probe cleans up after itself.
         assert!(prefix.keys().is_empty(), "{:?}", prefix.keys());

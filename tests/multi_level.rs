@@ -449,10 +449,16 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
         .spawn()
         .unwrap();
         // The first product is cached: the reads are under way.
-        assert!(wait_until(Duration::from_secs(20), || prefix.keys().iter().any(|k| k.contains(":product:"))));
+        assert!(wait_until(Duration::from_secs(20), || prefix
+            .keys()
+            .iter()
+            .any(|k| k.contains(":product:"))));
         valkey.kill();
         // The child knocks on the dead port: it has seen the outage.
-        assert!(valkey.wait_for_a_reconnect(Duration::from_secs(10)), "{kind:?}: no reconnect");
+        assert!(
+            valkey.wait_for_a_reconnect(Duration::from_secs(10)),
+            "{kind:?}: no reconnect"
+        );
         valkey.restart();
         let output = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
@@ -571,10 +577,16 @@ async fn losing_the_database_mid_run_exits_4_at_once_with_the_reason() {
         .unwrap();
         // A product is cached: the timed reads are under way.
         assert!(
-            wait_until(Duration::from_secs(30), || prefix.keys().iter().any(|k| k.contains(":product:"))),
+            wait_until(Duration::from_secs(30), || prefix
+                .keys()
+                .iter()
+                .any(|k| k.contains(":product:"))),
             "{kind:?}: no read"
         );
-        assert!(child.try_wait().unwrap().is_none(), "{kind:?}: the run ended before the fault");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{kind:?}: the run ended before the fault"
+        );
         assert!(take_away(&db).await > 0, "{kind:?}: no session was ended");
         let lost_at = Instant::now();
         // Bounded: before the fix the run went on, 2 s per request.
@@ -587,11 +599,23 @@ async fn losing_the_database_mid_run_exits_4_at_once_with_the_reason() {
         assert!(ended, "{kind:?}: still running {after:?} after the database was lost");
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(4), "{kind:?}: {err}");
-        assert!(after < Duration::from_secs(10), "{kind:?}: exited {after:?} after the loss");
+        assert!(
+            after < Duration::from_secs(10),
+            "{kind:?}: exited {after:?} after the loss"
+        );
         let line = err.lines().last().unwrap_or_default();
-        assert!(line.starts_with("error: cannot reach the database at "), "{kind:?}: {err}");
-        assert!(line.contains(": lost during the timed reads, at request "), "{kind:?}: {err}");
-        assert!(line.ends_with("start it (`just up`) or fix DATABASE_URL"), "{kind:?}: {err}");
+        assert!(
+            line.starts_with("error: cannot reach the database at "),
+            "{kind:?}: {err}"
+        );
+        assert!(
+            line.contains(": lost during the timed reads, at request "),
+            "{kind:?}: {err}"
+        );
+        assert!(
+            line.ends_with("start it (`just up`) or fix DATABASE_URL"),
+            "{kind:?}: {err}"
+        );
         assert!(!err.contains(":workshop@"), "no password: {err}");
     }
 }

@@ -534,7 +534,10 @@ async fn valkey_stopping_mid_workload_fails_no_request() {
         assert!(wait_until(Duration::from_secs(20), || !prefix.keys().is_empty()));
         server.kill();
         // The child knocks on the dead port: it has seen the outage.
-        assert!(server.wait_for_a_reconnect(Duration::from_secs(10)), "{kind:?}: no reconnect");
+        assert!(
+            server.wait_for_a_reconnect(Duration::from_secs(10)),
+            "{kind:?}: no reconnect"
+        );
         server.restart();
         let output = child.wait_with_output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
@@ -580,20 +583,33 @@ async fn a_hung_valkey_opens_the_breaker_the_timeline_shows_it_and_hits_resume()
         server.pause();
         // Commands pile up unread, then stop coming (the breaker is open),
         // until one probe is sent at the end of the cool-down.
-        let quiet = wait_until_quiet(Duration::from_secs(10), Duration::from_millis(500), || server.unread_bytes())
-            .expect("the child stops sending to the hung server");
-        assert!(wait_until(Duration::from_secs(10), || server.unread_bytes() > quiet), "{kind:?}: no probe");
+        let quiet = wait_until_quiet(Duration::from_secs(10), Duration::from_millis(500), || {
+            server.unread_bytes()
+        })
+        .expect("the child stops sending to the hung server");
+        assert!(
+            wait_until(Duration::from_secs(10), || server.unread_bytes() > quiet),
+            "{kind:?}: no probe"
+        );
         assert!(child.try_wait().unwrap().is_none(), "{kind:?}: the run was still going");
         server.resume();
         let output = child.wait_with_output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
         // 6 s of workload, not 2 s per read while Valkey hung.
-        assert!(started.elapsed() < Duration::from_secs(25), "{kind:?}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "{kind:?}: {:?}",
+            started.elapsed()
+        );
         let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
         let r = &json["run"];
         let requests = number(&r["requests"]);
         let served = &r["served"];
-        assert_eq!(number(&served["l2"]) + number(&served["database"]), requests, "no request failed");
+        assert_eq!(
+            number(&served["l2"]) + number(&served["database"]),
+            requests,
+            "no request failed"
+        );
         let faults = &r["valkey_faults"];
         assert!(number(&faults["openings"]) >= 1, "{faults}");
         assert!(number(&faults["skipped"]) > 0, "{faults}");

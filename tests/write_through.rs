@@ -237,7 +237,10 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
             "{}",
             run.stderr
         );
-        assert!(cached(&prefix, &db, &valkey.url(), id).is_none(), "the stale entry is gone");
+        assert!(
+            cached(&prefix, &db, &valkey.url(), id).is_none(),
+            "the stale entry is gone"
+        );
         // The database has the new value.
         let run = write_through_on(
             &db,

@@ -151,11 +151,7 @@ impl KeyScheme {
     /// `{source prefix}xfetch:{key without prefix}`: `key`'s rows with XFetch's compute
     /// time and expiry (a format of its own, so it never lands under `key`).
     pub fn xfetch_for(&self, key: &str) -> String {
-        format!(
-            "{}xfetch:{}",
-            self.root,
-            key.strip_prefix(&self.root).unwrap_or(key)
-        )
+        format!("{}xfetch:{}", self.root, key.strip_prefix(&self.root).unwrap_or(key))
     }
 
     /// A key for `check-env`'s write/read/delete probe, unique per process.
@@ -238,7 +234,12 @@ mod tests {
         let other = scheme("workshop:", "mysql://admin:s3cr3t-Pa55@127.0.0.1:3306/workshop");
         assert_eq!(other.source_prefix(), base.source_prefix());
         let q = NamedQuery::new("SELECT 1");
-        for key in [other.query(&q), other.passenger(1), other.probe(), other.source_prefix().to_string()] {
+        for key in [
+            other.query(&q),
+            other.passenger(1),
+            other.probe(),
+            other.source_prefix().to_string(),
+        ] {
             assert!(!key.contains("s3cr3t") && !key.contains("admin"), "{key}");
         }
     }

@@ -18,8 +18,8 @@ use redis::{AsyncCommands, ErrorKind, FromRedisValue};
 use tokio::sync::OnceCell;
 
 use crate::config::ValkeyTarget;
-use breaker::{Admission, Breaker, BreakerSettings};
 pub use breaker::BreakerCounts;
+use breaker::{Admission, Breaker, BreakerSettings};
 pub use keys::KeyScheme;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -248,8 +248,11 @@ impl Valkey {
 
     pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         let mut conn = self.connection.clone();
-        self.send("SET", async move { conn.set_ex(key, value, ttl.as_secs().max(1)).await })
-            .await
+        self.send(
+            "SET",
+            async move { conn.set_ex(key, value, ttl.as_secs().max(1)).await },
+        )
+        .await
     }
 
     /// Deletes a key; true when it existed.
@@ -263,7 +266,13 @@ impl Valkey {
     pub async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.connection.clone();
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let command = redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(millis).clone();
+        let command = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .clone();
         let reply: redis::Value = self
             .send("SET NX", async move { command.query_async(&mut conn).await })
             .await?;
@@ -292,7 +301,13 @@ impl Valkey {
             return Ok(Vec::new());
         }
         let stop = i64::try_from(n).unwrap_or(i64::MAX).saturating_sub(1);
-        let command = redis::cmd("ZRANGE").arg(key).arg(0).arg(stop).arg("REV").arg("WITHSCORES").clone();
+        let command = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(stop)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .clone();
         self.query("ZRANGE", &command).await
     }
 
@@ -382,7 +397,9 @@ impl Valkey {
     ) -> Result<Option<T>, CacheError> {
         let mut conn = self.connection.clone();
         let reply = self
-            .send_raw(name, self.command_timeout, async move { command.query_async(&mut conn).await })
+            .send_raw(name, self.command_timeout, async move {
+                command.query_async(&mut conn).await
+            })
             .await?;
         match reply {
             Ok(reply) => Ok(Some(reply)),
@@ -454,7 +471,9 @@ impl Valkey {
 
     /// `CONFIG GET name`: the value, or an error when the server has no such setting.
     pub async fn config_get(&self, name: &str) -> Result<String, CacheError> {
-        let pairs: Vec<String> = self.query("CONFIG GET", redis::cmd("CONFIG").arg("GET").arg(name)).await?;
+        let pairs: Vec<String> = self
+            .query("CONFIG GET", redis::cmd("CONFIG").arg("GET").arg(name))
+            .await?;
         pairs
             .chunks(2)
             .find(|pair| pair.len() == 2 && pair[0] == name)

@@ -222,7 +222,12 @@ async fn valkey_checks(config: &Config) -> Vec<Check> {
         ),
         (Err(error), _) | (_, Err(error)) => Check::fail("Valkey", error.to_string(), UP_HINT),
     };
-    let probe = probe_check(&valkey, &KeyScheme::new(&config.key_prefix, &config.database), config.ttl).await;
+    let probe = probe_check(
+        &valkey,
+        &KeyScheme::new(&config.key_prefix, &config.database),
+        config.ttl,
+    )
+    .await;
     vec![server, probe]
 }
 

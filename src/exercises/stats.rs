@@ -324,6 +324,8 @@ impl Bench<'_> {
             Stop::AfterRequests(n) => report::progress::bar(self.output, n, "requests"),
             Stop::AfterTime(limit) => report::progress::bar(self.output, limit.as_secs().max(1), "seconds"),
         };
+        // Drawn now, not at the first request's end: progress within a second.
+        progress.tick();
         let result = workload::run(&self.workload, &cache, &self.db, &self.keys, &progress).await;
         progress.finish_and_clear();
         let stats = result?;

@@ -249,6 +249,12 @@ pub const BOTH: [DatabaseKind; 2] = [DatabaseKind::MySql, DatabaseKind::Postgres
 /// Seeds a fresh per-test database at a small scale through the binary.
 pub async fn seeded_database(kind: DatabaseKind, label: &str) -> TestDatabase {
     let db = TestDatabase::create(kind, label).await;
+    seed(&db);
+    db
+}
+
+/// Seeds `db` (created empty) at a small scale through the binary.
+pub fn seed(db: &TestDatabase) {
     let dir = tempfile::tempdir().expect("temporary folder");
     let output = workshop_cli(dir.path())
         .env("DATABASE_URL", db.url())
@@ -256,7 +262,6 @@ pub async fn seeded_database(kind: DatabaseKind, label: &str) -> TestDatabase {
         .output()
         .expect("run workshop-cli seed");
     assert!(output.status.success(), "seed failed: {}", stderr(&output));
-    db
 }
 
 /// A `valkey-server` of the test's own on a free port, to stop and restart.
@@ -383,8 +388,12 @@ impl PrivateValkey {
 
     /// `keyspace_hits` from INFO stats: GETs that found their key.
     pub fn keyspace_hits(&self) -> u64 {
-        let Ok(client) = redis::Client::open(self.url()) else { return 0 };
-        let Ok(mut conn) = client.get_connection() else { return 0 };
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return 0;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return 0;
+        };
         let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap_or_default();
         info.lines()
             .find_map(|line| line.strip_prefix("keyspace_hits:"))
@@ -426,7 +435,11 @@ pub fn wait_until(limit: std::time::Duration, mut condition: impl FnMut() -> boo
 
 /// Waits until `bytes()` has stayed the same (and above zero) for `quiet`:
 /// a paused server's client has stopped sending. Returns that value.
-pub fn wait_until_quiet(limit: std::time::Duration, quiet: std::time::Duration, bytes: impl Fn() -> u64) -> Option<u64> {
+pub fn wait_until_quiet(
+    limit: std::time::Duration,
+    quiet: std::time::Duration,
+    bytes: impl Fn() -> u64,
+) -> Option<u64> {
     let deadline = std::time::Instant::now() + limit;
     let mut last = bytes();
     let mut since = std::time::Instant::now();

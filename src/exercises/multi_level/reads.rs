@@ -408,6 +408,8 @@ async fn timed_reads(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // Drawn now, not at the first read's end: progress within a second.
+    progress.tick();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -428,7 +430,10 @@ async fn timed_reads(
                 if let Err(DbError::Unreachable { target, reason }) = &read {
                     return Err(DbError::Unreachable {
                         target: target.clone(),
-                        reason: format!("lost during the timed reads, at request {} of {requests} ({reason})", request + 1),
+                        reason: format!(
+                            "lost during the timed reads, at request {} of {requests} ({reason})",
+                            request + 1
+                        ),
                     });
                 }
                 mine.add(request + 1, id, read, keep_records);

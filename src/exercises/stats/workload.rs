@@ -213,7 +213,10 @@ pub async fn run(
             for second in 0u32.. {
                 tokio::time::sleep_until(started + Duration::from_secs(u64::from(second))).await;
                 let counts = valkey.breaker_counts();
-                marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(counts);
+                marks
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(counts);
             }
         })
     });
