@@ -481,6 +481,10 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
         );
         assert!(err.contains("warning: Valkey did not answer"), "{err}");
         assert!(err.contains("L1 was emptied"), "{err}");
+        // Refused reconnects are failures too: the breaker opened, and says so.
+        let faults = &json["valkey_faults"];
+        assert!(faults["openings"].as_u64().unwrap() >= 1, "{faults}");
+        assert!(err.contains("the circuit breaker opened"), "{err}");
     }
 }
 

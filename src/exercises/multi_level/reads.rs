@@ -109,6 +109,8 @@ pub struct ReadOutcome {
     pub counters: CounterSnapshot,
     pub l1_entries: u64,
     pub request_counts: Option<CountsWritten>,
+    /// Timeouts and circuit-breaker openings of the Valkey connection.
+    pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
 }
 
@@ -194,6 +196,7 @@ pub(super) async fn run(
         counters,
         l1_entries: caches.cache.l1_entries().await,
         request_counts,
+        valkey_faults: caches.valkey.as_ref().map(crate::cache::Valkey::breaker_counts),
         warnings,
     };
     drop(caches.listener.take());
