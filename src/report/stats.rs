@@ -275,15 +275,19 @@ pub fn timeline_text(seconds: &[SecondStats]) -> String {
     lines.join("\n")
 }
 
-/// "Valkey: 3 timeouts, breaker opened 1×, 120 skipped" for a second with any.
+/// "Valkey: 3 timed out · breaker opened 1× · 120 skipped" (the non-zero
+/// parts) for a second with any.
 fn faults_text(faults: &crate::cache::BreakerCounts) -> Option<String> {
-    if *faults == crate::cache::BreakerCounts::default() {
-        return None;
-    }
-    Some(format!(
-        "Valkey: {} timeouts, breaker opened {}×, {} skipped",
-        faults.timeouts, faults.openings, faults.skipped
-    ))
+    let parts: Vec<String> = [
+        (faults.timeouts, format!("{} timed out", faults.timeouts)),
+        (faults.openings, format!("breaker opened {}×", faults.openings)),
+        (faults.skipped, format!("{} skipped", faults.skipped)),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(_, text)| text)
+    .collect();
+    (!parts.is_empty()).then(|| format!("Valkey: {}", parts.join(" · ")))
 }
 
 /// A horizontal bar of `cells` characters for a fraction from 0 to 1, in eighths of a cell.
@@ -513,6 +517,23 @@ mod tests {
             throughput_per_second: requests as f64,
             p99: (requests > 0).then(|| Duration::from_micros(p99_micros)),
         }
+    }
+
+    #[test]
+    fn a_second_with_valkey_faults_names_only_what_happened() {
+        use crate::cache::BreakerCounts;
+        assert_eq!(faults_text(&BreakerCounts::default()), None);
+        let faults = BreakerCounts {
+            openings: 1,
+            skipped: 0,
+            timeouts: 3,
+        };
+        assert_eq!(faults_text(&faults).unwrap(), "Valkey: 3 timed out · breaker opened 1×");
+        let mut seconds = vec![second(0, 10, 10, 100), second(1, 10, 0, 100), second(2, 10, 10, 100)];
+        seconds[1].valkey_faults = faults;
+        let text = timeline_text(&seconds);
+        let line = text.lines().find(|l| l.trim_start().starts_with("1 ")).unwrap();
+        assert!(line.ends_with("Valkey: 3 timed out · breaker opened 1×"), "{text}");
     }
 
     #[test]
