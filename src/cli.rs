@@ -63,6 +63,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
 
+    /// Milliseconds one Valkey command may wait for an answer before the read falls back to the database [default: 250]
+    #[arg(long, global = true, env = "WORKSHOP_CACHE_TIMEOUT", value_name = "MS")]
+    pub cache_timeout: Option<String>,
+
     /// Print results as JSON on stdout instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -76,6 +80,7 @@ impl GlobalArgs {
             ttl: self.ttl.clone(),
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Some(self.connect_timeout),
+            cache_timeout: self.cache_timeout.clone(),
         }
     }
 }

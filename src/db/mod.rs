@@ -362,6 +362,15 @@ pub fn classify_query_error(error: sqlx::Error, target: &str) -> DbError {
                 detail: first_line(db_error.message()),
             };
         }
+        // PostgreSQL's class 08 (connection exception) and 57P01-03 (the
+        // server ended the session: terminated, crashed, not accepting):
+        // the connection is gone, not the query wrong.
+        if code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03") {
+            return DbError::Unreachable {
+                target: target.to_string(),
+                reason: first_line(db_error.message()),
+            };
+        }
         return DbError::Query(first_line(db_error.message()));
     }
     match error {

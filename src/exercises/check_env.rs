@@ -284,7 +284,12 @@ async fn valkey_checks(config: &Config) -> Vec<Check> {
         ),
         (Err(error), _) | (_, Err(error)) => Check::fail("Valkey", error.to_string(), UP_HINT),
     };
-    let probe = probe_check(&valkey, &KeyScheme::new(&config.key_prefix), config.ttl).await;
+    let probe = probe_check(
+        &valkey,
+        &KeyScheme::new(&config.key_prefix, &config.database),
+        config.ttl,
+    )
+    .await;
     vec![server, probe]
 }
 
@@ -306,8 +311,9 @@ async fn probe_check(valkey: &Valkey, keys: &KeyScheme, ttl: Duration) -> Check 
         Ok((Some(read), true)) if read == value => Check::pass(
             "cache probe",
             format!(
-                "write/read/delete of {key} in {:.2} ms",
-                started.elapsed().as_secs_f64() * 1000.0
+                "write/read/delete of {key} in {:.2} ms; this database's keys start {}",
+                started.elapsed().as_secs_f64() * 1000.0,
+                keys.source_prefix()
             ),
         ),
         Ok((read, _)) => Check::fail(

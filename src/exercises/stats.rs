@@ -324,6 +324,8 @@ impl Bench<'_> {
             Stop::AfterRequests(n) => report::progress::bar(self.output, n, "requests"),
             Stop::AfterTime(limit) => report::progress::bar(self.output, limit.as_secs().max(1), "seconds"),
         };
+        // Drawn now, not at the first request's end: progress within a second.
+        progress.tick();
         let result = workload::run(&self.workload, &cache, &self.db, &self.keys, &progress).await;
         progress.finish_and_clear();
         let stats = result?;
@@ -333,7 +335,7 @@ impl Bench<'_> {
         };
         let footprint = match (&self.admin, &after) {
             (Some(admin), Some(_)) => admin
-                .key_footprint(self.keys.prefix())
+                .key_footprint(self.keys.source_prefix())
                 .await
                 .map_err(|e| ask("counting the workshop's keys", e))
                 .ok(),
@@ -347,6 +349,10 @@ impl Bench<'_> {
             warnings.push(
                 "Valkey restarted during the run (its run_id changed): its counters started again, so the server's deltas are not shown".into(),
             );
+        }
+        let timeout = self.valkey.as_ref().map(Valkey::command_timeout).unwrap_or_default();
+        if let Some(warning) = stats.valkey_faults.and_then(|faults| faults.warning(timeout)) {
+            warnings.push(warning);
         }
         if stats.counters.l2_errors > 0 {
             warnings.push(format!(
@@ -421,7 +427,7 @@ async fn measure_run(
         db: db.clone(),
         valkey,
         admin,
-        keys: KeyScheme::new(&config.key_prefix),
+        keys: KeyScheme::new(&config.key_prefix, &config.database),
         cache: TwoLevelSettings {
             use_l1: plan.use_l1,
             l1_capacity: plan.l1_capacity,

@@ -251,7 +251,7 @@ pub struct WriteBehindOutcome {
 
 pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) -> Result<()> {
     let plan = validate(&options)?;
-    let keys = KeyScheme::new(&config.key_prefix);
+    let keys = KeyScheme::new(&config.key_prefix, &config.database);
     // Valkey first: when it cannot be reached, nothing is written anywhere.
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
     let aof = valkey

@@ -135,7 +135,7 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
     let pattern = WriteThrough {
         db: db.clone(),
         valkey,
-        keys: KeyScheme::new(&config.key_prefix),
+        keys: KeyScheme::new(&config.key_prefix, &config.database),
         ttl: config.ttl,
     };
     db.warm_up(1).await?;
