@@ -96,6 +96,12 @@ pub enum Command {
     )]
     CheckEnv,
 
+    /// Undo what the workshop wrote: delete the rows it created, restore the rows it updated, delete its keys
+    #[command(
+        after_help = "Examples:\n  workshop-cli clean --dry-run     what would be removed\n  workshop-cli clean\n  workshop-cli clean --json\n  workshop-cli clean --force       also drop write-behind writes not yet flushed"
+    )]
+    Clean(CleanArgs),
+
     /// Create the FlughafenDB-style schema and load generated fixtures
     #[command(
         after_help = "Examples:\n  workshop-cli seed\n  workshop-cli seed --scale 0.1       a small data set, for quick tests\n  workshop-cli seed --reset           drop and rebuild the tables"
@@ -506,6 +512,26 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
             }),
             maxmemory: args.maxmemory,
             policies: args.policies,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Say what would be deleted and restored; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also delete the write-behind stream while it holds writes not yet in the database
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl From<CleanArgs> for crate::exercises::clean::CleanOptions {
+    fn from(args: CleanArgs) -> Self {
+        crate::exercises::clean::CleanOptions {
+            dry_run: args.dry_run,
+            force: args.force,
         }
     }
 }

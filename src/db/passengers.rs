@@ -42,6 +42,9 @@ impl From<DbError> for PassengerWriteError {
     }
 }
 
+/// A deleted passenger's ledger entries go with it.
+const FORGET_MYSQL: &str = "DELETE FROM workshop_changes WHERE table_name = 'passenger' AND row_id = ?";
+const FORGET_POSTGRES: &str = "DELETE FROM workshop_changes WHERE table_name = 'passenger' AND row_id = $1";
 const SELECT_MYSQL: &str = "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = ?";
 const SELECT_POSTGRES: &str =
     "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = $1";
@@ -225,8 +228,11 @@ impl Database {
         Ok(id.map(i64::from))
     }
 
-    /// Deletes passengers (and their details and bookings) by id; returns how many went.
+    /// Deletes passengers (and their details and bookings) by id, and their
+    /// entries in the ledger of the workshop's writes; returns how many went.
+    /// Only for rows the workshop created (`--cleanup`).
     pub async fn delete_passengers(&self, ids: &[i64]) -> Result<u64, DbError> {
+        self.ensure_change_ledger().await?;
         let mut removed = 0;
         for id in ids {
             let Ok(id32) = i32::try_from(*id) else { continue };
@@ -245,6 +251,11 @@ impl Database {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.query_error(e))?;
+                    sqlx::query(FORGET_MYSQL)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
                     tx.commit().await.map_err(|e| self.query_error(e))?;
                     done.rows_affected()
                 }
@@ -259,6 +270,11 @@ impl Database {
                     }
                     let done = sqlx::query("DELETE FROM passenger WHERE passenger_id = $1")
                         .bind(id32)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
+                    sqlx::query(FORGET_POSTGRES)
+                        .bind(*id)
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.query_error(e))?;

@@ -427,7 +427,8 @@ async fn connect_database(config: &Config) -> std::result::Result<(Database, Str
             connect_timeout: config.connect_timeout,
         },
     )
-    .await?;
+    .await?
+    .recording_as("write-behind");
     let server = db.server_info().await?;
     db.warm_up(2).await?;
     Ok((db, format!("{} {}", server.product, server.version)))

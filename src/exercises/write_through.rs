@@ -130,7 +130,8 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
             connect_timeout: config.connect_timeout,
         },
     )
-    .await?;
+    .await?
+    .recording_as("write-through");
     let server = db.server_info().await?;
     let pattern = WriteThrough {
         db: db.clone(),
