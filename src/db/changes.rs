@@ -307,12 +307,32 @@ impl Database {
 
     /// Every ledger entry, oldest first; none when there is no ledger yet.
     pub async fn changes(&self) -> Result<Vec<Change>, DbError> {
-        let sql = format!(
-            "SELECT change_id, table_name, row_id, change_kind, old_values, new_values, command FROM {LEDGER_TABLE} ORDER BY change_id"
+        self.read_changes(None).await
+    }
+
+    /// The changes of one row made after ledger entry `after` (0: all).
+    async fn read_changes(&self, row: Option<(&str, i64, i64)>) -> Result<Vec<Change>, DbError> {
+        let filter = if row.is_some() {
+            " WHERE table_name = ? AND row_id = ? AND change_id > ?"
+        } else {
+            ""
+        };
+        let sql = numbered(
+            self.kind(),
+            &format!(
+                "SELECT change_id, table_name, row_id, change_kind, old_values, new_values, command FROM {LEDGER_TABLE}{filter} ORDER BY change_id"
+            ),
         );
-        let rows: Vec<(i64, String, i64, String, Option<String>, Option<String>, String)> = match &self.pool {
-            Pool::MySql(pool) => sqlx::query_as(&sql).fetch_all(pool).await,
-            Pool::Postgres(pool) => sqlx::query_as(&sql).fetch_all(pool).await,
+        type Entry = (i64, String, i64, String, Option<String>, Option<String>, String);
+        let rows: Vec<Entry> = match (&self.pool, row) {
+            (Pool::MySql(pool), None) => sqlx::query_as(&sql).fetch_all(pool).await,
+            (Pool::MySql(pool), Some((table, id, after))) => {
+                sqlx::query_as(&sql).bind(table).bind(id).bind(after).fetch_all(pool).await
+            }
+            (Pool::Postgres(pool), None) => sqlx::query_as(&sql).fetch_all(pool).await,
+            (Pool::Postgres(pool), Some((table, id, after))) => {
+                sqlx::query_as(&sql).bind(table).bind(id).bind(after).fetch_all(pool).await
+            }
         }
         .or_else(|e| if is_missing_table(&e) { Ok(Vec::new()) } else { Err(e) })
         .map_err(|e| self.query_error(e))?;
@@ -330,6 +350,28 @@ impl Database {
                 })
             })
             .collect())
+    }
+
+    /// The newest ledger entry's id (0 when there is none): a run that
+    /// undoes only its own changes notes it before it writes.
+    pub async fn last_change_id(&self) -> Result<i64, DbError> {
+        self.ensure_change_ledger().await?;
+        let sql = format!("SELECT COALESCE(MAX(change_id), 0) FROM {LEDGER_TABLE}");
+        match &self.pool {
+            Pool::MySql(pool) => sqlx::query_scalar::<_, i64>(&sql).fetch_one(pool).await,
+            Pool::Postgres(pool) => sqlx::query_scalar::<_, i64>(&sql).fetch_one(pool).await,
+        }
+        .map_err(|e| self.query_error(e))
+    }
+
+    /// Undoes the changes of one row made after ledger entry `after` (see
+    /// [`Database::undo_row`]); `None` when the ledger has none.
+    pub async fn undo_changes_of(&self, table: &str, row_id: i64, after: i64) -> Result<Option<Undone>, DbError> {
+        let changes = self.read_changes(Some((table, row_id, after))).await?;
+        match by_row(&changes).first() {
+            Some(row) => self.undo_row(row).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Undoes the workshop's changes to one row in one transaction, which

@@ -170,3 +170,12 @@ pub fn clean_command(config: &Config) -> String {
     }
     command
 }
+
+/// What an `--update` without `--cleanup` leaves behind, and how to undo it.
+pub fn permanent_change_note(what: &str, config: &Config) -> String {
+    format!(
+        "{what} stays changed in the database; `{}` restores its old values (recorded in {})",
+        clean_command(config),
+        crate::db::changes::LEDGER_TABLE
+    )
+}

@@ -106,6 +106,8 @@ pub struct WriteThroughOutcome {
     pub summary: WriteSummary,
     pub stale_comparison: Option<StaleComparison>,
     pub cleanup: Option<Cleanup>,
+    /// After `--update` without `--cleanup`: the change stays, and how to undo it.
+    pub permanent_change: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -118,6 +120,8 @@ pub struct WriteSummary {
 pub struct Cleanup {
     pub removed_rows: u64,
     pub removed_keys: u64,
+    /// `--update --cleanup`: rows given their values from before the run back.
+    pub restored_rows: u64,
 }
 
 pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output) -> Result<()> {
@@ -141,6 +145,11 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
     };
     db.warm_up(1).await?;
 
+    // `--update --cleanup` undoes this run's changes only: the ledger entries after this one.
+    let ledger_before = match options.update {
+        Some(_) if options.cleanup => db.last_change_id().await?,
+        _ => 0,
+    };
     let result = match options.update {
         Some(id) => run_updates(&pattern, id, &options).await,
         None => run_creates(&pattern, &options).await,
@@ -149,6 +158,16 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
     outcome.database = format!("{} {}", server.product, server.version);
     if options.cleanup && !created.is_empty() {
         outcome.cleanup = Some(cleanup(&pattern, &created).await?);
+    }
+    if let Some(id) = options.update {
+        if options.cleanup {
+            outcome.cleanup = Some(restore(&pattern, id, ledger_before).await?);
+        } else {
+            outcome.permanent_change = Some(crate::exercises::clean::permanent_change_note(
+                &format!("passenger {id}"),
+                config,
+            ));
+        }
     }
     report::writes::show_write_through(&outcome, output);
     db.close().await;
@@ -332,6 +351,7 @@ impl Tally {
             },
             stale_comparison: None,
             cleanup: None,
+            permanent_change: None,
         }
     }
 }
@@ -442,6 +462,22 @@ async fn cleanup(pattern: &WriteThrough, created: &[i64]) -> Result<Cleanup> {
     Ok(Cleanup {
         removed_rows,
         removed_keys,
+        restored_rows: 0,
+    })
+}
+
+/// `--update --cleanup`: the passenger gets its values from before the run
+/// back (from the ledger), and its key goes, so readers load that row.
+async fn restore(pattern: &WriteThrough, passenger_id: i64, ledger_before: i64) -> Result<Cleanup> {
+    let restored = pattern
+        .db
+        .undo_changes_of(crate::db::changes::PASSENGER_TABLE, passenger_id, ledger_before)
+        .await?;
+    let removed_keys = u64::from(pattern.valkey.delete(&pattern.keys.passenger(passenger_id)).await?);
+    Ok(Cleanup {
+        removed_rows: 0,
+        removed_keys,
+        restored_rows: u64::from(restored == Some(crate::db::changes::Undone::Restored)),
     })
 }
 
