@@ -565,6 +565,10 @@ pub struct WriteBehindArgs {
     /// With --flush-only: keep flushing for this many seconds, also while the stream is empty
     #[arg(long, value_name = "SECONDS", requires = "flush_only", allow_negative_numbers = true)]
     pub duration: Option<f64>,
+
+    /// Remove the rows this run stored and the keys it wrote at the end
+    #[arg(long, conflicts_with = "produce_only")]
+    pub cleanup: bool,
 }
 
 impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOptions {
@@ -582,6 +586,7 @@ impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOption
             flush_interval_ms: args.flush_interval,
             compare: args.compare,
             duration_seconds: args.duration,
+            cleanup: args.cleanup,
         }
     }
 }

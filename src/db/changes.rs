@@ -352,6 +352,21 @@ impl Database {
             .collect())
     }
 
+    /// The ids of the rows of `table` the workshop created after ledger entry `after`.
+    pub async fn created_since(&self, table: &str, after: i64) -> Result<Vec<i64>, DbError> {
+        let sql = numbered(
+            self.kind(),
+            &format!(
+                "SELECT row_id FROM {LEDGER_TABLE} WHERE table_name = ? AND change_kind = 'created' AND change_id > ? ORDER BY change_id"
+            ),
+        );
+        match &self.pool {
+            Pool::MySql(pool) => sqlx::query_scalar::<_, i64>(&sql).bind(table).bind(after).fetch_all(pool).await,
+            Pool::Postgres(pool) => sqlx::query_scalar::<_, i64>(&sql).bind(table).bind(after).fetch_all(pool).await,
+        }
+        .map_err(|e| self.query_error(e))
+    }
+
     /// The newest ledger entry's id (0 when there is none): a run that
     /// undoes only its own changes notes it before it writes.
     pub async fn last_change_id(&self) -> Result<i64, DbError> {

@@ -151,10 +151,17 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
         _ => 0,
     };
     let result = match options.update {
-        Some(id) => run_updates(&pattern, id, &options).await,
+        Some(id) => run_updates(&pattern, id, &options).await.map_err(RunError::Failed),
         None => run_creates(&pattern, &options).await,
     };
-    let (mut outcome, created) = result?;
+    let (mut outcome, created) = match result {
+        Ok(done) => done,
+        Err(RunError::Aborted(mut aborted)) => {
+            aborted.outcome.database = format!("{} {}", server.product, server.version);
+            return finish_aborted(&pattern, config, &options, *aborted, output).await;
+        }
+        Err(RunError::Failed(error)) => return Err(error),
+    };
     outcome.database = format!("{} {}", server.product, server.version);
     if options.cleanup && !created.is_empty() {
         outcome.cleanup = Some(cleanup(&pattern, &created).await?);
@@ -178,6 +185,78 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
         )));
     }
     Ok(())
+}
+
+/// A run of creates that stopped part-way: what it committed, and why it stopped.
+struct Aborted {
+    outcome: WriteThroughOutcome,
+    created: Vec<i64>,
+    error: WorkshopError,
+}
+
+enum RunError {
+    /// Stopped after committing some writes (maybe none): they are reported.
+    Aborted(Box<Aborted>),
+    /// Failed before anything was written.
+    Failed(WorkshopError),
+}
+
+impl From<Aborted> for RunError {
+    fn from(aborted: Aborted) -> Self {
+        RunError::Aborted(Box::new(aborted))
+    }
+}
+
+impl From<WorkshopError> for RunError {
+    fn from(error: WorkshopError) -> Self {
+        RunError::Failed(error)
+    }
+}
+
+/// A run that lost Valkey or the database part-way: the table of what it
+/// did, how many rows it committed, and either its `--cleanup` or the
+/// command that removes them later. The error keeps its exit code.
+async fn finish_aborted(
+    pattern: &WriteThrough,
+    config: &Config,
+    options: &WriteThroughOptions,
+    aborted: Aborted,
+    output: &Output,
+) -> Result<()> {
+    let Aborted {
+        mut outcome,
+        created,
+        error,
+    } = aborted;
+    if created.is_empty() {
+        return Err(error);
+    }
+    let cleaned = if options.cleanup {
+        Some(cleanup(pattern, &created).await)
+    } else {
+        None
+    };
+    let left = match &cleaned {
+        Some(Ok(done)) => {
+            outcome.cleanup = Some(done.clone());
+            format!("--cleanup removed {} of them", done.removed_rows)
+        }
+        Some(Err(cleanup_error)) => format!(
+            "--cleanup could not remove them ({cleanup_error}); `{}` will",
+            crate::exercises::clean::clean_command(config)
+        ),
+        None => format!(
+            "they stay; `{}` removes them",
+            crate::exercises::clean::clean_command(config)
+        ),
+    };
+    report::writes::show_write_through(&outcome, output);
+    output.warn(&format!(
+        "the run stopped after {} of {} write(s) had been committed to the database; {left}",
+        created.len(),
+        options.runs
+    ));
+    Err(error)
 }
 
 /// Checks every value before the database is touched.
@@ -356,20 +435,42 @@ impl Tally {
     }
 }
 
-async fn run_creates(pattern: &WriteThrough, options: &WriteThroughOptions) -> Result<(WriteThroughOutcome, Vec<i64>)> {
+/// The creates, until one fails: then the writes committed so far are kept
+/// (and reported) next to the error.
+async fn run_creates(
+    pattern: &WriteThrough,
+    options: &WriteThroughOptions,
+) -> std::result::Result<(WriteThroughOutcome, Vec<i64>), RunError> {
     let mut tally = Tally::new();
     let mut created = Vec::new();
     for run in 1..=options.runs {
-        let written = create_one(pattern, options).await?;
+        let written = match create_one(pattern, options).await {
+            Ok(written) => written,
+            Err((committed, error)) => {
+                created.extend(committed);
+                let outcome = tally.outcome("create", run - 1, pattern.ttl);
+                return Err(Aborted { outcome, created, error }.into());
+            }
+        };
         created.push(written.row.passenger_id);
-        tally.add(write_record(pattern, run, written).await?);
+        match write_record(pattern, run, written).await {
+            Ok(record) => tally.add(record),
+            Err(error) => {
+                let outcome = tally.outcome("create", run - 1, pattern.ttl);
+                return Err(Aborted { outcome, created, error }.into());
+            }
+        }
     }
     Ok((tally.outcome("create", options.runs, pattern.ttl), created))
 }
 
 /// Creates one passenger; a generated passport number that happens to be
-/// taken is replaced and tried again, a given one is an error.
-async fn create_one(pattern: &WriteThrough, options: &WriteThroughOptions) -> Result<Written> {
+/// taken is replaced and tried again, a given one is an error. On failure:
+/// the id of a row it committed anyway (the cache write after the commit failed).
+async fn create_one(
+    pattern: &WriteThrough,
+    options: &WriteThroughOptions,
+) -> std::result::Result<Written, (Option<i64>, WorkshopError)> {
     let mut attempts = 0;
     loop {
         let fields = fields_for_create(options);
@@ -380,7 +481,13 @@ async fn create_one(pattern: &WriteThrough, options: &WriteThroughOptions) -> Re
             {
                 attempts += 1;
             }
-            Err(error) => return Err(map_error(error)),
+            Err(error) => {
+                let committed = match &error {
+                    WriteThroughError::CacheAfterCommit { passenger_id, .. } => Some(*passenger_id),
+                    _ => None,
+                };
+                return Err((committed, map_error(error)));
+            }
         }
     }
 }

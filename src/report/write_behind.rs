@@ -46,6 +46,16 @@ pub fn show(outcome: &WriteBehindOutcome, output: &Output) {
     if let Some(flushed) = &outcome.flushed {
         show_flushed(flushed, &outcome.rejected_stream, output);
     }
+    if let Some(cleanup) = &outcome.cleanup {
+        output.text(format!(
+            "cleanup: removed {} passenger row(s) this run stored and {} cache key(s) it wrote",
+            count(cleanup.removed_rows),
+            count(cleanup.removed_keys)
+        ));
+        if let Some(reason) = &cleanup.not_done {
+            output.warn(&format!("the cleanup did not finish: {reason}"));
+        }
+    }
 }
 
 fn show_queue(outcome: &WriteBehindOutcome, output: &Output) {
