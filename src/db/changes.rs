@@ -327,11 +327,21 @@ impl Database {
         let rows: Vec<Entry> = match (&self.pool, row) {
             (Pool::MySql(pool), None) => sqlx::query_as(&sql).fetch_all(pool).await,
             (Pool::MySql(pool), Some((table, id, after))) => {
-                sqlx::query_as(&sql).bind(table).bind(id).bind(after).fetch_all(pool).await
+                sqlx::query_as(&sql)
+                    .bind(table)
+                    .bind(id)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
             }
             (Pool::Postgres(pool), None) => sqlx::query_as(&sql).fetch_all(pool).await,
             (Pool::Postgres(pool), Some((table, id, after))) => {
-                sqlx::query_as(&sql).bind(table).bind(id).bind(after).fetch_all(pool).await
+                sqlx::query_as(&sql)
+                    .bind(table)
+                    .bind(id)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
             }
         }
         .or_else(|e| if is_missing_table(&e) { Ok(Vec::new()) } else { Err(e) })
@@ -361,8 +371,20 @@ impl Database {
             ),
         );
         match &self.pool {
-            Pool::MySql(pool) => sqlx::query_scalar::<_, i64>(&sql).bind(table).bind(after).fetch_all(pool).await,
-            Pool::Postgres(pool) => sqlx::query_scalar::<_, i64>(&sql).bind(table).bind(after).fetch_all(pool).await,
+            Pool::MySql(pool) => {
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(table)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(table)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
+            }
         }
         .map_err(|e| self.query_error(e))
     }
@@ -413,7 +435,8 @@ impl Database {
             .original
             .as_deref()
             .and_then(|text| serde_json::from_str(text).ok());
-        let id = i32::try_from(changes.row_id).map_err(|_| DbError::Query(format!("passenger id {} is out of range", changes.row_id)))?;
+        let id = i32::try_from(changes.row_id)
+            .map_err(|_| DbError::Query(format!("passenger id {} is out of range", changes.row_id)))?;
         in_transaction!(self, tx => {
             let current = sqlx::query(&numbered(kind, SELECT_PASSENGER_FOR_UPDATE))
                 .bind(id)
@@ -479,7 +502,8 @@ impl Database {
             .original
             .as_deref()
             .and_then(|text| serde_json::from_str(text).ok());
-        let id = i32::try_from(changes.row_id).map_err(|_| DbError::Query(format!("product id {} is out of range", changes.row_id)))?;
+        let id = i32::try_from(changes.row_id)
+            .map_err(|_| DbError::Query(format!("product id {} is out of range", changes.row_id)))?;
         in_transaction!(self, tx => {
             let current = sqlx::query(&numbered(kind, SELECT_PRICE_FOR_UPDATE))
                 .bind(id)

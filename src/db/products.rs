@@ -89,13 +89,21 @@ impl Database {
             DatabaseKind::Postgres => "LOCALTIMESTAMP",
         };
         let locked = numbered(kind, &format!("SELECT {COLUMNS} FROM products WHERE id = ? FOR UPDATE"));
-        let update = numbered(kind, &format!("UPDATE products SET price = ?, updated_at = {now} WHERE id = ?"));
+        let update = numbered(
+            kind,
+            &format!("UPDATE products SET price = ?, updated_at = {now} WHERE id = ?"),
+        );
         let select = numbered(kind, &format!("SELECT {COLUMNS} FROM products WHERE id = ?"));
         // One text for both dialects; the macro expands it once per pool.
         macro_rules! update_in {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await.map_err(error)?;
-                let Some(old) = sqlx::query(&locked).bind(id32).fetch_optional(&mut *tx).await.map_err(error)? else {
+                let Some(old) = sqlx::query(&locked)
+                    .bind(id32)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(error)?
+                else {
                     return Ok(None);
                 };
                 let old = row_of(&old).map_err(error)?;
@@ -105,9 +113,17 @@ impl Database {
                     .execute(&mut *tx)
                     .await
                     .map_err(error)?;
-                let row = sqlx::query(&select).bind(id32).fetch_one(&mut *tx).await.map_err(error)?;
+                let row = sqlx::query(&select)
+                    .bind(id32)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(error)?;
                 let stored = row_of(&row).map_err(error)?;
-                let updated = [ChangeRecord::updated_product(id, &price_of(&old), &price_of(&stored))];
+                let updated = [ChangeRecord::updated_product(
+                    id,
+                    &price_of(&old),
+                    &price_of(&stored),
+                )];
                 record_changes!(&mut *tx, kind, self.command, &updated)
                     .await
                     .map_err(error)?;

@@ -3,9 +3,9 @@
 //! transaction. A queue entry delivered twice (after a crash between the
 //! commit and the acknowledgement in Valkey) therefore leaves one row, not two.
 
+use super::changes::{record_changes, ChangeRecord};
 use super::dialect::placeholder;
 use super::passengers::{row_of, PassengerFields, PassengerRow};
-use super::changes::{record_changes, ChangeRecord};
 use super::{Database, DbError, Pool};
 use crate::config::DatabaseKind;
 
@@ -106,7 +106,11 @@ impl Database {
                     .await
                     .map_err(error)?;
                 tx.commit().await.map_err(error)?;
-                let stored = if inserted < rows.len() as u64 { after } else { Vec::new() };
+                let stored = if inserted < rows.len() as u64 {
+                    after
+                } else {
+                    Vec::new()
+                };
                 Ok(BatchInsert { inserted, stored })
             }
             Pool::Postgres(pool) => {

@@ -422,10 +422,15 @@ fn warn_about_stored_rows(outcome: &WriteBehindOutcome, plan: &Plan, config: &Co
     if !stopped {
         return;
     }
-    let queued = outcome.queue_after.map_or(0, |q| q.entries);
+    // Unknown (Valkey lost): entries may be left, and clean would refuse without --force.
+    let queued = outcome.queue_after.map_or(1, |q| q.entries);
     let command = clean_after(config, queued);
     let what = match &outcome.cleanup {
-        Some(RunCleanup { not_done: None, removed_rows, .. }) => format!("--cleanup removed {removed_rows} of them"),
+        Some(RunCleanup {
+            not_done: None,
+            removed_rows,
+            ..
+        }) => format!("--cleanup removed {removed_rows} of them"),
         Some(RunCleanup {
             not_done: Some(reason), ..
         }) => format!("--cleanup could not finish ({reason})"),
@@ -463,9 +468,7 @@ async fn clean_up_run(
     match (db, ledger_before) {
         (Some(db), Some(after)) => {
             let removed = async {
-                let ids = db
-                    .created_since(crate::db::changes::PASSENGER_TABLE, after)
-                    .await?;
+                let ids = db.created_since(crate::db::changes::PASSENGER_TABLE, after).await?;
                 db.delete_passengers(&ids).await
             };
             match removed.await {

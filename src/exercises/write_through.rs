@@ -231,24 +231,35 @@ async fn finish_aborted(
     if created.is_empty() {
         return Err(error);
     }
-    let cleaned = if options.cleanup {
-        Some(cleanup(pattern, &created).await)
-    } else {
-        None
-    };
-    let left = match &cleaned {
-        Some(Ok(done)) => {
-            outcome.cleanup = Some(done.clone());
-            format!("--cleanup removed {} of them", done.removed_rows)
+    let command = crate::exercises::clean::clean_command(config);
+    let left = if options.cleanup {
+        match pattern.db.delete_passengers(&created).await {
+            Ok(removed_rows) => {
+                // Best effort: Valkey may be the service that was lost.
+                let mut removed_keys = 0;
+                let mut keys_left = false;
+                for id in &created {
+                    match pattern.valkey.delete(&pattern.keys.passenger(*id)).await {
+                        Ok(removed) => removed_keys += u64::from(removed),
+                        Err(_) => keys_left = true,
+                    }
+                }
+                outcome.cleanup = Some(Cleanup {
+                    removed_rows,
+                    removed_keys,
+                    restored_rows: 0,
+                });
+                let keys = if keys_left {
+                    format!(" (some of their cache keys could not be deleted: `{command}` deletes them)")
+                } else {
+                    String::new()
+                };
+                format!("--cleanup removed {removed_rows} of them{keys}")
+            }
+            Err(cleanup_error) => format!("--cleanup could not remove them ({cleanup_error}); `{command}` will"),
         }
-        Some(Err(cleanup_error)) => format!(
-            "--cleanup could not remove them ({cleanup_error}); `{}` will",
-            crate::exercises::clean::clean_command(config)
-        ),
-        None => format!(
-            "they stay; `{}` removes them",
-            crate::exercises::clean::clean_command(config)
-        ),
+    } else {
+        format!("they stay; `{command}` removes them")
     };
     report::writes::show_write_through(&outcome, output);
     output.warn(&format!(
@@ -449,7 +460,12 @@ async fn run_creates(
             Err((committed, error)) => {
                 created.extend(committed);
                 let outcome = tally.outcome("create", run - 1, pattern.ttl);
-                return Err(Aborted { outcome, created, error }.into());
+                return Err(Aborted {
+                    outcome,
+                    created,
+                    error,
+                }
+                .into());
             }
         };
         created.push(written.row.passenger_id);
@@ -457,7 +473,12 @@ async fn run_creates(
             Ok(record) => tally.add(record),
             Err(error) => {
                 let outcome = tally.outcome("create", run - 1, pattern.ttl);
-                return Err(Aborted { outcome, created, error }.into());
+                return Err(Aborted {
+                    outcome,
+                    created,
+                    error,
+                }
+                .into());
             }
         }
     }

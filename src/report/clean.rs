@@ -7,8 +7,13 @@ use crate::exercises::clean::CleanOutcome;
 pub fn show(outcome: &CleanOutcome, output: &Output) {
     if output.json {
         output.json_document(outcome);
-        return;
+    } else {
+        show_tables(outcome, output);
     }
+    warnings(outcome, output);
+}
+
+fn show_tables(outcome: &CleanOutcome, output: &Output) {
     let (title, deleted, restored) = if outcome.dry_run {
         ("clean --dry-run: nothing was changed", "would delete", "would restore")
     } else {
@@ -41,6 +46,10 @@ pub fn show(outcome: &CleanOutcome, output: &Output) {
         align_right(&mut table, &[1, 2, 3, 4]);
         output.text(table);
     }
+}
+
+/// On stderr, in every mode.
+fn warnings(outcome: &CleanOutcome, output: &Output) {
     for tally in outcome.tables.iter().filter(|t| t.left_alone > 0) {
         let ids: Vec<String> = tally.left_alone_ids.iter().map(i64::to_string).collect();
         output.warn(&format!(
@@ -48,7 +57,11 @@ pub fn show(outcome: &CleanOutcome, output: &Output) {
             tally.left_alone,
             tally.table,
             ids.join(", "),
-            if tally.left_alone as usize > ids.len() { ", …" } else { "" }
+            if tally.left_alone as usize > ids.len() {
+                ", …"
+            } else {
+                ""
+            }
         ));
     }
     if outcome.unflushed_writes > 0 {

@@ -115,5 +115,4 @@ pub fn show_write_through(outcome: &WriteThroughOutcome, output: &Output) {
             ));
         }
     }
-
 }
