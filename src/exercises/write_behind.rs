@@ -18,7 +18,8 @@ use crate::fixtures::names::{FEMALE_FIRST_NAMES, LAST_NAMES, MALE_FIRST_NAMES};
 use crate::fixtures::rng::SplitMix64;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::write_behind::{
-    BatchSizeSummary, FlushSettings, FlushStop, FlushTally, Flusher, QueueDepth, Rejected, Until, WriteQueue, CONSUMER,
+    AckError, BatchSizeSummary, FlushSettings, FlushStop, FlushTally, Flusher, QueueDepth, Rejected, Until, WriteQueue,
+    CONSUMER,
 };
 use crate::patterns::write_through::{WriteThrough, WriteThroughError};
 use crate::report::{self, Output};
@@ -34,6 +35,8 @@ pub const DEFAULT_COMPARE: u64 = 100;
 pub const PASSPORT_LETTER: char = 'W';
 /// First letter of the passports of the write-through comparison passengers (removed after the run).
 pub const COMPARISON_PASSPORT_LETTER: char = 'T';
+/// How long a producer keeps asking Valkey whether a write whose reply was lost reached it.
+const RECONCILE_BUDGET: Duration = Duration::from_secs(5);
 /// Without `--duration`, how long the flusher keeps trying a batch the database refuses.
 const RETRY_FOR: Duration = Duration::from_secs(5);
 /// Attempts to find a free passport number for a comparison write.
@@ -174,6 +177,13 @@ pub struct Produced {
     pub passports: Vec<String>,
     /// The cached row of the first write.
     pub example_key: Option<String>,
+    /// Writes whose MULTI/EXEC failed ambiguously (a timeout after it was
+    /// sent) and that Valkey had applied: counted in `writes`, so `writes`
+    /// equals what the stream received.
+    pub reconciled: u64,
+    /// Passports of writes whose fate Valkey never told (it stopped answering
+    /// after the ambiguous failure): each may or may not be in the stream.
+    pub unconfirmed: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -404,8 +414,21 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
     warn_about_stored_rows(&outcome, &plan, config, output);
     if let Some(error) = production_stopped {
         let acknowledged = outcome.produced.as_ref().map_or(0, |p| p.writes);
+        let reconciled = outcome.produced.as_ref().map_or(0, |p| p.reconciled);
+        let unconfirmed = outcome.produced.as_ref().map_or(0, |p| p.unconfirmed.len());
+        let mut note = String::new();
+        if reconciled > 0 {
+            note.push_str(&format!(
+                " (including {reconciled} whose reply was lost but which Valkey had applied)"
+            ));
+        }
+        if unconfirmed > 0 {
+            note.push_str(&format!(
+                "; {unconfirmed} more may or may not have reached the stream: Valkey stopped answering before it could be asked"
+            ));
+        }
         output.warn(&format!(
-            "{acknowledged} of {} write(s) were acknowledged before Valkey stopped answering; the report above covers them",
+            "{acknowledged} of {} write(s) were acknowledged before Valkey stopped answering{note}; the report above covers them",
             plan.writes
         ));
         return Err(error.into());
@@ -591,12 +614,25 @@ async fn produce(
     let mut example_key = None;
     let mut compared_ids = Vec::new();
     let mut comparison_stopped = None;
+    let mut reconciled = 0;
+    let mut unconfirmed = Vec::new();
     for write in 1..=plan.writes {
         let passenger = generated_passenger(rng, PASSPORT_LETTER);
         let acknowledged = match queue.acknowledge(&passenger).await {
             Ok(acknowledged) => acknowledged,
-            Err(error) => {
-                // What was acknowledged so far still counts and is reported.
+            Err(AckError { error, may_have_run }) => {
+                // What was acknowledged so far still counts and is reported;
+                // so does a write Valkey applied although its reply was lost.
+                if may_have_run {
+                    match queue.reconcile(&passenger, RECONCILE_BUDGET).await {
+                        Some(true) => {
+                            reconciled += 1;
+                            passports.push(passenger.passportno);
+                        }
+                        Some(false) => {}
+                        None => unconfirmed.push(passenger.passportno),
+                    }
+                }
                 stopped = Some(error);
                 break;
             }
@@ -629,6 +665,8 @@ async fn produce(
             passport_prefix: PASSPORT_LETTER.to_string(),
             passports,
             example_key,
+            reconciled,
+            unconfirmed,
         },
         stopped,
         write_through,

@@ -94,6 +94,12 @@ fn show_produced(produced: &Produced, comparison: Option<&Comparison>, output: &
         line.push_str(&format!("; cached as {key}"));
     }
     output.text(line);
+    if produced.reconciled > 0 {
+        output.text(format!(
+            "{} of them timed out without a reply and were found in Valkey afterwards: applied, so counted",
+            count(produced.reconciled)
+        ));
+    }
     let Some(comparison) = comparison else { return };
     if let Some(speedup) = comparison.ack_speedup {
         output.text(format!(
