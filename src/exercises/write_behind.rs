@@ -442,7 +442,8 @@ fn warn_about_stored_rows(outcome: &WriteBehindOutcome, plan: &Plan, config: &Co
     let stored = outcome.flushed.as_ref().map_or(0, |f| f.inserted);
     let stopped = outcome.flushed.as_ref().is_some_and(|f| f.stopped.is_some())
         || outcome.produced.as_ref().map_or(0, |p| p.writes) < plan.writes;
-    if !stopped {
+    // Nothing stored and nothing to clean up: the verdict's message says the rest.
+    if !stopped || (stored == 0 && outcome.cleanup.is_none()) {
         return;
     }
     // Unknown (Valkey lost): entries may be left, and clean would refuse without --force.
