@@ -406,3 +406,92 @@ async fn a_write_behind_run_that_loses_valkey_says_what_it_stored_and_how_to_rem
         assert_eq!(conn.passengers().await, seeded, "{kind:?}");
     }
 }
+
+#[tokio::test]
+async fn rows_the_flusher_skipped_because_someone_else_stored_them_are_not_cleaned() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "cleanskip").await;
+        let prefix = TestPrefix::new("cleanskip");
+        let mut conn = Db::open(&db).await;
+        let seeded = conn.passengers().await.len();
+        let queued = run_json(
+            &db,
+            &prefix,
+            &valkey_url(),
+            &["write-behind", "--produce-only", "--writes", "10", "--compare", "0"],
+        );
+        ok(&queued, "write-behind --produce-only");
+        let passports: Vec<String> = queued.json["produced"]["passports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        // Someone else stores three of the same passengers first (same names,
+        // as read from the stream): the flusher skips them as already stored.
+        let mut valkey = redis::Client::open(valkey_url()).unwrap().get_connection().unwrap();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}write-behind", prefix.prefix))
+            .arg("-")
+            .arg("+")
+            .query(&mut valkey)
+            .unwrap();
+        for entry in &entries.ids[..3] {
+            let field = |name: &str| entry.get::<String>(name).unwrap();
+            conn.execute(
+                "INSERT INTO passenger (passportno, firstname, lastname) VALUES (?, ?, ?)",
+                &[&field("passportno"), &field("firstname"), &field("lastname")],
+            )
+            .await;
+        }
+        let flushed = run_json(&db, &prefix, &valkey_url(), &["write-behind", "--flush-only"]);
+        ok(&flushed, "write-behind --flush-only");
+        assert_eq!(flushed.json["flushed"]["inserted"], 7, "{kind:?}: {}", flushed.stdout);
+        assert_eq!(flushed.json["flushed"]["already_stored"], 3);
+
+        let cleaned = clean(&db, &prefix, &[]);
+        ok(&cleaned, "clean");
+        assert_eq!(
+            table(&cleaned, "passenger")["deleted"],
+            7,
+            "{kind:?}: {}",
+            cleaned.stdout
+        );
+        let left: Vec<String> = conn.passengers().await.into_iter().map(|p| p.1).collect();
+        assert_eq!(left.len(), seeded + 3, "{kind:?}");
+        for passport in &passports[..3] {
+            assert!(left.contains(passport), "{kind:?}: {passport} was someone else's");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reseed_forgets_the_ledger_so_clean_never_deletes_the_new_rows() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "cleanreseed").await;
+        let prefix = TestPrefix::new("cleanreseed");
+        let mut conn = Db::open(&db).await;
+        ok(
+            &run_json(&db, &prefix, &valkey_url(), &["write-through", "--runs", "2"]),
+            "write-through",
+        );
+        ok(
+            &run_json(&db, &prefix, &valkey_url(), &["write-through", "--update", "3"]),
+            "write-through --update",
+        );
+        assert!(conn.ledger_entries().await > 0);
+        let reseeded = run_json(&db, &prefix, &valkey_url(), &["seed", "--reset", "--scale", "0.02"]);
+        ok(&reseeded, "seed --reset");
+        let fresh = conn.passengers().await;
+
+        let cleaned = clean(&db, &prefix, &[]);
+        ok(&cleaned, "clean");
+        assert_eq!(
+            cleaned.json["tables"],
+            serde_json::json!([]),
+            "{kind:?}: {}",
+            cleaned.stdout
+        );
+        assert_eq!(conn.passengers().await, fresh, "{kind:?}: the new seed is untouched");
+    }
+}
