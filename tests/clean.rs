@@ -495,3 +495,37 @@ async fn a_reseed_forgets_the_ledger_so_clean_never_deletes_the_new_rows() {
         assert_eq!(conn.passengers().await, fresh, "{kind:?}: the new seed is untouched");
     }
 }
+
+#[tokio::test]
+async fn an_update_run_that_loses_valkey_still_restores_the_passenger_with_cleanup() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "cleanupdlost").await;
+        let mut valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("cleanupdlost", &valkey.url());
+        let mut conn = Db::open(&db).await;
+        let original = conn.passenger(5).await;
+        let mut child = cli_against(
+            &std::env::temp_dir(),
+            &db.url(),
+            &prefix,
+            &valkey.url(),
+            &["write-through", "--update", "5", "--runs", "100000", "--cleanup"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_for_ledger(&mut conn, 3, &mut child).await;
+        assert_ne!(conn.passenger(5).await, original, "the run is changing passenger 5");
+        valkey.kill();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(matches!(output.status.code(), Some(5 | 8)), "{kind:?}: {stderr}");
+        assert!(
+            stderr.contains("the run stopped part-way; --cleanup gave passenger 5 its values from before the run back"),
+            "{kind:?}: {stderr}"
+        );
+        assert_eq!(conn.passenger(5).await, original, "{kind:?}");
+        assert_eq!(conn.ledger_entries().await, 0);
+    }
+}

@@ -401,6 +401,11 @@ impl Database {
         .map_err(|e| self.query_error(e))
     }
 
+    /// Whether the ledger has changes of this row after entry `after`.
+    pub async fn changed_since(&self, table: &str, row_id: i64, after: i64) -> Result<bool, DbError> {
+        Ok(!self.read_changes(Some((table, row_id, after))).await?.is_empty())
+    }
+
     /// Undoes the changes of one row made after ledger entry `after` (see
     /// [`Database::undo_row`]); `None` when the ledger has none.
     pub async fn undo_changes_of(&self, table: &str, row_id: i64, after: i64) -> Result<Option<Undone>, DbError> {

@@ -147,8 +147,8 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
 
     // `--update --cleanup` undoes this run's changes only: the ledger entries after this one.
     let ledger_before = match options.update {
-        Some(_) if options.cleanup => db.last_change_id().await?,
-        _ => 0,
+        Some(_) => db.last_change_id().await?,
+        None => 0,
     };
     let result = match options.update {
         Some(id) => run_updates(&pattern, id, &options).await.map_err(RunError::Failed),
@@ -160,7 +160,14 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
             aborted.outcome.database = format!("{} {}", server.product, server.version);
             return finish_aborted(&pattern, config, &options, *aborted, output).await;
         }
-        Err(RunError::Failed(error)) => return Err(error),
+        Err(RunError::Failed(error)) => {
+            if let Some(id) = options.update {
+                if let Some(note) = after_failed_update(&pattern, config, &options, id, ledger_before).await {
+                    output.warn(&note);
+                }
+            }
+            return Err(error);
+        }
     };
     outcome.database = format!("{} {}", server.product, server.version);
     if options.cleanup && !created.is_empty() {
@@ -268,6 +275,42 @@ async fn finish_aborted(
         options.runs
     ));
     Err(error)
+}
+
+/// An `--update` run that failed part-way: its `--cleanup` restores the
+/// row, or the note says the change stays and how to undo it. `None` when
+/// the run changed nothing.
+async fn after_failed_update(
+    pattern: &WriteThrough,
+    config: &Config,
+    options: &WriteThroughOptions,
+    passenger_id: i64,
+    ledger_before: i64,
+) -> Option<String> {
+    let table = crate::db::changes::PASSENGER_TABLE;
+    if options.cleanup {
+        return match pattern.db.undo_changes_of(table, passenger_id, ledger_before).await {
+            Ok(None) => None,
+            Ok(Some(crate::db::changes::Undone::Restored)) => Some(format!(
+                "the run stopped part-way; --cleanup gave passenger {passenger_id} its values from before the run back"
+            )),
+            Ok(Some(_)) | Err(_) => Some(format!(
+                "the run stopped part-way and --cleanup could not restore passenger {passenger_id}; {}",
+                crate::exercises::clean::permanent_change_note(&format!("passenger {passenger_id}"), config)
+            )),
+        };
+    }
+    let changed = pattern
+        .db
+        .changed_since(table, passenger_id, ledger_before)
+        .await
+        .unwrap_or(true);
+    changed.then(|| {
+        format!(
+            "the run stopped part-way; {}",
+            crate::exercises::clean::permanent_change_note(&format!("passenger {passenger_id}"), config)
+        )
+    })
 }
 
 /// Checks every value before the database is touched.
