@@ -101,6 +101,12 @@ pub enum Command {
     )]
     CheckEnv,
 
+    /// Undo what the workshop wrote: delete the rows it created, restore the rows it updated, delete its keys
+    #[command(
+        after_help = "Examples:\n  workshop-cli clean --dry-run     what would be removed\n  workshop-cli clean\n  workshop-cli clean --json\n  workshop-cli clean --force       also drop write-behind writes not yet flushed"
+    )]
+    Clean(CleanArgs),
+
     /// Create the FlughafenDB-style schema and load generated fixtures
     #[command(
         after_help = "Examples:\n  workshop-cli seed\n  workshop-cli seed --scale 0.1       a small data set, for quick tests\n  workshop-cli seed --reset           drop and rebuild the tables"
@@ -516,6 +522,26 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
 }
 
 #[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Say what would be deleted and restored; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also delete the write-behind stream while it holds writes not yet in the database
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl From<CleanArgs> for crate::exercises::clean::CleanOptions {
+    fn from(args: CleanArgs) -> Self {
+        crate::exercises::clean::CleanOptions {
+            dry_run: args.dry_run,
+            force: args.force,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct WriteBehindArgs {
     /// Passengers to create; each is acknowledged once Valkey has it (at most 100000)
     #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true)]
@@ -544,6 +570,10 @@ pub struct WriteBehindArgs {
     /// With --flush-only: keep flushing for this many seconds, also while the stream is empty
     #[arg(long, value_name = "SECONDS", requires = "flush_only", allow_negative_numbers = true)]
     pub duration: Option<f64>,
+
+    /// Remove the rows this run stored and the keys it wrote at the end
+    #[arg(long, conflicts_with = "produce_only")]
+    pub cleanup: bool,
 }
 
 impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOptions {
@@ -561,6 +591,7 @@ impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOption
             flush_interval_ms: args.flush_interval,
             compare: args.compare,
             duration_seconds: args.duration,
+            cleanup: args.cleanup,
         }
     }
 }

@@ -224,8 +224,14 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
             &["--update", &id_text, "--lastname", "After"],
         );
         assert_eq!(run.code, Some(8), "{}", run.stderr);
+        // The committed update stays, and the run says how to undo it, before the error.
+        let (warning, error) = run.stderr.split_once('\n').unwrap_or_default();
+        assert_eq!(
+            warning,
+            format!("warning: the run stopped part-way; passenger {id} stays changed in the database; `workshop-cli clean --key-prefix '{}'` restores its old values (recorded in workshop_changes)", prefix.prefix)
+        );
         assert!(
-            run.stderr.starts_with(&format!(
+            error.starts_with(&format!(
                 "error: passenger {id} was saved to the database, but the cache write failed ("
             )),
             "{}",

@@ -436,6 +436,23 @@ impl Valkey {
             .map_err(Self::command_error(name))
     }
 
+    /// Like [`Valkey::query_pipeline`], but a failure also says whether the
+    /// server may have run the commands anyway: a timeout or a connection
+    /// lost after sending leaves that open; a refused connection or an
+    /// error reply does not.
+    pub async fn query_pipeline_or_unknown<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, (CacheError, bool)> {
+        let mut conn = self.connection.clone();
+        pipeline.query_async(&mut conn).await.map_err(|e| {
+            let may_have_run =
+                !e.is_connection_refusal() && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
+            (Self::command_error(name)(e), may_have_run)
+        })
+    }
+
     /// Every key that starts with `prefix`, each once, in SCAN order (SCAN
     /// MATCH [`prefix_pattern`], never KEYS).
     pub async fn scan_prefixed(&self, prefix: &str) -> Result<Vec<String>, CacheError> {

@@ -3,6 +3,7 @@
 //! Everything dialect-specific is in [`dialect`]; row conversion in [`rows`].
 //! Pools are built once with explicit limits and timeouts and shared by reference.
 
+pub mod changes;
 pub mod dialect;
 pub mod passengers;
 pub mod products;
@@ -110,6 +111,10 @@ pub struct Database {
     pool: Pool,
     target: String,
     connect_time: Duration,
+    /// The command named in the ledger of the workshop's writes (`changes.rs`).
+    command: &'static str,
+    /// Set once the ledger table is known to exist.
+    ledger_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Database {
@@ -181,7 +186,15 @@ impl Database {
             pool,
             target: shown,
             connect_time: started.elapsed(),
+            command: "workshop-cli",
+            ledger_ready: std::sync::Arc::default(),
         })
+    }
+
+    /// The same pool, recording its writes in the ledger as made by `command`.
+    pub fn recording_as(mut self, command: &'static str) -> Database {
+        self.command = command;
+        self
     }
 
     pub fn kind(&self) -> DatabaseKind {

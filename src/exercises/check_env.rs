@@ -290,7 +290,28 @@ async fn valkey_checks(config: &Config) -> Vec<Check> {
         config.ttl,
     )
     .await;
-    vec![server, probe]
+    let mut checks = vec![server, probe];
+    checks.extend(leftover_settings_check(&valkey).await);
+    checks
+}
+
+/// A `stats --maxmemory` run killed before it restored Valkey's settings
+/// left them in a record: put them back, and say so in a warning row.
+async fn leftover_settings_check(valkey: &Valkey) -> Option<Check> {
+    use crate::exercises::stats::settings_record::{restore_leftover, SettingsRecord};
+    match restore_leftover(valkey, &SettingsRecord::beside_state_file()).await {
+        Ok(None) => None,
+        Ok(Some(restored)) => Some(Check::warn(
+            "Valkey settings",
+            restored,
+            "nothing left to do: the settings are back",
+        )),
+        Err(error) => Some(Check::warn(
+            "Valkey settings",
+            format!("an earlier `stats --maxmemory` run left changed settings that could not be restored: {error}"),
+            "run `workshop-cli stats` to try again, or CONFIG SET maxmemory and maxmemory-policy by hand",
+        )),
+    }
 }
 
 /// SET, GET and DEL on a key of our own, to prove we may write the cache.

@@ -5,6 +5,7 @@
 
 pub mod eviction;
 pub mod server;
+pub mod settings_record;
 pub mod workload;
 
 use std::cell::RefCell;
@@ -22,6 +23,7 @@ use crate::report::{self, Output};
 
 use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
 use server::{ServerAdmin, ServerView};
+use settings_record::SettingsRecord;
 use workload::{RunStats, Stop, Workload};
 
 pub const DEFAULT_REQUESTS: u64 = 20_000;
@@ -398,6 +400,23 @@ async fn measure_run(
             (None, None)
         }
     };
+    // Settings a killed `--maxmemory` run left changed go back first, so this
+    // run neither measures under them nor saves them as the originals.
+    let record = SettingsRecord::beside_state_file();
+    if let Some(valkey) = &valkey {
+        match settings_record::restore_leftover(valkey, &record).await {
+            Ok(Some(restored)) => warnings.push(restored),
+            Ok(None) => {}
+            Err(error) if plan.eviction.is_some() => {
+                return Err(WorkshopError::Other(anyhow::anyhow!(
+                    "cannot restore the Valkey settings an earlier run saved: {error}; nothing was changed"
+                )))
+            }
+            Err(error) => warnings.push(format!(
+                "cannot restore the Valkey settings an earlier run saved: {error}"
+            )),
+        }
+    }
 
     let sampler = Arc::new(KeySampler::new(keys, plan.skew));
     let l1_ttl = config.ttl.min(L1_TTL_CAP);
@@ -528,6 +547,18 @@ async fn compare_policies(
     // The limit applies to the whole server: nothing but the cache may be at risk.
     eviction::check_only_cache_at_risk(admin, &bench.keys).await?;
     let saved = SavedSettings::read(admin).await?;
+    // On disk (fsynced) before any CONFIG SET: a SIGKILL cannot skip a restore then.
+    let record = SettingsRecord::beside_state_file();
+    let target = bench
+        .valkey
+        .as_ref()
+        .map(|v| v.target().to_string())
+        .unwrap_or_default();
+    record.save(&target, &saved).map_err(|reason| {
+        WorkshopError::Other(anyhow::anyhow!(
+            "{reason}; Valkey's settings must be saved before they change, so nothing was changed"
+        ))
+    })?;
     let progress = RefCell::new(Progress::default());
     let run_warnings = RefCell::new(Vec::new());
     let runs = async {
@@ -552,6 +583,12 @@ async fn compare_policies(
         Ok(())
     };
     let interrupted = eviction::guarded(admin, &saved, &progress, runs).await?;
+    // Restored (guarded failed otherwise, and the record stays for the next run).
+    if let Err(reason) = record.remove(&target) {
+        warnings.push(format!(
+            "{reason}; the next run will restore the same settings again, harmlessly"
+        ));
+    }
     warnings.extend(run_warnings.into_inner());
     let runs = progress.into_inner().done;
     if interrupted.is_none()

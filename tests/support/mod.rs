@@ -334,6 +334,11 @@ impl PrivateValkey {
         panic!("valkey-server on port {} did not answer", self.port);
     }
 
+    /// The server's process id, to pause it (SIGSTOP) like a hung host.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Kills the server at once (no shutdown courtesy), like a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

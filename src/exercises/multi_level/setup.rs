@@ -66,7 +66,8 @@ pub(super) async fn open_database(config: &Config, connections: u64) -> Result<D
             connect_timeout: config.connect_timeout,
         },
     )
-    .await?;
+    .await?
+    .recording_as("multi-level");
     let info = db.server_info().await?;
     let Some((first_id, last_id)) = db.product_id_range().await? else {
         return Err(DbError::NotSeeded {

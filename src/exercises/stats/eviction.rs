@@ -108,7 +108,7 @@ pub struct PolicyRun {
 }
 
 /// The settings found before the runs, and whether they were put back.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SavedSettings {
     pub maxmemory: String,
     pub maxmemory_policy: String,
