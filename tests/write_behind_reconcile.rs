@@ -8,13 +8,13 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{cli_against, seeded_database, JsonRun, PrivateValkey, TestPrefix, BOTH};
+use support::{cli_against, seeded_database, JsonRun, PrivateValkey, TestDatabase, TestPrefix, BOTH};
 
-fn stream_length(url: &str, prefix: &TestPrefix) -> u64 {
+fn stream_length(url: &str, prefix: &TestPrefix, db: &TestDatabase) -> u64 {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
     redis::cmd("XLEN")
-        .arg(format!("{}write-behind", prefix.prefix))
+        .arg(format!("{}write-behind", prefix.source(db)))
         .query(&mut conn)
         .unwrap()
 }
@@ -55,7 +55,7 @@ async fn a_write_whose_exec_timed_out_is_counted_when_valkey_applied_it() {
 
         // Under way: writes are reaching the stream.
         let started = Instant::now();
-        while stream_length(&valkey.url(), &prefix) < 200 {
+        while stream_length(&valkey.url(), &prefix, &db) < 200 {
             assert!(started.elapsed() < Duration::from_secs(30), "the producer never wrote");
         }
         // Paused, the server cannot answer the MULTI/EXEC in flight: the
@@ -72,7 +72,7 @@ async fn a_write_whose_exec_timed_out_is_counted_when_valkey_applied_it() {
         let reported = produced["writes"].as_u64().unwrap();
         assert_eq!(
             reported,
-            stream_length(&valkey.url(), &prefix),
+            stream_length(&valkey.url(), &prefix, &db),
             "{kind:?}: reported {reported}, reconciled {}, unconfirmed {}",
             produced["reconciled"],
             produced["unconfirmed"]

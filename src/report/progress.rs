@@ -48,3 +48,66 @@ pub fn spinner(output: &Output, message: &str) -> ProgressBar {
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
 }
+
+/// [`RunProgress`](crate::exercises::progress::RunProgress) drawn as one
+/// indicatif bar per phase (a ticking spinner when the total is unknown),
+/// hidden like [`bar`]; notes are printed above the bar.
+pub struct BarProgress {
+    output: Output,
+    current: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl BarProgress {
+    pub fn new(output: &Output) -> BarProgress {
+        BarProgress {
+            output: *output,
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&mut Option<ProgressBar>)) {
+        // A poisoned lock only means another thread panicked mid-draw: keep drawing.
+        let mut guard = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard);
+    }
+}
+
+impl crate::exercises::progress::RunProgress for BarProgress {
+    fn phase(&self, label: &str, total: Option<u64>) {
+        let bar = match total {
+            Some(total) => ticking(&self.output, total, label),
+            None => spinner(&self.output, label),
+        };
+        self.with_bar(|current| {
+            if let Some(old) = current.replace(bar) {
+                old.finish_and_clear();
+            }
+        });
+    }
+
+    fn advance(&self, steps: u64) {
+        self.with_bar(|current| {
+            if let Some(bar) = current {
+                bar.inc(steps);
+            }
+        });
+    }
+
+    fn note(&self, text: &str) {
+        if !self.output.progress {
+            return;
+        }
+        self.with_bar(|current| match current {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        });
+    }
+
+    fn finish_phase(&self) {
+        self.with_bar(|current| {
+            if let Some(bar) = current.take() {
+                bar.finish_and_clear();
+            }
+        });
+    }
+}
