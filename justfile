@@ -99,3 +99,11 @@ exercise-3: up seed
 # Exercise 6: cache stampede (100 requests for one cold key: none, single flight, Valkey lock; then XFetch on an expiring key)
 exercise-6: up seed
     ./target/release/workshop-cli stampede
+
+# Start a local Valkey Cluster (3 primaries + 3 replicas on 127.0.0.1:7001-7006) and wait for cluster_state:ok
+up-cluster:
+    scripts/services.sh cluster up
+
+# Stop the cluster nodes that `up-cluster` started; others are left alone
+down-cluster:
+    scripts/services.sh cluster down

@@ -4,12 +4,13 @@
 #   PostgreSQL                     127.0.0.1:5432  db/role/password workshop (CREATEDB)
 #   Valkey                         127.0.0.1:6379  no password
 #
-# Usage: scripts/services.sh up|down|status|valkey-bin
+# Usage: scripts/services.sh up|down|status|valkey-bin|cluster up|down|status
 #   up          install (Debian/Ubuntu, as root) and start whatever does not answer yet;
 #               services this script started are listed in .services/started
 #   down        stop only the services listed in .services/started
 #   status      one line per service; exit 0 when all three answer
 #   valkey-bin  print the absolute path of the valkey-server binary (installing it if needed)
+#   cluster up|down|status  a Valkey Cluster (3 primaries + 3 replicas) on 127.0.0.1:7001-7006
 #
 # With Docker instead: docker compose up -d   (compose.yaml, same addresses)
 set -euo pipefail
@@ -280,6 +281,152 @@ valkey_stop() {
         }
     fi
     echo "■ valkey stopped"
+}
+
+# ---------------------------------------------------------------- valkey cluster
+# A local Valkey Cluster for exercise 14 and `just test-cluster`: 3 primaries + 3 replicas on
+# 127.0.0.1:7001-7006, from the same valkey-server binary, created with `redis-cli --cluster create`
+# (redis-tools). The ports it started are listed in .services/cluster/started; `cluster down`
+# stops only those.
+CLUSTER_DIR="$SVC_DIR/cluster"
+CLUSTER_STARTED="$CLUSTER_DIR/started"
+CLUSTER_PORTS=(7001 7002 7003 7004 7005 7006)
+
+# node_answers PORT: the port answers PING as Valkey.
+node_answers() { [[ "$(valkey_port_cmds "$1" PING | tr -d '\r' | head -n 1)" == "+PONG" ]]; }
+
+# valkey_port_cmds PORT 'CMD ARG..' ...: like valkey_cmds, on another port.
+valkey_port_cmds() {
+    local port="$1"
+    shift
+    VALKEY_PORT="$port" valkey_cmds "$@"
+}
+
+cluster_info_field() { # cluster_info_field PORT FIELD
+    valkey_port_cmds "$1" 'CLUSTER INFO' | tr -d '\r' | sed -n "s/^$2:\(.*\)$/\1/p" | head -n 1
+}
+
+cluster_ok() { [[ "$(cluster_info_field "${CLUSTER_PORTS[0]}" cluster_state)" == ok ]]; }
+
+# Every node answers and knows all six (the replicas' view too, not only the first node's).
+cluster_formed() {
+    local port
+    cluster_ok || return 1
+    for port in "${CLUSTER_PORTS[@]}"; do
+        [[ "$(cluster_info_field "$port" cluster_known_nodes)" == "${#CLUSTER_PORTS[@]}" ]] || return 1
+        [[ "$(cluster_info_field "$port" cluster_state)" == ok ]] || return 1
+    done
+}
+
+cluster_up() {
+    mkdir -p "$CLUSTER_DIR"
+    if cluster_formed; then
+        ok "valkey cluster on $HOST:${CLUSTER_PORTS[0]}-${CLUSTER_PORTS[-1]} (already running, cluster_state:ok)"
+        return 0
+    fi
+    local cli bin port
+    cli="$(exe redis-cli valkey-cli)" || {
+        if can_apt; then apt_install redis-tools || true; fi
+        cli="$(exe redis-cli valkey-cli)" || {
+            bad "valkey cluster: no redis-cli to create the cluster; install redis-tools"
+            return 1
+        }
+    }
+    bin="${WORKSHOP_VALKEY_SERVER:-}"
+    [[ -n "$bin" ]] || bin="$(valkey_bin)" || return 1
+    for port in "${CLUSTER_PORTS[@]}"; do
+        if node_answers "$port"; then continue; fi
+        if port_open "$port"; then
+            bad "valkey cluster: $HOST:$port is taken by something that is not Valkey; free it and rerun"
+            return 1
+        fi
+        # A fresh node every time: an old nodes.conf would name a cluster that no longer exists.
+        rm -rf "${CLUSTER_DIR:?}/$port"
+        mkdir -p "$CLUSTER_DIR/$port"
+        "$bin" --port "$port" --bind "$HOST" --daemonize yes --save "" --appendonly no \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --dir "$CLUSTER_DIR/$port" --pidfile "$CLUSTER_DIR/$port/valkey.pid" \
+            --logfile "$CLUSTER_DIR/$port/valkey.log" >/dev/null || {
+            bad "valkey cluster: node $port failed to start (log: $CLUSTER_DIR/$port/valkey.log)"
+            return 1
+        }
+        echo "$port" >>"$CLUSTER_STARTED"
+        wait_until "$WAIT_SECS" node_answers "$port" || {
+            bad "valkey cluster: node $port started but gives no PONG (log: $CLUSTER_DIR/$port/valkey.log)"
+            return 1
+        }
+    done
+    if [[ "$(cluster_info_field "${CLUSTER_PORTS[0]}" cluster_slots_assigned)" == 0 ]]; then
+        local -a nodes=()
+        for port in "${CLUSTER_PORTS[@]}"; do nodes+=("$HOST:$port"); done
+        "$cli" --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1 || {
+            bad "valkey cluster: redis-cli --cluster create failed (log: $CLUSTER_DIR/create.log)"
+            return 1
+        }
+    fi
+    if ! wait_until "$WAIT_SECS" cluster_formed; then
+        bad "valkey cluster: no cluster_state:ok on every node within ${WAIT_SECS}s (log: $CLUSTER_DIR/create.log)"
+        return 1
+    fi
+    ok "valkey cluster on $HOST:${CLUSTER_PORTS[0]}-${CLUSTER_PORTS[-1]} (3 primaries, 3 replicas, cluster_state:ok)"
+    note "VALKEY_URL=redis://$HOST:${CLUSTER_PORTS[0]},$HOST:${CLUSTER_PORTS[1]},$HOST:${CLUSTER_PORTS[2]}"
+}
+
+cluster_down() {
+    if [[ ! -s "$CLUSTER_STARTED" ]]; then
+        echo "nothing to stop: no cluster node was started by scripts/services.sh cluster up (others are left alone)"
+        return 0
+    fi
+    local port failed=0
+    local -a keep=()
+    while read -r port; do
+        [[ -n "$port" ]] || continue
+        valkey_port_cmds "$port" 'SHUTDOWN NOSAVE' >/dev/null 2>&1 || true
+        if ! wait_until 10 port_closed "$port" && [[ -s "$CLUSTER_DIR/$port/valkey.pid" ]]; then
+            kill "$(cat "$CLUSTER_DIR/$port/valkey.pid")" 2>/dev/null || true
+        fi
+        if wait_until 5 port_closed "$port"; then
+            echo "■ valkey cluster node $port stopped"
+        else
+            bad "valkey cluster: node $port still answers"
+            keep+=("$port")
+            failed=1
+        fi
+    done < <(sort -u "$CLUSTER_STARTED")
+    if ((${#keep[@]})); then printf '%s\n' "${keep[@]}" >"$CLUSTER_STARTED"; else : >"$CLUSTER_STARTED"; fi
+    return "$failed"
+}
+
+cluster_status() {
+    local port role failed=0
+    if cluster_ok; then
+        ok "valkey cluster on $HOST:${CLUSTER_PORTS[0]}-${CLUSTER_PORTS[-1]} (cluster_state:ok)"
+    else
+        bad "valkey cluster: no cluster_state:ok on $HOST:${CLUSTER_PORTS[0]} (just up-cluster)"
+        failed=1
+    fi
+    for port in "${CLUSTER_PORTS[@]}"; do
+        if node_answers "$port"; then
+            role="$(valkey_port_cmds "$port" 'INFO replication' | tr -d '\r' | sed -n 's/^role:\(.*\)$/\1/p' | head -n 1)"
+            note "$HOST:$port $role"
+        else
+            note "$HOST:$port not answering"
+            failed=1
+        fi
+    done
+    return "$failed"
+}
+
+cmd_cluster() {
+    case "${1:-}" in
+    up) cluster_up ;;
+    down) cluster_down ;;
+    status) cluster_status ;;
+    *)
+        echo "usage: $0 cluster up|down|status" >&2
+        exit 2
+        ;;
+    esac
 }
 
 # ---------------------------------------------------------------- mariadb
@@ -681,8 +828,9 @@ up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
 valkey-bin) cmd_valkey_bin ;;
+cluster) cmd_cluster "${2:-}" ;;
 *)
-    echo "usage: $0 up|down|status|valkey-bin" >&2
+    echo "usage: $0 up|down|status|valkey-bin|cluster up|down|status" >&2
     exit 2
     ;;
 esac
