@@ -284,7 +284,12 @@ impl DatabaseTarget {
 /// A Valkey location. Printed masked, like the database.
 #[derive(Clone)]
 pub struct ValkeyTarget {
+    /// The first node named (the only one on a single node).
     url: Url,
+    /// Further cluster nodes after commas (`redis://a:7001,b:7002`), host and port.
+    more_nodes: Vec<(String, u16)>,
+    /// Cluster or single node: `VALKEY_CLUSTER`, several nodes, or asked of the server.
+    pub mode: ClusterMode,
     pub source: Source,
     /// How long one command may wait for an answer (`--cache-timeout`):
     /// part of the target so every `Valkey::connect` applies it.
@@ -298,17 +303,64 @@ impl fmt::Debug for ValkeyTarget {
 }
 
 impl ValkeyTarget {
+    /// One URL, or a cluster's nodes: `redis://127.0.0.1:7001,127.0.0.1:7002`
+    /// (the scheme and login of the first apply to all).
     pub fn parse(raw: &str, source: Source) -> Result<Self, ConfigError> {
-        let url = parse_url("VALKEY_URL", raw, VALKEY_SCHEMES, "redis://127.0.0.1:6379")?;
+        let mut parts = raw.split(',').map(str::trim).filter(|part| !part.is_empty());
+        let first = parts.next().unwrap_or(raw);
+        let url = parse_url("VALKEY_URL", first, VALKEY_SCHEMES, "redis://127.0.0.1:6379")?;
+        let mut more_nodes = Vec::new();
+        for part in parts {
+            let with_scheme = if part.contains("://") {
+                part.to_string()
+            } else {
+                format!("{}://{part}", url.scheme())
+            };
+            let node = parse_url(
+                "VALKEY_URL",
+                &with_scheme,
+                VALKEY_SCHEMES,
+                "redis://127.0.0.1:7001,127.0.0.1:7002",
+            )?;
+            more_nodes.push(address_of(&node, 6379));
+        }
+        let mode = if more_nodes.is_empty() {
+            ClusterMode::Detect
+        } else {
+            ClusterMode::Cluster
+        };
         Ok(ValkeyTarget {
             url,
+            more_nodes,
+            mode,
             source,
             command_timeout: DEFAULT_CACHE_TIMEOUT,
         })
     }
 
+    /// The first node's URL (the only one on a single node).
     pub fn connect_url(&self) -> String {
         self.url.to_string()
+    }
+
+    /// Every node named, as URLs with the first one's scheme and login.
+    pub fn node_urls(&self) -> Vec<String> {
+        let mut urls = vec![self.url.to_string()];
+        for (host, port) in &self.more_nodes {
+            let mut url = self.url.clone();
+            if url.set_host(Some(host)).is_ok() && url.set_port(Some(*port)).is_ok() {
+                urls.push(url.to_string());
+            }
+        }
+        urls
+    }
+
+    /// The URL of the node at `host:port`, with this target's scheme and login.
+    pub fn node_url(&self, host: &str, port: u16) -> String {
+        let mut url = self.url.clone();
+        let _ = url.set_host(Some(host));
+        let _ = url.set_port(Some(port));
+        url.to_string()
     }
 
     /// Host and port (6379 unless the URL says otherwise).
@@ -317,7 +369,11 @@ impl ValkeyTarget {
     }
 
     pub fn masked(&self) -> String {
-        mask(&self.url)
+        let mut shown = mask(&self.url);
+        for (host, port) in &self.more_nodes {
+            shown.push_str(&format!(",{host}:{port}"));
+        }
+        shown
     }
 
     pub fn password(&self) -> Option<String> {
@@ -377,6 +433,17 @@ fn decode_percent(text: &str) -> String {
         .unwrap_or_else(|| text.to_string())
 }
 
+/// Whether Valkey is spoken to as a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMode {
+    /// Asked of the server at connect time (`cluster_enabled:1` in `INFO cluster`).
+    Detect,
+    /// `VALKEY_CLUSTER=true`, or several nodes in `VALKEY_URL`.
+    Cluster,
+    /// `VALKEY_CLUSTER=false`: one node, even if it is a cluster's.
+    Single,
+}
+
 /// Everything a command needs to reach the services, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -425,6 +492,20 @@ impl Config {
         };
 
         let mut valkey = valkey;
+        if let Some(raw) = env("VALKEY_CLUSTER") {
+            valkey.mode = match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => ClusterMode::Cluster,
+                "false" | "0" | "no" => ClusterMode::Single,
+                "auto" => valkey.mode,
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        var: "VALKEY_CLUSTER",
+                        expected: "true, false or auto",
+                        value: raw,
+                    })
+                }
+            };
+        }
         if let Some(raw) = overrides.cache_timeout.as_deref() {
             valkey.command_timeout = parse_cache_timeout(raw)?;
         }

@@ -281,7 +281,7 @@ async fn clean_refuses_to_drop_unflushed_write_behind_writes_unless_forced() {
         assert_eq!(refused.code, Some(6), "{}", refused.stderr);
         assert_eq!(
             refused.stderr.trim(),
-            format!("error: 5 acknowledged write-behind write(s) in {}write-behind are not in the database yet; run `workshop-cli write-behind --flush-only` first (clean then removes those rows too), or `workshop-cli clean --force` to drop them; nothing was changed", prefix.source(&db))
+            format!("error: 5 acknowledged write-behind write(s) in {}{{write-behind}} are not in the database yet; run `workshop-cli write-behind --flush-only` first (clean then removes those rows too), or `workshop-cli clean --force` to drop them; nothing was changed", prefix.source(&db))
         );
         assert_eq!(prefix.keys().len(), keys, "nothing was deleted");
 
@@ -429,9 +429,9 @@ async fn rows_the_flusher_skipped_because_someone_else_stored_them_are_not_clean
             .collect();
         // Someone else stores three of the same passengers first (same names,
         // as read from the stream): the flusher skips them as already stored.
-        let mut valkey = redis::Client::open(valkey_url()).unwrap().get_connection().unwrap();
+        let mut valkey = support::valkey_connection(&valkey_url());
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(format!("{}write-behind", prefix.source(&db)))
+            .arg(format!("{}{{write-behind}}", prefix.source(&db)))
             .arg("-")
             .arg("+")
             .query(&mut valkey)

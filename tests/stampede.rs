@@ -174,8 +174,7 @@ fn wait_until<T>(limit: Duration, what: &str, mut condition: impl FnMut() -> Opt
 }
 
 fn valkey_get(key: &str) -> Option<String> {
-    let client = redis::Client::open(valkey_url()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = support::valkey_connection(&valkey_url());
     redis::Commands::get(&mut conn, key).unwrap()
 }
 
@@ -645,8 +644,7 @@ async fn a_dead_lock_holder_costs_one_takeover_query_not_one_per_waiter() {
         assert_eq!(first.code, Some(0), "{kind:?}: {}", first.stderr);
         let value_key = first.json["keys"]["value"].as_str().unwrap().to_string();
         let lock_key = first.json["keys"]["lock"].as_str().unwrap().to_string();
-        let client = redis::Client::open(valkey_url()).unwrap();
-        let mut conn = client.get_connection().unwrap();
+        let mut conn = support::valkey_connection(&valkey_url());
         let _: () = redis::Commands::del(&mut conn, &value_key).unwrap();
         // A holder took the lock with the default TTL and died: nobody releases it.
         let _: () = redis::cmd("SET")

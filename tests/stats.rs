@@ -50,8 +50,7 @@ fn number(value: &Value) -> u64 {
 
 /// Runs a command on a server and returns the reply, e.g. CONFIG GET.
 fn query(url: &str, args: &[&str]) -> redis::Value {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = support::valkey_connection(url);
     let mut cmd = redis::cmd(args[0]);
     for arg in &args[1..] {
         cmd.arg(*arg);
@@ -707,7 +706,7 @@ async fn eviction_is_refused_while_write_behind_writes_wait_unflushed() {
     let db = seeded_database(workshop_cli::config::DatabaseKind::MySql, "stats_pending").await;
     let server = PrivateValkey::start();
     let prefix = TestPrefix::on("stats_pending", &server.url());
-    let stream = format!("{}write-behind", prefix.source(&db));
+    let stream = format!("{}{{write-behind}}", prefix.source(&db));
     server.command(&["XADD", &stream, "*", "passenger", "1"]);
     server.command(&["XADD", &stream, "*", "passenger", "2"]);
     server.command(&["XADD", &stream, "*", "passenger", "3"]);

@@ -27,12 +27,12 @@ fn write_behind(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonRu
     run_json(db, prefix, &valkey_url(), &[&["write-behind"], args].concat())
 }
 
-fn valkey() -> redis::Connection {
-    redis::Client::open(valkey_url()).unwrap().get_connection().unwrap()
+fn valkey() -> support::TestValkey {
+    support::valkey_connection(&valkey_url())
 }
 
 fn stream(prefix: &TestPrefix, db: &TestDatabase) -> String {
-    format!("{}write-behind", prefix.source(db))
+    format!("{}{{write-behind}}", prefix.source(db))
 }
 
 fn stream_length(prefix: &TestPrefix, db: &TestDatabase) -> u64 {
@@ -181,7 +181,7 @@ async fn a_default_run_stores_exactly_the_acknowledged_writes_and_reports_lag_an
 
         // The acknowledged row is in the cache under its passport number, with the TTL.
         let passport = acknowledged.iter().next().unwrap();
-        let key = format!("{}passenger:passport:{passport}", prefix.source(&db));
+        let key = format!("{}{{write-behind}}:passenger:passport:{passport}", prefix.source(&db));
         let cached: String = redis::cmd("GET").arg(&key).query(&mut valkey()).unwrap();
         let cached: Value = serde_json::from_str(&cached).unwrap();
         assert_eq!(cached["passportno"], passport.as_str());
@@ -417,7 +417,7 @@ async fn queued_writes_the_database_can_never_take_are_moved_aside_with_the_reas
     let mut conn = Db::open(&db).await;
     let taken = conn.passports("P").await.into_iter().next().unwrap();
     let mut valkey = valkey();
-    let add = |conn: &mut redis::Connection, passport: &str, first: &str| {
+    let add = |conn: &mut support::TestValkey, passport: &str, first: &str| {
         let _: String = redis::cmd("XADD")
             .arg(stream(&prefix, &db))
             .arg("*")
@@ -443,7 +443,7 @@ async fn queued_writes_the_database_can_never_take_are_moved_aside_with_the_reas
     assert_eq!(
         run.stderr,
         format!(
-            "error: 2 queued write(s) can never be stored and were moved to {}write-behind:rejected (see the reasons above)\n",
+            "error: 2 queued write(s) can never be stored and were moved to {}{{write-behind}}:rejected (see the reasons above)\n",
             prefix.source(&db)
         )
     );

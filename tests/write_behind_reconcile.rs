@@ -14,7 +14,7 @@ fn stream_length(url: &str, prefix: &TestPrefix, db: &TestDatabase) -> u64 {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
     redis::cmd("XLEN")
-        .arg(format!("{}write-behind", prefix.source(db)))
+        .arg(format!("{}{{write-behind}}", prefix.source(db)))
         .query(&mut conn)
         .unwrap()
 }

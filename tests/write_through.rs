@@ -15,8 +15,7 @@ fn write_through(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonR
 }
 
 fn cached(prefix: &TestPrefix, db: &TestDatabase, url: &str, id: i64) -> Option<Value> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = support::valkey_connection(url);
     let text: Option<String> = redis::Commands::get(&mut conn, format!("{}passenger:{id}", prefix.source(db))).unwrap();
     text.map(|t| serde_json::from_str(&t).unwrap())
 }

@@ -107,6 +107,11 @@ async fn listen<V>(
 {
     let mut retry = RETRY_MIN;
     loop {
+        // Plain pub/sub on the first node named, also on a cluster: a PUBLISH
+        // on any node reaches every node's subscribers over the cluster bus,
+        // and invalidations are for every key, not one slot, so sharded
+        // pub/sub (SSUBSCRIBE, one channel per slot's primary, followed
+        // through failovers) would only add moving parts.
         if let Ok(client) = redis::Client::open(url.as_str()) {
             let connected = tokio::time::timeout(timeout, async {
                 let mut pubsub = client.get_async_pubsub().await?;

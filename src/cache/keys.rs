@@ -48,6 +48,13 @@ impl SourceIdentity {
     }
 }
 
+/// The hash tag of every write-behind key: a cluster hashes only what is
+/// inside the braces, so the cached rows, the stream and the rejected stream
+/// share one slot and go together in one MULTI (a single node ignores the
+/// braces: one layout for both). Every data source's queue shares that slot;
+/// a queue is one small stream, so one node holds them all easily.
+const WRITE_BEHIND_TAG: &str = "{write-behind}";
+
 #[derive(Debug, Clone)]
 pub struct KeyScheme {
     prefix: String,
@@ -98,20 +105,23 @@ impl KeyScheme {
         format!("{}passenger:{passenger_id}", self.root)
     }
 
-    /// `{source prefix}passenger:passport:{no}`: the write-behind exercise's cached
-    /// row, keyed by passport number because the database has not yet given it an id.
+    /// `{source prefix}{write-behind}:passenger:passport:{no}`: the write-behind
+    /// exercise's cached row, keyed by passport number because the database has
+    /// not yet given it an id. It is written in one MULTI with the stream entry,
+    /// so it shares the stream's hash tag (one slot on a cluster).
     pub fn passenger_by_passport(&self, passportno: &str) -> String {
-        format!("{}passenger:passport:{passportno}", self.root)
+        format!("{}{WRITE_BEHIND_TAG}:passenger:passport:{passportno}", self.root)
     }
 
-    /// `{source prefix}write-behind`: the stream of acknowledged writes waiting for the flusher.
+    /// `{source prefix}{write-behind}`: the stream of acknowledged writes waiting for the flusher.
     pub fn write_behind_stream(&self) -> String {
-        format!("{}write-behind", self.root)
+        format!("{}{WRITE_BEHIND_TAG}", self.root)
     }
 
-    /// `{source prefix}write-behind:rejected`: queued writes the database can never take, with the reason.
+    /// `{source prefix}{write-behind}:rejected`: queued writes the database can
+    /// never take, with the reason (moved there in one MULTI with the XACK).
     pub fn write_behind_rejected(&self) -> String {
-        format!("{}write-behind:rejected", self.root)
+        format!("{}{WRITE_BEHIND_TAG}:rejected", self.root)
     }
 
     /// The consumer group of the flushers on the write-behind stream (a name
@@ -308,15 +318,26 @@ mod tests {
     #[test]
     fn write_behind_keys_live_under_the_source_prefix() {
         let keys = workshop();
-        assert_eq!(keys.write_behind_stream(), "workshop:mysql-d7c27b7d:write-behind");
+        assert_eq!(keys.write_behind_stream(), "workshop:mysql-d7c27b7d:{write-behind}");
         assert_eq!(
             keys.write_behind_rejected(),
-            "workshop:mysql-d7c27b7d:write-behind:rejected"
+            "workshop:mysql-d7c27b7d:{write-behind}:rejected"
         );
         assert_eq!(
             keys.passenger_by_passport("W0K3X9Z2A"),
-            "workshop:mysql-d7c27b7d:passenger:passport:W0K3X9Z2A"
+            "workshop:mysql-d7c27b7d:{write-behind}:passenger:passport:W0K3X9Z2A"
         );
+    }
+
+    #[test]
+    fn write_behind_keys_share_one_cluster_slot() {
+        use crate::cache::cluster::key_slot;
+        let keys = workshop();
+        let slot = key_slot(&keys.write_behind_stream());
+        assert_eq!(key_slot(&keys.write_behind_rejected()), slot);
+        assert_eq!(key_slot(&keys.passenger_by_passport("W0K3X9Z2A")), slot);
+        // Other keys are not pinned: they spread over the cluster by their own name.
+        assert_ne!(key_slot(&keys.passenger(1)), key_slot(&keys.passenger(2)));
     }
 
     #[test]

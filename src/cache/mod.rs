@@ -3,6 +3,7 @@
 //! Client-side caching stays off: it would hide hits and misses from the workshop.
 
 pub mod breaker;
+pub mod cluster;
 pub mod invalidation;
 pub mod keys;
 pub mod popularity;
@@ -14,12 +15,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncCommands, ErrorKind, FromRedisValue};
 use tokio::sync::OnceCell;
 
-use crate::config::ValkeyTarget;
+use crate::config::{ClusterMode, ValkeyTarget};
 pub use breaker::BreakerCounts;
 use breaker::{Admission, Breaker, BreakerSettings};
+use cluster::{ClusterNode, Link, NodeRole};
 pub use keys::KeyScheme;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -105,9 +110,11 @@ const COMPARE_AND_DELETE_SCRIPT: &str =
 /// A connection to Valkey shared by every task of a run.
 #[derive(Clone)]
 pub struct Valkey {
-    connection: ConnectionManager,
+    connection: Link,
     target: String,
     connect_time: Duration,
+    /// The first node's host and port (the one node on a single node).
+    address: (String, u16),
     /// Asked of the server on first use, then known to every clone.
     compare_and_delete: Arc<OnceCell<CompareAndDelete>>,
     /// How long one command may wait (`--cache-timeout`, plus the longest
@@ -173,14 +180,89 @@ impl Valkey {
             Err(error @ CacheError::Unreachable { .. }) => return Err(other_protocol(target).await.unwrap_or(error)),
             Err(error) => return Err(error),
         };
+        let cluster = match target.mode {
+            ClusterMode::Single => false,
+            ClusterMode::Cluster => true,
+            ClusterMode::Detect => is_cluster_node(&connection, timeout).await,
+        };
+        let connection = if cluster {
+            Link::Cluster(connect_cluster(target, timeout, response_timeout, &shown).await?)
+        } else {
+            Link::Single(connection)
+        };
         Ok(Valkey {
             connection,
             target: shown,
             connect_time: started.elapsed(),
+            address: target.address(),
             compare_and_delete: Arc::default(),
             command_timeout: target.command_timeout,
             breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
         })
+    }
+
+    /// Spoken to as a cluster (several nodes, `VALKEY_CLUSTER=true`, or a node
+    /// that reported `cluster_enabled:1`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, Link::Cluster(_))
+    }
+
+    /// The cluster's nodes from `CLUSTER NODES`; empty on a single node.
+    pub async fn cluster_nodes(&self) -> Result<Vec<ClusterNode>, CacheError> {
+        if !self.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let text: String = self.query("CLUSTER NODES", redis::cmd("CLUSTER").arg("NODES")).await?;
+        Ok(cluster::parse_cluster_nodes(&text))
+    }
+
+    /// The nodes that hold data, as `(host, port)`: every primary with slots
+    /// that is not failing, or the one node.
+    pub async fn primaries(&self) -> Result<Vec<(String, u16)>, CacheError> {
+        if !self.is_cluster() {
+            return Ok(vec![self.address.clone()]);
+        }
+        Ok(self
+            .cluster_nodes()
+            .await?
+            .into_iter()
+            .filter(|node| node.role == NodeRole::Primary && !node.failing && !node.slots.is_empty())
+            .map(|node| (node.host, node.port))
+            .collect())
+    }
+
+    /// A command for one node (INFO, CONFIG, SCAN, DBSIZE); on a single
+    /// node, for that node.
+    pub async fn query_node<T: FromRedisValue>(
+        &self,
+        (host, port): &(String, u16),
+        name: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, CacheError> {
+        let Link::Cluster(connection) = &self.connection else {
+            return self.query(name, command).await;
+        };
+        let mut conn = connection.clone();
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        let command = command.clone();
+        self.send(name, async move {
+            let value = conn.route_command(command, routing).await?;
+            Ok(T::from_redis_value(value)?)
+        })
+        .await
+    }
+
+    /// `INFO section` of every primary, by address (one entry on a single node).
+    pub async fn info_per_node(&self, section: &str) -> Result<Vec<(String, BTreeMap<String, String>)>, CacheError> {
+        let mut replies = Vec::new();
+        for node in self.primaries().await? {
+            let text: String = self.query_node(&node, "INFO", redis::cmd("INFO").arg(section)).await?;
+            replies.push((format!("{}:{}", node.0, node.1), parse_info(&text)));
+        }
+        Ok(replies)
     }
 
     /// Openings, skipped commands and timeouts so far, for the run's report.
@@ -375,7 +457,17 @@ impl Valkey {
         Ok(started.elapsed())
     }
 
+    /// `INFO section`; on a cluster asked of every primary, numbers summed.
     pub async fn info(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
+        if self.is_cluster() {
+            let replies: Vec<_> = self
+                .info_per_node(section)
+                .await?
+                .into_iter()
+                .map(|(_, info)| info)
+                .collect();
+            return Ok(cluster::sum_info(&replies));
+        }
         let text: String = self.query("INFO", redis::cmd("INFO").arg(section)).await?;
         Ok(parse_info(&text))
     }
@@ -384,8 +476,15 @@ impl Valkey {
         Ok(ServerIdentity::from_info(&self.info("server").await?))
     }
 
-    /// PUBLISH; returns how many subscribers received the message.
+    /// PUBLISH; returns how many subscribers received the message. On a
+    /// cluster it goes to the first node named, where the invalidation
+    /// listeners subscribe: the cluster bus forwards it to every node anyway,
+    /// but the count a node returns is of its own subscribers only.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
+        if self.is_cluster() {
+            let command = redis::cmd("PUBLISH").arg(channel).arg(message).clone();
+            return self.query_node(&self.address, "PUBLISH", &command).await;
+        }
         let mut conn = self.connection.clone();
         self.send("PUBLISH", async move { conn.publish(channel, message).await })
             .await
@@ -455,7 +554,16 @@ impl Valkey {
 
     /// Every key that starts with `prefix`, each once, in SCAN order (SCAN
     /// MATCH [`prefix_pattern`], never KEYS).
+    /// On a cluster, every primary is walked in turn (SCAN sees one node's keys).
     pub async fn scan_prefixed(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
+        let mut found = Vec::new();
+        for node in self.primaries().await? {
+            found.extend(self.scan_node(&node, prefix).await?);
+        }
+        Ok(found)
+    }
+
+    async fn scan_node(&self, node: &(String, u16), prefix: &str) -> Result<Vec<String>, CacheError> {
         let pattern = prefix_pattern(prefix);
         let mut seen: HashSet<String> = HashSet::new();
         let mut found = Vec::new();
@@ -468,7 +576,7 @@ impl Valkey {
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
                 .clone();
-            let (next, keys): (u64, Vec<String>) = self.query("SCAN", &command).await?;
+            let (next, keys): (u64, Vec<String>) = self.query_node(node, "SCAN", &command).await?;
             // SCAN may return a key twice while the table is resized.
             found.extend(keys.into_iter().filter(|key| seen.insert(key.clone())));
             if next == 0 {
@@ -491,6 +599,17 @@ impl Valkey {
     /// MEMORY USAGE of each key, in one pipeline; `None` for a key that no
     /// longer exists (it expired since it was listed).
     pub async fn memory_usage(&self, keys: &[String]) -> Result<Vec<Option<u64>>, CacheError> {
+        if self.is_cluster() {
+            // A pipeline goes to one node: the keys are spread over all of them.
+            let commands: Vec<redis::Cmd> = keys
+                .iter()
+                .map(|key| redis::cmd("MEMORY").arg("USAGE").arg(key).clone())
+                .collect();
+            let asks = commands
+                .iter()
+                .map(|command| self.query::<Option<u64>>("MEMORY USAGE", command));
+            return futures_util::future::join_all(asks).await.into_iter().collect();
+        }
         let mut pipe = redis::pipe();
         for key in keys {
             pipe.cmd("MEMORY").arg("USAGE").arg(key);
@@ -499,9 +618,16 @@ impl Valkey {
     }
 
     /// `CONFIG GET name`: the value, or an error when the server has no such setting.
+    /// On a cluster, the first primary's value (the set-up gives every node the same).
     pub async fn config_get(&self, name: &str) -> Result<String, CacheError> {
+        let first = self
+            .primaries()
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.address.clone());
         let pairs: Vec<String> = self
-            .query("CONFIG GET", redis::cmd("CONFIG").arg("GET").arg(name))
+            .query_node(&first, "CONFIG GET", redis::cmd("CONFIG").arg("GET").arg(name))
             .await?;
         pairs
             .chunks(2)
@@ -513,9 +639,13 @@ impl Valkey {
             })
     }
 
+    /// `CONFIG SET`; on a cluster, on every primary (each holds its own share of the keys).
     pub async fn config_set(&self, name: &str, value: &str) -> Result<(), CacheError> {
-        self.query::<()>("CONFIG SET", redis::cmd("CONFIG").arg("SET").arg(name).arg(value))
-            .await
+        let command = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).clone();
+        for node in self.primaries().await? {
+            self.query_node::<()>(&node, "CONFIG SET", &command).await?;
+        }
+        Ok(())
     }
 }
 
@@ -538,6 +668,42 @@ fn escape_glob(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// `INFO cluster` says `cluster_enabled:1`: the node belongs to a cluster.
+async fn is_cluster_node(connection: &ConnectionManager, timeout: Duration) -> bool {
+    let mut conn = connection.clone();
+    let asked = tokio::time::timeout(timeout, async move {
+        redis::cmd("INFO").arg("cluster").query_async::<String>(&mut conn).await
+    })
+    .await;
+    matches!(asked, Ok(Ok(text)) if parse_info(&text).get("cluster_enabled").map(String::as_str) == Some("1"))
+}
+
+/// The cluster client over the nodes named (it learns the rest from any of them).
+async fn connect_cluster(
+    target: &ValkeyTarget,
+    timeout: Duration,
+    response_timeout: Duration,
+    shown: &str,
+) -> Result<ClusterConnection, CacheError> {
+    // Few, short retries: a read the cluster cannot serve at once falls back
+    // to the database (counted) rather than waiting out a failover.
+    let client = ClusterClientBuilder::new(target.node_urls())
+        .connection_timeout(timeout)
+        .response_timeout(response_timeout)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map_err(|e| classify(&e, shown))?;
+    tokio::time::timeout(timeout + Duration::from_millis(250), client.get_async_connection())
+        .await
+        .map_err(|_| CacheError::Unreachable {
+            target: shown.to_string(),
+            reason: format!("no cluster answer within {:.1} s", timeout.as_secs_f64()),
+        })?
+        .map_err(|e| classify(&e, shown))
 }
 
 /// Valkey did not answer (as opposed to answering with an error reply).

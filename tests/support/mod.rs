@@ -30,6 +30,109 @@ pub fn valkey_url() -> String {
     std::env::var("WORKSHOP_TEST_VALKEY_URL").unwrap_or_else(|_| DEFAULT_VALKEY_URL.into())
 }
 
+/// The first node of a Valkey URL that may name several (`redis://a:7001,b:7002`).
+fn first_node(url: &str) -> &str {
+    url.split(',').next().unwrap_or(url)
+}
+
+/// A test's own connection to the Valkey at `url`, a single node or a cluster
+/// (asked: `cluster_enabled:1`); commands on a key go to the key's node.
+pub enum TestValkey {
+    Single(redis::Connection),
+    Cluster(redis::cluster::ClusterConnection),
+}
+
+/// Whether the node at `url` belongs to a cluster.
+pub fn is_cluster(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(first_node(url)) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return false;
+    };
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap_or_default();
+    info.lines().any(|line| line.trim() == "cluster_enabled:1")
+}
+
+pub fn valkey_connection(url: &str) -> TestValkey {
+    if is_cluster(url) {
+        let client = redis::cluster::ClusterClient::new(vec![first_node(url)]).expect("cluster url");
+        TestValkey::Cluster(client.get_connection().expect("connect to the Valkey cluster"))
+    } else {
+        let client = redis::Client::open(first_node(url)).expect("valkey url");
+        TestValkey::Single(client.get_connection().expect("connect to Valkey"))
+    }
+}
+
+/// The URLs of the nodes that hold keys: every primary of a cluster, or the one node.
+pub fn primaries(url: &str) -> Vec<String> {
+    let first = first_node(url).to_string();
+    if !is_cluster(url) {
+        return vec![first];
+    }
+    let Ok(client) = redis::Client::open(first.as_str()) else {
+        return vec![first];
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return vec![first];
+    };
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).unwrap_or_default();
+    workshop_cli::cache::cluster::parse_cluster_nodes(&nodes)
+        .into_iter()
+        .filter(|node| node.role == workshop_cli::cache::cluster::NodeRole::Primary && !node.slots.is_empty())
+        .map(|node| format!("redis://{}:{}", node.host, node.port))
+        .collect()
+}
+
+impl redis::ConnectionLike for TestValkey {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        match self {
+            TestValkey::Single(c) => c.req_packed_command(cmd),
+            TestValkey::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            TestValkey::Single(c) => c.req_packed_commands(cmd, offset, count),
+            TestValkey::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            TestValkey::Single(c) => c.req_command(cmd),
+            TestValkey::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            TestValkey::Single(c) => c.get_db(),
+            TestValkey::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            TestValkey::Single(c) => c.check_connection(),
+            TestValkey::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            TestValkey::Single(c) => c.is_open(),
+            TestValkey::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
 /// A name unique to this test run: `wt_{label}_{pid}_{n}`.
 pub fn unique_name(label: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -138,9 +241,16 @@ impl TestPrefix {
             .to_string()
     }
 
-    /// Every key under this prefix (SCAN).
+    /// Every key under this prefix (SCAN on every primary of a cluster).
     pub fn keys(&self) -> Vec<String> {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+        primaries(&self.url)
+            .iter()
+            .flat_map(|node| self.keys_on(node))
+            .collect()
+    }
+
+    fn keys_on(&self, node: &str) -> Vec<String> {
+        let Ok(client) = redis::Client::open(node) else {
             return Vec::new();
         };
         let Ok(mut conn) = client.get_connection() else {
@@ -155,13 +265,18 @@ impl TestPrefix {
 
 impl Drop for TestPrefix {
     fn drop(&mut self) {
-        let keys = self.keys();
-        if keys.is_empty() {
-            return;
-        }
-        if let Ok(client) = redis::Client::open(self.url.as_str()) {
-            if let Ok(mut conn) = client.get_connection() {
-                let _: redis::RedisResult<u64> = redis::Commands::del(&mut conn, keys);
+        // Each node deletes the keys it holds (a cluster node refuses others').
+        for node in primaries(&self.url) {
+            let keys = self.keys_on(&node);
+            if keys.is_empty() {
+                continue;
+            }
+            if let Ok(client) = redis::Client::open(node.as_str()) {
+                if let Ok(mut conn) = client.get_connection() {
+                    for key in keys {
+                        let _: redis::RedisResult<u64> = redis::Commands::del(&mut conn, key);
+                    }
+                }
             }
         }
     }
