@@ -287,7 +287,8 @@ valkey_stop() {
 # A local Valkey Cluster for exercise 14 and `just test-cluster`: 3 primaries + 3 replicas on
 # 127.0.0.1:7001-7006, from the same valkey-server binary, created with `redis-cli --cluster create`
 # (redis-tools). The ports it started are listed in .services/cluster/started; `cluster down`
-# stops only those.
+# stops only those. DEBUG is enabled on loopback so exercise 14 can freeze a primary
+# (DEBUG SLEEP) to show a failover; a cluster started elsewhere refuses it.
 CLUSTER_DIR="$SVC_DIR/cluster"
 CLUSTER_STARTED="$CLUSTER_DIR/started"
 CLUSTER_PORTS=(7001 7002 7003 7004 7005 7006)
@@ -345,6 +346,7 @@ cluster_up() {
         mkdir -p "$CLUSTER_DIR/$port"
         "$bin" --port "$port" --bind "$HOST" --daemonize yes --save "" --appendonly no \
             --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --enable-debug-command local \
             --dir "$CLUSTER_DIR/$port" --pidfile "$CLUSTER_DIR/$port/valkey.pid" \
             --logfile "$CLUSTER_DIR/$port/valkey.log" >/dev/null || {
             bad "valkey cluster: node $port failed to start (log: $CLUSTER_DIR/$port/valkey.log)"

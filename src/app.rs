@@ -25,5 +25,11 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
         Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
         Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
         Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
+        Command::Cluster(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::cluster::measure(&config, args.into(), &progress).await?;
+            crate::report::cluster::show(&outcome, &output);
+            exercises::cluster::verdict(&outcome)
+        }
     }
 }

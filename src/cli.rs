@@ -149,6 +149,12 @@ pub enum Command {
     )]
     Stampede(StampedeArgs),
 
+    /// Exercise 14: a Valkey Cluster: keys per primary, hash tags, CROSSSLOT, a failover under load
+    #[command(
+        after_help = "Examples:\n  just up-cluster                                        start a local cluster first\n  VALKEY_URL=redis://127.0.0.1:7001 workshop-cli cluster\n  workshop-cli cluster --no-failover                     the key layout and hash tags only\n  workshop-cli cluster --concurrency 50 --duration 30 --freeze 8\n  workshop-cli cluster --json"
+    )]
+    Cluster(ClusterArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -703,6 +709,37 @@ impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
             processes: args.processes,
             keep_cache: args.keep_cache,
             fleet_member: args.fleet_member,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// How many keys to cache and read (airport ids 1..N)
+    #[arg(long, default_value_t = 300)]
+    pub keys: u64,
+    /// Reading tasks during the failover
+    #[arg(long, default_value_t = 20)]
+    pub concurrency: u64,
+    /// Seconds of reads under load, with the failover inside them
+    #[arg(long, value_name = "SECONDS", default_value_t = 16)]
+    pub duration: u64,
+    /// Seconds the primary is frozen (DEBUG SLEEP); longer than the cluster's node timeout to see a promotion
+    #[arg(long, value_name = "SECONDS", default_value_t = 6)]
+    pub freeze: u64,
+    /// Show the key layout and hash tags only; freeze no node
+    #[arg(long)]
+    pub no_failover: bool,
+}
+
+impl From<ClusterArgs> for crate::exercises::cluster::ClusterOptions {
+    fn from(args: ClusterArgs) -> Self {
+        crate::exercises::cluster::ClusterOptions {
+            keys: args.keys,
+            concurrency: args.concurrency,
+            duration: args.duration,
+            freeze: args.freeze,
+            no_failover: args.no_failover,
         }
     }
 }

@@ -216,6 +216,12 @@ impl Valkey {
         Ok(cluster::parse_cluster_nodes(&text))
     }
 
+    /// `cluster_state` from `CLUSTER INFO` (`ok` or `fail`).
+    pub async fn cluster_state(&self) -> Result<String, CacheError> {
+        let text: String = self.query("CLUSTER INFO", redis::cmd("CLUSTER").arg("INFO")).await?;
+        Ok(parse_info(&text).get("cluster_state").cloned().unwrap_or_default())
+    }
+
     /// The nodes that hold data, as `(host, port)`: every primary with slots
     /// that is not failing, or the one node.
     pub async fn primaries(&self) -> Result<Vec<(String, u16)>, CacheError> {
@@ -249,7 +255,8 @@ impl Valkey {
         });
         let command = command.clone();
         self.send(name, async move {
-            let value = conn.route_command(command, routing).await?;
+            // An error reply (CROSSSLOT, MOVED) arrives as a value: made an error here.
+            let value = conn.route_command(command, routing).await?.extract_error()?;
             Ok(T::from_redis_value(value)?)
         })
         .await
@@ -558,12 +565,13 @@ impl Valkey {
     pub async fn scan_prefixed(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
         let mut found = Vec::new();
         for node in self.primaries().await? {
-            found.extend(self.scan_node(&node, prefix).await?);
+            found.extend(self.scan_on(&node, prefix).await?);
         }
         Ok(found)
     }
 
-    async fn scan_node(&self, node: &(String, u16), prefix: &str) -> Result<Vec<String>, CacheError> {
+    /// The keys that start with `prefix` on one node (SCAN sees only its own).
+    pub async fn scan_on(&self, node: &(String, u16), prefix: &str) -> Result<Vec<String>, CacheError> {
         let pattern = prefix_pattern(prefix);
         let mut seen: HashSet<String> = HashSet::new();
         let mut found = Vec::new();

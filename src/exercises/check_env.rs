@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::cache::cluster::NodeRole;
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, PoolSettings};
@@ -290,10 +291,59 @@ async fn valkey_checks(config: &Config) -> Vec<Check> {
         config.ttl,
     )
     .await;
-    let mut checks = vec![server, probe];
+    let mut checks = vec![server];
+    checks.extend(cluster_checks(&valkey).await);
+    checks.push(probe);
     checks.extend(leftover_settings_check(&valkey).await);
     checks
 }
+
+/// On a cluster: its state, then one row per primary with its slots and replicas.
+async fn cluster_checks(valkey: &Valkey) -> Vec<Check> {
+    if !valkey.is_cluster() {
+        return Vec::new();
+    }
+    let state = match valkey.cluster_state().await {
+        Ok(state) => state,
+        Err(error) => return vec![Check::fail("Valkey cluster", error.to_string(), CLUSTER_HINT)],
+    };
+    let nodes = match valkey.cluster_nodes().await {
+        Ok(nodes) => nodes,
+        Err(error) => return vec![Check::fail("Valkey cluster", error.to_string(), CLUSTER_HINT)],
+    };
+    let primaries: Vec<_> = nodes.iter().filter(|n| n.role == NodeRole::Primary).collect();
+    let summary = format!(
+        "cluster_state:{state} · {} primaries, {} replicas",
+        primaries.len(),
+        nodes.len() - primaries.len()
+    );
+    let mut checks = vec![if state == "ok" {
+        Check::pass("Valkey cluster", summary)
+    } else {
+        Check::fail("Valkey cluster", summary, CLUSTER_HINT)
+    }];
+    for primary in primaries {
+        let replicas: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.replica_of.as_deref() == Some(primary.id.as_str()))
+            .map(|n| n.address())
+            .collect();
+        let detail = format!(
+            "{} slots {} · replicas {}",
+            primary.address(),
+            primary.slot_ranges(),
+            if replicas.is_empty() { "none".to_string() } else { replicas.join(", ") }
+        );
+        checks.push(if primary.failing {
+            Check::fail("  primary", format!("{detail} · failing"), CLUSTER_HINT)
+        } else {
+            Check::pass("  primary", detail)
+        });
+    }
+    checks
+}
+
+const CLUSTER_HINT: &str = "wait for the failover to finish, or restart the cluster (`just down-cluster up-cluster`)";
 
 /// A `stats --maxmemory` run killed before it restored Valkey's settings
 /// left them in a record: put them back, and say so in a warning row.

@@ -4,6 +4,7 @@
 
 pub mod check_env;
 pub mod clean;
+pub mod cluster;
 pub mod latency;
 pub mod multi_level;
 pub mod progress;
