@@ -332,7 +332,11 @@ async fn cluster_checks(valkey: &Valkey) -> Vec<Check> {
             "{} slots {} · replicas {}",
             primary.address(),
             primary.slot_ranges(),
-            if replicas.is_empty() { "none".to_string() } else { replicas.join(", ") }
+            if replicas.is_empty() {
+                "none".to_string()
+            } else {
+                replicas.join(", ")
+            }
         );
         checks.push(if primary.failing {
             Check::fail("  primary", format!("{detail} · failing"), CLUSTER_HINT)

@@ -141,7 +141,9 @@ pub fn verdict(outcome: &ClusterOutcome) -> Result<()> {
     }
     if !run.node_restored {
         return Err(WorkshopError::incomplete(
-            run.restore_note.clone().unwrap_or_else(|| "the frozen node did not come back".into()),
+            run.restore_note
+                .clone()
+                .unwrap_or_else(|| "the frozen node did not come back".into()),
         ));
     }
     Ok(())
@@ -213,7 +215,8 @@ pub async fn measure(config: &Config, options: ClusterOptions, progress: &dyn Ru
     let failover = if options.no_failover {
         None
     } else {
-        db.warm_up(u32::try_from(options.concurrency).unwrap_or(u32::MAX)).await?;
+        db.warm_up(u32::try_from(options.concurrency).unwrap_or(u32::MAX))
+            .await?;
         Some(failover(config, &valkey, &db, &pattern, &reads, &nodes, &options, progress).await?)
     };
     Ok(ClusterOutcome {
@@ -292,7 +295,10 @@ async fn layout(valkey: &Valkey, nodes: &[ClusterNode], prefix: &str) -> Result<
 async fn hash_tag_demo(valkey: &Valkey, nodes: &[ClusterNode], keys: &KeyScheme) -> Result<HashTagDemo> {
     let root = keys.source_prefix();
     let plain = [format!("{root}demo:cart:42"), format!("{root}demo:wishlist:42")];
-    let tagged = [format!("{root}demo:{{user:42}}:cart"), format!("{root}demo:{{user:42}}:wishlist")];
+    let tagged = [
+        format!("{root}demo:{{user:42}}:cart"),
+        format!("{root}demo:{{user:42}}:wishlist"),
+    ];
     let describe = |key: &String| KeySlot {
         key: key.clone(),
         slot: key_slot(key),
@@ -302,25 +308,30 @@ async fn hash_tag_demo(valkey: &Valkey, nodes: &[ClusterNode], keys: &KeyScheme)
     let tagged_slots: Vec<KeySlot> = tagged.iter().map(describe).collect();
     // Sent to the node of the first key itself: the cluster client would
     // split the command by slot, the server answers what a plain client gets.
-    let mset = |pair: &[String; 2]| {
-        redis::cmd("MSET")
-            .arg(&pair[0])
-            .arg("1")
-            .arg(&pair[1])
-            .arg("1")
-            .clone()
-    };
+    let mset = |pair: &[String; 2]| redis::cmd("MSET").arg(&pair[0]).arg("1").arg(&pair[1]).arg("1").clone();
     let node_of = |key: &KeySlot| -> (String, u16) {
         let (host, port) = key.node.rsplit_once(':').unwrap_or(("127.0.0.1", "0"));
         (host.to_string(), port.parse().unwrap_or(0))
     };
     let reply = |result: std::result::Result<String, CacheError>| match result {
         Ok(text) => text,
-        Err(CacheError::Command { reason, .. }) => reason,
+        // The client names the error kind its own way ("CrossSlot:"); shown as the server sends it.
+        Err(CacheError::Command { reason, .. }) => match reason.strip_prefix("CrossSlot:") {
+            Some(rest) => format!("CROSSSLOT{rest}"),
+            None => reason,
+        },
         Err(other) => other.to_string(),
     };
-    let cross_slot_reply = reply(valkey.query_node(&node_of(&plain_slots[0]), "MSET", &mset(&plain)).await);
-    let tagged_reply = reply(valkey.query_node(&node_of(&tagged_slots[0]), "MSET", &mset(&tagged)).await);
+    let cross_slot_reply = reply(
+        valkey
+            .query_node(&node_of(&plain_slots[0]), "MSET", &mset(&plain))
+            .await,
+    );
+    let tagged_reply = reply(
+        valkey
+            .query_node(&node_of(&tagged_slots[0]), "MSET", &mset(&tagged))
+            .await,
+    );
     for key in plain.iter().chain(tagged.iter()) {
         valkey.delete(key).await?;
     }
@@ -357,7 +368,11 @@ async fn failover(
         .into_iter()
         .find(|n| n.address() == victim_address)
         .cloned()
-        .ok_or_else(|| WorkshopError::invalid("no primary serves the workshop's first key; is the cluster complete (`just up-cluster`)?"))?;
+        .ok_or_else(|| {
+            WorkshopError::invalid(
+                "no primary serves the workshop's first key; is the cluster complete (`just up-cluster`)?",
+            )
+        })?;
     let victim_slot = victim.slots.first().map(|(a, _)| *a).unwrap_or(0);
 
     let seconds = usize::try_from(options.duration + 1).unwrap_or(usize::MAX);
@@ -405,7 +420,11 @@ async fn failover(
     let stopped_at_ms = started.elapsed().as_millis() as u64;
     let freeze = Duration::from_secs(options.freeze);
     let sleeper = freeze_node(config, &victim, freeze).await?;
-    progress.note(&format!("froze primary {} for {} s (DEBUG SLEEP)", victim.address(), options.freeze));
+    progress.note(&format!(
+        "froze primary {} for {} s (DEBUG SLEEP)",
+        victim.address(),
+        options.freeze
+    ));
 
     // Watch for the promotion: another node owning the victim's first slot.
     let promoted: Arc<Mutex<Option<(u64, String)>>> = Arc::default();
@@ -446,7 +465,10 @@ async fn failover(
     let _ = sleeper.await;
     progress.finish_phase();
 
-    let promoted = promoted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let promoted = promoted
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     progress.phase("giving the frozen node its primary role back", None);
     let (node_restored, restore_note) = restore(config, &victim, promoted.is_some()).await;
     progress.finish_phase();
@@ -498,7 +520,10 @@ async fn failover(
 }
 
 /// A plain connection of its own to one node (DEBUG SLEEP blocks it).
-async fn node_connection(config: &Config, node: &ClusterNode) -> std::result::Result<redis::aio::MultiplexedConnection, CacheError> {
+async fn node_connection(
+    config: &Config,
+    node: &ClusterNode,
+) -> std::result::Result<redis::aio::MultiplexedConnection, CacheError> {
     let url = config.valkey.node_url(&node.host, node.port);
     let unreachable = |e: redis::RedisError| CacheError::Unreachable {
         target: node.address(),
@@ -529,8 +554,11 @@ async fn freeze_node(config: &Config, node: &ClusterNode, freeze: Duration) -> R
     }
     let seconds = freeze.as_secs_f64();
     Ok(tokio::spawn(async move {
-        let _: redis::RedisResult<redis::Value> =
-            redis::cmd("DEBUG").arg("SLEEP").arg(seconds).query_async(&mut conn).await;
+        let _: redis::RedisResult<redis::Value> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(seconds)
+            .query_async(&mut conn)
+            .await;
     }))
 }
 

@@ -14,7 +14,10 @@ pub fn show(outcome: &ClusterOutcome, output: &Output) {
         "Exercise 14 · cluster · {} · {} keys under {}",
         outcome.target, outcome.keys, outcome.source_prefix
     ));
-    let mut table = new_table(output, &["primary", "slots", "replicas", "keys", "key memory", "used memory"]);
+    let mut table = new_table(
+        output,
+        &["primary", "slots", "replicas", "keys", "key memory", "used memory"],
+    );
     for share in &outcome.layout {
         table.add_row(vec![
             share.node.clone(),
@@ -32,7 +35,10 @@ pub fn show(outcome: &ClusterOutcome, output: &Output) {
     let mut table = new_table(output, &["key (after the source prefix)", "slot", "node"]);
     for key in outcome.hash_tag.plain.iter().chain(&outcome.hash_tag.tagged) {
         table.add_row(vec![
-            key.key.strip_prefix(&outcome.source_prefix).unwrap_or(&key.key).to_string(),
+            key.key
+                .strip_prefix(&outcome.source_prefix)
+                .unwrap_or(&key.key)
+                .to_string(),
             key.slot.to_string(),
             key.node.clone(),
         ]);
@@ -55,7 +61,10 @@ fn show_failover(run: &FailoverRun, output: &Output) {
         run.stopped_at_ms as f64 / 1000.0,
         run.freeze_ms as f64 / 1000.0
     ));
-    let mut table = new_table(output, &["second", "cache", "miss", "db fallback", "failed", "hit rate", "event"]);
+    let mut table = new_table(
+        output,
+        &["second", "cache", "miss", "db fallback", "failed", "hit rate", "event"],
+    );
     for second in &run.seconds {
         let start = second.second * 1000;
         let mut events = Vec::new();

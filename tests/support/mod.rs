@@ -405,7 +405,7 @@ impl PrivateValkey {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn binary() -> String {
+    pub fn binary() -> String {
         std::env::var("WORKSHOP_VALKEY_SERVER").unwrap_or_else(|_| {
             let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/bin/valkey-server");
             if Path::new(local).exists() {
@@ -574,4 +574,122 @@ pub fn wait_until_quiet(
         }
     }
     None
+}
+
+/// A Valkey Cluster of its own for one test: 3 primaries + 3 replicas on
+/// free ports (and free cluster-bus ports), created with `redis-cli --cluster
+/// create`, a 1 s node timeout so a failover takes a few seconds, DEBUG
+/// allowed on loopback; every node is killed when it drops.
+pub struct PrivateCluster {
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        // Held open together so no two of the twelve are the same port.
+        let listeners: Vec<std::net::TcpListener> = (0..12)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let free: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(listeners);
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut cluster = PrivateCluster {
+            ports: free[..6].to_vec(),
+            _dir: dir,
+            children: Vec::new(),
+        };
+        for (i, port) in free[..6].iter().enumerate() {
+            let node_dir = cluster._dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new(PrivateValkey::binary())
+                .args(["--port", &port.to_string(), "--cluster-port", &free[6 + i].to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--enable-debug-command", "local"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start valkey-server (set WORKSHOP_VALKEY_SERVER or run `just up`)");
+            cluster.children.push(child);
+        }
+        for port in &cluster.ports {
+            wait_for(|| valkey_info(*port, "server").is_some(), "a cluster node to answer");
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli (redis-tools; scripts/services.sh up installs it)");
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Every node says `cluster_state:ok` and knows all six.
+    pub fn wait_until_ok(&self) {
+        wait_for(
+            || {
+                self.ports.iter().all(|port| {
+                    cluster_info(*port)
+                        .is_some_and(|info| info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6"))
+                })
+            },
+            "cluster_state:ok on every node",
+        );
+    }
+
+    /// `role` from INFO replication of the node on `port` ("master" or "slave").
+    pub fn role(&self, port: u16) -> String {
+        valkey_info(port, "replication")
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.trim().strip_prefix("role:").map(str::to_string))
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn valkey_info(port: u16, section: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(std::time::Duration::from_secs(1))
+        .ok()?;
+    redis::cmd("INFO").arg(section).query(&mut conn).ok()
+}
+
+fn cluster_info(port: u16) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(std::time::Duration::from_secs(1))
+        .ok()?;
+    redis::cmd("CLUSTER").arg("INFO").query(&mut conn).ok()
+}
+
+/// Polls `condition` every 50 ms for up to 30 s; panics naming `what`.
+fn wait_for(condition: impl Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "waited 30 s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
