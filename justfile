@@ -107,3 +107,17 @@ up-cluster:
 # Stop the cluster nodes that `up-cluster` started; others are left alone
 down-cluster:
     scripts/services.sh cluster down
+
+# Exercise 14: Valkey Cluster (keys per primary, hash tags, CROSSSLOT, a primary frozen under load); starts the cluster
+exercise-14: up seed up-cluster
+    VALKEY_URL=redis://127.0.0.1:7001 ./target/release/workshop-cli cluster
+
+# The integration suite against the local Valkey Cluster (started first) instead of the single node
+test-cluster: up up-cluster
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export WORKSHOP_TEST_MYSQL_URL="${WORKSHOP_TEST_MYSQL_URL:-mysql://workshop:workshop@127.0.0.1:3306/workshop}"
+    export WORKSHOP_TEST_POSTGRES_URL="${WORKSHOP_TEST_POSTGRES_URL:-postgres://workshop:workshop@127.0.0.1:5432/workshop}"
+    export WORKSHOP_TEST_VALKEY_URL=redis://127.0.0.1:7001
+    export WORKSHOP_VALKEY_SERVER="${WORKSHOP_VALKEY_SERVER:-$(scripts/services.sh valkey-bin)}"
+    cargo test --tests

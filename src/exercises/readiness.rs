@@ -25,6 +25,7 @@ pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
         "cache-aside" | "stampede" => &["airport", "flight", "booking"],
         "write-through" | "write-behind" => &["passenger", "passengerdetails", "booking"],
         "stats" | "multi-level" => &["products"],
+        "cluster" => &["airport"],
         _ => &[],
     }
 }

@@ -163,7 +163,8 @@ impl Guided {
         println!(
             "Exercise {} of {}{done} · page {}/{}",
             exercise.number,
-            self.catalogue.exercises.len() - 1,
+            // The highest number, not the count: the numbers need not be contiguous.
+            self.catalogue.exercises.iter().map(|e| e.number).max().unwrap_or(0),
             page + 1,
             pages.len().max(1)
         );
