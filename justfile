@@ -80,7 +80,7 @@ ci: lint test
 # (a no-op once loaded); `build` (via seed) made the binary. A report, not a gate: a missed target still exits 0.
 # WORKSHOP_BIN=path measures another binary; other knobs (BENCH_ROUNDS, BENCH_RUNS, ...) are at the top of scripts/bench.sh.
 # Benchmark workshop-cli against redis-benchmark, pgbench and sysbench on the same work; prints ratios, writes BENCHMARKS.md
-bench: up seed
+bench: up seed up-cluster
     ./target/release/workshop-cli --database-url postgres://workshop:workshop@127.0.0.1:5432/workshop seed
     WORKSHOP_BIN="${WORKSHOP_BIN:-./target/release/workshop-cli}" scripts/bench.sh
 

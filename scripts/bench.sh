@@ -8,6 +8,9 @@
 #   point select          workshop-cli cache-aside --no-cache                vs  pgbench -S -M prepared (PostgreSQL)
 #                                                                            and sysbench oltp_point_select (MariaDB)
 #   throughput, 50 tasks  workshop-cli cache-aside --concurrency 50          vs  redis-benchmark -c 50 GET
+#   the same two on the Valkey Cluster (just up-cluster, 127.0.0.1:7001-7006): workshop-cli through its cluster client
+#                         vs  redis-benchmark -c 1 / -c 50 GET on the primary that holds the key (redis-benchmark
+#                         --cluster runs no custom command, and one key lives on one primary)
 #
 # Usage: scripts/bench.sh            (or `just bench`, which starts the services and seeds first)
 # Environment (all optional):
@@ -41,6 +44,8 @@ REF_DB=workshop_bench      # the reference tools' own database, on both servers
 REF_ROWS=100000            # rows in their table: pgbench -s 1 makes 100,000 accounts; sysbench gets as many
 KEY_PREFIX="bench:"
 VALKEY_URL="redis://$HOST:$VALKEY_PORT"
+CLUSTER_PORT="${BENCH_CLUSTER_PORT:-7001}" # a node of the cluster `just up-cluster` starts
+CLUSTER_URL="redis://$HOST:$CLUSTER_PORT"
 
 ROUNDS="${BENCH_ROUNDS:-3}"
 RUNS="${BENCH_RUNS:-20000}"
@@ -90,8 +95,18 @@ delete_bench_keys() {
     "$VCLI" -h "$HOST" -p "$VALKEY_PORT" --scan --pattern "${KEY_PREFIX}*" 2>/dev/null |
         xargs -r -n 100 "$VCLI" -h "$HOST" -p "$VALKEY_PORT" DEL >/dev/null 2>&1 || true
 }
+# The cluster's keys: each primary deletes its own (a replica refuses, which is fine).
+delete_cluster_bench_keys() {
+    [[ -n "$VCLI" ]] || return 0
+    local port
+    for port in 7001 7002 7003 7004 7005 7006; do
+        "$VCLI" -h "$HOST" -p "$port" --scan --pattern "${KEY_PREFIX}*" 2>/dev/null |
+            xargs -r -n 100 "$VCLI" -h "$HOST" -p "$port" DEL >/dev/null 2>&1 || true
+    done
+}
 on_exit() {
     delete_bench_keys
+    delete_cluster_bench_keys
     rm -rf "$TMP"
 }
 trap on_exit EXIT
@@ -270,6 +285,8 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
         ("Point select p99, MariaDB", "mywc", "sysbench oltp_point_select, 1 thread", "sysbench", "p99_us", us, None),
         (f"Throughput, {tasks} tasks", "tput", f"redis-benchmark -c {tasks} GET", "rb50", "rps", per_s, (">=", 0.7)),
         (f"Throughput, {tasks} tasks, vs pipelined", "tput", f"redis-benchmark -c 1 -P {tasks} GET", "rbp", "rps", per_s, None),
+        ("Cluster: cache hit p50, 1 client", "chit", "redis-benchmark -c 1 GET on the key's primary", "crb1", "p50_us", us, ("<=", 1.25)),
+        (f"Cluster: throughput, {tasks} tasks", "ctput", f"redis-benchmark -c {tasks} GET on the key's primary", "crb50", "rps", per_s, (">=", 0.7)),
     ]
     table = []
     for label, mine, tool, theirs, figure, fmt, target in rows:
@@ -405,6 +422,7 @@ SYSBENCH="$(exe sysbench)" || die "no sysbench on PATH; install sysbench (\`just
 MYSQL="$(exe mariadb mysql)" || die "no mariadb or mysql client on PATH; install mariadb-client"
 
 scripts/services.sh status >&2 || die "the services are not all up; start them: just up"
+scripts/services.sh cluster status >&2 || die "the Valkey Cluster is not up; start it: just up-cluster"
 
 if [[ -n "${WORKSHOP_BIN:-}" ]]; then
     BIN="$WORKSHOP_BIN"
@@ -533,6 +551,36 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     run "throughput: reference client, pipelined (no target)" "$TMP/rbp.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" \
         -p "$VALKEY_PORT" -c 1 -P "$TASKS" -n "$TPUT_RUNS" --csv GET "$KEY"
     parse redis "$TMP/rbp.$ROUND.csv" "rbp.$ROUND" "$TPUT_RUNS"
+done
+ROUND=0
+phase_done
+
+# ---------------------------------------------------------------- the same on the Valkey Cluster
+# workshop-cli through its cluster client (VALKEY_URL names one node; cluster_enabled:1 selects it);
+# redis-benchmark on the primary that holds the key, which is where a cluster client sends a GET of it.
+phase "cluster: cache hit and throughput through the cluster client and $(basename "$BENCH_CLIENT") on the key's primary, $ROUNDS_TEXT"
+delete_cluster_bench_keys
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    run "cluster cache hit: workshop-cli" "$TMP/chit.$ROUND.json" "$BIN" --database-url "$MYSQL_URL" --valkey-url "$CLUSTER_URL" \
+        --key-prefix "$KEY_PREFIX" --json cache-aside --id "$ID" --runs "$RUNS" --warmup "$WARMUP" --baseline 0
+    parse workshop "$TMP/chit.$ROUND.json" "chit.$ROUND" cache cache "$RUNS"
+    if ((ROUND == 1)); then
+        SLOT="$("$VCLI" -h "$HOST" -p "$CLUSTER_PORT" CLUSTER KEYSLOT "$KEY" | tr -d '\r')"
+        KEY_PORT="$("$VCLI" -h "$HOST" -p "$CLUSTER_PORT" CLUSTER NODES | tr -d '\r' | awk -v slot="$SLOT" '
+            $3 ~ /master/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (r[2] == "") r[2] = r[1];
+                if (slot + 0 >= r[1] + 0 && slot + 0 <= r[2] + 0) { split($2, a, "[:@]"); print a[2]; exit } } }')"
+        [[ -n "$KEY_PORT" ]] || die "no primary of the cluster serves slot $SLOT of $KEY"
+        meta cluster_key_node "$HOST:$KEY_PORT"
+    fi
+    run "cluster cache hit: reference client" "$TMP/crb1.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" -p "$KEY_PORT" -c 1 -n "$RUNS" \
+        --csv GET "$KEY"
+    parse redis "$TMP/crb1.$ROUND.csv" "crb1.$ROUND" "$RUNS"
+    run "cluster throughput: workshop-cli" "$TMP/ctput.$ROUND.json" "$BIN" --database-url "$MYSQL_URL" --valkey-url "$CLUSTER_URL" \
+        --key-prefix "$KEY_PREFIX" --json cache-aside --id "$ID" --runs "$TPUT_RUNS" --concurrency "$TASKS" --warmup "$WARMUP" --baseline 0
+    parse workshop "$TMP/ctput.$ROUND.json" "ctput.$ROUND" cache cache "$TPUT_RUNS"
+    run "cluster throughput: reference client" "$TMP/crb50.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" -p "$KEY_PORT" -c "$TASKS" \
+        -n "$TPUT_RUNS" --csv GET "$KEY"
+    parse redis "$TMP/crb50.$ROUND.csv" "crb50.$ROUND" "$TPUT_RUNS"
 done
 ROUND=0
 phase_done
