@@ -71,6 +71,23 @@ async fn check_env_and_the_layout_show_every_primary_its_slots_and_the_crossslot
         );
         assert_eq!(demo["tagged_reply"], "OK");
         assert!(run.json["failover"].is_null());
+
+        // stats sums INFO over the primaries and shows each one's share.
+        let stats = run_on(&cluster.url(), &db, &prefix, &["stats", "--requests", "300", "--no-l1"]);
+        assert_eq!(stats.code, Some(0), "{kind:?}: {}", stats.stderr);
+        let view = &stats.json["valkey"];
+        let nodes = view["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3, "{view}");
+        let hits: u64 = nodes.iter().map(|n| n["keyspace_hits"].as_u64().unwrap()).sum();
+        assert_eq!(Some(hits), view["keyspace_hits"].as_u64(), "{view}");
+        assert!(
+            nodes
+                .iter()
+                .filter(|n| n["keyspace_hits"].as_u64().unwrap() > 0)
+                .count()
+                >= 2,
+            "{view}"
+        );
     }
 }
 

@@ -49,6 +49,10 @@ pub fn show_stats(outcome: &StatsOutcome, output: &Output) {
         if let Some(view) = &outcome.valkey {
             output.heading("Valkey's view (INFO before and after the run; server-wide, other clients included)");
             output.text(server_table(view, output));
+            if !view.nodes.is_empty() {
+                output.heading("Per primary of the cluster (INFO of each node; the view above sums them)");
+                output.text(node_table(view, output));
+            }
         }
     }
     if let Some(eviction) = &outcome.eviction {
@@ -367,6 +371,20 @@ pub fn bytes(n: u64) -> String {
 
 fn optional_count(value: Option<u64>) -> String {
     value.map_or_else(|| "— (restarted)".to_string(), count)
+}
+
+fn node_table(view: &ServerView, output: &Output) -> comfy_table::Table {
+    let mut table = new_table(output, &["primary", "keyspace hits", "keyspace misses", "used memory"]);
+    for node in &view.nodes {
+        table.add_row(vec![
+            node.node.clone(),
+            optional_count(node.keyspace_hits),
+            optional_count(node.keyspace_misses),
+            bytes(node.used_memory_bytes),
+        ]);
+    }
+    super::table::align_right(&mut table, &[1, 2, 3]);
+    table
 }
 
 fn server_table(view: &ServerView, output: &Output) -> comfy_table::Table {

@@ -55,7 +55,27 @@ impl ServerAdmin {
         for section in ["server", "stats", "memory", "clients"] {
             fields.extend(with_retries(|| self.valkey.info(section)).await?);
         }
-        Ok(ServerSnapshot::from_info(&fields))
+        let mut snapshot = ServerSnapshot::from_info(&fields);
+        if self.valkey.is_cluster() {
+            let stats = with_retries(|| self.valkey.info_per_node("stats")).await?;
+            let memory = with_retries(|| self.valkey.info_per_node("memory")).await?;
+            let number = |fields: &BTreeMap<String, String>, name: &str| {
+                fields.get(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            };
+            snapshot.nodes = stats
+                .iter()
+                .map(|(node, fields)| NodeSnapshot {
+                    node: node.clone(),
+                    keyspace_hits: number(fields, "keyspace_hits"),
+                    keyspace_misses: number(fields, "keyspace_misses"),
+                    used_memory: memory
+                        .iter()
+                        .find(|(n, _)| n == node)
+                        .map_or(0, |(_, m)| number(m, "used_memory")),
+                })
+                .collect();
+        }
+        Ok(snapshot)
     }
 
     /// `CONFIG GET name`: the value, or an error when the server has no such setting.
@@ -127,6 +147,17 @@ pub struct ServerSnapshot {
     pub maxmemory: u64,
     pub maxmemory_policy: String,
     pub connected_clients: u64,
+    /// On a cluster, each primary's own counters (the fields above are their sums).
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+/// One primary's counters, from its own INFO.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeSnapshot {
+    pub node: String,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub used_memory: u64,
 }
 
 impl ServerSnapshot {
@@ -144,6 +175,7 @@ impl ServerSnapshot {
             maxmemory: number("maxmemory"),
             maxmemory_policy: fields.get("maxmemory_policy").cloned().unwrap_or_default(),
             connected_clients: number("connected_clients"),
+            nodes: Vec::new(),
         }
     }
 }
@@ -199,6 +231,16 @@ pub struct ServerView {
     pub maxmemory_policy: String,
     pub connected_clients: u64,
     pub workshop_keys: Option<KeyFootprint>,
+    /// On a cluster, per primary: hits and misses during the run, used memory.
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub keyspace_hits: Option<u64>,
+    pub keyspace_misses: Option<u64>,
+    pub used_memory_bytes: u64,
 }
 
 impl ServerView {
@@ -224,6 +266,21 @@ impl ServerView {
             maxmemory_policy: after.maxmemory_policy.clone(),
             connected_clients: after.connected_clients,
             workshop_keys: keys,
+            nodes: after
+                .nodes
+                .iter()
+                .map(|node| {
+                    // A node missing before (a failover in between) has no delta.
+                    let was = before.nodes.iter().find(|b| b.node == node.node);
+                    let delta = |a: Option<u64>, b: u64| a.filter(|_| !restarted).map(|a| b.saturating_sub(a));
+                    NodeView {
+                        node: node.node.clone(),
+                        keyspace_hits: delta(was.map(|w| w.keyspace_hits), node.keyspace_hits),
+                        keyspace_misses: delta(was.map(|w| w.keyspace_misses), node.keyspace_misses),
+                        used_memory_bytes: node.used_memory,
+                    }
+                })
+                .collect(),
         }
     }
 }
