@@ -358,7 +358,11 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
               f"from one thread. The two are not the same shape: workshop-cli's tasks share one socket, so their requests travel "
               f"pipelined, while redis-benchmark `-c {tasks}` keeps one request in flight on each of {tasks} sockets. The row "
               f"without a target, redis-benchmark `-c 1 -P {tasks}` ({tasks} requests pipelined on one connection), shows the ceiling "
-              "of that shape.\n")
+              "of that shape.")
+    md.append(f"- **Cluster.** The same cache-hit and throughput runs with `--valkey-url` at a node of the local Valkey Cluster "
+              f"(`just up-cluster`): workshop-cli goes through its cluster client, which sends each GET to the primary of the "
+              f"key's slot ({meta.get('cluster_key_node')}); redis-benchmark runs `GET` of the same key on that primary directly "
+              "(`redis-benchmark --cluster` runs no custom command, and one key is served by one primary).\n")
     md.append("## Raw figures\n")
     md.append("| Run | Round | Count | p50 | p99 | Mean | Throughput |")
     md.append("|---|---:|---:|---:|---:|---:|---:|")

@@ -706,6 +706,18 @@ mod tests {
     }
 
     #[test]
+    fn several_valkey_nodes_select_the_cluster_with_one_login() {
+        let t = ValkeyTarget::parse("redis://:pw@127.0.0.1:7001, 127.0.0.1:7002", Source::Flag).unwrap();
+        assert_eq!(t.mode, ClusterMode::Cluster);
+        assert_eq!(t.masked(), "redis://:***@127.0.0.1:7001,127.0.0.1:7002");
+        assert_eq!(t.node_urls(), ["redis://:pw@127.0.0.1:7001", "redis://:pw@127.0.0.1:7002"]);
+        assert_eq!(t.node_url("127.0.0.1", 7005), "redis://:pw@127.0.0.1:7005");
+        let one = ValkeyTarget::parse("redis://127.0.0.1:7001", Source::Flag).unwrap();
+        assert_eq!(one.mode, ClusterMode::Detect);
+        assert!(ValkeyTarget::parse("redis://127.0.0.1:7001,:x", Source::Flag).is_err());
+    }
+
+    #[test]
     fn split_variables_build_a_url_with_an_encoded_password() {
         let vars = |k: &str| match k {
             "DB_ENGINE" => Some("postgresql".to_string()),
