@@ -710,7 +710,10 @@ mod tests {
         let t = ValkeyTarget::parse("redis://:pw@127.0.0.1:7001, 127.0.0.1:7002", Source::Flag).unwrap();
         assert_eq!(t.mode, ClusterMode::Cluster);
         assert_eq!(t.masked(), "redis://:***@127.0.0.1:7001,127.0.0.1:7002");
-        assert_eq!(t.node_urls(), ["redis://:pw@127.0.0.1:7001", "redis://:pw@127.0.0.1:7002"]);
+        assert_eq!(
+            t.node_urls(),
+            ["redis://:pw@127.0.0.1:7001", "redis://:pw@127.0.0.1:7002"]
+        );
         assert_eq!(t.node_url("127.0.0.1", 7005), "redis://:pw@127.0.0.1:7005");
         let one = ValkeyTarget::parse("redis://127.0.0.1:7001", Source::Flag).unwrap();
         assert_eq!(one.mode, ClusterMode::Detect);

@@ -385,7 +385,14 @@ async fn check_env_on_an_import_says_per_exercise_what_can_run_and_what_is_missi
                 "{kind:?} {id}"
             );
         }
-        for id in ["check-env", "cache-aside", "write-through", "write-behind", "stampede", "cluster"] {
+        for id in [
+            "check-env",
+            "cache-aside",
+            "write-through",
+            "write-behind",
+            "stampede",
+            "cluster",
+        ] {
             assert_eq!(exercise(report, id)["can_run"], true, "{kind:?} {id}: {report}");
         }
         assert_eq!(

@@ -39,7 +39,7 @@ fn first_node(url: &str) -> &str {
 /// (asked: `cluster_enabled:1`); commands on a key go to the key's node.
 pub enum TestValkey {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 /// Whether the node at `url` belongs to a cluster.
@@ -57,7 +57,9 @@ pub fn is_cluster(url: &str) -> bool {
 pub fn valkey_connection(url: &str) -> TestValkey {
     if is_cluster(url) {
         let client = redis::cluster::ClusterClient::new(vec![first_node(url)]).expect("cluster url");
-        TestValkey::Cluster(client.get_connection().expect("connect to the Valkey cluster"))
+        TestValkey::Cluster(Box::new(
+            client.get_connection().expect("connect to the Valkey cluster"),
+        ))
     } else {
         let client = redis::Client::open(first_node(url)).expect("valkey url");
         TestValkey::Single(client.get_connection().expect("connect to Valkey"))
