@@ -63,6 +63,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
 
+    /// Seconds any one database statement may run before the server stops it (0: no limit)
+    #[arg(long, global = true, env = "WORKSHOP_QUERY_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_query_timeout)]
+    pub query_timeout: Duration,
+
     /// Print results as JSON on stdout instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -76,6 +80,7 @@ impl GlobalArgs {
             ttl: self.ttl.clone(),
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Some(self.connect_timeout),
+            query_timeout: Some((!self.query_timeout.is_zero()).then_some(self.query_timeout)),
         }
     }
 }
@@ -86,6 +91,16 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("'{raw}' is not a number of seconds between 0 and 600"))
+}
+
+/// `0` (no limit) up to a day, fractions allowed.
+fn parse_query_timeout(raw: &str) -> Result<Duration, String> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{raw}' is not a number of seconds from 0 (no limit) to 86400"))
 }
 
 #[derive(Debug, Subcommand)]

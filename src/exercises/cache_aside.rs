@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::{Config, DatabaseKind};
-use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
+use crate::db::{read_only, Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::queries::BuiltinQuery;
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
@@ -61,8 +61,17 @@ impl QueryChoice {
                         "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
                     ));
                 }
+                // Refused before anything runs; the read-only transaction is the second guard.
+                read_only::check(sql, kind).map_err(|not_a_read| {
+                    WorkshopError::invalid(format!(
+                        "--sql is not a read: {}; workshop-cli only measures reads and never changes data, give a {} query",
+                        not_a_read.reason(),
+                        read_only::READS
+                    ))
+                })?;
                 let mut query = NamedQuery::new(sql.clone());
                 query.params = parse_params(params)?;
+                query.read_only = true;
                 Ok(("custom".to_string(), query))
             }
         }

@@ -166,6 +166,7 @@ async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
         let statement = crate::db::Statement {
             sql: format!("SELECT COUNT(*) FROM {table}"),
             args: Vec::new(),
+            read_only: false,
         };
         let counted = tokio::time::timeout(timeout, db.fetch(&statement)).await;
         match counted {
