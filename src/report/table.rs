@@ -109,7 +109,10 @@ mod tests {
     fn long_cells_are_cut_with_their_full_size() {
         let big = "x".repeat(10_000_000);
         assert_eq!(cell_text(&big), format!("{}…(10.0 MB)", "x".repeat(CELL_COLUMNS)));
-        assert_eq!(cell_text(&"y".repeat(61)), format!("{}…(61 B)", "y".repeat(CELL_COLUMNS)));
+        assert_eq!(
+            cell_text(&"y".repeat(61)),
+            format!("{}…(61 B)", "y".repeat(CELL_COLUMNS))
+        );
     }
 
     #[test]

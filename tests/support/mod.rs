@@ -170,6 +170,7 @@ pub fn workshop_cli(dir: &Path) -> Command {
         "VALKEY_URL",
         "CACHE_TTL",
         "WORKSHOP_KEY_PREFIX",
+        "WORKSHOP_QUERY_TIMEOUT",
         "DB_ENGINE",
         "DB_HOST",
         "DB_PORT",
