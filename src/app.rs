@@ -23,11 +23,11 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
             if interruption().await.is_some() {
                 cancel::cancel_running(cancel_within).await;
             }
-            std::future::pending::<()>().await
+            std::future::pending::<std::convert::Infallible>().await
         };
         tokio::select! {
             result = dispatch => result,
-            () = watcher => unreachable!("the watcher never ends"),
+            never = watcher => match never {},
         }
     } else {
         tokio::select! {

@@ -70,10 +70,18 @@ pub enum WorkshopError {
     Incomplete(#[from] IncompleteError),
     #[error("{failed} required check(s) failed; fix the rows marked ✗ above and run `workshop-cli check-env` again")]
     ChecksFailed { failed: usize },
-    #[error("interrupted by {signal}; {cancelled} database quer{} still running on the server {} cancelled", if *cancelled == 1 { "y" } else { "ies" }, if *cancelled == 1 { "was" } else { "were" })]
+    #[error("interrupted by {signal}; {}", cancelled_queries(*cancelled))]
     Interrupted { signal: Signal, cancelled: u64 },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+}
+
+fn cancelled_queries(cancelled: u64) -> String {
+    match cancelled {
+        0 => "no database query was left running".to_string(),
+        1 => "1 database query still running on the server was cancelled".to_string(),
+        n => format!("{n} database queries still running on the server were cancelled"),
+    }
 }
 
 /// The signals that stop a run (and cancel its queries on the server).

@@ -39,8 +39,8 @@ pub enum DbError {
     NotSeeded { detail: String },
     #[error("table {table} does not exist in this database ({detail}); check the table name in the query")]
     UnknownTable { table: String, detail: String },
-    #[error("the query ran longer than the query timeout of {seconds} s, so the server stopped it; raise it with --query-timeout SECONDS (0: no limit) or make the query faster")]
-    TimedOut { seconds: String },
+    #[error("the query ran longer than {limit}, so the server stopped it; raise it with --query-timeout SECONDS (0: no limit) or make the query faster")]
+    TimedOut { limit: String },
     #[error("the server refused to change data: --sql runs in a read-only transaction ({detail}); workshop-cli only measures reads, give a query without side effects")]
     WriteRefused { detail: String },
     #[error("the query failed: {0}")]
@@ -500,8 +500,11 @@ fn classify_query_error(error: sqlx::Error, context: &ErrorContext) -> DbError {
         let timed_out =
             matches!(number, Some(1969) | Some(3024)) || (code == "57014" && message.contains("statement timeout"));
         if timed_out {
-            let seconds = context.query_timeout.map_or_else(|| "?".to_string(), seconds_text);
-            return DbError::TimedOut { seconds };
+            let limit = context.query_timeout.map_or_else(
+                || "the server's own statement timeout".to_string(),
+                |t| format!("the query timeout of {} s", seconds_text(t)),
+            );
+            return DbError::TimedOut { limit };
         }
         // 25006: a write in a read-only transaction (MySQL 1792 as well).
         if code == "25006" || number == Some(1792) {
@@ -592,6 +595,43 @@ mod tests {
             SqlValue::infer("'; DROP TABLE airport; --"),
             SqlValue::Text("'; DROP TABLE airport; --".into())
         );
+    }
+
+    #[test]
+    fn the_missing_table_is_read_from_either_servers_message() {
+        assert_eq!(
+            quoted_name("Table 'shop.orders' doesn't exist").as_deref(),
+            Some("'shop.orders'")
+        );
+        assert_eq!(
+            quoted_name("relation \"orders\" does not exist").as_deref(),
+            Some("\"orders\"")
+        );
+        assert_eq!(quoted_name("no quotes here"), None);
+    }
+
+    #[test]
+    fn only_the_workshops_own_tables_mean_seed_first() {
+        assert!(is_workshop_table("'wt_x.airport'"));
+        assert!(is_workshop_table("\"products\""));
+        assert!(is_workshop_table("\"public.Booking\""));
+        assert!(!is_workshop_table("'shop.orders'"));
+        assert!(!is_workshop_table("\"airports\""));
+    }
+
+    #[test]
+    fn the_timeout_is_set_in_each_servers_unit() {
+        let timeout = Duration::from_millis(1500);
+        assert_eq!(
+            mysql_timeout_statement("10.11.19-MariaDB-0+deb12u1", timeout),
+            "SET SESSION max_statement_time = 1.500"
+        );
+        assert_eq!(
+            mysql_timeout_statement("8.4.3", timeout),
+            "SET SESSION max_execution_time = 1500"
+        );
+        assert_eq!(seconds_text(Duration::from_secs(1)), "1");
+        assert_eq!(seconds_text(Duration::from_millis(2500)), "2.5");
     }
 
     #[test]
