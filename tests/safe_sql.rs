@@ -434,3 +434,31 @@ async fn a_slow_query_keeps_the_default_baseline_within_its_time_budget() {
         assert!(run.json.get("baseline_budget").is_none());
     }
 }
+
+#[tokio::test]
+async fn a_slow_query_shows_progress_within_a_second_on_a_terminal() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "progress").await;
+        let prefix = TestPrefix::new("progress");
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &["cache-aside", "--sql", &sleep_sql(kind, "3"), "--runs", "1"],
+        );
+        command.env("TERM", "xterm");
+        let started = Instant::now();
+        let mut session = rexpect::session::spawn_command(command, Some(1000)).expect("start in a pseudo-terminal");
+        // The first read alone takes 3 s: the bar must be drawn before it ends.
+        session
+            .exp_string("reads [")
+            .unwrap_or_else(|e| panic!("{kind:?}: no progress bar within a second: {e}"));
+        let shown = started.elapsed();
+        assert!(shown < Duration::from_millis(1500), "{kind:?}: {shown:?}");
+        eprintln!("{kind:?}: progress shown after {shown:?}");
+        let _ = session.process.signal(rexpect::process::Signal::SIGINT);
+        let _ = session.process.wait();
+    }
+}

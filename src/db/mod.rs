@@ -417,12 +417,17 @@ async fn prepare_postgres(
     registry: Arc<PoolSessions>,
     set_timeout: Option<Arc<str>>,
 ) -> Result<(), sqlx::Error> {
-    if let Some(sql) = set_timeout.as_deref() {
-        conn.execute(sql).await?;
-    }
+    // One round trip in the simple protocol: a new connection already costs a
+    // SCRAM login, and a fleet opens many at once.
+    const IDENTITY: &str = "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+    let sql = match set_timeout.as_deref() {
+        Some(set) => format!("{set}; {IDENTITY}"),
+        None => IDENTITY.to_string(),
+    };
     let row = conn
-        .fetch_one("SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-        .await?;
+        .fetch_optional(sqlx::raw_sql(&sql))
+        .await?
+        .ok_or_else(|| sqlx::Error::Protocol("pg_stat_activity does not show this connection".into()))?;
     let (pid, started): (i32, String) = (row.try_get(0)?, row.try_get(1)?);
     registry.add(ServerSession::Postgres { pid, started });
     Ok(())
