@@ -7,7 +7,7 @@
 
 use crate::cli::Command;
 use crate::config::Config;
-use crate::db::cancel;
+use crate::db::{cancel, DbError};
 use crate::error::{Result, Signal, WorkshopError};
 use crate::exercises;
 use crate::report::Output;
@@ -39,7 +39,9 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
             }
         }
     };
-    if result.is_err() && cancel::anything_to_cancel() {
+    // A lost server cannot be asked to cancel: do not wait for it again.
+    let server_lost = matches!(result, Err(WorkshopError::Database(DbError::Unreachable { .. })));
+    if result.is_err() && !server_lost && cancel::anything_to_cancel() {
         cancel::cancel_running(cancel_within).await;
     }
     result

@@ -458,7 +458,7 @@ async fn a_slow_query_shows_progress_within_a_second_on_a_terminal() {
         let shown = started.elapsed();
         assert!(shown < Duration::from_millis(1500), "{kind:?}: {shown:?}");
         eprintln!("{kind:?}: progress shown after {shown:?}");
-        let _ = session.process.signal(rexpect::process::Signal::SIGINT);
-        let _ = session.process.wait();
+        let _ = session.process_mut().signal(rexpect::process::Signal::SIGINT);
+        let _ = session.process().wait();
     }
 }
