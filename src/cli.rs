@@ -149,7 +149,7 @@ pub enum Command {
 
     /// Exercise 6: cache stampede: many requests for one cold key, unprotected, with single flight, a Valkey lock, XFetch
     #[command(
-        after_help = "Examples:\n  workshop-cli stampede                                     every mode on one cold key\n  workshop-cli stampede --mode lock --processes 4           one query for the whole fleet\n  workshop-cli stampede --mode single-flight --processes 4  one query per process\n  workshop-cli stampede --mode single-flight --concurrency 1000 --rounds 5\n  workshop-cli stampede --mode lock --lock-wait-ms 0        waiters fall back at once\n  workshop-cli stampede --mode xfetch --beta 2              a hot key expiring under traffic\n  workshop-cli stampede --query airport --id 3797 --json"
+        after_help = "Examples:\n  workshop-cli stampede                                     every mode on one cold key\n  workshop-cli stampede --mode lock --processes 4           one query for the whole fleet\n  workshop-cli stampede --mode single-flight --processes 4  one query per process\n  workshop-cli stampede --mode single-flight --concurrency 1000 --rounds 5\n  workshop-cli stampede --mode lock --lock-wait-ms 0        waiters fall back at once\n  workshop-cli stampede --time-budget 60                    a slow query: sizes fit 60 s\n  workshop-cli stampede --mode xfetch --beta 2              a hot key expiring under traffic\n  workshop-cli stampede --query airport --id 3797 --json"
     )]
     Stampede(StampedeArgs),
 
@@ -591,9 +591,9 @@ pub enum StampedeModeName {
 
 #[derive(Debug, Args)]
 pub struct StampedeArgs {
-    /// Requests for the one cold key, all at the same moment (per process)
-    #[arg(long, default_value_t = 100)]
-    pub concurrency: u64,
+    /// Requests for the one cold key, all at the same moment (per process) [default: 100, the unprotected mode fewer if a slow query would overrun --time-budget]
+    #[arg(long)]
+    pub concurrency: Option<u64>,
 
     /// Which protection to run
     #[arg(long, value_enum, default_value_t = StampedeModeName::All)]
@@ -619,13 +619,17 @@ pub struct StampedeArgs {
     #[arg(long = "param", value_name = "NAME=VALUE", requires = "sql")]
     pub params: Vec<String>,
 
-    /// Lock time-to-live: it must outlast one load, and frees the key should the holder die
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
-    pub lock_ttl_ms: u64,
+    /// Lock time-to-live: it must outlast one load, and frees the key should the holder die [default: 5000, or twice a timed load plus 1 s if longer]
+    #[arg(long, value_name = "MS")]
+    pub lock_ttl_ms: Option<u64>,
 
-    /// How long a request waits for the lock holder before it queries the database itself
-    #[arg(long, value_name = "MS", default_value_t = 3000)]
-    pub lock_wait_ms: u64,
+    /// How long a request waits for the lock holder before it queries the database itself [default: the lock TTL plus twice a timed load plus 1 s, so waiters outlast a dead holder's lock]
+    #[arg(long, value_name = "MS")]
+    pub lock_wait_ms: Option<u64>,
+
+    /// Seconds the run's queries should take with the default sizes: one load is timed first, and the unprotected mode (and the expiry scenario) shrink to fit
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub time_budget: u64,
 
     /// XFetch's beta: above 1 refreshes earlier, below 1 later
     #[arg(long, default_value_t = 1.0)]
@@ -673,6 +677,7 @@ impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
             rounds: args.rounds,
             lock_ttl_ms: args.lock_ttl_ms,
             lock_wait_ms: args.lock_wait_ms,
+            time_budget_s: args.time_budget,
             beta: args.beta,
             processes: args.processes,
             keep_cache: args.keep_cache,

@@ -246,6 +246,15 @@ impl DatabaseTarget {
         self.url.path().trim_start_matches('/').to_string()
     }
 
+    /// Host and port, the port defaulting to the engine's own (3306, 5432).
+    pub fn address(&self) -> (String, u16) {
+        let default = match self.kind {
+            DatabaseKind::MySql => 3306,
+            DatabaseKind::Postgres => 5432,
+        };
+        address_of(&self.url, default)
+    }
+
     pub fn user(&self) -> String {
         self.url.username().to_string()
     }
@@ -298,6 +307,11 @@ impl ValkeyTarget {
         self.url.to_string()
     }
 
+    /// Host and port (6379 unless the URL says otherwise).
+    pub fn address(&self) -> (String, u16) {
+        address_of(&self.url, 6379)
+    }
+
     pub fn masked(&self) -> String {
         mask(&self.url)
     }
@@ -305,6 +319,13 @@ impl ValkeyTarget {
     pub fn password(&self) -> Option<String> {
         self.url.password().map(decode_percent)
     }
+}
+
+fn address_of(url: &Url, default_port: u16) -> (String, u16) {
+    let host = url.host_str().unwrap_or("localhost");
+    // `[::1]` is how a URL writes it; a socket address wants `::1`.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.to_string(), url.port().unwrap_or(default_port))
 }
 
 fn parse_url(var: &'static str, raw: &str, supported: &'static str, example: &'static str) -> Result<Url, ConfigError> {

@@ -74,6 +74,10 @@ pub enum WorkshopError {
     Interrupted { signal: Signal, cancelled: u64 },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+    /// A child process's failure passed on with its exit code (a stampede
+    /// fleet copy): a database error there is a database error here.
+    #[error("{message}")]
+    Relayed { code: u8, message: String },
 }
 
 fn cancelled_queries(cancelled: u64) -> String {
@@ -120,6 +124,7 @@ impl WorkshopError {
                 ..
             } => exit::TERMINATED,
             WorkshopError::Other(_) => exit::FAILURE,
+            WorkshopError::Relayed { code, .. } => *code,
         }
     }
 

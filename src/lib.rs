@@ -13,5 +13,6 @@ pub mod exercises;
 pub mod fixtures;
 pub mod measure;
 pub mod patterns;
+pub mod protocol;
 pub mod report;
 pub mod workshop;

@@ -320,6 +320,7 @@ async fn new_rows_get_ids_after_the_loaded_ones() {
 #[tokio::test]
 async fn tables_seed_did_not_create_are_left_alone() {
     for kind in BOTH {
+        // Part of an import: seed adds its own tables and touches nothing else.
         let db = TestDatabase::create(kind, "seed_not_ours").await;
         execute(&db, "CREATE TABLE airport (airport_id SMALLINT PRIMARY KEY, iata CHAR(3), icao CHAR(4) NOT NULL, name VARCHAR(50) NOT NULL)").await;
         execute(
@@ -329,23 +330,36 @@ async fn tables_seed_did_not_create_are_left_alone() {
         .await;
 
         let report = seed_json(&db, &["--scale", SCALE]);
-        assert_eq!(report["outcome"], "left_untouched", "{kind:?}");
-        assert_eq!(report["tables"][0]["table"], "airport", "{kind:?}");
-        assert_eq!(report["missing_tables"].as_array().map(Vec::len), Some(7), "{kind:?}");
-
-        let output = seed(&db, &["--scale", SCALE, "--reset"]);
-        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
-        assert!(
-            stderr(&output).starts_with("error: found table airport, which `workshop-cli seed` did not create"),
-            "{kind:?}: {}",
-            stderr(&output)
-        );
+        assert_eq!(report["outcome"], "added_to_import", "{kind:?}");
+        assert_eq!(report["tables"][0]["table"], "products", "{kind:?}");
+        assert_eq!(report["imported_tables"], serde_json::json!(["airport"]), "{kind:?}");
+        assert_eq!(report["missing_tables"].as_array().map(Vec::len), Some(6), "{kind:?}");
+        assert_eq!(count(&db, "products").await, 200, "{kind:?}");
+        let report = seed_json(&db, &["--scale", SCALE, "--reset"]);
+        assert_eq!(report["outcome"], "added_to_import", "{kind:?}");
         assert_eq!(count(&db, "airport").await, 1, "{kind:?}");
         assert_eq!(
             scalar(&db, "SELECT name FROM airport").await,
             "FRANKFURT AM MAIN",
             "{kind:?}"
         );
+
+        // A products table of someone else's: nothing is added or dropped.
+        let db = TestDatabase::create(kind, "seed_not_ours_products").await;
+        execute(&db, "CREATE TABLE airport (airport_id SMALLINT PRIMARY KEY, iata CHAR(3), icao CHAR(4) NOT NULL, name VARCHAR(50) NOT NULL)").await;
+        execute(&db, "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20))").await;
+        execute(&db, "INSERT INTO products VALUES (1, 'theirs')").await;
+        let report = seed_json(&db, &["--scale", SCALE]);
+        assert_eq!(report["outcome"], "left_untouched", "{kind:?}");
+        let output = seed(&db, &["--scale", SCALE, "--reset"]);
+        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output)
+                .starts_with("error: found tables airport and products, which `workshop-cli seed` did not create"),
+            "{kind:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(scalar(&db, "SELECT name FROM products").await, "theirs", "{kind:?}");
     }
 }
 

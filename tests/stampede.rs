@@ -3,8 +3,9 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
@@ -14,6 +15,7 @@ use support::{
 use workshop_cli::config::DatabaseKind;
 use workshop_cli::db::{Database, PoolSettings};
 use workshop_cli::exercises::queries::BuiltinQuery;
+use workshop_cli::exercises::stampede::fleet::READY;
 use workshop_cli::exercises::stampede::rows_digest;
 
 fn stampede_command(db_url: &str, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> std::process::Command {
@@ -121,48 +123,174 @@ async fn the_valkey_lock_runs_exactly_one_query_and_leaves_no_lock_behind() {
     }
 }
 
-/// Starts `stampede --mode lock --keep-cache` for the same key; does not wait.
-fn start_lock_process(db: &TestDatabase, prefix: &TestPrefix) -> Child {
-    stampede_command(
+/// A query that takes `seconds` on either engine (one row, column `slept`).
+fn sleep_sql(kind: DatabaseKind, seconds: f64) -> String {
+    match kind {
+        DatabaseKind::MySql => format!("SELECT SLEEP({seconds}) AS slept"),
+        DatabaseKind::Postgres => format!("SELECT 1 AS slept FROM pg_sleep({seconds})"),
+    }
+}
+
+/// Runs one statement in the test's database (set-up the binary must not do).
+async fn execute(db: &TestDatabase, statement: &str) {
+    use sqlx::Connection;
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&db.url()).await.unwrap();
+            sqlx::raw_sql(statement).execute(&mut conn).await.expect(statement);
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+            sqlx::raw_sql(statement).execute(&mut conn).await.expect(statement);
+        }
+    }
+}
+
+/// A count read from the test's database.
+async fn scalar(db: &TestDatabase, query: &str) -> i64 {
+    use sqlx::Connection;
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&db.url()).await.unwrap();
+            sqlx::query_scalar(query).fetch_one(&mut conn).await.expect(query)
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+            sqlx::query_scalar(query).fetch_one(&mut conn).await.expect(query)
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after `limit`.
+fn wait_until<T>(limit: Duration, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn valkey_get(key: &str) -> Option<String> {
+    let client = redis::Client::open(valkey_url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::Commands::get(&mut conn, key).unwrap()
+}
+
+/// A fleet copy started by the test itself: it connects, says it is ready
+/// on stderr and waits for "go" on stdin (the fleet's own start signal).
+struct StartedMember {
+    child: Child,
+    ready: std::sync::mpsc::Receiver<()>,
+    /// Everything else it wrote on stderr, to show when it fails.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn start_fleet_member(db: &TestDatabase, prefix: &TestPrefix, sql: &str) -> StartedMember {
+    let mut child = cli_against(
+        &std::env::temp_dir(),
         &db.url(),
         prefix,
         &valkey_url(),
-        &["--mode", "lock", "--keep-cache", "--concurrency", "50"],
+        &[
+            "stampede",
+            "--fleet-member",
+            "--mode",
+            "lock",
+            "--concurrency",
+            "20",
+            "--sql",
+            sql,
+        ],
     )
+    .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
-    .unwrap()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, ready) = std::sync::mpsc::channel();
+    let kept: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let lines = std::sync::Arc::clone(&kept);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line == READY {
+                let _ = tx.send(());
+            } else {
+                lines.lock().unwrap().push(line);
+            }
+        }
+    });
+    StartedMember {
+        child,
+        ready,
+        stderr: kept,
+    }
 }
 
 #[tokio::test]
 async fn two_processes_started_together_with_the_lock_run_one_query_between_them() {
     for kind in BOTH {
-        let db = seeded_database(kind, "st_two").await;
+        let db = TestDatabase::create(kind, "st_two").await;
         let prefix = TestPrefix::new("st_two");
-        // A fresh prefix: the key is cold, and --keep-cache stops either process
-        // from deleting what the other one filled.
-        let first = start_lock_process(&db, &prefix);
-        let second = start_lock_process(&db, &prefix);
-        let runs: Vec<JsonRun> = tokio::task::spawn_blocking(move || {
-            [first, second]
+        // A fresh prefix: the key is cold, and fleet copies never delete it.
+        // The query takes half a second, so a burst that starts while the other
+        // process holds the lock must wait for it.
+        let sql = sleep_sql(kind, 0.5);
+        let mut members = [
+            start_fleet_member(&db, &prefix, &sql),
+            start_fleet_member(&db, &prefix, &sql),
+        ];
+        // The start barrier: both are connected and waiting before either reads.
+        for member in &members {
+            if let Err(error) = member.ready.recv_timeout(Duration::from_secs(30)) {
+                panic!(
+                    "{kind:?}: a member is not ready ({error}): {:?}",
+                    member.stderr.lock().unwrap()
+                );
+            }
+        }
+        for member in &mut members {
+            let mut stdin = member.child.stdin.take().unwrap();
+            stdin.write_all(b"go\n").unwrap();
+        }
+        let reports: Vec<Value> = tokio::task::spawn_blocking(move || {
+            members
                 .into_iter()
-                .map(|child| JsonRun::from_output(&child.wait_with_output().unwrap()))
+                .map(|member| {
+                    let output = member.child.wait_with_output().unwrap();
+                    assert_eq!(output.status.code(), Some(0), "{kind:?}");
+                    serde_json::from_slice(&output.stdout).unwrap()
+                })
                 .collect()
         })
         .await
         .unwrap();
-        let mut total = 0;
-        for run in &runs {
-            assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
-            let lock = mode(run, "lock");
-            assert_eq!(lock["requests"], 50);
-            assert_eq!(lock["fell_back"], 0, "{lock}");
-            assert_eq!(lock["consistent"], true);
-            total += queries(lock);
+        let queries: Vec<u64> = reports
+            .iter()
+            .map(|r| r["database_queries"].as_u64().unwrap())
+            .collect();
+        assert_eq!(queries.iter().sum::<u64>(), 1, "{kind:?}: {reports:?}");
+        // They overlapped: each burst started before the other one ended ...
+        let started = |r: &Value| r["started_at_unix_ms"].as_f64().unwrap();
+        let finished = |r: &Value| r["finished_at_unix_ms"].as_f64().unwrap();
+        assert!(
+            started(&reports[0]) < finished(&reports[1]) && started(&reports[1]) < finished(&reports[0]),
+            "{kind:?}: the bursts did not overlap: {reports:?}"
+        );
+        // ... and every request of the one that ran no query waited for the
+        // other process's lock instead of finding the cache already filled.
+        let idle = &reports[usize::from(queries[0] == 1)];
+        assert_eq!(idle["counts"]["waited"], 20, "{kind:?}: {idle}");
+        assert_eq!(idle["counts"]["hits"], 0, "{kind:?}: {idle}");
+        for report in &reports {
+            assert_eq!(report["counts"]["fell_back_wait_expired"], 0, "{report}");
+            assert_eq!(report["digests"].as_object().unwrap().len(), 1, "{report}");
         }
-        // The one that finds the cache filled reports 0.
-        assert_eq!(total, 1, "{kind:?}");
+        // Both processes got the same rows: the same single digest, 20 requests each.
+        assert_eq!(reports[0]["digests"], reports[1]["digests"], "{kind:?}");
         assert_eq!(prefix.keys().len(), 1, "{:?}", prefix.keys());
     }
 }
@@ -333,7 +461,7 @@ async fn with_valkey_unreachable_requests_still_complete_and_the_lock_reports_it
 fn bad_input_is_rejected_before_anything_is_written() {
     let prefix = TestPrefix::new("st_bad");
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--concurrency", "0"], "--concurrency must be from 1 to 10000 (got 0)"),
         (
             &["--concurrency", "10001"],
@@ -341,6 +469,7 @@ fn bad_input_is_rejected_before_anything_is_written() {
         ),
         (&["--rounds", "0"], "--rounds must be from 1 to 1000 (got 0)"),
         (&["--processes", "9"], "--processes must be from 1 to 8 (got 9)"),
+        (&["--time-budget", "0"], "--time-budget must be from 1 to 3600 (got 0)"),
         (
             &["--lock-ttl-ms", "5"],
             "--lock-ttl-ms must be from 10 to 600000 (got 5)",
@@ -412,4 +541,259 @@ async fn the_table_puts_the_modes_side_by_side() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
     assert!(!text.contains("\u{1b}["), "no colour when piped / NO_COLOR");
+}
+
+/// The fleet's children: processes whose parent is `parent` and that run as a copy.
+fn fleet_member_pids(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "pid (name) state ppid ...": the name may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && cmdline.contains("--fleet-member") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_fleet_copy_killed_while_it_holds_the_lock_is_named_the_others_are_counted_and_the_exit_is_8() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "st_kill").await;
+        let prefix = TestPrefix::new("st_kill");
+        // Two copies, a 2 s query: whoever takes the lock holds it for 2 s.
+        let sql = sleep_sql(kind, 2.0);
+        let child = stampede_command(
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &[
+                "--mode",
+                "lock",
+                "--processes",
+                "2",
+                "--concurrency",
+                "5",
+                "--lock-ttl-ms",
+                "3000",
+                "--sql",
+                &sql,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let parent = child.id();
+        // The condition: a copy holds the lock; its token starts with its pid.
+        let holder = wait_until(Duration::from_secs(60), "a fleet copy to take the lock", || {
+            let lock = prefix.keys().into_iter().find(|k| k.contains(":lock:"))?;
+            let token = valkey_get(&lock)?;
+            let pid: u32 = token.split(':').next()?.parse().ok()?;
+            fleet_member_pids(parent).contains(&pid).then_some(pid)
+        });
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &holder.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let run = tokio::task::spawn_blocking(move || JsonRun::from_output(&child.wait_with_output().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(run.code, Some(8), "{kind:?}: {}", run.stderr);
+        let lock = mode(&run, "lock");
+        let lost = lock["lost_processes"].as_array().unwrap();
+        assert_eq!(lost.len(), 1, "{kind:?}: {lock}");
+        assert_eq!(lost[0]["pid"], holder);
+        assert_eq!(lost[0]["ended"], "killed by signal 9 (SIGKILL)");
+        let number = lost[0]["process"].as_u64().unwrap();
+        // The survivor's counts are there; the lost copy's are not.
+        assert_eq!(lock["requests"], 5, "{kind:?}: {lock}");
+        let per_process = lock["queries_per_process"].as_array().unwrap();
+        assert_eq!(per_process[usize::try_from(number - 1).unwrap()], Value::Null);
+        // The dead holder cost one takeover after its lock expired, not one query per waiter.
+        assert_eq!(queries(lock), 1, "{kind:?}: {lock}");
+        assert_eq!(lock["counts"]["lock_takeovers"], 1, "{kind:?}: {lock}");
+        assert_eq!(lock["fell_back"], 0, "{kind:?}: {lock}");
+        assert_eq!(lock["consistent"], true);
+        assert!(
+            run.stderr.ends_with(&format!(
+                "error: incomplete fleet: fleet process {number} of 2 (pid {holder}) was killed by signal 9 (SIGKILL) before it reported (Valkey lock); the counts are those of the processes that finished; run again\n"
+            )),
+            "{kind:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_lock_holder_costs_one_takeover_query_not_one_per_waiter() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "st_dead").await;
+        let prefix = TestPrefix::new("st_dead");
+        let args = ["--mode", "lock", "--sql", "SELECT 1 AS one", "--keep-cache"];
+        // A first run names the keys; then the key is made cold again.
+        let first = stampede(&db, &prefix, &[&args[..], &["--concurrency", "1"]].concat());
+        assert_eq!(first.code, Some(0), "{kind:?}: {}", first.stderr);
+        let value_key = first.json["keys"]["value"].as_str().unwrap().to_string();
+        let lock_key = first.json["keys"]["lock"].as_str().unwrap().to_string();
+        let client = redis::Client::open(valkey_url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::Commands::del(&mut conn, &value_key).unwrap();
+        // A holder took the lock with the default TTL and died: nobody releases it.
+        let _: () = redis::cmd("SET")
+            .arg(&lock_key)
+            .arg("dead-holder")
+            .arg("PX")
+            .arg(5000)
+            .query(&mut conn)
+            .unwrap();
+        let run = stampede(&db, &prefix, &[&args[..], &["--concurrency", "20"]].concat());
+        assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
+        assert!(
+            run.json["lock"]["wait_ms"].as_f64().unwrap() > run.json["lock"]["ttl_ms"].as_f64().unwrap(),
+            "the default wait outlasts the lock"
+        );
+        let lock = mode(&run, "lock");
+        // The fault was there during the run: every request waited for the dead
+        // lock (seconds, where a free lock costs milliseconds), until it expired.
+        assert!(lock["latency"]["min"].as_f64().unwrap() > 1000.0, "{kind:?}: {lock}");
+        assert_eq!(queries(lock), 1, "{kind:?}: {lock}");
+        assert_eq!(lock["counts"]["lock_takeovers"], 1, "{kind:?}: {lock}");
+        assert_eq!(lock["fell_back"], 0, "{kind:?}: {lock}");
+        assert_eq!(lock["waited"], 19, "{kind:?}: {lock}");
+        assert_eq!(prefix.keys(), vec![value_key], "the takeover released the lock");
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_copy_whose_query_fails_exits_with_the_database_code() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "st_memberdb").await;
+        let prefix = TestPrefix::new("st_memberdb");
+        execute(&db, "CREATE TABLE gate (n INT)").await;
+        execute(&db, "INSERT INTO gate VALUES (1)").await;
+        // The parent's timed cold load reads the table for 1 s; the table is
+        // dropped while it runs, so the copies started after it find none.
+        let sql = match kind {
+            DatabaseKind::MySql => "SELECT n FROM gate WHERE SLEEP(1) = 0",
+            DatabaseKind::Postgres => "SELECT n FROM gate, pg_sleep(1)",
+        };
+        let child = stampede_command(
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &["--mode", "lock", "--processes", "2", "--concurrency", "3", "--sql", sql],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let probe = match kind {
+            DatabaseKind::MySql => "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%FROM gate WHERE SLEEP%' AND ID <> CONNECTION_ID()",
+            DatabaseKind::Postgres => "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%FROM gate, pg_sleep%' AND state = 'active' AND pid <> pg_backend_pid()",
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while scalar(&db, probe).await == 0 {
+            assert!(Instant::now() < deadline, "{kind:?}: the cold load never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Queued behind the running read; any later read of the table waits for it, then fails.
+        execute(&db, "DROP TABLE gate").await;
+        let run = tokio::task::spawn_blocking(move || JsonRun::from_output(&child.wait_with_output().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(run.code, Some(4), "{kind:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with("error: fleet process ") && run.stderr.contains("failed (exit 4): "),
+            "{kind:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "one error line: {}", run.stderr);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_query_is_fitted_to_the_time_budget_and_the_run_says_so() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "st_budget").await;
+        let prefix = TestPrefix::new("st_budget");
+        let sql = sleep_sql(kind, 1.0);
+        let started = Instant::now();
+        let run = stampede(&db, &prefix, &["--sql", &sql, "--time-budget", "10"]);
+        let took = started.elapsed();
+        assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
+        let plan = &run.json["plan"];
+        assert!(plan["cold_load_ms"].as_f64().unwrap() >= 900.0, "{plan}");
+        assert_eq!(plan["time_budget_ms"], 10000.0);
+        assert_eq!(plan["adapted"], true, "{plan}");
+        let unprotected = plan["unprotected_requests"].as_u64().unwrap();
+        assert!((2..100).contains(&unprotected), "{plan}");
+        assert!(plan["estimated_ms"].as_f64().unwrap() <= 10000.0, "{plan}");
+        assert_eq!(mode(&run, "none")["requests"], unprotected);
+        assert_eq!(mode(&run, "none")["database_queries"], unprotected);
+        assert_eq!(
+            mode(&run, "lock")["requests"],
+            100,
+            "the protected modes keep their size"
+        );
+        assert_eq!(run.json["expiry"], Value::Null);
+        assert!(
+            run.json["expiry_skipped"]
+                .as_str()
+                .unwrap()
+                .starts_with("to stay within the 10 s time budget"),
+            "{}",
+            run.json["expiry_skipped"]
+        );
+        let notes = plan["notes"].as_array().unwrap();
+        assert!(
+            notes.iter().any(|n| n
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("none: {unprotected} requests instead of 100"))),
+            "{notes:?}"
+        );
+        // The whole process, connecting included, stays within the budget.
+        assert!(took < Duration::from_secs(10), "{kind:?}: took {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn on_a_terminal_progress_shows_within_a_second_and_names_the_running_mode() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "st_spinner").await;
+        let prefix = TestPrefix::new("st_spinner");
+        let sql = sleep_sql(kind, 0.5);
+        let command = cli_against(
+            &std::env::temp_dir(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &["stampede", "--mode", "none", "--concurrency", "30", "--sql", &sql],
+        );
+        let started = Instant::now();
+        let mut session = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
+        // Before anything has connected, the terminal already shows what runs.
+        session.exp_string("connecting").unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{kind:?}: {:?}",
+            started.elapsed()
+        );
+        session.exp_string("timing one cold load of the query").unwrap();
+        // 30 half-second queries on 10 connections: the spinner names the mode while they run.
+        session.exp_string("none: ").unwrap();
+        session.exp_string("/30 requests done").unwrap();
+        session.exp_string("One cold key: 30 concurrent requests").unwrap();
+        session.exp_eof().unwrap();
+    }
 }

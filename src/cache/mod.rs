@@ -26,6 +26,11 @@ pub enum CacheError {
     LoginRefused { target: String },
     #[error("Valkey {command} failed: {reason}")]
     Command { command: &'static str, reason: String },
+    /// VALKEY_URL points at a port that speaks another protocol (a database's).
+    #[error(
+        "{address} speaks {protocol}, not Valkey's; point VALKEY_URL at Valkey (the default is redis://127.0.0.1:6379)"
+    )]
+    OtherProtocol { address: String, protocol: &'static str },
 }
 
 /// What answers at the Valkey URL, read from `INFO server`.
@@ -137,13 +142,20 @@ impl Valkey {
             .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(0);
         let connecting = ConnectionManager::new_with_config(client, config);
-        let connection = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
+        let connected = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
             .await
             .map_err(|_| CacheError::Unreachable {
                 target: shown.clone(),
                 reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
-            })?
-            .map_err(|e| classify(&e, &shown))?;
+            })
+            .and_then(|result| result.map_err(|e| classify(&e, &shown)));
+        let connection = match connected {
+            Ok(connection) => connection,
+            // Something answered that was not Valkey (or nothing did): a
+            // database port says so, rather than "start Valkey".
+            Err(error @ CacheError::Unreachable { .. }) => return Err(other_protocol(target).await.unwrap_or(error)),
+            Err(error) => return Err(error),
+        };
         Ok(Valkey {
             connection,
             target: shown,
@@ -477,6 +489,18 @@ fn classify(error: &redis::RedisError, target: &str) -> CacheError {
             target: target.to_string(),
             reason: text,
         }
+    }
+}
+
+/// The error to give when the port at `target` speaks a database protocol.
+async fn other_protocol(target: &ValkeyTarget) -> Option<CacheError> {
+    let (host, port) = target.address();
+    match crate::protocol::identify(&host, port).await? {
+        crate::protocol::Speaker::Valkey => None,
+        speaker => Some(CacheError::OtherProtocol {
+            address: format!("{host}:{port}"),
+            protocol: speaker.protocol(),
+        }),
     }
 }
 

@@ -21,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySql, Postgres, Row};
 
 use crate::config::{DatabaseKind, DatabaseTarget};
+use crate::protocol::Speaker;
 use cancel::{Admin, PoolSessions, ServerSession};
 pub use dialect::{NamedQuery, Statement};
 pub use rows::ResultSet;
@@ -45,6 +46,14 @@ pub enum DbError {
     WriteRefused { detail: String },
     #[error("the query failed: {0}")]
     Query(String),
+    /// DATABASE_URL names one engine, the port speaks another protocol.
+    #[error("{address} answered like {answered}, not {wanted}; {fix}")]
+    WrongEngine {
+        address: String,
+        answered: &'static str,
+        wanted: &'static str,
+        fix: &'static str,
+    },
 }
 
 /// A value bound to a placeholder. Never spliced into SQL text.
@@ -211,12 +220,20 @@ impl Database {
                 }
             }
         };
-        let (pool, sessions) = tokio::time::timeout(settings.connect_timeout, connecting)
+        let connected = tokio::time::timeout(settings.connect_timeout, connecting)
             .await
             .map_err(|_| DbError::Unreachable {
                 target: shown.clone(),
                 reason: format!("no answer within {:.1} s", settings.connect_timeout.as_secs_f64()),
-            })??;
+            })
+            .and_then(|result| result);
+        let (pool, sessions) = match connected {
+            Ok(connected) => connected,
+            // A server answered that was no database of this kind (or nothing
+            // did): ask the port who it is, for a message that says so.
+            Err(error @ DbError::Unreachable { .. }) => return Err(wrong_engine(target).await.unwrap_or(error)),
+            Err(error) => return Err(error),
+        };
         Ok(Database {
             pool,
             context: ErrorContext {
@@ -580,8 +597,37 @@ fn classify_connect_error(error: sqlx::Error, target: &DatabaseTarget) -> DbErro
     DbError::Unreachable { target: shown, reason }
 }
 
+/// The error to give when the port at `target` speaks another protocol than
+/// its URL's engine; None when it speaks the right one, or nothing we know.
+async fn wrong_engine(target: &DatabaseTarget) -> Option<DbError> {
+    let (host, port) = target.address();
+    let speaker = crate::protocol::identify(&host, port).await?;
+    let wanted = match target.kind {
+        DatabaseKind::MySql => "MySQL/MariaDB",
+        DatabaseKind::Postgres => "PostgreSQL",
+    };
+    let fix = match (speaker, target.kind) {
+        (Speaker::MySql, DatabaseKind::MySql) | (Speaker::Postgres, DatabaseKind::Postgres) => return None,
+        (Speaker::MySql, _) => "use mysql:// in DATABASE_URL",
+        (Speaker::Postgres, _) => "use postgres:// in DATABASE_URL",
+        (Speaker::Valkey, _) => "point DATABASE_URL at the database, not at Valkey",
+    };
+    Some(DbError::WrongEngine {
+        address: format!("{host}:{port}"),
+        answered: speaker.server(),
+        wanted,
+        fix,
+    })
+}
+
+/// The first line, without the `(sqlx_postgres::connection::tls:95)` source
+/// location some sqlx errors end with: internals, not news for the user.
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().trim().to_string()
+    let line = text.lines().next().unwrap_or_default().trim();
+    match line.rsplit_once(" (sqlx") {
+        Some((before, location)) if location.ends_with(')') => before.trim_end().to_string(),
+        _ => line.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -637,6 +683,18 @@ mod tests {
         );
         assert_eq!(seconds_text(Duration::from_secs(1)), "1");
         assert_eq!(seconds_text(Duration::from_millis(2500)), "2.5");
+    }
+
+    #[test]
+    fn sqlx_source_locations_are_dropped_from_messages() {
+        assert_eq!(
+            first_line("encountered unexpected or invalid data: unexpected response from SSLRequest: 0x64 (sqlx_postgres::connection::tls:95)\nmore"),
+            "encountered unexpected or invalid data: unexpected response from SSLRequest: 0x64"
+        );
+        assert_eq!(
+            first_line("Connection refused (os error 111)"),
+            "Connection refused (os error 111)"
+        );
     }
 
     #[test]

@@ -240,7 +240,7 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
             return Err(WorkshopError::invalid(format!(
-                "--param name '{name}' must be letters, digits and _ (as :{name} in the SQL)"
+                "--param name '{name}' may use only ASCII letters, digits and _ (not a digit first); rename it in --param and in the SQL"
             )));
         }
         let value = if forced_text {
@@ -603,7 +603,9 @@ mod tests {
         let err = parse_params(&["id".into()]).unwrap_err();
         assert_eq!(err.to_string(), "--param 'id' needs the form name=value");
         let err = parse_params(&["1x=2".into()]).unwrap_err();
-        assert!(err.to_string().starts_with("--param name '1x' must be"));
+        assert!(err
+            .to_string()
+            .starts_with("--param name '1x' may use only ASCII letters"));
         let err = parse_params(&["a=1".into(), "a=2".into()]).unwrap_err();
         assert_eq!(err.to_string(), "--param a is given twice");
     }

@@ -10,8 +10,10 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::readiness::{self, Readiness};
 use crate::report::check_env as render;
 use crate::report::Output;
+use crate::workshop::catalogue::Catalogue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,17 +68,42 @@ impl Check {
 pub struct CheckReport {
     pub ok: bool,
     pub checks: Vec<Check>,
+    /// Per exercise: can it run on this database's tables? Empty when the
+    /// database could not be looked at (its row says why).
+    pub exercises: Vec<Readiness>,
+}
+
+impl CheckReport {
+    /// Failed checks plus exercises that cannot run: the ✗ rows.
+    pub fn failed(&self) -> usize {
+        self.checks.iter().filter(|c| c.status == Status::Fail).count()
+            + self.exercises.iter().filter(|e| !e.can_run).count()
+    }
+
+    /// Whether one exercise can run: the services answer and its own tables
+    /// are there. The fixtures row and the other exercises do not matter, so
+    /// on an import without `products` the passenger exercises still run.
+    pub fn ready_for(&self, exercise_id: &str) -> bool {
+        let services = self
+            .checks
+            .iter()
+            .all(|c| c.status != Status::Fail || c.name == "fixtures");
+        let own = self.exercises.iter().find(|e| e.id == exercise_id);
+        services && own.is_some_and(|e| e.can_run)
+    }
 }
 
 /// Tables whose row counts show the fixtures are loaded.
 const FIXTURE_TABLES: [&str; 5] = ["airport", "flight", "booking", "passenger", "products"];
 const SEED_HINT: &str = "run `workshop-cli seed` (or `just seed`)";
+/// Rows counted per table at most (about 0.2 s on 3 million bookings).
+const COUNT_CAP: u64 = 1_000_000;
 const UP_HINT: &str = "start the services with `just up`, or fix the URL in .env";
 
 pub async fn run(config: &Config, output: &Output) -> Result<()> {
     let report = check(config).await;
     render::show(&report, output);
-    let failed = report.checks.iter().filter(|c| c.status == Status::Fail).count();
+    let failed = report.failed();
     if failed > 0 {
         return Err(WorkshopError::ChecksFailed { failed });
     }
@@ -90,7 +117,11 @@ pub async fn check(config: &Config) -> CheckReport {
         "database URL",
         format!("{} (from {})", config.database.masked(), config.database.source),
     ));
-    let (database_checks, valkey_checks) = tokio::join!(database_checks(config), valkey_checks(config));
+    let (database_checks, valkey_checks, exercises) = tokio::join!(
+        database_checks(config),
+        valkey_checks(config),
+        exercise_readiness(config)
+    );
     checks.extend(database_checks);
     checks.push(Check::pass(
         "Valkey URL",
@@ -101,10 +132,33 @@ pub async fn check(config: &Config) -> CheckReport {
         "cache TTL",
         format!("{} s (from {})", config.ttl.as_secs(), config.ttl_source),
     ));
-    CheckReport {
-        ok: checks.iter().all(|c| c.status != Status::Fail),
+    let mut report = CheckReport {
+        ok: false,
         checks,
-    }
+        exercises,
+    };
+    report.ok = report.failed() == 0;
+    report
+}
+
+/// Which exercises the database's tables allow, on a connection of its own
+/// (run beside the other probes); empty when the database cannot be reached.
+async fn exercise_readiness(config: &Config) -> Vec<Readiness> {
+    let Ok(catalogue) = Catalogue::builtin() else {
+        return Vec::new();
+    };
+    let settings = PoolSettings {
+        max_connections: 1,
+        connect_timeout: config.connect_timeout,
+    };
+    let Ok(db) = Database::connect(&config.database, settings).await else {
+        return Vec::new();
+    };
+    let probed = readiness::probe(&db, config.connect_timeout).await;
+    db.close().await;
+    probed
+        .map(|probe| readiness::assess(&catalogue, &probe))
+        .unwrap_or_default()
 }
 
 fn configuration_check(config: &Config) -> Check {
@@ -163,8 +217,13 @@ async fn database_checks(config: &Config) -> Vec<Check> {
 async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
     let mut counts = Vec::new();
     for table in FIXTURE_TABLES {
+        // Counting stops past COUNT_CAP rows: an import's 55 million
+        // bookings would take longer than the check may.
         let statement = crate::db::Statement {
-            sql: format!("SELECT COUNT(*) FROM {table}"),
+            sql: format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {}) capped",
+                COUNT_CAP + 1
+            ),
             args: Vec::new(),
             read_only: false,
         };
@@ -187,7 +246,10 @@ async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
     }
     let summary = counts
         .iter()
-        .map(|(table, n)| format!("{table} {}", crate::report::table::count(*n as u64)))
+        .map(|(table, n)| match *n as u64 {
+            n if n > COUNT_CAP => format!("{table} over {}", crate::report::table::count(COUNT_CAP)),
+            n => format!("{table} {}", crate::report::table::count(n)),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     match counts.iter().find(|(_, n)| *n == 0) {

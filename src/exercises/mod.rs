@@ -4,6 +4,7 @@ pub mod cache_aside;
 pub mod check_env;
 pub mod multi_level;
 pub mod queries;
+pub mod readiness;
 pub mod seed;
 pub mod stampede;
 pub mod stats;

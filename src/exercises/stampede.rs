@@ -4,14 +4,16 @@
 //! protection and with XFetch. Counts every database query exactly.
 
 pub mod fleet;
+pub mod plan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
+use tokio::task::{JoinError, JoinSet};
 
 use crate::cache::{CompareAndDelete, KeyScheme, Valkey};
 use crate::config::Config;
@@ -24,6 +26,7 @@ use crate::patterns::stampede::{
     StampedeKeys, ValkeyLocks,
 };
 use crate::report::{self, Output};
+use plan::{Plan, Requested};
 
 pub const MAX_CONCURRENCY: u64 = 10_000;
 pub const MAX_ROUNDS: u64 = 1_000;
@@ -31,6 +34,7 @@ pub const MAX_PROCESSES: u64 = 8;
 const MIN_LOCK_TTL_MS: u64 = 10;
 const MAX_LOCK_MS: u64 = 600_000;
 const MAX_BETA: f64 = 10.0;
+const MAX_TIME_BUDGET_S: u64 = 3_600;
 /// Database connections per process. Requests beyond this queue for one,
 /// as they would in an application server (and PostgreSQL allows 100 in all).
 pub const POOL_CONNECTIONS: u64 = 10;
@@ -54,11 +58,16 @@ pub enum ModeChoice {
 #[derive(Debug, Clone)]
 pub struct StampedeOptions {
     pub query: QueryChoice,
-    pub concurrency: u64,
+    /// `None`: [`plan::DEFAULT_CONCURRENCY`], the unprotected mode adapted to the time budget.
+    pub concurrency: Option<u64>,
     pub mode: ModeChoice,
     pub rounds: u64,
-    pub lock_ttl_ms: u64,
-    pub lock_wait_ms: u64,
+    /// `None`: derived from one timed load (see [`plan::lock_timing`]).
+    pub lock_ttl_ms: Option<u64>,
+    /// `None`: the lock's TTL plus the next holder's load (see [`plan::lock_timing`]).
+    pub lock_wait_ms: Option<u64>,
+    /// Seconds the run's queries should take at most with the default sizes.
+    pub time_budget_s: u64,
     pub beta: f64,
     pub processes: u64,
     /// Do not make the key cold before the round (several processes share it).
@@ -82,13 +91,30 @@ impl StampedeOptions {
         matches!(self.mode, ModeChoice::All | ModeChoice::One(Protection::Xfetch))
     }
 
-    fn lock_settings(&self) -> LockSettings {
-        LockSettings {
-            ttl: Duration::from_millis(self.lock_ttl_ms),
-            wait: Duration::from_millis(self.lock_wait_ms),
-            first_poll: FIRST_POLL,
-            max_poll: MAX_POLL,
+    /// What the run asks for, before one load is timed.
+    fn requested(&self) -> Requested {
+        let modes = self.burst_modes();
+        Requested {
+            concurrency: self.concurrency,
+            lock_ttl: self.lock_ttl_ms.map(Duration::from_millis),
+            lock_wait: self.lock_wait_ms.map(Duration::from_millis),
+            time_budget: Duration::from_secs(self.time_budget_s),
+            rounds: self.rounds,
+            processes: self.processes,
+            unprotected: modes.contains(&Protection::None),
+            single_flight: modes.contains(&Protection::SingleFlight),
+            lock: modes.contains(&Protection::Lock),
+            expiry: self.runs_expiry_scenario() && self.processes == 1,
+            expiry_by_name: self.mode == ModeChoice::One(Protection::Xfetch),
         }
+    }
+
+    /// The sizes for a load that took `cold_load` (zero: not timed, as in a
+    /// fleet member, which gets every size from its parent).
+    fn plan(&self, cold_load: Duration) -> Plan {
+        let tasks = self.concurrency.unwrap_or(plan::DEFAULT_CONCURRENCY);
+        let window = expiry_timing(cold_load, self.beta, tasks).window;
+        plan::plan(&self.requested(), cold_load, window, FIRST_POLL, MAX_POLL)
     }
 }
 
@@ -106,6 +132,8 @@ pub struct StampedeOutcome {
     pub keep_cache: bool,
     /// Database connections of each process that runs the requests.
     pub pool_connections: u64,
+    /// The timed cold load, the time budget and what was adapted to it.
+    pub plan: Plan,
     pub lock: LockReport,
     pub setup: Setup,
     /// A direct read after the run, which every request's rows are compared with.
@@ -167,8 +195,12 @@ pub struct ModeOutcome {
     /// Every way a request got its rows, and the lock's details.
     pub counts: PathCounts,
     pub queries_per_round: Vec<u64>,
-    /// With `--processes`: the queries of each copy, all rounds together.
-    pub queries_per_process: Option<Vec<u64>>,
+    /// With `--processes`: the queries of each copy, all rounds together
+    /// (`null` for a copy that was lost before it reported).
+    pub queries_per_process: Option<Vec<Option<u64>>>,
+    /// With `--processes`: copies that ended without a report (killed, or stopped
+    /// after the time limit); their requests are not in the counts.
+    pub lost_processes: Vec<fleet::LostMember>,
     pub latency: Option<LatencySummary>,
     #[serde(serialize_with = "measure::as_millis", rename = "wall_time_ms")]
     pub wall_time: Duration,
@@ -244,11 +276,18 @@ fn validate(options: &StampedeOptions) -> Result<()> {
             )))
         }
     };
-    range("--concurrency", options.concurrency, 1, MAX_CONCURRENCY)?;
+    if let Some(concurrency) = options.concurrency {
+        range("--concurrency", concurrency, 1, MAX_CONCURRENCY)?;
+    }
     range("--rounds", options.rounds, 1, MAX_ROUNDS)?;
     range("--processes", options.processes, 1, MAX_PROCESSES)?;
-    range("--lock-ttl-ms", options.lock_ttl_ms, MIN_LOCK_TTL_MS, MAX_LOCK_MS)?;
-    range("--lock-wait-ms", options.lock_wait_ms, 0, MAX_LOCK_MS)?;
+    if let Some(ttl) = options.lock_ttl_ms {
+        range("--lock-ttl-ms", ttl, MIN_LOCK_TTL_MS, MAX_LOCK_MS)?;
+    }
+    if let Some(wait) = options.lock_wait_ms {
+        range("--lock-wait-ms", wait, 0, MAX_LOCK_MS)?;
+    }
+    range("--time-budget", options.time_budget_s, 1, MAX_TIME_BUDGET_S)?;
     if !(options.beta.is_finite() && options.beta > 0.0 && options.beta <= MAX_BETA) {
         return Err(WorkshopError::invalid(format!(
             "--beta must be above 0 and at most {MAX_BETA} (got {}); 1 is XFetch's usual value",
@@ -286,10 +325,19 @@ struct Services {
     statement: Statement,
     cache: Arc<StampedeCache>,
     setup: Setup,
+    /// The sizes of this run: from one timed load, or as given (a fleet member).
+    plan: Plan,
     warnings: Vec<String>,
 }
 
-async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -> Result<Services> {
+/// Connects and warms up. With `cold_load`, times one load of the query
+/// first (showing it on that progress bar) and sizes the run from it.
+async fn connect(
+    config: &Config,
+    options: &StampedeOptions,
+    connections: u64,
+    cold_load: Option<&ProgressBar>,
+) -> Result<Services> {
     let db = Database::connect(
         &config.database,
         PoolSettings {
@@ -345,15 +393,18 @@ async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -
         pool_warm_up,
         fleet_start: None,
     };
-    let cache = StampedeCache::new(
-        CountedLoader::new(db.clone(), statement.clone(), usize::try_from(connections).unwrap_or(1)),
-        valkey,
-        locks,
-        keys,
-        config.ttl,
-        options.lock_settings(),
-        options.beta,
-    );
+    let loader = CountedLoader::new(db.clone(), statement.clone(), usize::try_from(connections).unwrap_or(1));
+    let plan = match cold_load {
+        Some(progress) => {
+            progress.set_message("timing one cold load of the query");
+            let (_, took) = loader.load().await?;
+            // Set-up, not part of any mode.
+            loader.take_queries();
+            options.plan(took)
+        }
+        None => options.plan(Duration::ZERO),
+    };
+    let cache = StampedeCache::new(loader, valkey, locks, keys, config.ttl, plan.lock, options.beta);
     Ok(Services {
         db,
         database: format!("{} {}", server.product, server.version),
@@ -366,8 +417,32 @@ async fn connect(config: &Config, options: &StampedeOptions, connections: u64) -
         statement,
         cache: Arc::new(cache),
         setup,
+        plan,
         warnings,
     })
+}
+
+/// A finished task's result. A panic is a bug in this program, never a
+/// database or Valkey failure: exit 1, naming the task that panicked.
+fn task_result<T, E: Into<WorkshopError>>(
+    joined: std::result::Result<std::result::Result<T, E>, JoinError>,
+    task: &str,
+) -> Result<T> {
+    match joined {
+        Ok(result) => result.map_err(Into::into),
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(WorkshopError::Other(anyhow::anyhow!(
+                "{task} panicked ({message}); this is a bug in workshop-cli, please report it"
+            )))
+        }
+        Err(_) => Err(WorkshopError::Other(anyhow::anyhow!("{task} was cancelled"))),
+    }
 }
 
 /// A short digest of a result, to tell whether two requests got the same rows.
@@ -427,21 +502,32 @@ async fn burst(
     cache.loader.take_queries();
     let gate = Arc::new(tokio::sync::Barrier::new(usize::try_from(concurrency).unwrap_or(1)));
     let started = Instant::now();
-    let mut requests = tokio::task::JoinSet::new();
+    let mut requests = JoinSet::new();
+    let mut numbers = HashMap::new();
     for request in first_request..first_request + concurrency {
         let cache = Arc::clone(cache);
         let gate = Arc::clone(&gate);
         let progress = progress.clone();
-        requests.spawn(async move {
+        let task = requests.spawn(async move {
             gate.wait().await;
             let served = cache.request(protection, request).await;
             progress.inc(1);
             served
         });
+        numbers.insert(task.id(), request);
     }
     let mut round = RoundResult::default();
-    while let Some(joined) = requests.join_next().await {
-        let served = joined.map_err(|e| WorkshopError::Other(e.into()))??;
+    while let Some(joined) = requests.join_next_with_id().await {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(error) => error.id(),
+        };
+        let task = format!(
+            "the task of request {} ({})",
+            numbers.get(&id).copied().unwrap_or_default(),
+            protection.label()
+        );
+        let served = task_result(joined.map(|(_, served)| served), &task)?;
         round.add(&served, keep_samples);
     }
     round.wall = started.elapsed();
@@ -474,7 +560,7 @@ async fn steady_traffic(
     let started = Instant::now();
     let deadline = started + timing.window;
     let next_request = Arc::new(AtomicU64::new(0));
-    let mut workers = tokio::task::JoinSet::new();
+    let mut workers = JoinSet::new();
     for task in 0..tasks {
         let cache = Arc::clone(cache);
         let next_request = Arc::clone(&next_request);
@@ -496,7 +582,10 @@ async fn steady_traffic(
     }
     let mut round = RoundResult::default();
     while let Some(joined) = workers.join_next().await {
-        round.merge(joined.map_err(|e| WorkshopError::Other(e.into()))??);
+        round.merge(task_result(
+            joined,
+            &format!("a task of the expiry scenario ({})", protection.label()),
+        )?);
     }
     round.wall = started.elapsed();
     round.queries = cache.loader.take_queries();
@@ -508,7 +597,8 @@ struct ModeTally {
     protection: Protection,
     total: RoundResult,
     queries_per_round: Vec<u64>,
-    queries_per_process: Option<Vec<u64>>,
+    queries_per_process: Option<Vec<Option<u64>>>,
+    lost_processes: Vec<fleet::LostMember>,
     wall: Duration,
 }
 
@@ -519,6 +609,7 @@ impl ModeTally {
             total: RoundResult::default(),
             queries_per_round: Vec::new(),
             queries_per_process: None,
+            lost_processes: Vec::new(),
             wall: Duration::ZERO,
         }
     }
@@ -527,6 +618,19 @@ impl ModeTally {
         self.queries_per_round.push(round.queries);
         self.wall += round.wall;
         self.total.merge(round);
+    }
+
+    /// A fleet round: its per-process queries (a copy lost in any round has
+    /// no total), its lost copies, then its counts.
+    fn add_fleet_round(&mut self, round: fleet::FleetRound) {
+        let per_process = self
+            .queries_per_process
+            .get_or_insert_with(|| vec![Some(0); round.queries_per_process.len()]);
+        for (sum, n) in per_process.iter_mut().zip(&round.queries_per_process) {
+            *sum = sum.zip(*n).map(|(a, b)| a + b);
+        }
+        self.lost_processes.extend(round.lost);
+        self.add_round(round.result);
     }
 
     fn outcome(self, reference: &str) -> ModeOutcome {
@@ -544,6 +648,7 @@ impl ModeTally {
             counts,
             queries_per_round: self.queries_per_round,
             queries_per_process: self.queries_per_process,
+            lost_processes: self.lost_processes,
             latency: self.total.latencies.summary(),
             wall_time: self.wall,
             distinct_results: self.total.digests.len(),
@@ -555,14 +660,23 @@ impl ModeTally {
 
 async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output) -> Result<StampedeOutcome> {
     let in_fleet = options.processes > 1;
-    // With --processes the copies query; this process only resets the key and reads the reference.
+    // With --processes the copies query; this process only times one load,
+    // resets the key and reads the reference.
     let connections = if in_fleet {
         2
     } else {
-        options.concurrency.min(POOL_CONNECTIONS)
+        options
+            .concurrency
+            .unwrap_or(plan::DEFAULT_CONCURRENCY)
+            .min(POOL_CONNECTIONS)
     };
-    let mut services = connect(config, options, connections).await?;
+    // Shown at once: a slow database or query must not leave the terminal blank.
+    let setting_up = report::progress::spinner(output, "connecting");
+    let connected = connect(config, options, connections, Some(&setting_up)).await;
+    setting_up.finish_and_clear();
+    let mut services = connected?;
     let cache = Arc::clone(&services.cache);
+    let plan = services.plan.clone();
     let mut warnings = std::mem::take(&mut services.warnings);
 
     let mut tallies = Vec::new();
@@ -570,8 +684,9 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
     let mut next_request = 0;
     for protection in options.burst_modes() {
         let mut tally = ModeTally::new(protection);
-        let total = options.concurrency * options.rounds * options.processes;
-        let progress = report::progress::bar(output, total, protection.label());
+        let requests = plan.requests_for(protection);
+        let total = requests * options.rounds * options.processes;
+        let progress = report::progress::ticking(output, total, protection.label());
         for _ in 0..options.rounds {
             if !options.keep_cache {
                 if let Err(error) = cache.make_cold().await {
@@ -582,23 +697,17 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
                 }
             }
             if in_fleet {
-                let round = fleet::round(config, options, protection, &progress).await?;
+                let round = fleet::round(config, options, &plan, protection, &progress).await?;
                 fleet_start = fleet_start.max(Some(round.start_up));
-                let per_process = tally
-                    .queries_per_process
-                    .get_or_insert_with(|| vec![0; round.queries_per_process.len()]);
-                for (sum, n) in per_process.iter_mut().zip(&round.queries_per_process) {
-                    *sum += n;
-                }
-                for warning in round.warnings {
-                    if !warnings.contains(&warning) {
-                        warnings.push(warning);
+                for warning in &round.warnings {
+                    if !warnings.contains(warning) {
+                        warnings.push(warning.clone());
                     }
                 }
-                tally.add_round(round.result);
+                tally.add_fleet_round(round);
             } else {
-                let round = burst(&cache, protection, options.concurrency, next_request, &progress, false).await?;
-                next_request += options.concurrency;
+                let round = burst(&cache, protection, requests, next_request, &progress, false).await?;
+                next_request += requests;
                 tally.add_round(round);
             }
         }
@@ -613,8 +722,10 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
             expiry_skipped = Some("XFetch runs in one process: run --mode xfetch without --processes".to_string());
         } else if cache.valkey.is_none() {
             expiry_skipped = Some("the expiry scenario needs Valkey, which did not answer".to_string());
+        } else if let Some(reason) = &plan.expiry_skipped {
+            expiry_skipped = Some(reason.clone());
         } else {
-            expiry = Some(expiry_scenario(&cache, options, output).await?);
+            expiry = Some(expiry_scenario(&cache, options, &plan, output).await?);
         }
     }
 
@@ -626,7 +737,7 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
     };
     let modes: Vec<ModeOutcome> = tallies.into_iter().map(|t| t.outcome(&reference.digest)).collect();
     let expiry = expiry.map(|(query, timing, tallies)| ExpiryOutcome {
-        tasks: options.concurrency,
+        tasks: plan.concurrency,
         pace: PACE,
         beta: options.beta,
         query,
@@ -634,9 +745,9 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
         modes: tallies.into_iter().map(|t| t.outcome(&reference.digest)).collect(),
     });
 
-    warnings.extend(mode_warnings(&modes, options));
+    warnings.extend(mode_warnings(&modes, &plan.lock));
     if let Some(expiry) = &expiry {
-        warnings.extend(mode_warnings(&expiry.modes, options));
+        warnings.extend(mode_warnings(&expiry.modes, &plan.lock));
     }
     let incomplete = incomplete_reason(&modes, cache.valkey.is_some(), cache.locks.is_some());
     let release = cache.locks.as_ref().map(ValkeyLocks::release_command);
@@ -648,15 +759,16 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
         query: services.query,
         keys: cache.keys.clone(),
         ttl_seconds: config.ttl.as_secs(),
-        concurrency: options.concurrency,
+        concurrency: plan.concurrency,
         rounds: options.rounds,
         processes: options.processes,
         keep_cache: options.keep_cache,
-        pool_connections: options.concurrency.min(POOL_CONNECTIONS),
+        pool_connections: plan.concurrency.min(POOL_CONNECTIONS),
         lock: LockReport {
-            settings: options.lock_settings(),
+            settings: plan.lock,
             release,
         },
+        plan,
         setup: services.setup,
         reference,
         modes,
@@ -669,18 +781,24 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
 
 type ExpiryRun = (Duration, ExpiryTiming, Vec<ModeTally>);
 
-async fn expiry_scenario(cache: &Arc<StampedeCache>, options: &StampedeOptions, output: &Output) -> Result<ExpiryRun> {
+async fn expiry_scenario(
+    cache: &Arc<StampedeCache>,
+    options: &StampedeOptions,
+    plan: &Plan,
+    output: &Output,
+) -> Result<ExpiryRun> {
     // One timed query decides how long the entry lives (see `expiry_timing`).
     let (_, query) = cache.loader.load().await?;
     cache.loader.take_queries();
-    let timing = expiry_timing(query, options.beta, options.concurrency);
+    let tasks = plan.concurrency;
+    let timing = expiry_timing(query, options.beta, tasks);
     let mut tallies = Vec::new();
     for protection in [Protection::None, Protection::Xfetch] {
         let mut tally = ModeTally::new(protection);
         let label = format!("expiry, {}", protection.label());
-        let progress = report::progress::bar(output, options.concurrency * options.rounds, &label);
+        let progress = report::progress::ticking(output, tasks * options.rounds, &label);
         for _ in 0..options.rounds {
-            let round = steady_traffic(cache, protection, options.concurrency, timing, &progress).await?;
+            let round = steady_traffic(cache, protection, tasks, timing, &progress).await?;
             tally.add_round(round);
         }
         progress.finish_and_clear();
@@ -689,7 +807,7 @@ async fn expiry_scenario(cache: &Arc<StampedeCache>, options: &StampedeOptions, 
     Ok((query, timing, tallies))
 }
 
-fn mode_warnings(modes: &[ModeOutcome], options: &StampedeOptions) -> Vec<String> {
+fn mode_warnings(modes: &[ModeOutcome], lock: &LockSettings) -> Vec<String> {
     let mut warnings = Vec::new();
     for mode in modes {
         let counts = &mode.counts;
@@ -698,7 +816,7 @@ fn mode_warnings(modes: &[ModeOutcome], options: &StampedeOptions) -> Vec<String
                 "{}: {} lock holder(s) found the lock expired before releasing it: the load outlasted --lock-ttl-ms {}; raise it",
                 mode.mode.label(),
                 counts.locks_lost,
-                options.lock_ttl_ms
+                lock.ttl.as_millis()
             ));
         }
         if counts.fell_back_wait_expired > 0 {
@@ -706,7 +824,7 @@ fn mode_warnings(modes: &[ModeOutcome], options: &StampedeOptions) -> Vec<String
                 "{}: {} request(s) waited the whole --lock-wait-ms {} and then queried the database themselves; raise --lock-wait-ms above the query time",
                 mode.mode.label(),
                 counts.fell_back_wait_expired,
-                options.lock_wait_ms
+                lock.wait.as_millis()
             ));
         }
         if counts.fell_back_lock_unavailable > 0 {
@@ -727,8 +845,23 @@ fn mode_warnings(modes: &[ModeOutcome], options: &StampedeOptions) -> Vec<String
     warnings
 }
 
-/// Why the comparison is incomplete: Valkey was missing for part of it.
+/// Why the comparison is incomplete: a fleet copy was lost, or Valkey was
+/// missing for part of it.
 fn incomplete_reason(modes: &[ModeOutcome], valkey: bool, locks: bool) -> Option<String> {
+    let lost: Vec<String> = modes
+        .iter()
+        .flat_map(|m| {
+            m.lost_processes
+                .iter()
+                .map(move |lost| format!("{} ({})", lost.describe(), m.mode.label()))
+        })
+        .collect();
+    if !lost.is_empty() {
+        return Some(format!(
+            "incomplete fleet: {}; the counts are those of the processes that finished; run again",
+            lost.join(", ")
+        ));
+    }
     let without_cache: u64 = modes.iter().map(|m| m.counts.cache_unavailable).sum();
     let lock_asked = modes.iter().any(|m| m.mode == Protection::Lock);
     if !valkey || (lock_asked && !locks) {
@@ -759,11 +892,12 @@ mod tests {
                 query: BuiltinQuery::BusiestRoutes,
                 id: 3797,
             },
-            concurrency: 100,
+            concurrency: None,
             mode: ModeChoice::All,
             rounds: 1,
-            lock_ttl_ms: 5000,
-            lock_wait_ms: 3000,
+            lock_ttl_ms: None,
+            lock_wait_ms: None,
+            time_budget_s: plan::DEFAULT_TIME_BUDGET_S,
             beta: 1.0,
             processes: 1,
             keep_cache: false,
@@ -779,7 +913,7 @@ mod tests {
     #[test]
     fn concurrency_outside_its_range_is_rejected_with_the_range() {
         let zero = StampedeOptions {
-            concurrency: 0,
+            concurrency: Some(0),
             ..options()
         };
         assert_eq!(
@@ -787,7 +921,7 @@ mod tests {
             "--concurrency must be from 1 to 10000 (got 0)"
         );
         let huge = StampedeOptions {
-            concurrency: 10_001,
+            concurrency: Some(10_001),
             ..options()
         };
         assert_eq!(
@@ -851,6 +985,29 @@ mod tests {
         assert_eq!(rows_digest(&rows(1)), rows_digest(&rows(1)));
         assert_ne!(rows_digest(&rows(1)), rows_digest(&rows(2)));
         assert_eq!(rows_digest(&rows(1)).len(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_a_bug_named_by_its_task_not_a_database_error() {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async {
+            if std::hint::black_box(true) {
+                panic!("index out of bounds");
+            }
+            Ok::<u64, crate::db::DbError>(1)
+        });
+        let joined = tasks.join_next().await.unwrap();
+        let error = task_result(joined, "the task of request 7 (Valkey lock)").unwrap_err();
+        assert_eq!(error.exit_code(), crate::error::exit::FAILURE);
+        assert_eq!(
+            error.to_string(),
+            "the task of request 7 (Valkey lock) panicked (index out of bounds); this is a bug in workshop-cli, please report it"
+        );
+        // A database error keeps its own category.
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async { Err::<u64, _>(crate::db::DbError::Query("no such table".into())) });
+        let error = task_result(tasks.join_next().await.unwrap(), "request 1").unwrap_err();
+        assert_eq!(error.exit_code(), crate::error::exit::DATABASE);
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub struct Served {
     pub lock_lost: bool,
     /// Lock mode: how many times this request looked at the cache while waiting.
     pub polls: u32,
+    /// Lock mode: this request waited, then got the lock and still found the
+    /// cache empty: the holder before it stopped without filling it (it died,
+    /// failed, or its lock expired first), so this request loads once more.
+    pub lock_takeover: bool,
 }
 
 /// What the requests of a run did, added up.
@@ -113,6 +117,10 @@ pub struct PathCounts {
     pub locks_lost: u64,
     /// Cache lookups made while waiting for a lock holder.
     pub polls: u64,
+    /// Loads by a waiter that took the lock over from a holder that stopped
+    /// without filling the cache: what a dead holder costs.
+    #[serde(default)]
+    pub lock_takeovers: u64,
 }
 
 impl PathCounts {
@@ -128,6 +136,7 @@ impl PathCounts {
         self.cache_unavailable += u64::from(served.cache_unavailable);
         self.locks_lost += u64::from(served.lock_lost);
         self.polls += u64::from(served.polls);
+        self.lock_takeovers += u64::from(served.lock_takeover);
     }
 
     pub fn merge(&mut self, other: &PathCounts) {
@@ -140,6 +149,7 @@ impl PathCounts {
         self.cache_unavailable += other.cache_unavailable;
         self.locks_lost += other.locks_lost;
         self.polls += other.polls;
+        self.lock_takeovers += other.lock_takeovers;
     }
 
     pub fn fell_back(&self) -> u64 {
@@ -573,6 +583,7 @@ impl StampedeCache {
             cache_unavailable: unavailable,
             lock_lost,
             polls,
+            lock_takeover: path == Path::Loaded && polls > 0,
             ..served(path, rows)
         })
     }
@@ -676,6 +687,7 @@ fn served(path: Path, rows: Arc<ResultSet>) -> Served {
         cache_unavailable: false,
         lock_lost: false,
         polls: 0,
+        lock_takeover: false,
     }
 }
 
@@ -766,7 +778,9 @@ mod tests {
         assert_eq!(twice.requests(), 12);
     }
 
-    #[tokio::test]
+    // Paused time: the 20 ms load takes no wall-clock time, and the callers
+    // still overlap because the clock only advances when every task waits.
+    #[tokio::test(start_paused = true)]
     async fn a_single_flight_runs_one_load_for_many_callers() {
         let flights = Arc::new(SingleFlight::<u64>::default());
         let loads = Arc::new(AtomicU64::new(0));

@@ -31,6 +31,28 @@ pub fn show(report: &CheckReport, output: &Output) {
         ]);
     }
     output.text(table);
+    if !report.exercises.is_empty() {
+        let mut table = new_table(output, &["", "exercise", "on this database", "what to do"]);
+        for exercise in &report.exercises {
+            let (mark, color) = if exercise.can_run {
+                ("✓", Color::Green)
+            } else {
+                ("✗", Color::Red)
+            };
+            let mark = if output.color {
+                Cell::new(mark).fg(color)
+            } else {
+                Cell::new(mark)
+            };
+            table.add_row(vec![
+                mark,
+                Cell::new(format!("{} {}", exercise.number, exercise.id)),
+                Cell::new(&exercise.detail),
+                Cell::new(&exercise.hint),
+            ]);
+        }
+        output.text(table);
+    }
     if report.ok {
         output.text("Ready: every required check passed.");
     }

@@ -20,3 +20,34 @@ pub fn bar(output: &Output, length: u64, message: &str) -> ProgressBar {
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
+
+/// A bar that redraws every 100 ms even while nothing finishes, so a slow
+/// query shows within a second: a spinner, what is running, how many are
+/// done and the time spent. Hidden like [`bar`].
+pub fn ticking(output: &Output, length: u64, message: &str) -> ProgressBar {
+    if !output.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    let style = ProgressStyle::with_template("{spinner} {msg}: {pos}/{len} requests done · {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+/// A spinner for a step without a count (connecting, timing a query);
+/// change what it says with `set_message`. Hidden like [`bar`].
+pub fn spinner(output: &Output, message: &str) -> ProgressBar {
+    if !output.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    let style = ProgressStyle::with_template("{spinner} {msg} · {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}

@@ -72,6 +72,8 @@ impl LoadProgress for SeedProgress {
 }
 
 const RESET_HINT: &str = "Run `workshop-cli seed --reset` to drop the workshop tables and load them again.";
+const IMPORT_RESET_HINT: &str =
+    "Run `workshop-cli seed --reset` to rebuild the workshop's own tables; imported tables are never dropped.";
 
 fn seconds(value: Duration) -> String {
     format!("{:.1} s", value.as_secs_f64())
@@ -106,15 +108,40 @@ pub fn message(report: &SeedReport) -> String {
             seconds(report.elapsed),
             scale_text(report.requested_scale)
         ),
+        SeedOutcome::AlreadySeeded if !report.imported_tables.is_empty() => {
+            let held = report.record.as_ref().map(describe).unwrap_or_default();
+            format!(
+                "Already seeded: {database} at {} holds the workshop's own tables ({}; {held}) next to the imported {}; nothing changed.",
+                report.target,
+                own_tables(report),
+                report.imported_tables.join(", ")
+            )
+        }
         SeedOutcome::AlreadySeeded => {
             let held = report.record.as_ref().map(describe).unwrap_or_default();
             format!("Already seeded: {database} at {} holds the workshop data ({held}); nothing changed.", report.target)
         }
         SeedOutcome::LeftUntouched => format!(
-            "Left untouched: {database} at {} has workshop tables that `workshop-cli seed` did not create (a FlughafenDB import?); nothing changed, and the workshop's queries run against them as they are.",
+            "Left untouched: {database} at {} has workshop tables that `workshop-cli seed` did not create; nothing changed, and the workshop's queries run against them as they are.",
             report.target
         ),
+        SeedOutcome::AddedToImport => format!(
+            "Added the workshop's own tables ({}, {} rows) to the FlughafenDB import in {database} at {} in {}; the imported tables ({}) were left as they are.",
+            own_tables(report),
+            count(report.total_rows()),
+            report.target,
+            seconds(report.elapsed),
+            if report.imported_tables.is_empty() {
+                "none".to_string()
+            } else {
+                report.imported_tables.join(", ")
+            }
+        ),
     }
+}
+
+fn own_tables(report: &SeedReport) -> String {
+    report.tables.iter().map(|t| t.table).collect::<Vec<_>>().join(", ")
 }
 
 /// Follow-up advice, if any.
@@ -122,6 +149,14 @@ pub fn notes(report: &SeedReport) -> Vec<String> {
     let mut notes = Vec::new();
     match report.outcome {
         SeedOutcome::Seeded => {}
+        SeedOutcome::AddedToImport => {
+            if !report.missing_tables.is_empty() {
+                notes.push(format!(
+                    "The import has no {}: exercises that read them will fail (`workshop-cli check-env` says which).",
+                    report.missing_tables.join(", ")
+                ));
+            }
+        }
         SeedOutcome::AlreadySeeded => {
             if let Some(record) = &report.record {
                 if record.scale != report.requested_scale {
@@ -138,7 +173,11 @@ pub fn notes(report: &SeedReport) -> Vec<String> {
                     ));
                 }
             }
-            notes.push(RESET_HINT.to_string());
+            notes.push(if report.imported_tables.is_empty() {
+                RESET_HINT.to_string()
+            } else {
+                IMPORT_RESET_HINT.to_string()
+            });
         }
         SeedOutcome::LeftUntouched => {
             if !report.missing_tables.is_empty() {
@@ -162,7 +201,7 @@ pub fn show(report: &SeedReport, output: &Output) {
         return;
     }
     output.heading(&message(report));
-    let loaded = report.outcome == SeedOutcome::Seeded;
+    let loaded = matches!(report.outcome, SeedOutcome::Seeded | SeedOutcome::AddedToImport);
     let header: &[&str] = if loaded {
         &["table", "rows", "load (ms)", "rows/s"]
     } else {
@@ -240,7 +279,7 @@ pub fn to_json(report: &SeedReport) -> Value {
         .map(|s| json!({ "step": s.step, "elapsed_ms": millis(s.elapsed) }))
         .collect();
     let load_time = report.load_time();
-    let loaded = report.outcome == SeedOutcome::Seeded;
+    let loaded = matches!(report.outcome, SeedOutcome::Seeded | SeedOutcome::AddedToImport);
     json!({
         "outcome": report.outcome,
         "message": message(report),
@@ -253,6 +292,7 @@ pub fn to_json(report: &SeedReport) -> Value {
         "seeded_at": report.record.map(|r| r.seeded_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
         "tables": tables,
         "missing_tables": report.missing_tables,
+        "imported_tables": report.imported_tables,
         "steps": steps,
         "total": {
             "rows": report.total_rows(),
@@ -291,6 +331,7 @@ mod tests {
                 load_time: Some(Duration::from_secs(2)),
             }],
             missing_tables: vec![],
+            imported_tables: vec![],
             steps: vec![StepTiming {
                 step: "indexes and foreign keys",
                 elapsed: Duration::from_millis(1500),

@@ -1,11 +1,14 @@
 //! Exercise 6: the stampede comparison tables, and the two lines a fleet
 //! member writes for the process that started it.
 
+use std::time::Duration;
+
 use comfy_table::Table;
 
 use super::table::{align_right, count, ms, new_table};
 use super::Output;
 use crate::exercises::stampede::fleet::{MemberReport, READY};
+use crate::exercises::stampede::plan::Plan;
 use crate::exercises::stampede::{ExpiryOutcome, ModeOutcome, StampedeOutcome};
 use crate::measure::LatencySummary;
 use crate::patterns::stampede::Protection;
@@ -25,6 +28,10 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
 
     output.heading("Connection set-up (not part of any timing below)");
     output.text(setup_line(outcome));
+    output.text(plan_line(&outcome.plan));
+    for note in &outcome.plan.notes {
+        output.text(format!("  adapted: {note}"));
+    }
 
     if !outcome.modes.is_empty() {
         output.heading(&cold_key_heading(outcome));
@@ -36,6 +43,9 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
         output.text(queries_line(&outcome.modes, outcome.processes));
         if outcome.modes.iter().any(|m| m.mode == Protection::Lock) {
             output.text(lock_line(outcome));
+        }
+        for line in dead_holder_lines(&outcome.modes, outcome.lock.settings.ttl) {
+            output.text(line);
         }
         output.text(consistency_line(
             &outcome.modes,
@@ -83,8 +93,58 @@ fn setup_line(outcome: &StampedeOutcome) -> String {
     line
 }
 
+/// The timed cold load and the budget the sizes were fitted to.
+fn plan_line(plan: &Plan) -> String {
+    let fit = if plan.adapted {
+        "sizes adapted to fit (below)"
+    } else if plan.estimated > plan.time_budget {
+        "over budget (below)"
+    } else {
+        "the default sizes fit"
+    };
+    format!(
+        "one cold load took {} ms (timed before the modes, not counted) · time budget {} s (--time-budget): {fit} · database time needed at most about {:.1} s",
+        ms(plan.cold_load),
+        plan.time_budget.as_secs(),
+        plan.estimated.as_secs_f64()
+    )
+}
+
+/// What a lock holder that stopped without filling the cache cost: the
+/// takeover's extra query and the waiters' wait, and any copy that was lost.
+fn dead_holder_lines(modes: &[ModeOutcome], ttl: Duration) -> Vec<String> {
+    let mut lines = Vec::new();
+    for mode in modes {
+        let takeovers = mode.counts.lock_takeovers;
+        if takeovers > 0 {
+            let waited = mode.latency.as_ref().map_or_else(|| "—".to_string(), |l| ms(l.max));
+            lines.push(format!(
+                "{}: a lock holder stopped without filling the cache (it died, failed, or outlasted the lock); after its lock expired (TTL {} ms) a waiter took it over {} {}: {} extra database {}, and the waiters waited up to {waited} ms instead of one query's time",
+                mode.mode.label(),
+                ttl.as_millis(),
+                count(takeovers),
+                plural(takeovers, "time", "times"),
+                count(takeovers),
+                plural(takeovers, "query", "queries"),
+            ));
+        }
+        for lost in &mode.lost_processes {
+            lines.push(format!(
+                "{}: {}; its requests are not in the table",
+                mode.mode.label(),
+                lost.describe()
+            ));
+        }
+    }
+    lines
+}
+
 fn cold_key_heading(outcome: &StampedeOutcome) -> String {
     let mut heading = format!("One cold key: {} concurrent requests", count(outcome.concurrency));
+    let unprotected = outcome.plan.unprotected_requests;
+    if unprotected != outcome.concurrency && outcome.modes.iter().any(|m| m.mode == Protection::None) {
+        heading.push_str(&format!(" ({} for none, to fit the time budget)", count(unprotected)));
+    }
     if outcome.processes > 1 {
         heading.push_str(&format!(" in each of {} processes", outcome.processes));
     }
@@ -159,7 +219,10 @@ fn queries_line(modes: &[ModeOutcome], processes: u64) -> String {
                 plural(m.database_queries, "query", "queries")
             );
             if let Some(per_process) = m.queries_per_process.as_ref().filter(|_| processes > 1) {
-                let each: Vec<String> = per_process.iter().map(|n| count(*n)).collect();
+                let each: Vec<String> = per_process
+                    .iter()
+                    .map(|n| n.map_or_else(|| "lost".to_string(), count))
+                    .collect();
                 part.push_str(&format!(" ({} per process)", each.join(" + ")));
             }
             part
@@ -273,6 +336,54 @@ mod tests {
     fn queries_per_round_show_a_range_only_when_rounds_differ() {
         assert_eq!(per_round(&[1, 1, 1]), "1");
         assert_eq!(per_round(&[48, 50, 1000]), "48–1,000");
+    }
+
+    #[test]
+    fn a_dead_holder_shows_its_extra_query_and_wait_and_a_lost_copy_is_named() {
+        let mode = ModeOutcome {
+            mode: Protection::Lock,
+            requests: 5,
+            database_queries: 1,
+            cache_hits: 0,
+            waited: 4,
+            fell_back: 0,
+            misses: 1,
+            counts: crate::patterns::stampede::PathCounts {
+                loaded: 1,
+                waited: 4,
+                lock_takeovers: 1,
+                ..Default::default()
+            },
+            queries_per_round: vec![1],
+            queries_per_process: Some(vec![None, Some(1)]),
+            lost_processes: vec![crate::exercises::stampede::fleet::LostMember {
+                process: 1,
+                processes: 2,
+                pid: Some(77),
+                ended: "killed by signal 9 (SIGKILL)".into(),
+            }],
+            latency: None,
+            wall_time: Duration::from_secs(7),
+            distinct_results: 1,
+            mismatched_requests: 0,
+            consistent: true,
+        };
+        let lines = dead_holder_lines(std::slice::from_ref(&mode), Duration::from_millis(5000));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0]
+                .contains("after its lock expired (TTL 5000 ms) a waiter took it over 1 time: 1 extra database query"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[1],
+            "Valkey lock: fleet process 1 of 2 (pid 77) was killed by signal 9 (SIGKILL) before it reported; its requests are not in the table"
+        );
+        assert_eq!(
+            queries_line(&[mode], 2),
+            "database queries: Valkey lock 1 query (lost + 1 per process)"
+        );
     }
 
     #[test]

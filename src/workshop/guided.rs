@@ -228,7 +228,7 @@ impl Guided {
         if exercise.command.first().map(String::as_str) != Some("check-env") {
             println!("Checking the environment first…");
             let checked = check_env::check(&config).await;
-            if !checked.ok {
+            if !checked.ready_for(&exercise.id) {
                 report::check_env::show(&checked, &self.output);
                 return "Something is missing: fix the rows marked ✗ (the last column says how), then press r.".into();
             }
