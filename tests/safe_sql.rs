@@ -187,7 +187,19 @@ async fn a_slow_query_stops_at_the_query_timeout() {
         let db = TestDatabase::create(kind, "timeout").await;
         let prefix = TestPrefix::new("timeout");
         let started = Instant::now();
-        let run = cache_aside(&db, &prefix, &["--sql", &sleep_sql(kind, "3"), "--query-timeout", "1"]);
+        // Three tasks, three slow queries at once: the server stops every one.
+        let run = cache_aside(
+            &db,
+            &prefix,
+            &[
+                "--sql",
+                &sleep_sql(kind, "3"),
+                "--query-timeout",
+                "1",
+                "--concurrency",
+                "3",
+            ],
+        );
         let took = started.elapsed();
         assert_eq!(run.code, Some(4), "{kind:?}: {}", run.stderr);
         assert_eq!(run.stderr, TIMED_OUT, "{kind:?}");
@@ -195,6 +207,12 @@ async fn a_slow_query_stops_at_the_query_timeout() {
             took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
             "{kind:?}: {took:?}"
         );
+        let needle = match kind {
+            DatabaseKind::MySql => "SLEEP(3)",
+            DatabaseKind::Postgres => "pg_sleep(3)",
+        };
+        let gone = wait_until(Duration::from_secs(2), async || running_queries(&db, needle).await == 0).await;
+        assert!(gone, "{kind:?}: a timed-out query still runs 2 s after the exit");
         eprintln!("{kind:?}: a 3 s query with --query-timeout 1 ended after {took:?}");
     }
 }
