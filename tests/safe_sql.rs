@@ -480,3 +480,65 @@ async fn a_slow_query_shows_progress_within_a_second_on_a_terminal() {
         let _ = session.process().wait();
     }
 }
+
+#[tokio::test]
+async fn every_connection_carries_the_query_timeout_and_zero_sets_none() {
+    for kind in BOTH {
+        let db = TestDatabase::create(kind, "timeoutset").await;
+        let prefix = TestPrefix::new("timeoutset");
+        let setting = match kind {
+            DatabaseKind::MySql => "SELECT CAST(@@max_statement_time AS CHAR) AS limit_s",
+            DatabaseKind::Postgres => "SELECT current_setting('statement_timeout') AS limit_s",
+        };
+        let read = |extra: &[&str]| {
+            let args = [
+                &["--sql", setting, "--runs", "3", "--concurrency", "3", "--no-cache"],
+                extra,
+            ]
+            .concat();
+            let run = cache_aside(&db, &prefix, &args);
+            assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
+            run.json["result"]["rows"][0][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (default, raised, none) = (
+            read(&[]),
+            read(&["--query-timeout", "2.5"]),
+            read(&["--query-timeout", "0"]),
+        );
+        match kind {
+            DatabaseKind::MySql => {
+                assert_eq!(default, "30.000000");
+                assert_eq!(raised, "2.500000");
+                // The server's own default (0 here): the workshop set nothing.
+                assert_eq!(none, "0.000000");
+            }
+            DatabaseKind::Postgres => {
+                assert_eq!(default, "30s");
+                assert_eq!(raised, "2500ms");
+                assert_eq!(none, "0");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_query_timeout_that_is_not_a_number_of_seconds_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["abc", "-1", "90000"] {
+        let output = support::workshop_cli(dir.path())
+            .args([&format!("--query-timeout={bad}"), "check-env"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "error: invalid value '{bad}' for '--query-timeout <SECONDS>': '{bad}' is not a number of seconds from 0 (no limit) to 86400"
+            )),
+            "{stderr}"
+        );
+    }
+}
