@@ -159,7 +159,12 @@ fn tokenize(sql: &str, kind: DatabaseKind) -> Result<Vec<Token>, NotARead> {
                 while i < bytes.len() && is_word_byte(bytes[i]) {
                     i += 1;
                 }
-                tokens.push(Token::Word(sql[start..i].to_ascii_uppercase()));
+                // After a dot it is a column or table name (`t.delete`), never a keyword.
+                if start > 0 && bytes[start - 1] == b'.' {
+                    tokens.push(Token::Other);
+                } else {
+                    tokens.push(Token::Word(sql[start..i].to_ascii_uppercase()));
+                }
             }
             _ => {
                 // Numbers, operators, `:name` parameters: one token per run of such bytes
@@ -289,6 +294,7 @@ mod tests {
             "SELECT 'DELETE FROM t; DROP TABLE x' AS text",
             "SELECT \"update\" FROM t",
             "SELECT replace(name, 'a', 'b'), merge FROM t",
+            "SELECT t.delete, t.update, s.into FROM t JOIN s ON s.id = t.id",
         ] {
             assert_eq!(both(sql), [Ok(()), Ok(())], "{sql}");
         }
