@@ -34,6 +34,10 @@ build:
 seed *ARGS: up build
     ./target/release/workshop-cli seed "$@"
 
+# Undo what the workshop wrote to the configured database and delete its keys (args go to `workshop-cli clean`, e.g. --dry-run)
+clean *ARGS: up build
+    ./target/release/workshop-cli clean "$@"
+
 # Check configuration and connectivity (args go to `workshop-cli check-env`)
 check-env *ARGS: up build
     ./target/release/workshop-cli check-env "$@"

@@ -52,6 +52,7 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
         // Handled in `main`: they need no services.
         Command::Exercises(_) | Command::Completions { .. } => Ok(()),
         Command::CheckEnv => exercises::check_env::run(&config, &output).await,
+        Command::Clean(args) => exercises::clean::run(&config, args.into(), &output).await,
         Command::Seed(args) => {
             let options = crate::fixtures::SeedOptions {
                 scale: args.scale,

@@ -66,6 +66,9 @@ pub struct GlobalArgs {
     /// Seconds any one database statement may run before the server stops it (0: no limit)
     #[arg(long, global = true, env = "WORKSHOP_QUERY_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_query_timeout)]
     pub query_timeout: Duration,
+    /// Milliseconds one Valkey command may wait for an answer before the read falls back to the database [default: 250]
+    #[arg(long, global = true, env = "WORKSHOP_CACHE_TIMEOUT", value_name = "MS")]
+    pub cache_timeout: Option<String>,
 
     /// Print results as JSON on stdout instead of tables
     #[arg(long, global = true)]
@@ -81,6 +84,7 @@ impl GlobalArgs {
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Some(self.connect_timeout),
             query_timeout: Some((!self.query_timeout.is_zero()).then_some(self.query_timeout)),
+            cache_timeout: self.cache_timeout.clone(),
         }
     }
 }
@@ -110,6 +114,12 @@ pub enum Command {
         after_help = "Examples:\n  workshop-cli check-env\n  workshop-cli check-env --json\n  DATABASE_URL=postgres://workshop:workshop@127.0.0.1:5432/workshop workshop-cli check-env"
     )]
     CheckEnv,
+
+    /// Undo what the workshop wrote: delete the rows it created, restore the rows it updated, delete its keys
+    #[command(
+        after_help = "Examples:\n  workshop-cli clean --dry-run     what would be removed\n  workshop-cli clean\n  workshop-cli clean --json\n  workshop-cli clean --force       also drop write-behind writes not yet flushed"
+    )]
+    Clean(CleanArgs),
 
     /// Create the FlughafenDB-style schema and load generated fixtures
     #[command(
@@ -526,6 +536,26 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
 }
 
 #[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Say what would be deleted and restored; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also delete the write-behind stream while it holds writes not yet in the database
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl From<CleanArgs> for crate::exercises::clean::CleanOptions {
+    fn from(args: CleanArgs) -> Self {
+        crate::exercises::clean::CleanOptions {
+            dry_run: args.dry_run,
+            force: args.force,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct WriteBehindArgs {
     /// Passengers to create; each is acknowledged once Valkey has it (at most 100000)
     #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true)]
@@ -554,6 +584,10 @@ pub struct WriteBehindArgs {
     /// With --flush-only: keep flushing for this many seconds, also while the stream is empty
     #[arg(long, value_name = "SECONDS", requires = "flush_only", allow_negative_numbers = true)]
     pub duration: Option<f64>,
+
+    /// Remove the rows this run stored and the keys it wrote at the end
+    #[arg(long, conflicts_with = "produce_only")]
+    pub cleanup: bool,
 }
 
 impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOptions {
@@ -571,6 +605,7 @@ impl From<WriteBehindArgs> for crate::exercises::write_behind::WriteBehindOption
             flush_interval_ms: args.flush_interval,
             compare: args.compare,
             duration_seconds: args.duration,
+            cleanup: args.cleanup,
         }
     }
 }

@@ -165,6 +165,8 @@ pub struct Overrides {
     pub connect_timeout: Option<Duration>,
     /// `--query-timeout`: `Some(None)` is `0`, no limit.
     pub query_timeout: Option<Option<Duration>>,
+    /// `--cache-timeout` / `WORKSHOP_CACHE_TIMEOUT`, milliseconds as typed.
+    pub cache_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -259,6 +261,19 @@ impl DatabaseTarget {
         self.url.username().to_string()
     }
 
+    /// The host as written in the URL, lower-cased (hosts are case-insensitive).
+    pub fn host(&self) -> String {
+        self.url.host_str().unwrap_or_default().to_ascii_lowercase()
+    }
+
+    /// The port, or the engine's default when the URL has none.
+    pub fn port(&self) -> u16 {
+        self.url.port().unwrap_or(match self.kind {
+            DatabaseKind::MySql => 3306,
+            DatabaseKind::Postgres => 5432,
+        })
+    }
+
     /// The same server, another database: used by tests and `seed` helpers.
     pub fn with_database(&self, name: &str) -> DatabaseTarget {
         let mut url = self.url.clone();
@@ -289,6 +304,9 @@ impl DatabaseTarget {
 pub struct ValkeyTarget {
     url: Url,
     pub source: Source,
+    /// How long one command may wait for an answer (`--cache-timeout`):
+    /// part of the target so every `Valkey::connect` applies it.
+    pub command_timeout: Duration,
 }
 
 impl fmt::Debug for ValkeyTarget {
@@ -300,7 +318,11 @@ impl fmt::Debug for ValkeyTarget {
 impl ValkeyTarget {
     pub fn parse(raw: &str, source: Source) -> Result<Self, ConfigError> {
         let url = parse_url("VALKEY_URL", raw, VALKEY_SCHEMES, "redis://127.0.0.1:6379")?;
-        Ok(ValkeyTarget { url, source })
+        Ok(ValkeyTarget {
+            url,
+            source,
+            command_timeout: DEFAULT_CACHE_TIMEOUT,
+        })
     }
 
     pub fn connect_url(&self) -> String {
@@ -426,6 +448,11 @@ impl Config {
             },
         };
 
+        let mut valkey = valkey;
+        if let Some(raw) = overrides.cache_timeout.as_deref() {
+            valkey.command_timeout = parse_cache_timeout(raw)?;
+        }
+
         let (ttl_seconds, ttl_source) = match overrides.ttl.as_deref() {
             Some(raw) => (parse_ttl(raw)?, source_of("CACHE_TTL", raw)),
             None => (DEFAULT_TTL_SECONDS, Source::Default),
@@ -447,6 +474,25 @@ impl Config {
             dotenv_path: dotenv.path.clone(),
         })
     }
+}
+
+/// A cache command's answer normally takes well under a millisecond on a
+/// LAN; 250 ms is hundreds of times that, so only a hung or overloaded
+/// Valkey trips it, and a stopped one costs a read a quarter second (then
+/// the circuit breaker skips it) instead of the 2 s connect timeout.
+pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(250);
+
+pub fn parse_cache_timeout(raw: &str) -> Result<Duration, ConfigError> {
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=60_000).contains(ms))
+        .map(Duration::from_millis)
+        .ok_or_else(|| ConfigError::InvalidValue {
+            var: "WORKSHOP_CACHE_TIMEOUT",
+            expected: "a whole number of milliseconds from 1 to 60000",
+            value: raw.to_string(),
+        })
 }
 
 pub fn parse_ttl(raw: &str) -> Result<u64, ConfigError> {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{
-    cli_against, run_json, seeded_database, stderr, stdout, valkey_url, JsonRun, PrivateValkey, TestDatabase,
-    TestPrefix, BOTH,
+    cli_against, run_json, seeded_database, stderr, stdout, valkey_url, wait_until, wait_until_quiet, JsonRun,
+    PrivateValkey, TestDatabase, TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
 
@@ -269,8 +269,8 @@ async fn concurrent_tasks_share_the_pools_and_count_every_read() {
 async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
     for kind in BOTH {
         let db = seeded_database(kind, "outage").await;
-        let prefix = TestPrefix::new("outage");
         let mut valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("outage", &valkey.url());
         let url = valkey.url();
         let dir = tempfile::tempdir().unwrap();
         let child = cli_against(
@@ -281,7 +281,7 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
             &[
                 "cache-aside",
                 "--runs",
-                "300",
+                "600",
                 "--interval",
                 "10",
                 "--json",
@@ -293,9 +293,14 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // A read has hit the entry the first one stored: the run is under way.
+        assert!(wait_until(Duration::from_secs(20), || valkey.keyspace_hits() > 0));
         valkey.kill();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The child knocks on the dead port: it has seen the outage.
+        assert!(
+            valkey.wait_for_a_reconnect(Duration::from_secs(10)),
+            "{kind:?}: no reconnect"
+        );
         valkey.restart();
         let output = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
@@ -309,7 +314,7 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
             .values()
             .map(|v| v.as_u64().unwrap())
             .sum();
-        assert_eq!(total, 300, "every read was served");
+        assert_eq!(total, 600, "every read was served");
         let fallbacks = json["sources"]["database_cache_unavailable"].as_u64().unwrap_or(0);
         assert!(fallbacks > 0, "{}", json["sources"]);
         assert!(
@@ -331,6 +336,124 @@ async fn valkey_killed_mid_run_loses_no_read_and_hits_resume_when_it_returns() {
         assert!(timeline[..outage].contains(&"cache"), "{timeline:?}");
         assert!(timeline[outage..].contains(&"cache"), "hits resume: {timeline:?}");
     }
+}
+
+#[tokio::test]
+async fn a_hung_valkey_costs_a_few_timeouts_then_the_breaker_skips_it_and_hits_resume() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "hung").await;
+        let valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("hung", &valkey.url());
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let child = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey.url(),
+            &["cache-aside", "--runs", "3000", "--interval", "1", "--json"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut child = Some(child);
+        let running = |child: &mut Option<std::process::Child>| child.as_mut().unwrap().try_wait().unwrap().is_none();
+        assert!(wait_until(Duration::from_secs(20), || !prefix.keys().is_empty()));
+        valkey.pause();
+        // Commands pile up unread, then stop coming: the breaker is open...
+        let quiet = wait_until_quiet(Duration::from_secs(10), Duration::from_millis(500), || {
+            valkey.unread_bytes()
+        })
+        .expect("the child stops sending to the hung server");
+        // ...until the cool-down ends and one probe is sent.
+        assert!(
+            wait_until(Duration::from_secs(10), || valkey.unread_bytes() > quiet),
+            "{kind:?}: no probe"
+        );
+        assert!(
+            running(&mut child),
+            "{kind:?}: the run was still going while Valkey hung"
+        );
+        valkey.resume();
+        let output = child.take().unwrap().wait_with_output().unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        let sources = &json["sources"];
+        let total: u64 = sources.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(total, 3000, "no read failed: {sources}");
+        let faults = &json["valkey_faults"];
+        assert!(faults["openings"].as_u64().unwrap() >= 1, "{faults}");
+        assert!(faults["timeouts"].as_u64().unwrap() >= 3, "{faults}");
+        assert!(faults["skipped"].as_u64().unwrap() > 0, "{faults}");
+        // Each unanswered read would have waited the 2 s connect timeout before;
+        // now the skipped ones run at database speed.
+        assert!(
+            sources["database_cache_unavailable"].as_u64().unwrap() > 10,
+            "{sources}"
+        );
+        assert!(elapsed < Duration::from_secs(30), "{kind:?}: {elapsed:?}");
+        let timeline: Vec<&str> = json["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["source"].as_str().unwrap())
+            .collect();
+        let outage = timeline
+            .iter()
+            .position(|s| *s == "database_cache_unavailable")
+            .unwrap();
+        assert!(timeline[outage..].contains(&"cache"), "hits resume: {timeline:?}");
+        let err = stderr(&output);
+        assert!(err.contains("warning: Valkey stopped answering: "), "{err}");
+        assert!(
+            err.contains("timed out after 250 ms, the circuit breaker opened"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_sql_on_mariadb_and_postgres_gets_each_its_own_rows_from_one_valkey() {
+    let mariadb = TestDatabase::create(DatabaseKind::MySql, "source").await;
+    let postgres = TestDatabase::create(DatabaseKind::Postgres, "source").await;
+    let prefix = TestPrefix::new("source");
+    let sql = ["--sql", "SELECT VERSION() AS version", "--runs", "2"];
+    let first = cache_aside(&mariadb, &prefix, &sql);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(sources(&first), ["database", "cache"]);
+    let second = cache_aside(&postgres, &prefix, &sql);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_eq!(
+        sources(&second),
+        ["database", "cache"],
+        "a cold miss, not MariaDB's entry"
+    );
+    assert_eq!(second.json["consistent"], true, "{}", second.stderr);
+    let version = |run: &JsonRun| run.json["result"]["rows"][0][0].as_str().unwrap().to_string();
+    assert!(version(&first).contains("MariaDB"), "{}", version(&first));
+    assert!(version(&second).starts_with("PostgreSQL"), "{}", version(&second));
+    let (mariadb_key, postgres_key) = (
+        first.json["key"].as_str().unwrap(),
+        second.json["key"].as_str().unwrap(),
+    );
+    assert_ne!(mariadb_key, postgres_key);
+    assert!(mariadb_key.starts_with(&prefix.source(&mariadb)), "{mariadb_key}");
+    assert!(postgres_key.starts_with(&prefix.source(&postgres)), "{postgres_key}");
+    assert!(prefix.source(&mariadb).starts_with(&format!("{}mysql-", prefix.prefix)));
+    assert!(prefix
+        .source(&postgres)
+        .starts_with(&format!("{}postgres-", prefix.prefix)));
+    // MariaDB's entry is still its own: a third run hits with MariaDB's rows.
+    let third = cache_aside(&mariadb, &prefix, &sql);
+    assert_eq!(sources(&third), ["cache", "cache"]);
+    assert_eq!(version(&third), version(&first));
+    let mut keys = prefix.keys();
+    keys.sort();
+    let mut expected = vec![mariadb_key.to_string(), postgres_key.to_string()];
+    expected.sort();
+    assert_eq!(keys, expected);
 }
 
 #[tokio::test]

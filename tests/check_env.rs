@@ -67,8 +67,14 @@ async fn everything_is_green_on_a_seeded_database_with_valkey() {
         let (status, detail, _) = check(&report, "Valkey");
         assert_eq!(status, "pass");
         assert!(detail.starts_with("Valkey 9."), "{detail}");
-        let (status, _, _) = check(&report, "cache probe");
+        let (status, detail, _) = check(&report, "cache probe");
         assert_eq!(status, "pass");
+        let source = prefix.source(&db);
+        assert!(
+            detail.ends_with(&format!("this database's keys start {source}")),
+            "{detail}"
+        );
+        assert!(!detail.contains(":workshop@"), "no login in a key: {detail}");
         // The probe cleans up after itself.
         assert!(prefix.keys().is_empty(), "{:?}", prefix.keys());
         // Everything answers: well under a second (allowing for a busy test machine).

@@ -175,6 +175,25 @@ fn a_bad_ttl_names_the_variable_and_the_range() {
 }
 
 #[test]
+fn a_bad_cache_timeout_names_the_variable_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    for (how, value) in [("env", "fast"), ("flag", "0"), ("flag", "60001")] {
+        let mut command = workshop_cli(dir.path());
+        if how == "env" {
+            command.env("WORKSHOP_CACHE_TIMEOUT", value).arg("check-env");
+        } else {
+            command.args(["check-env", "--cache-timeout", value]);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(3), "{value}");
+        assert_eq!(
+            stderr(&output),
+            format!("error: WORKSHOP_CACHE_TIMEOUT must be a whole number of milliseconds from 1 to 60000 (got '{value}')\n")
+        );
+    }
+}
+
+#[test]
 fn help_works_even_with_a_broken_dotenv_and_shows_examples() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), "BROKEN='\n").unwrap();

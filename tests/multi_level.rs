@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    cli_against, run_json, seeded_database, stderr, stdout, valkey_url, JsonRun, PrivateValkey, TestDatabase,
-    TestPrefix, BOTH,
+    admin_url, cli_against, run_json, seeded_database, stderr, stdout, valkey_url, wait_until, JsonRun, PrivateValkey,
+    TestDatabase, TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
 
@@ -154,8 +154,8 @@ async fn the_first_read_loads_from_the_database_then_l1_and_a_second_process_sta
         assert_eq!(
             keys,
             [
-                format!("{}product-requests", prefix.prefix),
-                format!("{}product:7", prefix.prefix)
+                format!("{}product-requests", prefix.source(&db)),
+                format!("{}product:7", prefix.source(&db))
             ]
         );
         assert_eq!(second.json["request_counts"]["requests"], 3);
@@ -366,7 +366,7 @@ async fn a_listener_started_while_valkey_is_down_receives_invalidations_once_it_
 
     valkey.restart();
     // The listener retries every 2 s at most: wait until it is subscribed.
-    let channel = format!("{}invalidate", prefix.prefix);
+    let channel = format!("{}invalidate", prefix.source(&db));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let client = redis::Client::open(valkey.url()).unwrap();
@@ -448,9 +448,17 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // The first product is cached: the reads are under way.
+        assert!(wait_until(Duration::from_secs(20), || prefix
+            .keys()
+            .iter()
+            .any(|k| k.contains(":product:"))));
         valkey.kill();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The child knocks on the dead port: it has seen the outage.
+        assert!(
+            valkey.wait_for_a_reconnect(Duration::from_secs(10)),
+            "{kind:?}: no reconnect"
+        );
         valkey.restart();
         let output = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
@@ -473,6 +481,146 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
         );
         assert!(err.contains("warning: Valkey did not answer"), "{err}");
         assert!(err.contains("L1 was emptied"), "{err}");
+        // Refused reconnects are failures too: the breaker opened, and says so.
+        let faults = &json["valkey_faults"];
+        assert!(faults["openings"].as_u64().unwrap() >= 1, "{faults}");
+        assert!(err.contains("the circuit breaker opened"), "{err}");
+    }
+}
+
+/// The workshop's connections to `db`, as the server lists them.
+async fn connections_to(db: &TestDatabase) -> Vec<i64> {
+    use sqlx::Connection;
+    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(db.kind), workshop_cli::config::Source::Flag)
+        .unwrap()
+        .connect_url();
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?")
+                .bind(&db.name)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar("SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1")
+                .bind(&db.name)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Takes the database away from its clients: on PostgreSQL it stops taking
+/// connections and its sessions are ended; on MariaDB the sessions are
+/// killed. Returns how many sessions were ended.
+async fn take_away(db: &TestDatabase) -> usize {
+    use sqlx::Connection;
+    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(db.kind), workshop_cli::config::Source::Flag)
+        .unwrap()
+        .connect_url();
+    let sessions = connections_to(db).await;
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
+            for id in &sessions {
+                // KILL takes no placeholder; the id is a number the server gave.
+                let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}")).execute(&mut conn).await;
+            }
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::raw_sql(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&db.name)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    sessions.len()
+}
+
+#[tokio::test]
+async fn losing_the_database_mid_run_exits_4_at_once_with_the_reason() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "dblost").await;
+        let prefix = TestPrefix::new("dblost");
+        let dir = tempfile::tempdir().unwrap();
+        // A run of many minutes: uniform keys over the whole catalogue, a
+        // 1-entry L1 and a 1 s Valkey TTL, so reads keep asking the database.
+        let mut child = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &[
+                "multi-level",
+                "--requests",
+                "1000000",
+                "--skew",
+                "0",
+                "--l1-capacity",
+                "1",
+                "--ttl",
+                "1",
+                "--interval",
+                "1",
+                "--json",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        // A product is cached: the timed reads are under way.
+        assert!(
+            wait_until(Duration::from_secs(30), || prefix
+                .keys()
+                .iter()
+                .any(|k| k.contains(":product:"))),
+            "{kind:?}: no read"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{kind:?}: the run ended before the fault"
+        );
+        assert!(take_away(&db).await > 0, "{kind:?}: no session was ended");
+        let lost_at = Instant::now();
+        // Bounded: before the fix the run went on, 2 s per request.
+        let ended = wait_until(Duration::from_secs(15), || child.try_wait().unwrap().is_some());
+        if !ended {
+            let _ = child.kill();
+        }
+        let after = lost_at.elapsed();
+        let output = child.wait_with_output().unwrap();
+        assert!(ended, "{kind:?}: still running {after:?} after the database was lost");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(4), "{kind:?}: {err}");
+        assert!(
+            after < Duration::from_secs(10),
+            "{kind:?}: exited {after:?} after the loss"
+        );
+        let line = err.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("error: cannot reach the database at "),
+            "{kind:?}: {err}"
+        );
+        assert!(
+            line.contains(": lost during the timed reads, at request "),
+            "{kind:?}: {err}"
+        );
+        assert!(
+            line.ends_with("start it (`just up`) or fix DATABASE_URL"),
+            "{kind:?}: {err}"
+        );
+        assert!(!err.contains(":workshop@"), "no password: {err}");
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    cli_against, seeded_database, stderr, stdout, valkey_url, workshop_cli, JsonRun, PrivateValkey, TestDatabase,
-    TestPrefix, BOTH,
+    cli_against, seeded_database, stderr, stdout, valkey_url, wait_until, wait_until_quiet, workshop_cli, JsonRun,
+    PrivateValkey, TestDatabase, TestPrefix, BOTH,
 };
 
 /// The binary set up for `stats` in an empty folder (kept alive with the command).
@@ -530,9 +530,14 @@ async fn valkey_stopping_mid_workload_fails_no_request() {
             ],
         );
         let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(1200));
+        // A product is cached: the workload is under way.
+        assert!(wait_until(Duration::from_secs(20), || !prefix.keys().is_empty()));
         server.kill();
-        std::thread::sleep(Duration::from_millis(1000));
+        // The child knocks on the dead port: it has seen the outage.
+        assert!(
+            server.wait_for_a_reconnect(Duration::from_secs(10)),
+            "{kind:?}: no reconnect"
+        );
         server.restart();
         let output = child.wait_with_output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
@@ -557,6 +562,73 @@ async fn valkey_stopping_mid_workload_fails_no_request() {
         // The server came back empty, with new counters: no deltas are claimed.
         assert_eq!(json["valkey"]["restarted"], true, "{}", json["valkey"]);
         assert_eq!(json["valkey"]["keyspace_hits"], Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn a_hung_valkey_opens_the_breaker_the_timeline_shows_it_and_hits_resume() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "stats_hung").await;
+        let server = PrivateValkey::start();
+        let prefix = TestPrefix::on("stats_hung", &server.url());
+        let (mut command, _dir) = command(
+            &db,
+            &prefix,
+            &server.url(),
+            &["--json", "--duration", "6", "--rate", "400", "--no-l1", "--keys", "50"],
+        );
+        let started = Instant::now();
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        assert!(wait_until(Duration::from_secs(20), || !prefix.keys().is_empty()));
+        server.pause();
+        // Commands pile up unread, then stop coming (the breaker is open),
+        // until one probe is sent at the end of the cool-down.
+        let quiet = wait_until_quiet(Duration::from_secs(10), Duration::from_millis(500), || {
+            server.unread_bytes()
+        })
+        .expect("the child stops sending to the hung server");
+        assert!(
+            wait_until(Duration::from_secs(10), || server.unread_bytes() > quiet),
+            "{kind:?}: no probe"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{kind:?}: the run was still going");
+        server.resume();
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        // 6 s of workload, not 2 s per read while Valkey hung.
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "{kind:?}: {:?}",
+            started.elapsed()
+        );
+        let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        let r = &json["run"];
+        let requests = number(&r["requests"]);
+        let served = &r["served"];
+        assert_eq!(
+            number(&served["l2"]) + number(&served["database"]),
+            requests,
+            "no request failed"
+        );
+        let faults = &r["valkey_faults"];
+        assert!(number(&faults["openings"]) >= 1, "{faults}");
+        assert!(number(&faults["skipped"]) > 0, "{faults}");
+        let timeline = r["timeline"].as_array().unwrap();
+        let opened_in: Vec<u64> = timeline
+            .iter()
+            .filter(|s| number(&s["valkey_faults"]["openings"]) > 0)
+            .map(|s| number(&s["second"]))
+            .collect();
+        assert!(!opened_in.is_empty(), "the timeline shows the openings: {timeline:?}");
+        let per_second: u64 = timeline.iter().map(|s| number(&s["valkey_faults"]["openings"])).sum();
+        assert_eq!(per_second, number(&faults["openings"]), "the seconds add up to the run");
+        let last_opening = *opened_in.last().unwrap() as usize;
+        assert!(
+            timeline[last_opening + 1..].iter().any(|s| number(&s["hits"]) > 0),
+            "hits resume after the outage: {timeline:?}"
+        );
+        let err = stderr(&output);
+        assert!(err.contains("warning: Valkey stopped answering: "), "{err}");
     }
 }
 
@@ -622,7 +694,7 @@ async fn eviction_is_refused_when_valkey_holds_keys_outside_the_prefix() {
         run.stderr,
         format!(
             "error: Valkey holds 2 keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)\n",
-            prefix.prefix
+            prefix.source(&db)
         )
     );
     assert_eq!(config_get(&server.url(), "maxmemory"), "0");
@@ -635,7 +707,7 @@ async fn eviction_is_refused_while_write_behind_writes_wait_unflushed() {
     let db = seeded_database(workshop_cli::config::DatabaseKind::MySql, "stats_pending").await;
     let server = PrivateValkey::start();
     let prefix = TestPrefix::on("stats_pending", &server.url());
-    let stream = format!("{}write-behind", prefix.prefix);
+    let stream = format!("{}write-behind", prefix.source(&db));
     server.command(&["XADD", &stream, "*", "passenger", "1"]);
     server.command(&["XADD", &stream, "*", "passenger", "2"]);
     server.command(&["XADD", &stream, "*", "passenger", "3"]);

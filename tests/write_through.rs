@@ -14,10 +14,10 @@ fn write_through(db: &TestDatabase, prefix: &TestPrefix, args: &[&str]) -> JsonR
     write_through_on(db, prefix, &valkey_url(), args)
 }
 
-fn cached(prefix: &TestPrefix, url: &str, id: i64) -> Option<Value> {
+fn cached(prefix: &TestPrefix, db: &TestDatabase, url: &str, id: i64) -> Option<Value> {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let text: Option<String> = redis::Commands::get(&mut conn, format!("{}passenger:{id}", prefix.prefix)).unwrap();
+    let text: Option<String> = redis::Commands::get(&mut conn, format!("{}passenger:{id}", prefix.source(db))).unwrap();
     text.map(|t| serde_json::from_str(&t).unwrap())
 }
 
@@ -58,7 +58,7 @@ async fn a_new_passenger_is_written_to_both_and_verified_consistent() {
         let write = &run.json["writes"][0];
         assert_eq!(write["consistent"], true);
         let id = write["passenger_id"].as_i64().unwrap();
-        let row = cached(&prefix, &valkey_url(), id).expect("cached");
+        let row = cached(&prefix, &db, &valkey_url(), id).expect("cached");
         assert_eq!(row["firstname"], "Ada");
         assert_eq!(row["lastname"], "Lovelace");
         assert_eq!(row["passenger_id"], id);
@@ -123,7 +123,7 @@ async fn quotes_semicolons_comments_and_emoji_are_stored_verbatim() {
         );
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         let id = run.json["writes"][0]["passenger_id"].as_i64().unwrap();
-        let row = cached(&prefix, &valkey_url(), id).unwrap();
+        let row = cached(&prefix, &db, &valkey_url(), id).unwrap();
         assert_eq!(row["firstname"], first);
         assert_eq!(row["lastname"], last);
         assert_eq!(row["passportno"].as_str().unwrap().trim_end(), "';--");
@@ -174,7 +174,7 @@ async fn an_update_writes_through_and_shows_the_stale_value_cache_aside_would_se
         assert_eq!(stale["cache_aside_serves"]["lastname"], "Hopper");
         assert_eq!(stale["write_through_serves"]["lastname"], "Murray");
         assert!(stale["stale_for_seconds"].as_f64().unwrap() > 0.0);
-        assert_eq!(cached(&prefix, &valkey_url(), id).unwrap()["lastname"], "Murray");
+        assert_eq!(cached(&prefix, &db, &valkey_url(), id).unwrap()["lastname"], "Murray");
         assert_eq!(run.json["writes"][0]["consistent"], true);
 
         let missing = write_through(&db, &prefix, &["--update", "99999999"]);
@@ -212,7 +212,7 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
         let created = write_through_on(&db, &prefix, &valkey.url(), &["--lastname", "Before"]);
         assert_eq!(created.code, Some(0), "{}", created.stderr);
         let id = created.json["writes"][0]["passenger_id"].as_i64().unwrap();
-        assert!(cached(&prefix, &valkey.url(), id).is_some());
+        assert!(cached(&prefix, &db, &valkey.url(), id).is_some());
         // ...then Valkey refuses writes (out of memory) but still answers reads and deletes.
         valkey.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
         valkey.command(&["CONFIG", "SET", "maxmemory", "1"]);
@@ -224,8 +224,14 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
             &["--update", &id_text, "--lastname", "After"],
         );
         assert_eq!(run.code, Some(8), "{}", run.stderr);
+        // The committed update stays, and the run says how to undo it, before the error.
+        let (warning, error) = run.stderr.split_once('\n').unwrap_or_default();
+        assert_eq!(
+            warning,
+            format!("warning: the run stopped part-way; passenger {id} stays changed in the database; `workshop-cli clean --key-prefix '{}'` restores its old values (recorded in workshop_changes)", prefix.prefix)
+        );
         assert!(
-            run.stderr.starts_with(&format!(
+            error.starts_with(&format!(
                 "error: passenger {id} was saved to the database, but the cache write failed ("
             )),
             "{}",
@@ -237,7 +243,10 @@ async fn a_failed_cache_write_after_commit_is_reported_and_leaves_nothing_stale(
             "{}",
             run.stderr
         );
-        assert!(cached(&prefix, &valkey.url(), id).is_none(), "the stale entry is gone");
+        assert!(
+            cached(&prefix, &db, &valkey.url(), id).is_none(),
+            "the stale entry is gone"
+        );
         // The database has the new value.
         let run = write_through_on(
             &db,

@@ -2,13 +2,15 @@
 //! cloned per task; every key is built in [`keys`].
 //! Client-side caching stays off: it would hide hits and misses from the workshop.
 
+pub mod breaker;
 pub mod invalidation;
 pub mod keys;
 pub mod popularity;
 pub mod two_level;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -16,6 +18,8 @@ use redis::{AsyncCommands, ErrorKind, FromRedisValue};
 use tokio::sync::OnceCell;
 
 use crate::config::ValkeyTarget;
+pub use breaker::BreakerCounts;
+use breaker::{Admission, Breaker, BreakerSettings};
 pub use keys::KeyScheme;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,6 +35,10 @@ pub enum CacheError {
         "{address} speaks {protocol}, not Valkey's; point VALKEY_URL at Valkey (the default is redis://127.0.0.1:6379)"
     )]
     OtherProtocol { address: String, protocol: &'static str },
+    #[error("Valkey {command} got no answer within {after_ms} ms; check that Valkey is running and not paused, or raise --cache-timeout")]
+    TimedOut { command: &'static str, after_ms: u128 },
+    #[error("Valkey {command} skipped: Valkey stopped answering, so the circuit breaker holds commands back for a moment; check that Valkey is running and not paused")]
+    Skipped { command: &'static str },
 }
 
 /// What answers at the Valkey URL, read from `INFO server`.
@@ -102,6 +110,11 @@ pub struct Valkey {
     connect_time: Duration,
     /// Asked of the server on first use, then known to every clone.
     compare_and_delete: Arc<OnceCell<CompareAndDelete>>,
+    /// How long one command may wait (`--cache-timeout`, plus the longest
+    /// block on a dedicated connection).
+    command_timeout: Duration,
+    /// Shared by every clone: the connection is one.
+    breaker: Arc<Mutex<Breaker>>,
 }
 
 impl Valkey {
@@ -120,7 +133,9 @@ impl Valkey {
         timeout: Duration,
         longest_block: Duration,
     ) -> Result<Valkey, CacheError> {
-        Valkey::connect_with_response_timeout(target, timeout, timeout + longest_block).await
+        let mut valkey = Valkey::connect_with_response_timeout(target, timeout, timeout + longest_block).await?;
+        valkey.command_timeout += longest_block;
+        Ok(valkey)
     }
 
     async fn connect_with_response_timeout(
@@ -128,6 +143,8 @@ impl Valkey {
         timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Valkey, CacheError> {
+        // The connection's own response timeout stays the longer backstop;
+        // each command is bounded by `target.command_timeout` in `send`.
         let shown = target.masked();
         let started = Instant::now();
         let client = redis::Client::open(target.connect_url()).map_err(|e| CacheError::Unreachable {
@@ -161,7 +178,64 @@ impl Valkey {
             target: shown,
             connect_time: started.elapsed(),
             compare_and_delete: Arc::default(),
+            command_timeout: target.command_timeout,
+            breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
         })
+    }
+
+    /// Openings, skipped commands and timeouts so far, for the run's report.
+    pub fn breaker_counts(&self) -> BreakerCounts {
+        self.breaker().counts()
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    fn breaker(&self) -> MutexGuard<'_, Breaker> {
+        // A panic while the lock was held leaves counts only: still usable.
+        self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends one request through the circuit breaker, bounded by the command
+    /// timeout. The outer error is Valkey not answering (skipped, timed out,
+    /// connection lost); the inner one is an error reply from a live server.
+    async fn send_raw<T>(
+        &self,
+        command: &'static str,
+        limit: Duration,
+        request: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>, CacheError> {
+        if self.breaker().admit(tokio::time::Instant::now()) == Admission::Skip {
+            return Err(CacheError::Skipped { command });
+        }
+        match tokio::time::timeout(limit, request).await {
+            Err(_) => {
+                self.breaker().failed(tokio::time::Instant::now(), true);
+                Err(CacheError::TimedOut {
+                    command,
+                    after_ms: limit.as_millis(),
+                })
+            }
+            Ok(Err(error)) if is_outage(&error) => {
+                self.breaker().failed(tokio::time::Instant::now(), error.is_timeout());
+                Err(Self::command_error(command)(error))
+            }
+            Ok(reply) => {
+                self.breaker().succeeded();
+                Ok(reply)
+            }
+        }
+    }
+
+    async fn send<T>(
+        &self,
+        command: &'static str,
+        request: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, CacheError> {
+        self.send_raw(command, self.command_timeout, request)
+            .await?
+            .map_err(Self::command_error(command))
     }
 
     pub fn target(&self) -> &str {
@@ -181,20 +255,22 @@ impl Valkey {
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         let mut conn = self.connection.clone();
-        conn.get(key).await.map_err(Self::command_error("GET"))
+        self.send("GET", async move { conn.get(key).await }).await
     }
 
     pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         let mut conn = self.connection.clone();
-        conn.set_ex(key, value, ttl.as_secs().max(1))
-            .await
-            .map_err(Self::command_error("SET"))
+        self.send(
+            "SET",
+            async move { conn.set_ex(key, value, ttl.as_secs().max(1)).await },
+        )
+        .await
     }
 
     /// Deletes a key; true when it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let mut conn = self.connection.clone();
-        let removed: u64 = conn.del(key).await.map_err(Self::command_error("DEL"))?;
+        let removed: u64 = self.send("DEL", async move { conn.del(key).await }).await?;
         Ok(removed > 0)
     }
 
@@ -202,15 +278,16 @@ impl Valkey {
     pub async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.connection.clone();
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let reply: redis::Value = redis::cmd("SET")
+        let command = redis::cmd("SET")
             .arg(key)
             .arg(value)
             .arg("NX")
             .arg("PX")
             .arg(millis)
-            .query_async(&mut conn)
-            .await
-            .map_err(Self::command_error("SET NX"))?;
+            .clone();
+        let reply: redis::Value = self
+            .send("SET NX", async move { command.query_async(&mut conn).await })
+            .await?;
         Ok(reply != redis::Value::Nil)
     }
 
@@ -227,10 +304,7 @@ impl Valkey {
         if pipe.is_empty() {
             return Ok(());
         }
-        let mut conn = self.connection.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(Self::command_error("ZINCRBY"))
+        self.query_pipeline::<()>("ZINCRBY", &pipe).await
     }
 
     /// The `n` members of the sorted set `key` with the highest scores, highest first.
@@ -239,16 +313,14 @@ impl Valkey {
             return Ok(Vec::new());
         }
         let stop = i64::try_from(n).unwrap_or(i64::MAX).saturating_sub(1);
-        let mut conn = self.connection.clone();
-        redis::cmd("ZRANGE")
+        let command = redis::cmd("ZRANGE")
             .arg(key)
             .arg(0)
             .arg(stop)
             .arg("REV")
             .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(Self::command_error("ZRANGE"))
+            .clone();
+        self.query("ZRANGE", &command).await
     }
 
     /// Which command [`Valkey::delete_if_equals`] uses on this server: `DELIFEQ`
@@ -258,13 +330,9 @@ impl Valkey {
         *self
             .compare_and_delete
             .get_or_init(|| async {
-                let mut conn = self.connection.clone();
                 // COMMAND INFO answers [nil] for a command the server does not know.
-                let info: redis::RedisResult<Vec<redis::Value>> = redis::cmd("COMMAND")
-                    .arg("INFO")
-                    .arg("DELIFEQ")
-                    .query_async(&mut conn)
-                    .await;
+                let command = redis::cmd("COMMAND").arg("INFO").arg("DELIFEQ").clone();
+                let info: Result<Vec<redis::Value>, CacheError> = self.query("COMMAND INFO", &command).await;
                 match info {
                     Ok(entries) if entries.first().is_some_and(|e| *e != redis::Value::Nil) => {
                         CompareAndDelete::Delifeq
@@ -278,22 +346,17 @@ impl Valkey {
     /// Deletes `key` only if it holds `value` (atomically); true when it did.
     pub async fn delete_if_equals(&self, key: &str, value: &str) -> Result<bool, CacheError> {
         let how = self.compare_and_delete().await;
-        let mut conn = self.connection.clone();
         let removed: i64 = match how {
-            CompareAndDelete::Delifeq => redis::cmd("DELIFEQ")
-                .arg(key)
-                .arg(value)
-                .query_async(&mut conn)
-                .await
-                .map_err(Self::command_error("DELIFEQ"))?,
-            CompareAndDelete::LuaCompareAndDelete => redis::cmd("EVAL")
-                .arg(COMPARE_AND_DELETE_SCRIPT)
-                .arg(1)
-                .arg(key)
-                .arg(value)
-                .query_async(&mut conn)
-                .await
-                .map_err(Self::command_error("EVAL"))?,
+            CompareAndDelete::Delifeq => self.query("DELIFEQ", redis::cmd("DELIFEQ").arg(key).arg(value)).await?,
+            CompareAndDelete::LuaCompareAndDelete => {
+                let command = redis::cmd("EVAL")
+                    .arg(COMPARE_AND_DELETE_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(value)
+                    .clone();
+                self.query("EVAL", &command).await?
+            }
         };
         Ok(removed > 0)
     }
@@ -301,28 +364,19 @@ impl Valkey {
     /// Time left before the key expires; `None` when it does not exist or never expires.
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
         let mut conn = self.connection.clone();
-        let millis: i64 = conn.pttl(key).await.map_err(Self::command_error("PTTL"))?;
+        let millis: i64 = self.send("PTTL", async move { conn.pttl(key).await }).await?;
         Ok((millis >= 0).then(|| Duration::from_millis(millis as u64)))
     }
 
     /// One PING, timed.
     pub async fn round_trip(&self) -> Result<Duration, CacheError> {
-        let mut conn = self.connection.clone();
         let started = Instant::now();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(Self::command_error("PING"))?;
+        let _: String = self.query("PING", &redis::cmd("PING")).await?;
         Ok(started.elapsed())
     }
 
     pub async fn info(&self, section: &str) -> Result<BTreeMap<String, String>, CacheError> {
-        let mut conn = self.connection.clone();
-        let text: String = redis::cmd("INFO")
-            .arg(section)
-            .query_async(&mut conn)
-            .await
-            .map_err(Self::command_error("INFO"))?;
+        let text: String = self.query("INFO", redis::cmd("INFO").arg(section)).await?;
         Ok(parse_info(&text))
     }
 
@@ -333,16 +387,16 @@ impl Valkey {
     /// PUBLISH; returns how many subscribers received the message.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
         let mut conn = self.connection.clone();
-        conn.publish(channel, message)
+        self.send("PUBLISH", async move { conn.publish(channel, message).await })
             .await
-            .map_err(Self::command_error("PUBLISH"))
     }
 
     /// A command built by the caller, for what has no method of its own here
     /// (write-behind's stream commands); `name` names it in errors.
     pub async fn query<T: FromRedisValue>(&self, name: &'static str, command: &redis::Cmd) -> Result<T, CacheError> {
         let mut conn = self.connection.clone();
-        command.query_async(&mut conn).await.map_err(Self::command_error(name))
+        self.send(name, async move { command.query_async(&mut conn).await })
+            .await
     }
 
     /// Like [`Valkey::query`], but when the server refuses the command with
@@ -354,7 +408,12 @@ impl Valkey {
         code: &str,
     ) -> Result<Option<T>, CacheError> {
         let mut conn = self.connection.clone();
-        match command.query_async(&mut conn).await {
+        let reply = self
+            .send_raw(name, self.command_timeout, async move {
+                command.query_async(&mut conn).await
+            })
+            .await?;
+        match reply {
             Ok(reply) => Ok(Some(reply)),
             Err(e) if e.code() == Some(code) => Ok(None),
             Err(e) => Err(Self::command_error(name)(e)),
@@ -369,27 +428,47 @@ impl Valkey {
         pipeline: &redis::Pipeline,
     ) -> Result<T, CacheError> {
         let mut conn = self.connection.clone();
-        pipeline.query_async(&mut conn).await.map_err(Self::command_error(name))
+        // A long pipeline is many commands' work: one timeout per 100 of them.
+        let per_hundred = u32::try_from(pipeline.len() / 100 + 1).unwrap_or(u32::MAX);
+        let limit = self.command_timeout.saturating_mul(per_hundred);
+        self.send_raw(name, limit, async move { pipeline.query_async(&mut conn).await })
+            .await?
+            .map_err(Self::command_error(name))
+    }
+
+    /// Like [`Valkey::query_pipeline`], but a failure also says whether the
+    /// server may have run the commands anyway: a timeout or a connection
+    /// lost after sending leaves that open; a refused connection or an
+    /// error reply does not.
+    pub async fn query_pipeline_or_unknown<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, (CacheError, bool)> {
+        let mut conn = self.connection.clone();
+        pipeline.query_async(&mut conn).await.map_err(|e| {
+            let may_have_run =
+                !e.is_connection_refusal() && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
+            (Self::command_error(name)(e), may_have_run)
+        })
     }
 
     /// Every key that starts with `prefix`, each once, in SCAN order (SCAN
     /// MATCH [`prefix_pattern`], never KEYS).
     pub async fn scan_prefixed(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
-        let mut conn = self.connection.clone();
         let pattern = prefix_pattern(prefix);
         let mut seen: HashSet<String> = HashSet::new();
         let mut found = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            let command = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(Self::command_error("SCAN"))?;
+                .clone();
+            let (next, keys): (u64, Vec<String>) = self.query("SCAN", &command).await?;
             // SCAN may return a key twice while the table is resized.
             found.extend(keys.into_iter().filter(|key| seen.insert(key.clone())));
             if next == 0 {
@@ -401,10 +480,9 @@ impl Valkey {
 
     /// Deletes every key that starts with `prefix` (SCAN, never KEYS); returns how many.
     pub async fn delete_prefixed(&self, prefix: &str) -> Result<u64, CacheError> {
-        let mut conn = self.connection.clone();
         let mut removed = 0;
         for batch in self.scan_prefixed(prefix).await?.chunks(UNLINK_BATCH) {
-            let n: u64 = conn.unlink(batch).await.map_err(Self::command_error("UNLINK"))?;
+            let n: u64 = self.query("UNLINK", redis::cmd("UNLINK").arg(batch)).await?;
             removed += n;
         }
         Ok(removed)
@@ -417,21 +495,14 @@ impl Valkey {
         for key in keys {
             pipe.cmd("MEMORY").arg("USAGE").arg(key);
         }
-        let mut conn = self.connection.clone();
-        pipe.query_async(&mut conn)
-            .await
-            .map_err(Self::command_error("MEMORY USAGE"))
+        self.query_pipeline("MEMORY USAGE", &pipe).await
     }
 
     /// `CONFIG GET name`: the value, or an error when the server has no such setting.
     pub async fn config_get(&self, name: &str) -> Result<String, CacheError> {
-        let mut conn = self.connection.clone();
-        let pairs: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(name)
-            .query_async(&mut conn)
-            .await
-            .map_err(Self::command_error("CONFIG GET"))?;
+        let pairs: Vec<String> = self
+            .query("CONFIG GET", redis::cmd("CONFIG").arg("GET").arg(name))
+            .await?;
         pairs
             .chunks(2)
             .find(|pair| pair.len() == 2 && pair[0] == name)
@@ -443,14 +514,8 @@ impl Valkey {
     }
 
     pub async fn config_set(&self, name: &str, value: &str) -> Result<(), CacheError> {
-        let mut conn = self.connection.clone();
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async::<()>(&mut conn)
+        self.query::<()>("CONFIG SET", redis::cmd("CONFIG").arg("SET").arg(name).arg(value))
             .await
-            .map_err(Self::command_error("CONFIG SET"))
     }
 }
 
@@ -473,6 +538,11 @@ fn escape_glob(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Valkey did not answer (as opposed to answering with an error reply).
+fn is_outage(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_timeout() || error.is_connection_refusal()
 }
 
 fn classify(error: &redis::RedisError, target: &str) -> CacheError {

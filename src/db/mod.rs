@@ -4,6 +4,7 @@
 //! Pools are built once with explicit limits and timeouts and shared by reference.
 
 pub mod cancel;
+pub mod changes;
 pub mod dialect;
 pub mod passengers;
 pub mod products;
@@ -129,6 +130,10 @@ pub struct Database {
     connect_time: Duration,
     /// Every connection's server-side id, for [`cancel::cancel_running`].
     sessions: Arc<PoolSessions>,
+    /// The command named in the ledger of the workshop's writes (`changes.rs`).
+    command: &'static str,
+    /// Set once the ledger table is known to exist.
+    ledger_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -242,7 +247,15 @@ impl Database {
             },
             connect_time: started.elapsed(),
             sessions,
+            command: "workshop-cli",
+            ledger_ready: std::sync::Arc::default(),
         })
+    }
+
+    /// The same pool, recording its writes in the ledger as made by `command`.
+    pub fn recording_as(mut self, command: &'static str) -> Database {
+        self.command = command;
+        self
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -516,6 +529,15 @@ fn classify_query_error(error: sqlx::Error, context: &ErrorContext) -> DbError {
                 return DbError::NotSeeded { detail: message };
             }
             return DbError::UnknownTable { table, detail: message };
+        }
+        // PostgreSQL's class 08 (connection exception) and 57P01-03 (the
+        // server ended the session: terminated, crashed, not accepting):
+        // the connection is gone, not the query wrong.
+        if code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03") {
+            return DbError::Unreachable {
+                target: context.target.clone(),
+                reason: first_line(db_error.message()),
+            };
         }
         // MariaDB 1969 (max_statement_time), MySQL 3024 (max_execution_time);
         // PostgreSQL 57014 is any cancel, the message says which.

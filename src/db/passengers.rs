@@ -4,7 +4,9 @@
 
 use sqlx::{MySql, Postgres, Row, Transaction};
 
+use super::changes::{numbered, record_changes, ChangeRecord};
 use super::{Database, DbError, Pool};
+use crate::config::DatabaseKind;
 
 /// Column sizes of `passenger` (fixtures/*/schema.sql), in characters.
 pub const PASSPORT_CHARS: usize = 9;
@@ -40,6 +42,9 @@ impl From<DbError> for PassengerWriteError {
     }
 }
 
+/// A deleted passenger's ledger entries go with it.
+const FORGET_MYSQL: &str = "DELETE FROM workshop_changes WHERE table_name = 'passenger' AND row_id = ?";
+const FORGET_POSTGRES: &str = "DELETE FROM workshop_changes WHERE table_name = 'passenger' AND row_id = $1";
 const SELECT_MYSQL: &str = "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = ?";
 const SELECT_POSTGRES: &str =
     "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = $1";
@@ -70,6 +75,7 @@ impl Database {
 
     /// INSERT, read back, COMMIT. Dropping the transaction on error rolls it back.
     pub async fn insert_passenger(&self, fields: &PassengerFields) -> Result<PassengerRow, PassengerWriteError> {
+        self.ensure_change_ledger().await?;
         match &self.pool {
             Pool::MySql(pool) => {
                 let mut tx: Transaction<'_, MySql> = pool.begin().await.map_err(|e| self.write_error(e))?;
@@ -87,6 +93,10 @@ impl Database {
                     .await
                     .map_err(|e| self.write_error(e))?;
                 let stored = row_of(&row).map_err(|e| self.write_error(e))?;
+                let created = [ChangeRecord::created_passenger(&stored)];
+                record_changes!(&mut *tx, self.kind(), self.command, &created)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
                 tx.commit().await.map_err(|e| self.write_error(e))?;
                 Ok(stored)
             }
@@ -107,62 +117,73 @@ impl Database {
                     .await
                     .map_err(|e| self.write_error(e))?;
                 let stored = row_of(&row).map_err(|e| self.write_error(e))?;
+                let created = [ChangeRecord::created_passenger(&stored)];
+                record_changes!(&mut *tx, self.kind(), self.command, &created)
+                    .await
+                    .map_err(|e| self.write_error(e))?;
                 tx.commit().await.map_err(|e| self.write_error(e))?;
                 Ok(stored)
             }
         }
     }
 
-    /// UPDATE, read back, COMMIT.
+    /// Reads the row (locked), UPDATE, read back, records the old values in
+    /// the ledger, COMMIT.
     pub async fn update_passenger(
         &self,
         id: i64,
         fields: &PassengerFields,
     ) -> Result<PassengerRow, PassengerWriteError> {
         let id32 = i32::try_from(id).map_err(|_| PassengerWriteError::NotFound)?;
-        match &self.pool {
-            Pool::MySql(pool) => {
-                let mut tx: Transaction<'_, MySql> = pool.begin().await.map_err(|e| self.write_error(e))?;
-                sqlx::query("UPDATE passenger SET passportno = ?, firstname = ?, lastname = ? WHERE passenger_id = ?")
+        self.ensure_change_ledger().await?;
+        let kind = self.kind();
+        let error = |e: sqlx::Error| self.write_error(e);
+        let select = match kind {
+            DatabaseKind::MySql => SELECT_MYSQL,
+            DatabaseKind::Postgres => SELECT_POSTGRES,
+        };
+        let locked = format!("{select} FOR UPDATE");
+        let update = numbered(
+            kind,
+            "UPDATE passenger SET passportno = ?, firstname = ?, lastname = ? WHERE passenger_id = ?",
+        );
+        // One text for both dialects; the macro expands it once per pool.
+        macro_rules! update_in {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.map_err(error)?;
+                let old = sqlx::query(&locked)
+                    .bind(id32)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(error)?
+                    .ok_or(PassengerWriteError::NotFound)?;
+                let old = row_of(&old).map_err(error)?;
+                sqlx::query(&update)
                     .bind(&fields.passportno)
                     .bind(&fields.firstname)
                     .bind(&fields.lastname)
                     .bind(id32)
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| self.write_error(e))?;
-                let row = sqlx::query(SELECT_MYSQL)
+                    .map_err(error)?;
+                let row = sqlx::query(select)
                     .bind(id32)
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(|e| self.write_error(e))?
+                    .map_err(error)?
                     .ok_or(PassengerWriteError::NotFound)?;
-                let stored = row_of(&row).map_err(|e| self.write_error(e))?;
-                tx.commit().await.map_err(|e| self.write_error(e))?;
-                Ok(stored)
-            }
-            Pool::Postgres(pool) => {
-                let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(|e| self.write_error(e))?;
-                sqlx::query(
-                    "UPDATE passenger SET passportno = $1, firstname = $2, lastname = $3 WHERE passenger_id = $4",
-                )
-                .bind(&fields.passportno)
-                .bind(&fields.firstname)
-                .bind(&fields.lastname)
-                .bind(id32)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.write_error(e))?;
-                let row = sqlx::query(SELECT_POSTGRES)
-                    .bind(id32)
-                    .fetch_optional(&mut *tx)
+                let stored = row_of(&row).map_err(error)?;
+                let updated = [ChangeRecord::updated_passenger(&old, &stored)];
+                record_changes!(&mut *tx, kind, self.command, &updated)
                     .await
-                    .map_err(|e| self.write_error(e))?
-                    .ok_or(PassengerWriteError::NotFound)?;
-                let stored = row_of(&row).map_err(|e| self.write_error(e))?;
-                tx.commit().await.map_err(|e| self.write_error(e))?;
+                    .map_err(error)?;
+                tx.commit().await.map_err(error)?;
                 Ok(stored)
-            }
+            }};
+        }
+        match &self.pool {
+            Pool::MySql(pool) => update_in!(pool),
+            Pool::Postgres(pool) => update_in!(pool),
         }
     }
 
@@ -207,8 +228,11 @@ impl Database {
         Ok(id.map(i64::from))
     }
 
-    /// Deletes passengers (and their details and bookings) by id; returns how many went.
+    /// Deletes passengers (and their details and bookings) by id, and their
+    /// entries in the ledger of the workshop's writes; returns how many went.
+    /// Only for rows the workshop created (`--cleanup`).
     pub async fn delete_passengers(&self, ids: &[i64]) -> Result<u64, DbError> {
+        self.ensure_change_ledger().await?;
         let mut removed = 0;
         for id in ids {
             let Ok(id32) = i32::try_from(*id) else { continue };
@@ -227,6 +251,11 @@ impl Database {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.query_error(e))?;
+                    sqlx::query(FORGET_MYSQL)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
                     tx.commit().await.map_err(|e| self.query_error(e))?;
                     done.rows_affected()
                 }
@@ -241,6 +270,11 @@ impl Database {
                     }
                     let done = sqlx::query("DELETE FROM passenger WHERE passenger_id = $1")
                         .bind(id32)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
+                    sqlx::query(FORGET_POSTGRES)
+                        .bind(*id)
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.query_error(e))?;

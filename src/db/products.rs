@@ -4,7 +4,16 @@ use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 use sqlx::Row;
 
+use super::changes::{numbered, record_changes, ChangeRecord, ProductPrice};
 use super::{Database, DbError, Pool};
+use crate::config::DatabaseKind;
+
+fn price_of(row: &ProductRow) -> ProductPrice {
+    ProductPrice {
+        price: row.price,
+        updated_at: row.updated_at,
+    }
+}
 
 /// One product as stored. Prices are exact decimals (rust_decimal serialises them as strings).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,49 +74,67 @@ impl Database {
         row.transpose().map_err(|e| self.query_error(e))
     }
 
-    /// Sets a product's price (and `updated_at`) in a transaction and returns
-    /// the row as stored; `None` when there is no such product.
+    /// Sets a product's price (and `updated_at`) in a transaction that also
+    /// records the old values in the ledger, and returns the row as stored;
+    /// `None` when there is no such product.
     pub async fn update_product_price(&self, id: i64, price: Decimal) -> Result<Option<ProductRow>, DbError> {
-        let Ok(id) = i32::try_from(id) else {
+        let Ok(id32) = i32::try_from(id) else {
             return Ok(None);
         };
-        let row = match &self.pool {
-            Pool::MySql(pool) => {
-                let mut tx = pool.begin().await.map_err(|e| self.query_error(e))?;
-                sqlx::query("UPDATE products SET price = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?")
-                    .bind(price)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_error(e))?;
-                let row = sqlx::query(&format!("SELECT {COLUMNS} FROM products WHERE id = ?"))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_error(e))?
-                    .map(|r| row_of(&r));
-                tx.commit().await.map_err(|e| self.query_error(e))?;
-                row
-            }
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(|e| self.query_error(e))?;
-                sqlx::query("UPDATE products SET price = $1, updated_at = LOCALTIMESTAMP WHERE id = $2")
-                    .bind(price)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_error(e))?;
-                let row = sqlx::query(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_error(e))?
-                    .map(|r| row_of(&r));
-                tx.commit().await.map_err(|e| self.query_error(e))?;
-                row
-            }
+        self.ensure_change_ledger().await?;
+        let kind = self.kind();
+        let error = |e: sqlx::Error| self.query_error(e);
+        let now = match kind {
+            DatabaseKind::MySql => "CURRENT_TIMESTAMP",
+            DatabaseKind::Postgres => "LOCALTIMESTAMP",
         };
-        row.transpose().map_err(|e| self.query_error(e))
+        let locked = numbered(kind, &format!("SELECT {COLUMNS} FROM products WHERE id = ? FOR UPDATE"));
+        let update = numbered(
+            kind,
+            &format!("UPDATE products SET price = ?, updated_at = {now} WHERE id = ?"),
+        );
+        let select = numbered(kind, &format!("SELECT {COLUMNS} FROM products WHERE id = ?"));
+        // One text for both dialects; the macro expands it once per pool.
+        macro_rules! update_in {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.map_err(error)?;
+                let Some(old) = sqlx::query(&locked)
+                    .bind(id32)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(error)?
+                else {
+                    return Ok(None);
+                };
+                let old = row_of(&old).map_err(error)?;
+                sqlx::query(&update)
+                    .bind(price)
+                    .bind(id32)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+                let row = sqlx::query(&select)
+                    .bind(id32)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(error)?;
+                let stored = row_of(&row).map_err(error)?;
+                let updated = [ChangeRecord::updated_product(
+                    id,
+                    &price_of(&old),
+                    &price_of(&stored),
+                )];
+                record_changes!(&mut *tx, kind, self.command, &updated)
+                    .await
+                    .map_err(error)?;
+                tx.commit().await.map_err(error)?;
+                Ok(Some(stored))
+            }};
+        }
+        match &self.pool {
+            Pool::MySql(pool) => update_in!(pool),
+            Pool::Postgres(pool) => update_in!(pool),
+        }
     }
 
     /// The smallest and largest product id, for workloads over the catalogue.

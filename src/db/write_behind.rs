@@ -3,6 +3,7 @@
 //! transaction. A queue entry delivered twice (after a crash between the
 //! commit and the acknowledgement in Valkey) therefore leaves one row, not two.
 
+use super::changes::{record_changes, ChangeRecord};
 use super::dialect::placeholder;
 use super::passengers::{row_of, PassengerFields, PassengerRow};
 use super::{Database, DbError, Pool};
@@ -42,7 +43,7 @@ pub fn insert_sql(kind: DatabaseKind, rows: usize) -> String {
     match kind {
         DatabaseKind::MySql => format!("INSERT IGNORE INTO passenger (passportno, firstname, lastname) VALUES {values}"),
         DatabaseKind::Postgres => format!(
-            "INSERT INTO passenger (passportno, firstname, lastname) VALUES {values} ON CONFLICT (passportno) DO NOTHING"
+            "INSERT INTO passenger (passportno, firstname, lastname) VALUES {values} ON CONFLICT (passportno) DO NOTHING RETURNING passenger_id, passportno, firstname, lastname"
         ),
     }
 }
@@ -58,33 +59,58 @@ pub fn stored_sql(kind: DatabaseKind, passports: usize) -> String {
 
 impl Database {
     /// Inserts the batch in one transaction, skipping passport numbers that
-    /// are already stored. Nothing is written unless it commits.
+    /// are already stored, and records the rows it added in the ledger of the
+    /// workshop's writes. Nothing is written unless it commits.
     pub async fn insert_passengers_once(&self, rows: &[PassengerFields]) -> Result<BatchInsert, DbError> {
         if rows.is_empty() {
             return Ok(BatchInsert::default());
         }
-        let insert = insert_sql(self.kind(), rows.len());
-        let select = stored_sql(self.kind(), rows.len());
+        self.ensure_change_ledger().await?;
+        let kind = self.kind();
+        let insert = insert_sql(kind, rows.len());
+        let select = stored_sql(kind, rows.len());
         let error = |e: sqlx::Error| self.query_error(e);
         match &self.pool {
             Pool::MySql(pool) => {
                 let mut tx = pool.begin().await.map_err(error)?;
+                // INSERT IGNORE says how many rows it added, not which: the
+                // passports stored before it (in this transaction's snapshot)
+                // tell the rows it added from the ones it skipped.
+                let mut query = sqlx::query(&select);
+                for row in rows {
+                    query = query.bind(&row.passportno);
+                }
+                let mut before = Vec::new();
+                for row in query.fetch_all(&mut *tx).await.map_err(error)? {
+                    before.push(row_of(&row).map_err(error)?.passenger_id);
+                }
                 let mut query = sqlx::query(&insert);
                 for row in rows {
                     query = query.bind(&row.passportno).bind(&row.firstname).bind(&row.lastname);
                 }
                 let inserted = query.execute(&mut *tx).await.map_err(error)?.rows_affected();
-                let mut stored = Vec::new();
-                if inserted < rows.len() as u64 {
-                    let mut query = sqlx::query(&select);
-                    for row in rows {
-                        query = query.bind(&row.passportno);
-                    }
-                    for row in query.fetch_all(&mut *tx).await.map_err(error)? {
-                        stored.push(row_of(&row).map_err(error)?);
-                    }
+                let mut query = sqlx::query(&select);
+                for row in rows {
+                    query = query.bind(&row.passportno);
                 }
+                let mut after = Vec::new();
+                for row in query.fetch_all(&mut *tx).await.map_err(error)? {
+                    after.push(row_of(&row).map_err(error)?);
+                }
+                let created: Vec<ChangeRecord> = after
+                    .iter()
+                    .filter(|row| !before.contains(&row.passenger_id))
+                    .map(ChangeRecord::created_passenger)
+                    .collect();
+                record_changes!(&mut *tx, kind, self.command, &created)
+                    .await
+                    .map_err(error)?;
                 tx.commit().await.map_err(error)?;
+                let stored = if inserted < rows.len() as u64 {
+                    after
+                } else {
+                    Vec::new()
+                };
                 Ok(BatchInsert { inserted, stored })
             }
             Pool::Postgres(pool) => {
@@ -93,7 +119,12 @@ impl Database {
                 for row in rows {
                     query = query.bind(&row.passportno).bind(&row.firstname).bind(&row.lastname);
                 }
-                let inserted = query.execute(&mut *tx).await.map_err(error)?.rows_affected();
+                // RETURNING lists exactly the rows the insert added.
+                let mut created = Vec::new();
+                for row in query.fetch_all(&mut *tx).await.map_err(error)? {
+                    created.push(ChangeRecord::created_passenger(&row_of(&row).map_err(error)?));
+                }
+                let inserted = created.len() as u64;
                 let mut stored = Vec::new();
                 if inserted < rows.len() as u64 {
                     let mut query = sqlx::query(&select);
@@ -104,6 +135,9 @@ impl Database {
                         stored.push(row_of(&row).map_err(error)?);
                     }
                 }
+                record_changes!(&mut *tx, kind, self.command, &created)
+                    .await
+                    .map_err(error)?;
                 tx.commit().await.map_err(error)?;
                 Ok(BatchInsert { inserted, stored })
             }
@@ -127,7 +161,7 @@ mod tests {
     fn postgres_numbers_every_value_and_does_nothing_on_conflict() {
         assert_eq!(
             insert_sql(DatabaseKind::Postgres, 2),
-            "INSERT INTO passenger (passportno, firstname, lastname) VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT (passportno) DO NOTHING"
+            "INSERT INTO passenger (passportno, firstname, lastname) VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT (passportno) DO NOTHING RETURNING passenger_id, passportno, firstname, lastname"
         );
     }
 

@@ -124,6 +124,8 @@ pub struct CacheAsideOutcome {
     pub distribution: Option<Distribution>,
     /// Every cache hit returned the rows the database returns now.
     pub consistent: Option<bool>,
+    /// Timeouts and circuit-breaker openings of the Valkey connection.
+    pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
 }
 
@@ -269,7 +271,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     let server = db.server_info().await?;
     let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
-    let keys = KeyScheme::new(&config.key_prefix);
+    let keys = KeyScheme::new(&config.key_prefix, &config.database);
     let key = keys.query(&query);
 
     let mut warnings = Vec::new();
@@ -365,6 +367,13 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
             timed.unavailable, options.runs
         ));
     }
+    let valkey_faults = valkey.as_ref().map(Valkey::breaker_counts);
+    if let Some(warning) = valkey
+        .as_ref()
+        .and_then(|v| v.breaker_counts().warning(v.command_timeout()))
+    {
+        warnings.push(warning);
+    }
     if consistent == Some(false) {
         warnings.push("a cache hit returned rows that differ from the database now: the entry is stale until its TTL ends or it is invalidated".into());
     }
@@ -422,6 +431,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         throughput_per_second: options.runs as f64 / wall.as_secs_f64().max(1e-9),
         distribution,
         consistent,
+        valkey_faults,
         warnings,
     };
     drop(session);

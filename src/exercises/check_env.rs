@@ -285,8 +285,34 @@ async fn valkey_checks(config: &Config) -> Vec<Check> {
         ),
         (Err(error), _) | (_, Err(error)) => Check::fail("Valkey", error.to_string(), UP_HINT),
     };
-    let probe = probe_check(&valkey, &KeyScheme::new(&config.key_prefix), config.ttl).await;
-    vec![server, probe]
+    let probe = probe_check(
+        &valkey,
+        &KeyScheme::new(&config.key_prefix, &config.database),
+        config.ttl,
+    )
+    .await;
+    let mut checks = vec![server, probe];
+    checks.extend(leftover_settings_check(&valkey).await);
+    checks
+}
+
+/// A `stats --maxmemory` run killed before it restored Valkey's settings
+/// left them in a record: put them back, and say so in a warning row.
+async fn leftover_settings_check(valkey: &Valkey) -> Option<Check> {
+    use crate::exercises::stats::settings_record::{restore_leftover, SettingsRecord};
+    match restore_leftover(valkey, &SettingsRecord::beside_state_file()).await {
+        Ok(None) => None,
+        Ok(Some(restored)) => Some(Check::warn(
+            "Valkey settings",
+            restored,
+            "nothing left to do: the settings are back",
+        )),
+        Err(error) => Some(Check::warn(
+            "Valkey settings",
+            format!("an earlier `stats --maxmemory` run left changed settings that could not be restored: {error}"),
+            "run `workshop-cli stats` to try again, or CONFIG SET maxmemory and maxmemory-policy by hand",
+        )),
+    }
 }
 
 /// SET, GET and DEL on a key of our own, to prove we may write the cache.
@@ -307,8 +333,9 @@ async fn probe_check(valkey: &Valkey, keys: &KeyScheme, ttl: Duration) -> Check 
         Ok((Some(read), true)) if read == value => Check::pass(
             "cache probe",
             format!(
-                "write/read/delete of {key} in {:.2} ms",
-                started.elapsed().as_secs_f64() * 1000.0
+                "write/read/delete of {key} in {:.2} ms; this database's keys start {}",
+                started.elapsed().as_secs_f64() * 1000.0,
+                keys.source_prefix()
             ),
         ),
         Ok((read, _)) => Check::fail(

@@ -2,6 +2,7 @@
 
 pub mod cache_aside;
 pub mod check_env;
+pub mod clean;
 pub mod multi_level;
 pub mod queries;
 pub mod readiness;

@@ -349,7 +349,7 @@ async fn connect(
     let server = db.server_info().await?;
     let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
-    let scheme = KeyScheme::new(&config.key_prefix);
+    let scheme = KeyScheme::new(&config.key_prefix, &config.database);
     let value = scheme.query(&query);
     let keys = StampedeKeys {
         lock: scheme.lock_for(&value),

@@ -5,6 +5,7 @@
 
 pub mod eviction;
 pub mod server;
+pub mod settings_record;
 pub mod workload;
 
 use std::cell::RefCell;
@@ -22,6 +23,7 @@ use crate::report::{self, Output};
 
 use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
 use server::{ServerAdmin, ServerView};
+use settings_record::SettingsRecord;
 use workload::{RunStats, Stop, Workload};
 
 pub const DEFAULT_REQUESTS: u64 = 20_000;
@@ -324,6 +326,8 @@ impl Bench<'_> {
             Stop::AfterRequests(n) => report::progress::bar(self.output, n, "requests"),
             Stop::AfterTime(limit) => report::progress::bar(self.output, limit.as_secs().max(1), "seconds"),
         };
+        // Drawn now, not at the first request's end: progress within a second.
+        progress.tick();
         let result = workload::run(&self.workload, &cache, &self.db, &self.keys, &progress).await;
         progress.finish_and_clear();
         let stats = result?;
@@ -333,7 +337,7 @@ impl Bench<'_> {
         };
         let footprint = match (&self.admin, &after) {
             (Some(admin), Some(_)) => admin
-                .key_footprint(self.keys.prefix())
+                .key_footprint(self.keys.source_prefix())
                 .await
                 .map_err(|e| ask("counting the workshop's keys", e))
                 .ok(),
@@ -347,6 +351,10 @@ impl Bench<'_> {
             warnings.push(
                 "Valkey restarted during the run (its run_id changed): its counters started again, so the server's deltas are not shown".into(),
             );
+        }
+        let timeout = self.valkey.as_ref().map(Valkey::command_timeout).unwrap_or_default();
+        if let Some(warning) = stats.valkey_faults.and_then(|faults| faults.warning(timeout)) {
+            warnings.push(warning);
         }
         if stats.counters.l2_errors > 0 {
             warnings.push(format!(
@@ -392,6 +400,23 @@ async fn measure_run(
             (None, None)
         }
     };
+    // Settings a killed `--maxmemory` run left changed go back first, so this
+    // run neither measures under them nor saves them as the originals.
+    let record = SettingsRecord::beside_state_file();
+    if let Some(valkey) = &valkey {
+        match settings_record::restore_leftover(valkey, &record).await {
+            Ok(Some(restored)) => warnings.push(restored),
+            Ok(None) => {}
+            Err(error) if plan.eviction.is_some() => {
+                return Err(WorkshopError::Other(anyhow::anyhow!(
+                    "cannot restore the Valkey settings an earlier run saved: {error}; nothing was changed"
+                )))
+            }
+            Err(error) => warnings.push(format!(
+                "cannot restore the Valkey settings an earlier run saved: {error}"
+            )),
+        }
+    }
 
     let sampler = Arc::new(KeySampler::new(keys, plan.skew));
     let l1_ttl = config.ttl.min(L1_TTL_CAP);
@@ -421,7 +446,7 @@ async fn measure_run(
         db: db.clone(),
         valkey,
         admin,
-        keys: KeyScheme::new(&config.key_prefix),
+        keys: KeyScheme::new(&config.key_prefix, &config.database),
         cache: TwoLevelSettings {
             use_l1: plan.use_l1,
             l1_capacity: plan.l1_capacity,
@@ -522,6 +547,18 @@ async fn compare_policies(
     // The limit applies to the whole server: nothing but the cache may be at risk.
     eviction::check_only_cache_at_risk(admin, &bench.keys).await?;
     let saved = SavedSettings::read(admin).await?;
+    // On disk (fsynced) before any CONFIG SET: a SIGKILL cannot skip a restore then.
+    let record = SettingsRecord::beside_state_file();
+    let target = bench
+        .valkey
+        .as_ref()
+        .map(|v| v.target().to_string())
+        .unwrap_or_default();
+    record.save(&target, &saved).map_err(|reason| {
+        WorkshopError::Other(anyhow::anyhow!(
+            "{reason}; Valkey's settings must be saved before they change, so nothing was changed"
+        ))
+    })?;
     let progress = RefCell::new(Progress::default());
     let run_warnings = RefCell::new(Vec::new());
     let runs = async {
@@ -546,6 +583,12 @@ async fn compare_policies(
         Ok(())
     };
     let interrupted = eviction::guarded(admin, &saved, &progress, runs).await?;
+    // Restored (guarded failed otherwise, and the record stays for the next run).
+    if let Err(reason) = record.remove(&target) {
+        warnings.push(format!(
+            "{reason}; the next run will restore the same settings again, harmlessly"
+        ));
+    }
     warnings.extend(run_warnings.into_inner());
     let runs = progress.into_inner().done;
     if interrupted.is_none()

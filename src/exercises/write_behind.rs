@@ -18,7 +18,8 @@ use crate::fixtures::names::{FEMALE_FIRST_NAMES, LAST_NAMES, MALE_FIRST_NAMES};
 use crate::fixtures::rng::SplitMix64;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::write_behind::{
-    BatchSizeSummary, FlushSettings, FlushStop, FlushTally, Flusher, QueueDepth, Rejected, Until, WriteQueue, CONSUMER,
+    AckError, BatchSizeSummary, FlushSettings, FlushStop, FlushTally, Flusher, QueueDepth, Rejected, Until, WriteQueue,
+    CONSUMER,
 };
 use crate::patterns::write_through::{WriteThrough, WriteThroughError};
 use crate::report::{self, Output};
@@ -34,6 +35,8 @@ pub const DEFAULT_COMPARE: u64 = 100;
 pub const PASSPORT_LETTER: char = 'W';
 /// First letter of the passports of the write-through comparison passengers (removed after the run).
 pub const COMPARISON_PASSPORT_LETTER: char = 'T';
+/// How long a producer keeps asking Valkey whether a write whose reply was lost reached it.
+const RECONCILE_BUDGET: Duration = Duration::from_secs(5);
 /// Without `--duration`, how long the flusher keeps trying a batch the database refuses.
 const RETRY_FOR: Duration = Duration::from_secs(5);
 /// Attempts to find a free passport number for a comparison write.
@@ -78,6 +81,8 @@ pub struct WriteBehindOptions {
     pub flush_interval_ms: i64,
     pub compare: Option<i64>,
     pub duration_seconds: Option<f64>,
+    /// Remove this run's rows and keys at the end.
+    pub cleanup: bool,
 }
 
 impl Default for WriteBehindOptions {
@@ -89,6 +94,7 @@ impl Default for WriteBehindOptions {
             flush_interval_ms: 100,
             compare: None,
             duration_seconds: None,
+            cleanup: false,
         }
     }
 }
@@ -102,6 +108,7 @@ pub struct Plan {
     pub flush_interval: Duration,
     pub compare: u64,
     pub duration: Option<Duration>,
+    pub cleanup: bool,
 }
 
 fn in_range(flag: &str, value: i64, low: i64, high: i64, unit: &str) -> Result<u64> {
@@ -147,6 +154,7 @@ pub fn validate(options: &WriteBehindOptions) -> Result<Plan> {
         flush_interval: Duration::from_millis(interval),
         compare: if produces { compare.min(writes) } else { 0 },
         duration,
+        cleanup: options.cleanup,
     })
 }
 
@@ -169,6 +177,13 @@ pub struct Produced {
     pub passports: Vec<String>,
     /// The cached row of the first write.
     pub example_key: Option<String>,
+    /// Writes whose MULTI/EXEC failed ambiguously (a timeout after it was
+    /// sent) and that Valkey had applied: counted in `writes`, so `writes`
+    /// equals what the stream received.
+    pub reconciled: u64,
+    /// Passports of writes whose fate Valkey never told (it stopped answering
+    /// after the ambiguous failure): each may or may not be in the stream.
+    pub unconfirmed: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -247,11 +262,21 @@ pub struct WriteBehindOutcome {
     pub produced: Option<Produced>,
     pub comparison: Option<Comparison>,
     pub flushed: Option<Flushed>,
+    /// `--cleanup`: this run's rows and keys, removed at the end.
+    pub cleanup: Option<RunCleanup>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunCleanup {
+    pub removed_rows: u64,
+    pub removed_keys: u64,
+    /// Why the cleanup did not finish (the database or Valkey was lost), and the command that will.
+    pub not_done: Option<String>,
 }
 
 pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) -> Result<()> {
     let plan = validate(&options)?;
-    let keys = KeyScheme::new(&config.key_prefix);
+    let keys = KeyScheme::new(&config.key_prefix, &config.database);
     // Valkey first: when it cannot be reached, nothing is written anywhere.
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
     let aof = valkey
@@ -294,6 +319,11 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
             retry_for: RETRY_FOR,
         },
     });
+    // The ledger entries after this one are this run's rows (for --cleanup).
+    let ledger_before = match &db {
+        Some(db) if plan.cleanup => Some(db.last_change_id().await?),
+        _ => None,
+    };
     let mut rng = SplitMix64::new(random_seed());
 
     let (production, tally) = match plan.mode {
@@ -349,6 +379,10 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
         }
         _ => None,
     };
+    let cleanup = match plan.cleanup {
+        true => Some(clean_up_run(db.as_ref(), ledger_before, &valkey, &keys, production.as_ref(), config).await),
+        false => None,
+    };
     let outcome = WriteBehindOutcome {
         exercise: "write-behind",
         mode: plan.mode,
@@ -371,20 +405,127 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
         produced: production.map(|p| p.produced),
         comparison,
         flushed: tally.map(Flushed::from),
+        cleanup,
     };
     report::write_behind::show(&outcome, output);
     if let Some(db) = &db {
         db.close().await;
     }
+    warn_about_stored_rows(&outcome, &plan, config, output);
     if let Some(error) = production_stopped {
         let acknowledged = outcome.produced.as_ref().map_or(0, |p| p.writes);
+        let reconciled = outcome.produced.as_ref().map_or(0, |p| p.reconciled);
+        let unconfirmed = outcome.produced.as_ref().map_or(0, |p| p.unconfirmed.len());
+        let mut note = String::new();
+        if reconciled > 0 {
+            note.push_str(&format!(
+                " (including {reconciled} whose reply was lost but which Valkey had applied)"
+            ));
+        }
+        if unconfirmed > 0 {
+            note.push_str(&format!(
+                "; {unconfirmed} more may or may not have reached the stream: Valkey stopped answering before it could be asked"
+            ));
+        }
         output.warn(&format!(
-            "{acknowledged} of {} write(s) were acknowledged before Valkey stopped answering; the report above covers them",
+            "{acknowledged} of {} write(s) were acknowledged before Valkey stopped answering{note}; the report above covers them",
             plan.writes
         ));
         return Err(error.into());
     }
     verdict(&outcome)
+}
+
+/// A run that stopped part-way says how many rows it stored, and what removes
+/// them: its `--cleanup`, or the command that will.
+fn warn_about_stored_rows(outcome: &WriteBehindOutcome, plan: &Plan, config: &Config, output: &Output) {
+    let stored = outcome.flushed.as_ref().map_or(0, |f| f.inserted);
+    let stopped = outcome.flushed.as_ref().is_some_and(|f| f.stopped.is_some())
+        || outcome.produced.as_ref().map_or(0, |p| p.writes) < plan.writes;
+    // Nothing stored and nothing to clean up: the verdict's message says the rest.
+    if !stopped || (stored == 0 && outcome.cleanup.is_none()) {
+        return;
+    }
+    // Unknown (Valkey lost): entries may be left, and clean would refuse without --force.
+    let queued = outcome.queue_after.map_or(1, |q| q.entries);
+    let command = clean_after(config, queued);
+    let what = match &outcome.cleanup {
+        Some(RunCleanup {
+            not_done: None,
+            removed_rows,
+            ..
+        }) => format!("--cleanup removed {removed_rows} of them"),
+        Some(RunCleanup {
+            not_done: Some(reason), ..
+        }) => format!("--cleanup could not finish ({reason})"),
+        None => format!("they stay; `{command}` removes them"),
+    };
+    output.warn(&format!(
+        "the run stopped part-way; the flusher had committed {stored} row(s) to the database; {what}"
+    ));
+}
+
+/// `clean`, with `--force` when acknowledged writes are still queued (clean
+/// refuses to drop them otherwise).
+fn clean_after(config: &Config, queued: u64) -> String {
+    let command = crate::exercises::clean::clean_command(config);
+    if queued > 0 {
+        format!("{command} --force")
+    } else {
+        command
+    }
+}
+
+/// `--cleanup`: deletes the rows this run's flusher stored (the ledger
+/// entries after `ledger_before`) and the keys its writes cached. What it
+/// cannot do (a lost service) is said, with the command that will.
+async fn clean_up_run(
+    db: Option<&Database>,
+    ledger_before: Option<i64>,
+    valkey: &Valkey,
+    keys: &KeyScheme,
+    production: Option<&Production>,
+    config: &Config,
+) -> RunCleanup {
+    let mut done = RunCleanup::default();
+    let mut problems = Vec::new();
+    match (db, ledger_before) {
+        (Some(db), Some(after)) => {
+            let removed = async {
+                let ids = db.created_since(crate::db::changes::PASSENGER_TABLE, after).await?;
+                db.delete_passengers(&ids).await
+            };
+            match removed.await {
+                Ok(rows) => done.removed_rows = rows,
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        _ => problems.push("the database is not connected".to_string()),
+    }
+    if let Some(production) = production {
+        for passport in &production.produced.passports {
+            match valkey.delete(&keys.passenger_by_passport(passport)).await {
+                Ok(true) => done.removed_keys += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    problems.push(error.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let queued = WriteQueue::new(valkey.clone(), keys.clone(), config.ttl)
+            .depth()
+            .await
+            .map_or(1, |depth| depth.entries);
+        done.not_done = Some(format!(
+            "{}; `{}` will",
+            problems.join("; "),
+            clean_after(config, queued)
+        ));
+    }
+    done
 }
 
 /// Exit 8 when the run leaves acknowledged writes outside the database.
@@ -427,7 +568,8 @@ async fn connect_database(config: &Config) -> std::result::Result<(Database, Str
             connect_timeout: config.connect_timeout,
         },
     )
-    .await?;
+    .await?
+    .recording_as("write-behind");
     let server = db.server_info().await?;
     db.warm_up(2).await?;
     Ok((db, format!("{} {}", server.product, server.version)))
@@ -473,12 +615,25 @@ async fn produce(
     let mut example_key = None;
     let mut compared_ids = Vec::new();
     let mut comparison_stopped = None;
+    let mut reconciled = 0;
+    let mut unconfirmed = Vec::new();
     for write in 1..=plan.writes {
         let passenger = generated_passenger(rng, PASSPORT_LETTER);
         let acknowledged = match queue.acknowledge(&passenger).await {
             Ok(acknowledged) => acknowledged,
-            Err(error) => {
-                // What was acknowledged so far still counts and is reported.
+            Err(AckError { error, may_have_run }) => {
+                // What was acknowledged so far still counts and is reported;
+                // so does a write Valkey applied although its reply was lost.
+                if may_have_run {
+                    match queue.reconcile(&passenger, RECONCILE_BUDGET).await {
+                        Some(true) => {
+                            reconciled += 1;
+                            passports.push(passenger.passportno);
+                        }
+                        Some(false) => {}
+                        None => unconfirmed.push(passenger.passportno),
+                    }
+                }
                 stopped = Some(error);
                 break;
             }
@@ -511,6 +666,8 @@ async fn produce(
             passport_prefix: PASSPORT_LETTER.to_string(),
             passports,
             example_key,
+            reconciled,
+            unconfirmed,
         },
         stopped,
         write_through,

@@ -106,6 +106,8 @@ pub struct WriteThroughOutcome {
     pub summary: WriteSummary,
     pub stale_comparison: Option<StaleComparison>,
     pub cleanup: Option<Cleanup>,
+    /// After `--update` without `--cleanup`: the change stays, and how to undo it.
+    pub permanent_change: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -118,6 +120,8 @@ pub struct WriteSummary {
 pub struct Cleanup {
     pub removed_rows: u64,
     pub removed_keys: u64,
+    /// `--update --cleanup`: rows given their values from before the run back.
+    pub restored_rows: u64,
 }
 
 pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output) -> Result<()> {
@@ -130,24 +134,54 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
             connect_timeout: config.connect_timeout,
         },
     )
-    .await?;
+    .await?
+    .recording_as("write-through");
     let server = db.server_info().await?;
     let pattern = WriteThrough {
         db: db.clone(),
         valkey,
-        keys: KeyScheme::new(&config.key_prefix),
+        keys: KeyScheme::new(&config.key_prefix, &config.database),
         ttl: config.ttl,
     };
     db.warm_up(1).await?;
 
+    // `--update --cleanup` undoes this run's changes only: the ledger entries after this one.
+    let ledger_before = match options.update {
+        Some(_) => db.last_change_id().await?,
+        None => 0,
+    };
     let result = match options.update {
-        Some(id) => run_updates(&pattern, id, &options).await,
+        Some(id) => run_updates(&pattern, id, &options).await.map_err(RunError::Failed),
         None => run_creates(&pattern, &options).await,
     };
-    let (mut outcome, created) = result?;
+    let (mut outcome, created) = match result {
+        Ok(done) => done,
+        Err(RunError::Aborted(mut aborted)) => {
+            aborted.outcome.database = format!("{} {}", server.product, server.version);
+            return finish_aborted(&pattern, config, &options, *aborted, output).await;
+        }
+        Err(RunError::Failed(error)) => {
+            if let Some(id) = options.update {
+                if let Some(note) = after_failed_update(&pattern, config, &options, id, ledger_before).await {
+                    output.warn(&note);
+                }
+            }
+            return Err(error);
+        }
+    };
     outcome.database = format!("{} {}", server.product, server.version);
     if options.cleanup && !created.is_empty() {
         outcome.cleanup = Some(cleanup(&pattern, &created).await?);
+    }
+    if let Some(id) = options.update {
+        if options.cleanup {
+            outcome.cleanup = Some(restore(&pattern, id, ledger_before).await?);
+        } else {
+            outcome.permanent_change = Some(crate::exercises::clean::permanent_change_note(
+                &format!("passenger {id}"),
+                config,
+            ));
+        }
     }
     report::writes::show_write_through(&outcome, output);
     db.close().await;
@@ -158,6 +192,125 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
         )));
     }
     Ok(())
+}
+
+/// A run of creates that stopped part-way: what it committed, and why it stopped.
+struct Aborted {
+    outcome: WriteThroughOutcome,
+    created: Vec<i64>,
+    error: WorkshopError,
+}
+
+enum RunError {
+    /// Stopped after committing some writes (maybe none): they are reported.
+    Aborted(Box<Aborted>),
+    /// Failed before anything was written.
+    Failed(WorkshopError),
+}
+
+impl From<Aborted> for RunError {
+    fn from(aborted: Aborted) -> Self {
+        RunError::Aborted(Box::new(aborted))
+    }
+}
+
+impl From<WorkshopError> for RunError {
+    fn from(error: WorkshopError) -> Self {
+        RunError::Failed(error)
+    }
+}
+
+/// A run that lost Valkey or the database part-way: the table of what it
+/// did, how many rows it committed, and either its `--cleanup` or the
+/// command that removes them later. The error keeps its exit code.
+async fn finish_aborted(
+    pattern: &WriteThrough,
+    config: &Config,
+    options: &WriteThroughOptions,
+    aborted: Aborted,
+    output: &Output,
+) -> Result<()> {
+    let Aborted {
+        mut outcome,
+        created,
+        error,
+    } = aborted;
+    if created.is_empty() {
+        return Err(error);
+    }
+    let command = crate::exercises::clean::clean_command(config);
+    let left = if options.cleanup {
+        match pattern.db.delete_passengers(&created).await {
+            Ok(removed_rows) => {
+                // Best effort: Valkey may be the service that was lost.
+                let mut removed_keys = 0;
+                let mut keys_left = false;
+                for id in &created {
+                    match pattern.valkey.delete(&pattern.keys.passenger(*id)).await {
+                        Ok(removed) => removed_keys += u64::from(removed),
+                        Err(_) => keys_left = true,
+                    }
+                }
+                outcome.cleanup = Some(Cleanup {
+                    removed_rows,
+                    removed_keys,
+                    restored_rows: 0,
+                });
+                let keys = if keys_left {
+                    format!(" (some of their cache keys could not be deleted: `{command}` deletes them)")
+                } else {
+                    String::new()
+                };
+                format!("--cleanup removed {removed_rows} of them{keys}")
+            }
+            Err(cleanup_error) => format!("--cleanup could not remove them ({cleanup_error}); `{command}` will"),
+        }
+    } else {
+        format!("they stay; `{command}` removes them")
+    };
+    report::writes::show_write_through(&outcome, output);
+    output.warn(&format!(
+        "the run stopped after {} of {} write(s) had been committed to the database; {left}",
+        created.len(),
+        options.runs
+    ));
+    Err(error)
+}
+
+/// An `--update` run that failed part-way: its `--cleanup` restores the
+/// row, or the note says the change stays and how to undo it. `None` when
+/// the run changed nothing.
+async fn after_failed_update(
+    pattern: &WriteThrough,
+    config: &Config,
+    options: &WriteThroughOptions,
+    passenger_id: i64,
+    ledger_before: i64,
+) -> Option<String> {
+    let table = crate::db::changes::PASSENGER_TABLE;
+    if options.cleanup {
+        return match pattern.db.undo_changes_of(table, passenger_id, ledger_before).await {
+            Ok(None) => None,
+            Ok(Some(crate::db::changes::Undone::Restored)) => Some(format!(
+                "the run stopped part-way; --cleanup gave passenger {passenger_id} its values from before the run back"
+            )),
+            Ok(Some(_)) | Err(_) => Some(format!(
+                "the run stopped part-way and --cleanup could not restore passenger {passenger_id}; {}",
+                crate::exercises::clean::permanent_change_note(&format!("passenger {passenger_id}"), config)
+            )),
+        };
+    }
+    let changed = pattern
+        .db
+        .changed_since(table, passenger_id, ledger_before)
+        .await
+        .unwrap_or(true);
+    changed.then(|| {
+        format!(
+            "the run stopped part-way; {}",
+            crate::exercises::clean::permanent_change_note(&format!("passenger {passenger_id}"), config)
+        )
+    })
 }
 
 /// Checks every value before the database is touched.
@@ -331,24 +484,57 @@ impl Tally {
             },
             stale_comparison: None,
             cleanup: None,
+            permanent_change: None,
         }
     }
 }
 
-async fn run_creates(pattern: &WriteThrough, options: &WriteThroughOptions) -> Result<(WriteThroughOutcome, Vec<i64>)> {
+/// The creates, until one fails: then the writes committed so far are kept
+/// (and reported) next to the error.
+async fn run_creates(
+    pattern: &WriteThrough,
+    options: &WriteThroughOptions,
+) -> std::result::Result<(WriteThroughOutcome, Vec<i64>), RunError> {
     let mut tally = Tally::new();
     let mut created = Vec::new();
     for run in 1..=options.runs {
-        let written = create_one(pattern, options).await?;
+        let written = match create_one(pattern, options).await {
+            Ok(written) => written,
+            Err((committed, error)) => {
+                created.extend(committed);
+                let outcome = tally.outcome("create", run - 1, pattern.ttl);
+                return Err(Aborted {
+                    outcome,
+                    created,
+                    error,
+                }
+                .into());
+            }
+        };
         created.push(written.row.passenger_id);
-        tally.add(write_record(pattern, run, written).await?);
+        match write_record(pattern, run, written).await {
+            Ok(record) => tally.add(record),
+            Err(error) => {
+                let outcome = tally.outcome("create", run - 1, pattern.ttl);
+                return Err(Aborted {
+                    outcome,
+                    created,
+                    error,
+                }
+                .into());
+            }
+        }
     }
     Ok((tally.outcome("create", options.runs, pattern.ttl), created))
 }
 
 /// Creates one passenger; a generated passport number that happens to be
-/// taken is replaced and tried again, a given one is an error.
-async fn create_one(pattern: &WriteThrough, options: &WriteThroughOptions) -> Result<Written> {
+/// taken is replaced and tried again, a given one is an error. On failure:
+/// the id of a row it committed anyway (the cache write after the commit failed).
+async fn create_one(
+    pattern: &WriteThrough,
+    options: &WriteThroughOptions,
+) -> std::result::Result<Written, (Option<i64>, WorkshopError)> {
     let mut attempts = 0;
     loop {
         let fields = fields_for_create(options);
@@ -359,7 +545,13 @@ async fn create_one(pattern: &WriteThrough, options: &WriteThroughOptions) -> Re
             {
                 attempts += 1;
             }
-            Err(error) => return Err(map_error(error)),
+            Err(error) => {
+                let committed = match &error {
+                    WriteThroughError::CacheAfterCommit { passenger_id, .. } => Some(*passenger_id),
+                    _ => None,
+                };
+                return Err((committed, map_error(error)));
+            }
         }
     }
 }
@@ -441,6 +633,22 @@ async fn cleanup(pattern: &WriteThrough, created: &[i64]) -> Result<Cleanup> {
     Ok(Cleanup {
         removed_rows,
         removed_keys,
+        restored_rows: 0,
+    })
+}
+
+/// `--update --cleanup`: the passenger gets its values from before the run
+/// back (from the ledger), and its key goes, so readers load that row.
+async fn restore(pattern: &WriteThrough, passenger_id: i64, ledger_before: i64) -> Result<Cleanup> {
+    let restored = pattern
+        .db
+        .undo_changes_of(crate::db::changes::PASSENGER_TABLE, passenger_id, ledger_before)
+        .await?;
+    let removed_keys = u64::from(pattern.valkey.delete(&pattern.keys.passenger(passenger_id)).await?);
+    Ok(Cleanup {
+        removed_rows: 0,
+        removed_keys,
+        restored_rows: u64::from(restored == Some(crate::db::changes::Undone::Restored)),
     })
 }
 

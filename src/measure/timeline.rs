@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::as_optional_millis;
+use crate::cache::BreakerCounts;
 
 /// Per-second histograms are coarse (2 significant digits, up to 10 s) to
 /// keep a long run small: about 14 KB per second.
@@ -67,6 +68,9 @@ pub struct SecondStats {
     pub throughput_per_second: f64,
     #[serde(serialize_with = "as_optional_millis", rename = "p99_ms")]
     pub p99: Option<Duration>,
+    /// Valkey timeouts and circuit-breaker openings in this second (filled
+    /// in by the caller, which owns the connection).
+    pub valkey_faults: BreakerCounts,
 }
 
 impl Timeline {
@@ -132,6 +136,7 @@ impl Timeline {
                     0.0
                 },
                 p99: (bucket.requests > 0).then(|| Duration::from_nanos(bucket.histogram.value_at_quantile(0.99))),
+                valkey_faults: BreakerCounts::default(),
             })
             .collect()
     }

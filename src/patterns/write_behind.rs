@@ -39,6 +39,19 @@ const RETRY_LONGEST_PAUSE: Duration = Duration::from_secs(1);
 /// Rejected entries kept in full for the report; the rest are only counted.
 const REJECTED_SHOWN: usize = 20;
 
+/// Pause between attempts to reach Valkey after an ambiguous failure.
+const RECONCILE_PAUSE: Duration = Duration::from_millis(100);
+/// Newest stream entries searched for a write whose cached row is gone.
+const RECONCILE_STREAM_TAIL: u64 = 100;
+
+/// Why a write was not acknowledged.
+#[derive(Debug)]
+pub struct AckError {
+    pub error: CacheError,
+    /// Valkey may have applied it anyway (timeout, connection lost after sending).
+    pub may_have_run: bool,
+}
+
 /// One acknowledged write.
 #[derive(Debug, Clone)]
 pub struct Acknowledged {
@@ -140,7 +153,9 @@ impl WriteQueue {
 
     /// The write: the cached row (with the TTL) and the stream entry, both or
     /// neither (MULTI/EXEC). Once this returns, the write is acknowledged.
-    pub async fn acknowledge(&self, passenger: &PassengerFields) -> Result<Acknowledged, CacheError> {
+    /// A failure says whether Valkey may have applied it anyway (a timeout
+    /// after EXEC was sent): then [`WriteQueue::reconcile`] finds out.
+    pub async fn acknowledge(&self, passenger: &PassengerFields) -> Result<Acknowledged, AckError> {
         let key = self.keys.passenger_by_passport(&passenger.passportno);
         // The row as a reader by passport number sees it; the id comes when the database stores it.
         let cached = serde_json::json!({
@@ -164,12 +179,66 @@ impl WriteQueue {
             .set_ex(&key, cached, self.ttl.as_secs().max(1))
             .ignore()
             .xadd(self.keys.write_behind_stream(), "*", &fields);
-        let (entry_id,): (String,) = self.valkey.query_pipeline("MULTI/EXEC (SET + XADD)", &write).await?;
+        let (entry_id,): (String,) = self
+            .valkey
+            .query_pipeline_or_unknown("MULTI/EXEC (SET + XADD)", &write)
+            .await
+            .map_err(|(error, may_have_run)| AckError { error, may_have_run })?;
         Ok(Acknowledged {
             entry_id,
             key,
             latency: started.elapsed(),
         })
+    }
+
+    /// After an ambiguous failure of [`WriteQueue::acknowledge`]: whether the
+    /// write reached Valkey. The passport number is the write's id (unique
+    /// per write, and the flusher's insert is idempotent by it): the write
+    /// landed if its cached row (set in the same MULTI/EXEC as the XADD) or a
+    /// stream entry with that passport is there. Asks until Valkey answers
+    /// or `budget` is spent; `None` when it never did.
+    pub async fn reconcile(&self, passenger: &PassengerFields, budget: Duration) -> Option<bool> {
+        let give_up_at = Instant::now() + budget;
+        loop {
+            // A PING that answers means the server runs again and has
+            // worked through what was sent before it on this connection.
+            if self.valkey.round_trip().await.is_ok() {
+                if let Some(landed) = self.landed(passenger).await {
+                    return Some(landed);
+                }
+            }
+            if Instant::now() >= give_up_at {
+                return None;
+            }
+            tokio::time::sleep(RECONCILE_PAUSE).await;
+        }
+    }
+
+    /// One look for the write: its cached row, else the stream's newest
+    /// entries (the producer writes one at a time, so it would be among them).
+    async fn landed(&self, passenger: &PassengerFields) -> Option<bool> {
+        let key = self.keys.passenger_by_passport(&passenger.passportno);
+        match self.valkey.get(&key).await {
+            Ok(Some(_)) => return Some(true),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let mut newest = redis::cmd("XREVRANGE");
+        newest
+            .arg(self.keys.write_behind_stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(RECONCILE_STREAM_TAIL);
+        let reply: Value = self.valkey.query("XREVRANGE", &newest).await.ok()?;
+        let found = stream_entries(reply).into_iter().any(|entry| {
+            entry.fields.is_some_and(|fields| {
+                fields
+                    .iter()
+                    .any(|(k, v)| k == FIELD_PASSPORT && *v == passenger.passportno)
+            })
+        });
+        Some(found)
     }
 
     pub async fn depth(&self) -> Result<QueueDepth, CacheError> {
@@ -298,6 +367,14 @@ pub fn entries_of(reply: Value) -> Vec<QueuedEntry> {
         })
         .filter_map(entry_of)
         .collect()
+}
+
+/// The entries of an XRANGE / XREVRANGE reply: `[entry, ...]`.
+fn stream_entries(reply: Value) -> Vec<QueuedEntry> {
+    match reply {
+        Value::Array(entries) => entries.into_iter().filter_map(entry_of).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn entry_of(entry: Value) -> Option<QueuedEntry> {

@@ -3,6 +3,7 @@
 //! functions here render it.
 
 pub mod check_env;
+pub mod clean;
 pub mod latency;
 pub mod multi_level;
 pub mod progress;

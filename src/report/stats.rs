@@ -251,7 +251,7 @@ pub fn timeline_text(seconds: &[SecondStats]) -> String {
             w = BAR_CELLS
         ));
         for second in seconds {
-            lines.push(format!(
+            let line = format!(
                 "{:>4}  {:>10}  {:>8}  {:<w$}  {:>8}",
                 second.second,
                 rounded(second.throughput_per_second),
@@ -259,10 +259,35 @@ pub fn timeline_text(seconds: &[SecondStats]) -> String {
                 bar(second.hit_rate.unwrap_or(0.0), BAR_CELLS),
                 second.p99.map_or_else(|| "—".to_string(), ms),
                 w = BAR_CELLS
-            ));
+            );
+            lines.push(match faults_text(&second.valkey_faults) {
+                Some(faults) => format!("{line}  {faults}"),
+                None => line,
+            });
         }
+    } else if let Some(faults) = seconds
+        .iter()
+        .find(|s| faults_text(&s.valkey_faults).is_some())
+        .and_then(|s| faults_text(&s.valkey_faults).map(|text| format!("from second {}: {text}", s.second)))
+    {
+        lines.push(format!("Valkey faults {faults}"));
     }
     lines.join("\n")
+}
+
+/// "Valkey: 3 timed out · breaker opened 1× · 120 skipped" (the non-zero
+/// parts) for a second with any.
+fn faults_text(faults: &crate::cache::BreakerCounts) -> Option<String> {
+    let parts: Vec<String> = [
+        (faults.timeouts, format!("{} timed out", faults.timeouts)),
+        (faults.openings, format!("breaker opened {}×", faults.openings)),
+        (faults.skipped, format!("{} skipped", faults.skipped)),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(_, text)| text)
+    .collect();
+    (!parts.is_empty()).then(|| format!("Valkey: {}", parts.join(" · ")))
 }
 
 /// A horizontal bar of `cells` characters for a fraction from 0 to 1, in eighths of a cell.
@@ -483,6 +508,7 @@ mod tests {
 
     fn second(index: u64, requests: u64, hits: u64, p99_micros: u64) -> SecondStats {
         SecondStats {
+            valkey_faults: Default::default(),
             second: index,
             length_seconds: 1.0,
             requests,
@@ -491,6 +517,23 @@ mod tests {
             throughput_per_second: requests as f64,
             p99: (requests > 0).then(|| Duration::from_micros(p99_micros)),
         }
+    }
+
+    #[test]
+    fn a_second_with_valkey_faults_names_only_what_happened() {
+        use crate::cache::BreakerCounts;
+        assert_eq!(faults_text(&BreakerCounts::default()), None);
+        let faults = BreakerCounts {
+            openings: 1,
+            skipped: 0,
+            timeouts: 3,
+        };
+        assert_eq!(faults_text(&faults).unwrap(), "Valkey: 3 timed out · breaker opened 1×");
+        let mut seconds = vec![second(0, 10, 10, 100), second(1, 10, 0, 100), second(2, 10, 10, 100)];
+        seconds[1].valkey_faults = faults;
+        let text = timeline_text(&seconds);
+        let line = text.lines().find(|l| l.trim_start().starts_with("1 ")).unwrap();
+        assert!(line.ends_with("Valkey: 3 timed out · breaker opened 1×"), "{text}");
     }
 
     #[test]

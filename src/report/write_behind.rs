@@ -46,6 +46,16 @@ pub fn show(outcome: &WriteBehindOutcome, output: &Output) {
     if let Some(flushed) = &outcome.flushed {
         show_flushed(flushed, &outcome.rejected_stream, output);
     }
+    if let Some(cleanup) = &outcome.cleanup {
+        output.text(format!(
+            "cleanup: removed {} passenger row(s) this run stored and {} cache key(s) it wrote",
+            count(cleanup.removed_rows),
+            count(cleanup.removed_keys)
+        ));
+        if let Some(reason) = &cleanup.not_done {
+            output.warn(&format!("the cleanup did not finish: {reason}"));
+        }
+    }
 }
 
 fn show_queue(outcome: &WriteBehindOutcome, output: &Output) {
@@ -84,6 +94,12 @@ fn show_produced(produced: &Produced, comparison: Option<&Comparison>, output: &
         line.push_str(&format!("; cached as {key}"));
     }
     output.text(line);
+    if produced.reconciled > 0 {
+        output.text(format!(
+            "{} of them timed out without a reply and were found in Valkey afterwards: applied, so counted",
+            count(produced.reconciled)
+        ));
+    }
     let Some(comparison) = comparison else { return };
     if let Some(speedup) = comparison.ack_speedup {
         output.text(format!(

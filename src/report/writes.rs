@@ -17,6 +17,9 @@ fn describe(row: &PassengerRow) -> String {
 }
 
 pub fn show_write_through(outcome: &WriteThroughOutcome, output: &Output) {
+    if let Some(note) = &outcome.permanent_change {
+        output.warn(note);
+    }
     if output.json {
         output.json_document(outcome);
         return;
@@ -98,10 +101,18 @@ pub fn show_write_through(outcome: &WriteThroughOutcome, output: &Output) {
     }
 
     if let Some(cleanup) = &outcome.cleanup {
-        output.text(format!(
-            "cleanup: removed {} passenger row(s) and {} cache key(s)",
-            count(cleanup.removed_rows),
-            count(cleanup.removed_keys)
-        ));
+        if cleanup.restored_rows > 0 {
+            output.text(format!(
+                "cleanup: restored {} passenger row(s) to their values before the run and removed {} cache key(s)",
+                count(cleanup.restored_rows),
+                count(cleanup.removed_keys)
+            ));
+        } else {
+            output.text(format!(
+                "cleanup: removed {} passenger row(s) and {} cache key(s)",
+                count(cleanup.removed_rows),
+                count(cleanup.removed_keys)
+            ));
+        }
     }
 }

@@ -246,6 +246,10 @@ impl Guided {
             .env("VALKEY_URL", config.valkey.connect_url())
             .env("CACHE_TTL", config.ttl.as_secs().to_string())
             .env("WORKSHOP_KEY_PREFIX", &config.key_prefix)
+            .env(
+                "WORKSHOP_CACHE_TIMEOUT",
+                config.valkey.command_timeout.as_millis().to_string(),
+            )
             .status()
             .await;
         match status {

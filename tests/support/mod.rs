@@ -131,6 +131,13 @@ impl TestPrefix {
         }
     }
 
+    /// `{prefix}{engine}-{hash}:`: where the binary keeps `db`'s keys under this prefix.
+    pub fn source(&self, db: &TestDatabase) -> String {
+        workshop_cli::cache::KeyScheme::new(&self.prefix, &db.target)
+            .source_prefix()
+            .to_string()
+    }
+
     /// Every key under this prefix (SCAN).
     pub fn keys(&self) -> Vec<String> {
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
@@ -171,6 +178,7 @@ pub fn workshop_cli(dir: &Path) -> Command {
         "CACHE_TTL",
         "WORKSHOP_KEY_PREFIX",
         "WORKSHOP_QUERY_TIMEOUT",
+        "WORKSHOP_CACHE_TIMEOUT",
         "DB_ENGINE",
         "DB_HOST",
         "DB_PORT",
@@ -242,6 +250,12 @@ pub const BOTH: [DatabaseKind; 2] = [DatabaseKind::MySql, DatabaseKind::Postgres
 /// Seeds a fresh per-test database at a small scale through the binary.
 pub async fn seeded_database(kind: DatabaseKind, label: &str) -> TestDatabase {
     let db = TestDatabase::create(kind, label).await;
+    seed(&db);
+    db
+}
+
+/// Seeds `db` (created empty) at a small scale through the binary.
+pub fn seed(db: &TestDatabase) {
     let dir = tempfile::tempdir().expect("temporary folder");
     let output = workshop_cli(dir.path())
         .env("DATABASE_URL", db.url())
@@ -249,7 +263,6 @@ pub async fn seeded_database(kind: DatabaseKind, label: &str) -> TestDatabase {
         .output()
         .expect("run workshop-cli seed");
     assert!(output.status.success(), "seed failed: {}", stderr(&output));
-    db
 }
 
 /// A `valkey-server` of the test's own on a free port, to stop and restart.
@@ -322,12 +335,76 @@ impl PrivateValkey {
         panic!("valkey-server on port {} did not answer", self.port);
     }
 
+    /// The server's process id, to pause it (SIGSTOP) like a hung host.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Kills the server at once (no shutdown courtesy), like a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the server hangs (connections stay open, nothing answers),
+    /// as a frozen VM or a stuck disk would make it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`PrivateValkey::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id().to_string();
+        let status = Command::new("kill").args([which, &pid]).status().expect("run kill");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
+    /// Bytes clients have sent that the server has not read yet (the receive
+    /// queues of its connections, from /proc/net/tcp): while it is paused,
+    /// every command a client sends shows here.
+    pub fn unread_bytes(&self) -> u64 {
+        let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let port = format!(":{:04X}", self.port);
+        text.lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address ends with the server's port; st 01 = established.
+                let ours = fields.get(1)?.ends_with(&port) && *fields.get(3)? == "01";
+                let rx = fields.get(4)?.split(':').nth(1)?;
+                ours.then(|| u64::from_str_radix(rx, 16).ok()).flatten()
+            })
+            .sum()
+    }
+
+    /// After [`PrivateValkey::kill`]: listens on the server's port until a
+    /// client tries to reconnect (so it has seen the outage), then hangs up
+    /// on it. False when nobody knocked within `limit`.
+    pub fn wait_for_a_reconnect(&self, limit: std::time::Duration) -> bool {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("bind the dead server's port");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        wait_until(limit, || listener.accept().is_ok())
+    }
+
+    /// `keyspace_hits` from INFO stats: GETs that found their key.
+    pub fn keyspace_hits(&self) -> u64 {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return 0;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return 0;
+        };
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix("keyspace_hits:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Runs one command on the server, e.g. CONFIG SET.
@@ -346,4 +423,41 @@ impl Drop for PrivateValkey {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Polls `condition` every 10 ms until it holds (true) or `limit` passes (false).
+pub fn wait_until(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Waits until `bytes()` has stayed the same (and above zero) for `quiet`:
+/// a paused server's client has stopped sending. Returns that value.
+pub fn wait_until_quiet(
+    limit: std::time::Duration,
+    quiet: std::time::Duration,
+    bytes: impl Fn() -> u64,
+) -> Option<u64> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = bytes();
+    let mut since = std::time::Instant::now();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let now = bytes();
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if now > 0 && since.elapsed() >= quiet {
+            return Some(now);
+        }
+    }
+    None
 }

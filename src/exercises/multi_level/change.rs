@@ -149,6 +149,12 @@ pub(super) async fn run(config: &Config, plan: &Plan, id: i64, price: Option<Dec
     }
 
     let mut warnings = caches.warnings.clone();
+    if mode == ChangeAction::Update {
+        warnings.push(crate::exercises::clean::permanent_change_note(
+            &format!("product {id}'s price"),
+            config,
+        ));
+    }
     if !plan.cache.invalidation {
         warnings.push(format!(
             "--invalidation off: nothing was published; other processes serve the old row from their L1 until its TTL ({} s by default)",

@@ -213,7 +213,7 @@ pub(super) async fn run(
 
     let counters = caches.cache.counters().snapshot();
     let mut warnings = caches.warnings.clone();
-    warnings.extend(counter_warnings(&counters));
+    warnings.extend(counter_warnings(&counters, caches.valkey.as_ref()));
     if failed > 0 {
         warnings.push(format!("{failed} of {reads} reads failed: the database did not answer"));
     }

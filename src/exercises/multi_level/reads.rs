@@ -109,6 +109,8 @@ pub struct ReadOutcome {
     pub counters: CounterSnapshot,
     pub l1_entries: u64,
     pub request_counts: Option<CountsWritten>,
+    /// Timeouts and circuit-breaker openings of the Valkey connection.
+    pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
 }
 
@@ -168,7 +170,7 @@ pub(super) async fn run(
 
     let counters = caches.cache.counters().snapshot();
     let mut warnings = std::mem::take(&mut caches.warnings);
-    warnings.extend(counter_warnings(&counters));
+    warnings.extend(counter_warnings(&counters, caches.valkey.as_ref()));
     if let Some(reads) = read_report.as_ref().filter(|r| r.failed_requests > 0) {
         warnings.push(format!(
             "{} of {} requests failed: {}",
@@ -194,6 +196,7 @@ pub(super) async fn run(
         counters,
         l1_entries: caches.cache.l1_entries().await,
         request_counts,
+        valkey_faults: caches.valkey.as_ref().map(crate::cache::Valkey::breaker_counts),
         warnings,
     };
     drop(caches.listener.take());
@@ -408,6 +411,8 @@ async fn timed_reads(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // Drawn now, not at the first read's end: progress within a second.
+    progress.tick();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -419,10 +424,21 @@ async fn timed_reads(
             loop {
                 let request = next.fetch_add(1, Ordering::Relaxed);
                 if request >= requests {
-                    return mine;
+                    return Ok(mine);
                 }
                 let id = ids.id(request);
                 let read = read_product(&cache, &db, &keys, id).await;
+                // A lost database fails every later read too, each after the
+                // pool's connect timeout: stop at the first, like the other commands.
+                if let Err(DbError::Unreachable { target, reason }) = &read {
+                    return Err(DbError::Unreachable {
+                        target: target.clone(),
+                        reason: format!(
+                            "lost during the timed reads, at request {} of {requests} ({reason})",
+                            request + 1
+                        ),
+                    });
+                }
                 mine.add(request + 1, id, read, keep_records);
                 progress.inc(1);
                 if !pause.is_zero() {
@@ -433,7 +449,8 @@ async fn timed_reads(
     }
     let mut total = TimedReads::default();
     while let Some(joined) = workers.join_next().await {
-        total.merge(joined.map_err(|e| WorkshopError::Other(e.into()))?);
+        // On an error, dropping `workers` stops the other tasks.
+        total.merge(joined.map_err(|e| WorkshopError::Other(e.into()))??);
     }
     total.wall_time = started.elapsed();
     progress.finish_and_clear();

@@ -66,7 +66,8 @@ pub(super) async fn open_database(config: &Config, connections: u64) -> Result<D
             connect_timeout: config.connect_timeout,
         },
     )
-    .await?;
+    .await?
+    .recording_as("multi-level");
     let info = db.server_info().await?;
     let Some((first_id, last_id)) = db.product_id_range().await? else {
         return Err(DbError::NotSeeded {
@@ -116,7 +117,7 @@ pub(super) async fn open_cache(
     valkey_required: bool,
     subscribe: bool,
 ) -> Result<CacheSide> {
-    let keys = KeyScheme::new(&config.key_prefix);
+    let keys = KeyScheme::new(&config.key_prefix, &config.database);
     let mut warnings = Vec::new();
     let listening = subscribe && shape.invalidation;
     // L2 stays off for the whole run of a process that started without
@@ -210,8 +211,11 @@ pub(super) async fn read_product(
 }
 
 /// Warnings every reading mode gives from the counters.
-pub(super) fn counter_warnings(counters: &CounterSnapshot) -> Vec<String> {
+pub(super) fn counter_warnings(counters: &CounterSnapshot, valkey: Option<&Valkey>) -> Vec<String> {
     let mut warnings = Vec::new();
+    if let Some(warning) = valkey.and_then(|v| v.breaker_counts().warning(v.command_timeout())) {
+        warnings.push(warning);
+    }
     if counters.l2_errors > 0 {
         warnings.push(format!(
             "Valkey did not answer {} time(s); L1 and the database served those reads (no request failed because of it)",

@@ -108,7 +108,7 @@ pub struct PolicyRun {
 }
 
 /// The settings found before the runs, and whether they were put back.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SavedSettings {
     pub maxmemory: String,
     pub maxmemory_policy: String,
@@ -164,12 +164,14 @@ pub async fn check_only_cache_at_risk(admin: &ServerAdmin, keys: &KeyScheme) -> 
         )));
     }
     let total = admin.dbsize().await?;
-    let ours = admin.count_prefixed(keys.prefix()).await?;
+    // Keys of another database under the same prefix count as foreign: its
+    // write-behind stream is no cached copy either.
+    let ours = admin.count_prefixed(keys.source_prefix()).await?;
     let foreign = total.saturating_sub(ours);
     if foreign > 0 {
         return Err(WorkshopError::invalid(format!(
             "Valkey holds {foreign} keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)",
-            keys.prefix()
+            keys.source_prefix()
         )));
     }
     Ok(())

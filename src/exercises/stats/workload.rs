@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use tokio::time::Instant;
 
 use crate::cache::two_level::{CounterSnapshot, Layer, TwoLevelCache};
-use crate::cache::KeyScheme;
+use crate::cache::{BreakerCounts, KeyScheme};
 use crate::db::products::ProductRow;
 use crate::db::Database;
 use crate::error::{Result, WorkshopError};
@@ -149,6 +149,8 @@ pub struct RunStats {
     pub latency: SourceLatency,
     pub latency_us: SourceMicros,
     pub l1_size: Option<L1Size>,
+    /// Valkey timeouts and circuit-breaker openings over the run.
+    pub valkey_faults: Option<BreakerCounts>,
     pub timeline: Vec<SecondStats>,
     #[serde(skip)]
     pub durations: SourceBuckets,
@@ -203,6 +205,21 @@ pub async fn run(
     let recorded = Arc::new(Mutex::new(Recorded::default()));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    // The breaker's counts at every whole second, for the timeline.
+    let marks = Arc::new(Mutex::new(Vec::new()));
+    let ticker = cache.l2().cloned().map(|valkey| {
+        let marks = Arc::clone(&marks);
+        tokio::spawn(async move {
+            for second in 0u32.. {
+                tokio::time::sleep_until(started + Duration::from_secs(u64::from(second))).await;
+                let counts = valkey.breaker_counts();
+                marks
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(counts);
+            }
+        })
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..workload.concurrency {
         let workload = workload.clone();
@@ -244,6 +261,11 @@ pub async fn run(
         joined.map_err(|e| WorkshopError::Other(e.into()))??;
     }
     let wall_time = started.elapsed();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let final_faults = cache.l2().map(crate::cache::Valkey::breaker_counts);
+    let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
     let recorded = std::mem::take(&mut *recorded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
     let counters = cache.counters().snapshot();
     let l1_entries = cache.l1_entries().await;
@@ -276,9 +298,31 @@ pub async fn run(
         latency_us: latency.micros(),
         latency,
         l1_size,
-        timeline: recorded.timeline.finish(wall_time),
+        valkey_faults: final_faults.map(|last| last.since(marks.first().unwrap_or(&last))),
+        timeline: match final_faults {
+            Some(last) => with_faults(recorded.timeline.finish(wall_time), &marks, last),
+            None => recorded.timeline.finish(wall_time),
+        },
         durations: recorded.buckets,
     })
+}
+
+/// Fills each second's Valkey faults from the breaker's counts at every
+/// whole second (`marks[n]`: at n s) and at the end (`last`); the last
+/// second takes everything after its start.
+fn with_faults(mut seconds: Vec<SecondStats>, marks: &[BreakerCounts], last: BreakerCounts) -> Vec<SecondStats> {
+    let count = seconds.len();
+    for (index, second) in seconds.iter_mut().enumerate() {
+        let at = |n: usize| marks.get(n).copied().unwrap_or(last);
+        let start = at(second.second as usize);
+        let end = if index + 1 == count {
+            last
+        } else {
+            at(second.second as usize + 1)
+        };
+        second.valkey_faults = end.since(&start);
+    }
+    seconds
 }
 
 /// Whether request number `index` (0-based) is sent, waiting for its slot
@@ -375,7 +419,22 @@ mod tests {
         assert_eq!((recorded.json_bytes, recorded.json_samples), (800, 2));
     }
 
-    #[tokio::test]
+    #[test]
+    fn each_second_gets_the_faults_that_happened_in_it() {
+        let counts = |openings, skipped, timeouts| BreakerCounts {
+            openings,
+            skipped,
+            timeouts,
+        };
+        let seconds = Timeline::new().finish(Duration::from_millis(2500));
+        assert_eq!(seconds.len(), 3);
+        let marks = [counts(0, 0, 0), counts(1, 5, 3), counts(1, 9, 3)];
+        let filled = with_faults(seconds, &marks, counts(2, 10, 4));
+        let faults: Vec<BreakerCounts> = filled.iter().map(|s| s.valkey_faults).collect();
+        assert_eq!(faults, [counts(1, 5, 3), counts(0, 4, 0), counts(1, 1, 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_request_count_stops_the_workload() {
         let workload = Workload {
             stop: Stop::AfterRequests(3),
@@ -388,7 +447,7 @@ mod tests {
         assert!(!may_start(&workload, 3, started).await);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_paced_workload_waits_for_each_slot_and_ends_with_its_time() {
         let workload = Workload {
             stop: Stop::AfterTime(Duration::from_secs(1)),
@@ -398,7 +457,8 @@ mod tests {
         };
         let started = Instant::now();
         assert!(may_start(&workload, 5, started).await);
-        assert!(started.elapsed() >= Duration::from_millis(50), "slot 5 is at 50 ms");
+        // On tokio's paused clock: exactly the slot, however busy the machine.
+        assert_eq!(started.elapsed(), Duration::from_millis(50), "slot 5 is at 50 ms");
         assert!(
             !may_start(&workload, 100, started).await,
             "slot 100 is at 1 s: past the end"
