@@ -63,6 +63,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
 
+    /// Seconds any one database statement may run before the server stops it (0: no limit)
+    #[arg(long, global = true, env = "WORKSHOP_QUERY_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_query_timeout)]
+    pub query_timeout: Duration,
     /// Milliseconds one Valkey command may wait for an answer before the read falls back to the database [default: 250]
     #[arg(long, global = true, env = "WORKSHOP_CACHE_TIMEOUT", value_name = "MS")]
     pub cache_timeout: Option<String>,
@@ -80,6 +83,7 @@ impl GlobalArgs {
             ttl: self.ttl.clone(),
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Some(self.connect_timeout),
+            query_timeout: Some((!self.query_timeout.is_zero()).then_some(self.query_timeout)),
             cache_timeout: self.cache_timeout.clone(),
         }
     }
@@ -91,6 +95,16 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("'{raw}' is not a number of seconds between 0 and 600"))
+}
+
+/// `0` (no limit) up to a day, fractions allowed.
+fn parse_query_timeout(raw: &str) -> Result<Duration, String> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{raw}' is not a number of seconds from 0 (no limit) to 86400"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,6 +28,8 @@ pub fn quote_ident(kind: DatabaseKind, name: &str) -> String {
 pub struct NamedQuery {
     pub sql: String,
     pub params: BTreeMap<String, SqlValue>,
+    /// Run inside a read-only transaction (every `--sql` query is).
+    pub read_only: bool,
 }
 
 /// A query ready for one dialect: placeholders in the text, values in order.
@@ -35,6 +37,8 @@ pub struct NamedQuery {
 pub struct Statement {
     pub sql: String,
     pub args: Vec<SqlValue>,
+    /// Run inside a read-only transaction that is rolled back afterwards.
+    pub read_only: bool,
 }
 
 impl NamedQuery {
@@ -42,6 +46,7 @@ impl NamedQuery {
         NamedQuery {
             sql: sql.into(),
             params: BTreeMap::new(),
+            read_only: false,
         }
     }
 
@@ -85,7 +90,11 @@ impl NamedQuery {
                 "--param {unused} is not used by the query (it has no :{unused}); check the spelling"
             )));
         }
-        Ok(Statement { sql, args })
+        Ok(Statement {
+            sql,
+            args,
+            read_only: self.read_only,
+        })
     }
 
     /// The SQL with runs of white space folded and a trailing `;` removed, so

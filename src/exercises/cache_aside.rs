@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::{Config, DatabaseKind};
-use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
+use crate::db::{read_only, Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::queries::BuiltinQuery;
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
@@ -17,8 +17,10 @@ use crate::report::{self, Output};
 
 /// Up to this many runs, each run is listed (and its TTL read).
 pub const PER_RUN_LIMIT: u64 = 20;
-/// Progress bars appear from this many runs on.
-const PROGRESS_FROM: u64 = 100;
+/// The default baseline stops once its reads have taken this long: a query
+/// of 9 s would otherwise keep the default 10 baseline reads busy for 90 s.
+/// An explicit `--baseline N` is done in full.
+pub const BASELINE_BUDGET: Duration = Duration::from_secs(3);
 const MAX_RUNS: u64 = 10_000_000;
 const MAX_CONCURRENCY: u64 = 1024;
 const BASELINE_CAP: u64 = 1000;
@@ -61,8 +63,17 @@ impl QueryChoice {
                         "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
                     ));
                 }
+                // Refused before anything runs; the read-only transaction is the second guard.
+                read_only::check(sql, kind).map_err(|not_a_read| {
+                    WorkshopError::invalid(format!(
+                        "--sql is not a read: {}; workshop-cli only measures reads and never changes data, give a {} query",
+                        not_a_read.reason(),
+                        read_only::READS
+                    ))
+                })?;
                 let mut query = NamedQuery::new(sql.clone());
                 query.params = parse_params(params)?;
+                query.read_only = true;
                 Ok(("custom".to_string(), query))
             }
         }
@@ -100,6 +111,9 @@ pub struct CacheAsideOutcome {
     /// a Valkey outage shows as a stretch of database reads between hits.
     pub timeline: Option<Vec<SourceStretch>>,
     pub baseline_reads: u64,
+    /// The time budget of a default baseline, and whether it cut the reads short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_budget: Option<BaselineBudget>,
     pub summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_writes: Option<LatencySummary>,
@@ -113,6 +127,16 @@ pub struct CacheAsideOutcome {
     /// Timeouts and circuit-breaker openings of the Valkey connection.
     pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaselineBudget {
+    #[serde(serialize_with = "measure::as_millis", rename = "budget_ms")]
+    pub budget: Duration,
+    /// The reads the default asked for (`--runs`, at most 1000).
+    pub planned: u64,
+    /// The budget ran out before `planned` reads were done.
+    pub cut: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -292,19 +316,40 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     let mut session = db.session().await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
-    let baseline_count = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
+    let planned = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
         options.runs.min(BASELINE_CAP)
     } else {
         0
     });
+    let budget = options.baseline.is_none().then_some(BASELINE_BUDGET);
     let mut database = timed.database.clone();
     let mut reference: Option<ResultSet> = timed.first_database_rows.clone();
-    for _ in 0..baseline_count {
+    let progress = report::progress::bar(output, planned, "baseline");
+    let baseline_started = Instant::now();
+    let mut baseline_count = 0;
+    while baseline_count < planned {
+        if budget.is_some_and(|budget| baseline_started.elapsed() >= budget) {
+            break;
+        }
         let read = pattern
             .read_database(&mut session, &statement, ReadSource::DatabaseNoCache)
             .await?;
         database.record(read.latency);
         reference = Some(read.rows);
+        baseline_count += 1;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let baseline_budget = budget.map(|budget| BaselineBudget {
+        budget,
+        planned,
+        cut: baseline_count < planned,
+    });
+    if baseline_budget.as_ref().is_some_and(|b| b.cut) {
+        warnings.push(format!(
+            "the query is slow: the database baseline stopped after {baseline_count} of {planned} reads, at its {} s time budget; ask for more with --baseline N",
+            BASELINE_BUDGET.as_secs()
+        ));
     }
     let reference = match reference {
         Some(rows) => rows,
@@ -373,6 +418,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         sources: timed.sources,
         timeline,
         baseline_reads: baseline_count,
+        baseline_budget,
         summary: Summary {
             database: database_summary,
             cache: cache_summary,
@@ -498,11 +544,7 @@ async fn timed_reads(
     let runs = options.runs;
     let keep_records = runs <= PER_RUN_LIMIT && tasks == 1;
     let interval = options.interval;
-    let progress = if runs >= PROGRESS_FROM {
-        report::progress::bar(output, runs, "reads")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let progress = report::progress::bar(output, runs, "reads");
     let next_run = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();

@@ -225,6 +225,7 @@ async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
                 COUNT_CAP + 1
             ),
             args: Vec::new(),
+            read_only: false,
         };
         let counted = tokio::time::timeout(timeout, db.fetch(&statement)).await;
         match counted {

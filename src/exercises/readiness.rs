@@ -70,6 +70,7 @@ pub async fn probe(db: &Database, timeout: Duration) -> Result<TableProbe, DbErr
         let statement = Statement {
             sql: format!("SELECT 1 FROM {} LIMIT 1", quote_ident(db.kind(), table)),
             args: Vec::new(),
+            read_only: false,
         };
         if bounded(timeout, db.fetch(&statement)).await?.rows.is_empty() {
             empty.insert(table.to_string());

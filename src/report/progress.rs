@@ -15,6 +15,9 @@ pub fn bar(output: &Output, length: u64, message: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(message.to_string());
+    // Redraw on a timer too: a slow first step (one 9 s query) still shows
+    // the bar and its elapsed time within a second.
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
 

@@ -177,6 +177,7 @@ pub fn workshop_cli(dir: &Path) -> Command {
         "VALKEY_URL",
         "CACHE_TTL",
         "WORKSHOP_KEY_PREFIX",
+        "WORKSHOP_QUERY_TIMEOUT",
         "WORKSHOP_CACHE_TIMEOUT",
         "DB_ENGINE",
         "DB_HOST",
