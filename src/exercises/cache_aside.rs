@@ -197,7 +197,7 @@ pub async fn run(config: &Config, options: CacheAsideOptions, output: &Output) -
     let cache_never_answered = !options.no_cache && served("cache") == 0 && served("database") == 0;
     if cache_never_answered {
         return Err(WorkshopError::incomplete(
-            "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) and run again",
+            "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again",
         ));
     }
     Ok(())

@@ -871,7 +871,7 @@ fn incomplete_reason(modes: &[ModeOutcome], valkey: bool, locks: bool) -> Option
             ""
         };
         return Some(format!(
-            "could not compare: Valkey did not answer, so every request went to the database{lock}; start Valkey (`just up`) and run again"
+            "could not compare: Valkey did not answer, so every request went to the database{lock}; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again"
         ));
     }
     (without_cache > 0).then(|| {

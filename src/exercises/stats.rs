@@ -294,7 +294,7 @@ pub async fn run(config: &Config, options: StatsOptions, output: &Output) -> Res
     }
     if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
         return Err(WorkshopError::incomplete(
-            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) and run again",
+            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again",
         ));
     }
     Ok(())
