@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    admin_url, cli_against, run_json, seeded_database, stderr, stdout, valkey_url, wait_until, JsonRun, PrivateValkey,
+    cli_against, run_json, seeded_database, stderr, stdout, take_away, valkey_url, wait_until, JsonRun, PrivateValkey,
     TestDatabase, TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
@@ -486,65 +486,6 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
         assert!(faults["openings"].as_u64().unwrap() >= 1, "{faults}");
         assert!(err.contains("the circuit breaker opened"), "{err}");
     }
-}
-
-/// The workshop's connections to `db`, as the server lists them.
-async fn connections_to(db: &TestDatabase) -> Vec<i64> {
-    use sqlx::Connection;
-    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(db.kind), workshop_cli::config::Source::Flag)
-        .unwrap()
-        .connect_url();
-    match db.kind {
-        DatabaseKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
-            sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?")
-                .bind(&db.name)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-        }
-        DatabaseKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query_scalar("SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1")
-                .bind(&db.name)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-        }
-    }
-}
-
-/// Takes the database away from its clients: on PostgreSQL it stops taking
-/// connections and its sessions are ended; on MariaDB the sessions are
-/// killed. Returns how many sessions were ended.
-async fn take_away(db: &TestDatabase) -> usize {
-    use sqlx::Connection;
-    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(db.kind), workshop_cli::config::Source::Flag)
-        .unwrap()
-        .connect_url();
-    let sessions = connections_to(db).await;
-    match db.kind {
-        DatabaseKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
-            for id in &sessions {
-                // KILL takes no placeholder; the id is a number the server gave.
-                let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}")).execute(&mut conn).await;
-            }
-        }
-        DatabaseKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::raw_sql(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-                .bind(&db.name)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-    sessions.len()
 }
 
 #[tokio::test]

@@ -185,7 +185,10 @@ fn scan(sql: &str) -> Vec<Piece<'_>> {
             }
             // Names are ASCII, but a name with other letters is read whole
             // (`:straße`, not `:stra` + `ße`) so its error can name it.
-            let starts_name = sql[i + 1..].chars().next().is_some_and(|c| c.is_alphabetic() || c == '_');
+            let starts_name = sql[i + 1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_');
             if !prev_colon && next.is_some() && starts_name {
                 let name_end = sql[i + 1..]
                     .char_indices()
@@ -295,7 +298,9 @@ mod tests {
             "the query's parameter :straße may use only ASCII letters, digits and _ (not a digit first); rename it in the SQL and in --param"
         );
         // Letters after the colon inside quotes stay text.
-        let quoted = NamedQuery::new("SELECT ':straße'").to_statement(DatabaseKind::Postgres).unwrap();
+        let quoted = NamedQuery::new("SELECT ':straße'")
+            .to_statement(DatabaseKind::Postgres)
+            .unwrap();
         assert_eq!(quoted.sql, "SELECT ':straße'");
     }
 
