@@ -478,7 +478,7 @@ pub async fn connections_to(db: &TestDatabase) -> Vec<i64> {
         }
         DatabaseKind::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query_scalar("SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1")
+            sqlx::query_scalar("SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()")
                 .bind(&db.name)
                 .fetch_all(&mut conn)
                 .await
@@ -509,7 +509,7 @@ pub async fn take_away(db: &TestDatabase) -> usize {
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()")
                 .bind(&db.name)
                 .execute(&mut conn)
                 .await
