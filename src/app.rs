@@ -25,5 +25,14 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
         Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
         Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
         Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
+        Command::Leaderboard(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::leaderboard::measure(&config, args.into(), &progress).await?;
+            crate::report::leaderboard::show(&outcome, &output);
+            for warning in &outcome.warnings {
+                output.warn(warning);
+            }
+            outcome.verdict()
+        }
     }
 }

@@ -149,6 +149,12 @@ pub enum Command {
     )]
     Stampede(StampedeArgs),
 
+    /// Exercise 9: a leaderboard: the busiest airports as a sorted set versus the SQL aggregate
+    #[command(
+        after_help = "Examples:\n  workshop-cli leaderboard                         top 10, 1000 new bookings, both sides timed\n  workshop-cli leaderboard --top 20 --airport 3797  one airport's rank on both sides\n  workshop-cli leaderboard --bookings 0 --runs 100  reads only\n  workshop-cli leaderboard --keep                   keep the bookings and the sorted set (`clean` removes them)\n  workshop-cli leaderboard --json"
+    )]
+    Leaderboard(LeaderboardArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -703,6 +709,46 @@ impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
             processes: args.processes,
             keep_cache: args.keep_cache,
             fleet_member: args.fleet_member,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderboardArgs {
+    /// How many of the busiest airports to list and compare (1 to 1000)
+    #[arg(long, default_value_t = 10)]
+    pub top: u64,
+
+    /// The airport_id whose rank both sides report [default: the one ranked --top]
+    #[arg(long)]
+    pub airport: Option<i64>,
+
+    /// Simulated new bookings, each an INSERT and a ZINCRBY (0 to 100000)
+    #[arg(long, default_value_t = 1000)]
+    pub bookings: u64,
+
+    /// Timed reads of each kind (top N, one rank) on each side (1 to 10000)
+    #[arg(long, default_value_t = 20)]
+    pub runs: u64,
+
+    /// Keep the new bookings and the sorted set; `workshop-cli clean` removes them
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Seed of the flights the new bookings pick (the same seed books the same flights)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl From<LeaderboardArgs> for crate::exercises::leaderboard::LeaderboardOptions {
+    fn from(args: LeaderboardArgs) -> Self {
+        crate::exercises::leaderboard::LeaderboardOptions {
+            top: args.top,
+            airport: args.airport,
+            bookings: args.bookings,
+            runs: args.runs,
+            keep: args.keep,
+            seed: args.seed,
         }
     }
 }
