@@ -23,6 +23,7 @@ use crate::workshop::catalogue::Catalogue;
 pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
     match exercise_id {
         "cache-aside" | "stampede" => &["airport", "flight", "booking"],
+        "leaderboard" => &["airport", "flight", "booking", "passenger", "passengerdetails"],
         "write-through" | "write-behind" => &["passenger", "passengerdetails", "booking"],
         "stats" | "multi-level" => &["products"],
         _ => &[],
