@@ -34,5 +34,14 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
             }
             outcome.verdict()
         }
+        Command::RateLimit(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::rate_limit::measure(&config, args.into(), &progress).await?;
+            crate::report::rate_limit::show(&outcome, &output);
+            for warning in &outcome.warnings {
+                output.warn(warning);
+            }
+            Ok(())
+        }
     }
 }

@@ -155,6 +155,12 @@ pub enum Command {
     )]
     Leaderboard(LeaderboardArgs),
 
+    /// Exercise 11: rate limiting: fixed window, sliding log and token bucket in Valkey, measured
+    #[command(
+        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json"
+    )]
+    RateLimit(RateLimitArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -749,6 +755,65 @@ impl From<LeaderboardArgs> for crate::exercises::leaderboard::LeaderboardOptions
             runs: args.runs,
             keep: args.keep,
             seed: args.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimiterName {
+    /// INCR + PEXPIRE of one key per window
+    FixedWindow,
+    /// A sorted set of the last window's requests
+    SlidingLog,
+    /// A Lua script (loaded once, EVALSHA) refilling a bucket of tokens
+    TokenBucket,
+    /// The three, one after the other
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct RateLimitArgs {
+    /// Which limiter to measure
+    #[arg(long, value_enum, default_value_t = LimiterName::All)]
+    pub limiter: LimiterName,
+
+    /// Concurrent clients sharing the one limit (1 to 1000)
+    #[arg(long, default_value_t = 10)]
+    pub clients: u64,
+
+    /// Requests per second each client sends
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+
+    /// The limit: requests per second or minute, e.g. 100/s or 6000/min
+    #[arg(long, default_value = "100/s")]
+    pub limit: String,
+
+    /// Seconds each limiter runs (1 to 600)
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+
+    /// Tokens the bucket holds [default: 5 % of the limit per second, at least 1]
+    #[arg(long)]
+    pub burst: Option<u64>,
+}
+
+impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {
+    fn from(args: RateLimitArgs) -> Self {
+        use crate::exercises::rate_limit::Limiter;
+        let limiters = match args.limiter {
+            LimiterName::FixedWindow => vec![Limiter::FixedWindow],
+            LimiterName::SlidingLog => vec![Limiter::SlidingLog],
+            LimiterName::TokenBucket => vec![Limiter::TokenBucket],
+            LimiterName::All => Limiter::ALL.to_vec(),
+        };
+        crate::exercises::rate_limit::RateLimitOptions {
+            limiters,
+            clients: args.clients,
+            rate: args.rate,
+            limit: args.limit,
+            duration_s: args.duration,
+            burst: args.burst,
         }
     }
 }

@@ -160,6 +160,12 @@ impl KeyScheme {
         format!("{}leaderboard:departures", self.root)
     }
 
+    /// `{source prefix}rate-limit:{limiter}:{subject}`: the rate-limit exercise's
+    /// state of one limiter (a fixed window adds `:{window}` itself).
+    pub fn rate_limit(&self, limiter: &str, subject: &str) -> String {
+        format!("{}rate-limit:{limiter}:{subject}", self.root)
+    }
+
     /// A key for `check-env`'s write/read/delete probe, unique per process.
     pub fn probe(&self) -> String {
         let nanos = std::time::SystemTime::now()
@@ -207,6 +213,7 @@ mod tests {
             keys.xfetch_for(&keys.query(&q)),
             keys.probe(),
             keys.departures_leaderboard(),
+            keys.rate_limit("token-bucket", "api"),
         ] {
             assert!(key.starts_with(root), "{key} is not under {root}");
         }

@@ -7,6 +7,7 @@ pub mod leaderboard;
 pub mod multi_level;
 pub mod progress;
 pub mod queries;
+pub mod rate_limit;
 pub mod readiness;
 pub mod seed;
 pub mod stampede;

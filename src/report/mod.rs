@@ -9,6 +9,7 @@ pub mod leaderboard;
 pub mod multi_level;
 pub mod progress;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod seed;
 pub mod stampede;
 pub mod stats;
