@@ -245,7 +245,7 @@ struct Settings {
 #[derive(Default)]
 struct ClientTally {
     latency: LatencyRecorder,
-    /// When each allowed request was decided, from the run's start.
+    /// When each allowed request was stamped, from the run's start.
     allowed_at: Vec<Duration>,
     requests: u64,
     commands: u64,
@@ -262,6 +262,7 @@ async fn run_limiter(
 ) -> Result<LimiterOutcome> {
     valkey.delete(base).await?;
     let started = Instant::now();
+    let started_ms = unix_millis();
     let clients = (0..settings.clients).map(|client| {
         let valkey = valkey.clone();
         async move {
@@ -282,7 +283,11 @@ async fn run_limiter(
                 tally.commands += decision.commands;
                 tally.round_trips += decision.round_trips;
                 if decision.allowed {
-                    tally.allowed_at.push(started.elapsed());
+                    // The time the request was stamped with (a sliding log's score), not
+                    // when its answer came: the answers' jitter is not the limiter's.
+                    tally
+                        .allowed_at
+                        .push(Duration::from_millis(decision.stamp_ms.saturating_sub(started_ms)));
                 }
                 if let Some(key) = decision.window_key {
                     tally.window_keys.insert(key);
@@ -331,6 +336,8 @@ async fn run_limiter(
 
 struct Decision {
     allowed: bool,
+    /// Unix milliseconds the client stamped the request with.
+    stamp_ms: u64,
     commands: u64,
     round_trips: u64,
     /// The fixed window's key, to delete at the end.
@@ -367,6 +374,7 @@ async fn decide(
                 .ignore();
             let (count,): (u64,) = valkey.query_pipeline("INCR", &pipe).await?;
             Ok(Decision {
+                stamp_ms: now,
                 allowed: count <= settings.limit.count,
                 commands: 4,
                 round_trips: 1,
@@ -396,6 +404,7 @@ async fn decide(
             let (count,): (u64,) = valkey.query_pipeline("ZADD", &pipe).await?;
             if count <= settings.limit.count {
                 return Ok(Decision {
+                    stamp_ms: now,
                     allowed: true,
                     commands: 6,
                     round_trips: 1,
@@ -406,6 +415,7 @@ async fn decide(
             // requests do not hold the window shut.
             let _: u64 = valkey.query("ZREM", redis::cmd("ZREM").arg(base).arg(&member)).await?;
             Ok(Decision {
+                stamp_ms: now,
                 allowed: false,
                 commands: 7,
                 round_trips: 2,
@@ -422,6 +432,7 @@ async fn decide(
                 .arg(window_ms.max(1000) * 2);
             let allowed: i64 = valkey.run_script("EVALSHA", &invocation).await?;
             Ok(Decision {
+                stamp_ms: now,
                 allowed: allowed == 1,
                 commands: 1,
                 round_trips: 1,
