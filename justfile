@@ -103,3 +103,7 @@ exercise-6: up seed
 # Exercise 9: leaderboard (a sorted set next to the SQL aggregate; new bookings update both)
 exercise-9: up seed
     ./target/release/workshop-cli leaderboard
+
+# Exercise 11: rate limiting (fixed window, sliding log, token bucket) under three times the allowed load
+exercise-11: up build
+    ./target/release/workshop-cli rate-limit
