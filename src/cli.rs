@@ -157,7 +157,7 @@ pub enum Command {
 
     /// Exercise 11: rate limiting: fixed window, sliding log and token bucket in Valkey, measured
     #[command(
-        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json"
+        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json\n  workshop-cli rate-limit --processes 4 --clients 5   the limit holds across 4 processes"
     )]
     RateLimit(RateLimitArgs),
 
@@ -796,6 +796,14 @@ pub struct RateLimitArgs {
     /// Tokens the bucket holds [default: 5 % of the limit per second, at least 1]
     #[arg(long)]
     pub burst: Option<u64>,
+
+    /// Processes sharing the one limit (this one and copies of it, 1 to 16): the limit holds fleet-wide
+    #[arg(long, default_value_t = 1)]
+    pub processes: u64,
+
+    /// Internal: set in the copies `--processes` starts (when their first limiter starts, Unix ms)
+    #[arg(long, hide = true)]
+    pub fleet_member_start_ms: Option<u64>,
 }
 
 impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {
@@ -814,6 +822,8 @@ impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {
             limit: args.limit,
             duration_s: args.duration,
             burst: args.burst,
+            processes: args.processes,
+            member_start_ms: args.fleet_member_start_ms,
         }
     }
 }

@@ -98,3 +98,40 @@ fn a_limit_per_hour_is_rejected_with_the_forms_it_takes() {
     );
     assert!(run.stdout.is_empty());
 }
+
+#[test]
+fn the_token_bucket_limit_holds_fleet_wide_across_three_processes() {
+    let prefix = TestPrefix::new("rate_fleet");
+    let run = rate_limit(
+        &prefix,
+        &[
+            "--limiter",
+            "token-bucket",
+            "--processes",
+            "3",
+            "--clients",
+            "4",
+            "--rate",
+            "30",
+            "--duration",
+            "3",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.json["processes"], 3);
+    let bucket = limiter(&run, "token-bucket");
+    let shares: Vec<u64> = bucket["allowed_per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 3, "{bucket}");
+    assert!(shares.iter().all(|n| *n > 0), "every process got a share: {shares:?}");
+    assert_eq!(shares.iter().sum::<u64>(), bucket["allowed"].as_u64().unwrap());
+    // 3 × 4 × 30 = 360 requests/s offered; the fleet together stays at 100/s.
+    let per_second = bucket["allowed_per_second"].as_f64().unwrap();
+    assert!((95.0..=105.0).contains(&per_second), "{per_second}: {bucket}");
+    assert!(bucket["requests"].as_u64().unwrap() > 900, "{bucket}");
+    assert!(prefix.keys().is_empty(), "{:?}", prefix.keys());
+}

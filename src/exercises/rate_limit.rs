@@ -18,6 +18,11 @@ use crate::measure::{LatencyRecorder, LatencySummary};
 const MAX_CLIENTS: u64 = 1000;
 const MAX_RATE: f64 = 10_000.0;
 const MAX_DURATION_S: f64 = 600.0;
+const MAX_PROCESSES: u64 = 16;
+/// Time the copies get to start and connect before the first limiter runs.
+const FLEET_START_UP: Duration = Duration::from_millis(2000);
+/// A pause between two limiters, so one's stragglers never count in the next.
+const BETWEEN_LIMITERS: Duration = Duration::from_millis(500);
 /// Every client shares one limit: the subject of every limiter's key.
 const SUBJECT: &str = "api";
 
@@ -113,6 +118,10 @@ pub struct RateLimitOptions {
     pub duration_s: f64,
     /// The token bucket's capacity; `None`: 5 % of the limit per second (at least 1).
     pub burst: Option<u64>,
+    /// Processes sharing the limit (this one and copies of it).
+    pub processes: u64,
+    /// Set in a copy started by `--processes`: when (Unix ms) its first limiter starts.
+    pub member_start_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -126,6 +135,8 @@ pub struct RateLimitOutcome {
     pub offered_per_second: f64,
     pub duration_s: f64,
     pub burst: u64,
+    /// Processes that shared the limit; every count below is the fleet's.
+    pub processes: u64,
     pub limiters: Vec<LimiterOutcome>,
     pub warnings: Vec<String>,
 }
@@ -148,9 +159,15 @@ pub struct LimiterOutcome {
     pub commands_per_decision: f64,
     /// Round trips per decision.
     pub round_trips_per_decision: f64,
+    /// Decision latency in this process (with `--processes`, the first one's).
     pub latency: Option<LatencySummary>,
     #[serde(serialize_with = "crate::measure::as_millis", rename = "elapsed_ms")]
     pub elapsed: Duration,
+    /// Allowed requests per process, this one first.
+    pub allowed_per_process: Vec<u64>,
+    /// In a fleet copy's report only: when each allowed request was stamped (ms from the start).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_at_ms: Vec<u64>,
 }
 
 fn validate(options: &RateLimitOptions) -> Result<Limit> {
@@ -170,6 +187,12 @@ fn validate(options: &RateLimitOptions) -> Result<Limit> {
         return Err(WorkshopError::invalid(format!(
             "--duration must be from 1 to {MAX_DURATION_S} seconds (got {})",
             options.duration_s
+        )));
+    }
+    if options.processes == 0 || options.processes > MAX_PROCESSES {
+        return Err(WorkshopError::invalid(format!(
+            "--processes must be from 1 to {MAX_PROCESSES} (got {})",
+            options.processes
         )));
     }
     if options.burst == Some(0) {
@@ -204,14 +227,60 @@ pub async fn measure(
         interval: Duration::from_secs_f64(1.0 / options.rate),
         duration: Duration::from_secs_f64(options.duration_s),
     };
+    let member = options.member_start_ms.is_some();
+    if !member {
+        for limiter in &options.limiters {
+            valkey.delete(&keys.rate_limit(limiter.name(), SUBJECT)).await?;
+        }
+    }
+    // Every process runs the same schedule, so a fleet shares each limiter's seconds.
+    let start_ms = options.member_start_ms.unwrap_or_else(|| {
+        unix_millis()
+            + if options.processes > 1 {
+                millis(FLEET_START_UP)
+            } else {
+                0
+            }
+    });
+    let copies = if options.processes > 1 && !member {
+        Some(fleet::start(config, &options, burst, start_ms)?)
+    } else {
+        None
+    };
     let mut limiters = Vec::new();
-    for limiter in &options.limiters {
+    let mut window_keys = BTreeSet::new();
+    for (index, limiter) in options.limiters.iter().enumerate() {
+        let phase_ms = start_ms + index as u64 * (millis(settings.duration) + millis(BETWEEN_LIMITERS));
         progress.phase(&format!("{} for {} s", limiter.name(), options.duration_s), None);
+        tokio::time::sleep(Duration::from_millis(phase_ms.saturating_sub(unix_millis()))).await;
         let base = keys.rate_limit(limiter.name(), SUBJECT);
-        limiters.push(run_limiter(&valkey, *limiter, &base, &script, &settings).await?);
+        let (outcome, keys_used) = run_limiter(&valkey, *limiter, &base, &script, &settings, phase_ms).await?;
+        window_keys.extend(keys_used);
+        limiters.push(outcome);
     }
     progress.finish_phase();
-    let offered = options.clients as f64 * options.rate;
+    if let Some(copies) = copies {
+        progress.phase("waiting for the other processes", None);
+        let reports = fleet::finish(copies).await?;
+        for (limiter, report) in limiters.iter_mut().enumerate() {
+            fleet::merge(report, limiter, &reports, settings.duration);
+        }
+        progress.finish_phase();
+    }
+    if member {
+        // A copy reports its stamps; the first process counts the fleet and deletes the keys.
+        return Ok(outcome_of(&options, limit, burst, limiters, Vec::new()));
+    }
+    for limiter in &mut limiters {
+        limiter.allowed_at_ms.clear();
+    }
+    for key in window_keys.iter().map(String::as_str) {
+        valkey.delete(key).await?;
+    }
+    for limiter in &options.limiters {
+        valkey.delete(&keys.rate_limit(limiter.name(), SUBJECT)).await?;
+    }
+    let offered = options.processes as f64 * options.clients as f64 * options.rate;
     let mut warnings = Vec::new();
     if offered <= limit.per_second() {
         warnings.push(format!(
@@ -219,18 +288,33 @@ pub async fn measure(
             limit.per_second()
         ));
     }
-    Ok(RateLimitOutcome {
+    Ok(outcome_of(&options, limit, burst, limiters, warnings))
+}
+
+fn outcome_of(
+    options: &RateLimitOptions,
+    limit: Limit,
+    burst: u64,
+    limiters: Vec<LimiterOutcome>,
+    warnings: Vec<String>,
+) -> RateLimitOutcome {
+    RateLimitOutcome {
         exercise: "rate-limit",
         limit,
         limit_per_second: limit.per_second(),
         clients: options.clients,
         rate_per_client: options.rate,
-        offered_per_second: offered,
+        offered_per_second: options.processes as f64 * options.clients as f64 * options.rate,
         duration_s: options.duration_s,
         burst,
+        processes: options.processes,
         limiters,
         warnings,
-    })
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 struct Settings {
@@ -259,10 +343,9 @@ async fn run_limiter(
     base: &str,
     script: &redis::Script,
     settings: &Settings,
-) -> Result<LimiterOutcome> {
-    valkey.delete(base).await?;
+    started_ms: u64,
+) -> Result<(LimiterOutcome, BTreeSet<String>)> {
     let started = Instant::now();
-    let started_ms = unix_millis();
     let clients = (0..settings.clients).map(|client| {
         let valkey = valkey.clone();
         async move {
@@ -312,13 +395,10 @@ async fn run_limiter(
         window_keys.extend(tally.window_keys);
     }
     allowed_at.sort();
-    for key in window_keys.iter().map(String::as_str).chain([base]) {
-        valkey.delete(key).await?;
-    }
     let allowed = allowed_at.len() as u64;
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let per_decision = |n: u64| n as f64 / requests.max(1) as f64;
-    Ok(LimiterOutcome {
+    let outcome = LimiterOutcome {
         limiter,
         key: base.to_string(),
         requests,
@@ -331,7 +411,10 @@ async fn run_limiter(
         round_trips_per_decision: per_decision(round_trips),
         latency: latency.summary(),
         elapsed,
-    })
+        allowed_per_process: vec![allowed],
+        allowed_at_ms: allowed_at.iter().map(|at| millis(*at)).collect(),
+    };
+    Ok((outcome, window_keys))
 }
 
 struct Decision {
@@ -465,6 +548,127 @@ pub fn max_in_any_second(sorted: &[Duration]) -> u64 {
         best = best.max(end - start + 1);
     }
     best as u64
+}
+
+/// `--processes`: copies of this program run the same limiters on the same
+/// keys at the same seconds; the first process adds up what they allowed.
+mod fleet {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use tokio::process::{Child, Command};
+
+    use super::{each_second, max_in_any_second, LimiterOutcome, RateLimitOptions};
+    use crate::config::Config;
+    use crate::error::{Result, WorkshopError};
+    use crate::exercises::stampede::fleet::member_env;
+
+    pub(super) fn start(config: &Config, options: &RateLimitOptions, burst: u64, start_ms: u64) -> Result<Vec<Child>> {
+        let program = std::env::current_exe().map_err(|e| {
+            WorkshopError::Other(anyhow::anyhow!("cannot find this program to start copies of it: {e}"))
+        })?;
+        let limiter = match options.limiters.as_slice() {
+            [one] => one.name(),
+            _ => "all",
+        };
+        let args: Vec<String> = vec![
+            "--connect-timeout".into(),
+            config.connect_timeout.as_secs_f64().to_string(),
+            "--json".into(),
+            "rate-limit".into(),
+            "--fleet-member-start-ms".into(),
+            start_ms.to_string(),
+            "--limiter".into(),
+            limiter.into(),
+            "--clients".into(),
+            options.clients.to_string(),
+            "--rate".into(),
+            options.rate.to_string(),
+            "--limit".into(),
+            options.limit.clone(),
+            "--duration".into(),
+            options.duration_s.to_string(),
+            "--burst".into(),
+            burst.to_string(),
+        ];
+        (1..options.processes)
+            .map(|number| {
+                Command::new(&program)
+                    .args(&args)
+                    .envs(member_env(config))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot start process {}: {e}", number + 1)))
+            })
+            .collect()
+    }
+
+    /// Every copy's report (its JSON document), in process order.
+    pub(super) async fn finish(copies: Vec<Child>) -> Result<Vec<Value>> {
+        let mut reports = Vec::new();
+        for (index, child) in copies.into_iter().enumerate() {
+            let number = index + 2;
+            let output = child
+                .wait_with_output()
+                .await
+                .map_err(|e| WorkshopError::Other(anyhow::anyhow!("process {number}: {e}")))?;
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let reason = stderr
+                    .lines()
+                    .last()
+                    .unwrap_or("no message")
+                    .trim_start_matches("error: ");
+                return Err(WorkshopError::incomplete(format!(
+                    "process {number} of the fleet failed ({}): {reason}",
+                    output.status
+                )));
+            }
+            let report: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+                WorkshopError::Other(anyhow::anyhow!(
+                    "process {number} sent a report that does not parse: {e}"
+                ))
+            })?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Adds the copies' counts of limiter number `index` to this process's.
+    pub(super) fn merge(total: &mut LimiterOutcome, index: usize, reports: &[Value], duration: Duration) {
+        let mut stamps: Vec<Duration> = total
+            .allowed_at_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect();
+        let mut commands = total.commands_per_decision * total.requests as f64;
+        let mut trips = total.round_trips_per_decision * total.requests as f64;
+        for report in reports {
+            let copy = &report["limiters"][index];
+            let requests = copy["requests"].as_u64().unwrap_or(0);
+            let allowed = copy["allowed"].as_u64().unwrap_or(0);
+            total.requests += requests;
+            total.allowed += allowed;
+            total.allowed_per_process.push(allowed);
+            commands += copy["commands_per_decision"].as_f64().unwrap_or(0.0) * requests as f64;
+            trips += copy["round_trips_per_decision"].as_f64().unwrap_or(0.0) * requests as f64;
+            if let Some(list) = copy["allowed_at_ms"].as_array() {
+                stamps.extend(list.iter().filter_map(Value::as_u64).map(Duration::from_millis));
+            }
+        }
+        stamps.sort();
+        total.denied = total.requests - total.allowed;
+        total.allowed_per_second = total.allowed as f64 / total.elapsed.as_secs_f64().max(1e-9);
+        total.allowed_each_second = each_second(&stamps, duration);
+        total.max_in_any_second = max_in_any_second(&stamps);
+        let decisions = total.requests.max(1) as f64;
+        total.commands_per_decision = commands / decisions;
+        total.round_trips_per_decision = trips / decisions;
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,23 @@ pub fn show(outcome: &RateLimitOutcome, output: &Output) {
         "offered {:.0} requests/s to one shared limit; token bucket capacity {}",
         outcome.offered_per_second, outcome.burst
     ));
+    if outcome.processes > 1 {
+        output.text(format!(
+            "{} processes share the limit; counts are the fleet's, latency the first process's",
+            outcome.processes
+        ));
+    }
     output.text(limiter_table(output, outcome));
+    if outcome.processes > 1 {
+        for limiter in &outcome.limiters {
+            let shares: Vec<String> = limiter.allowed_per_process.iter().map(|n| count(*n)).collect();
+            output.text(format!(
+                "  {} allowed per process: {}",
+                limiter.limiter.name(),
+                shares.join(" + ")
+            ));
+        }
+    }
     output.text(
         "max 1 s: the most allowed in any one second, whatever it starts at · cmds: Valkey\n\
          commands sent per decision (MULTI and EXEC count; EVALSHA is one) · trips: round trips",
