@@ -20,6 +20,11 @@ use crate::measure::{self, LatencyRecorder, LatencySummary};
 pub const MAX_TOP: u64 = 1000;
 pub const MAX_BOOKINGS: u64 = 100_000;
 pub const MAX_RUNS: u64 = 10_000;
+/// Timed reads without `--runs`, fewer (at least 3) when they would keep the
+/// database busy for more than [`READ_BUDGET`]: on a FlughafenDB import with
+/// 3 million bookings one aggregate takes 2 to 5 s.
+pub const DEFAULT_RUNS: u64 = 20;
+const READ_BUDGET: Duration = Duration::from_secs(30);
 /// `flight.from` and `airport.airport_id` are SMALLINT.
 const MAX_AIRPORT_ID: i64 = i16::MAX as i64;
 /// The simulated bookings go to the lowest-numbered flights, Zipf-skewed
@@ -37,8 +42,9 @@ pub struct LeaderboardOptions {
     pub airport: Option<i64>,
     /// Simulated new bookings, each written to the database and the sorted set.
     pub bookings: u64,
-    /// Timed reads of each kind, on each side.
-    pub runs: u64,
+    /// Timed reads of each kind, on each side; `None`: 20, fewer on a
+    /// database where the aggregate is slow (see [`DEFAULT_RUNS`]).
+    pub runs: Option<u64>,
     /// Keep the bookings and the sorted set (`workshop-cli clean` removes them).
     pub keep: bool,
     /// Seed of the flights the bookings pick.
@@ -170,11 +176,12 @@ fn validate(options: &LeaderboardOptions) -> Result<()> {
             options.bookings
         )));
     }
-    if options.runs == 0 || options.runs > MAX_RUNS {
-        return Err(WorkshopError::invalid(format!(
-            "--runs must be from 1 to {MAX_RUNS} (got {})",
-            options.runs
-        )));
+    if let Some(runs) = options.runs {
+        if runs == 0 || runs > MAX_RUNS {
+            return Err(WorkshopError::invalid(format!(
+                "--runs must be from 1 to {MAX_RUNS} (got {runs})"
+            )));
+        }
     }
     if let Some(id) = options.airport {
         if !(1..=MAX_AIRPORT_ID).contains(&id) {
@@ -236,6 +243,19 @@ pub async fn measure(
     if all.is_empty() {
         warnings.push("no booking has a flight: the leaderboard starts empty; run `workshop-cli seed` for data".into());
     }
+    // A timed run is the top N and a rank (two more aggregates): about three aggregates.
+    let runs = options.runs.unwrap_or_else(|| {
+        let per_run = sql_aggregate.as_secs_f64() * 3.0;
+        let fit = (READ_BUDGET.as_secs_f64() / per_run.max(1e-9)) as u64;
+        fit.clamp(3, DEFAULT_RUNS)
+    });
+    if options.runs.is_none() && runs < DEFAULT_RUNS {
+        warnings.push(format!(
+            "the aggregate took {:.1} s, so {runs} timed reads of each kind instead of {DEFAULT_RUNS} (about {} s of database time); give --runs to choose",
+            sql_aggregate.as_secs_f64(),
+            READ_BUDGET.as_secs()
+        ));
+    }
     let airport_id = options
         .airport
         .or_else(|| all.get(options.top as usize - 1).or(all.last()).map(|e| e.airport_id))
@@ -253,7 +273,7 @@ pub async fn measure(
         let before = board.compare(airport_id).await?;
         book(&board, &options, &mut bookings, progress).await?;
         let after = board.compare(airport_id).await?;
-        let reads = board.timed_reads(airport_id, options.runs, progress).await?;
+        let reads = board.timed_reads(airport_id, runs, progress).await?;
         Ok::<_, WorkshopError>((before, after, reads))
     }
     .await;
@@ -556,7 +576,7 @@ mod tests {
             top: 10,
             airport: None,
             bookings: 1000,
-            runs: 20,
+            runs: Some(20),
             keep: false,
             seed: 1,
         }
