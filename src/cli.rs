@@ -151,7 +151,7 @@ pub enum Command {
 
     /// Exercise 9: a leaderboard: the busiest airports as a sorted set versus the SQL aggregate
     #[command(
-        after_help = "Examples:\n  workshop-cli leaderboard                         top 10, 1000 new bookings, both sides timed\n  workshop-cli leaderboard --top 20 --airport 3797  one airport's rank on both sides\n  workshop-cli leaderboard --bookings 0 --runs 100  reads only\n  workshop-cli leaderboard --keep                   keep the bookings and the sorted set (`clean` removes them)\n  workshop-cli leaderboard --json"
+        after_help = "Examples:\n  workshop-cli leaderboard                         top 10, 1000 new bookings, both sides timed\n  workshop-cli leaderboard --top 20 --airport 3797  one airport's rank on both sides\n  workshop-cli leaderboard --bookings 0 --runs 100  reads only\n  workshop-cli leaderboard --keep                   keep bookings and key (`clean` removes them)\n  workshop-cli leaderboard --json"
     )]
     Leaderboard(LeaderboardArgs),
 
