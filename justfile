@@ -99,3 +99,11 @@ exercise-3: up seed
 # Exercise 6: cache stampede (100 requests for one cold key: none, single flight, Valkey lock; then XFetch on an expiring key)
 exercise-6: up seed
     ./target/release/workshop-cli stampede
+
+# Exercise 9: leaderboard (a sorted set next to the SQL aggregate; new bookings update both)
+exercise-9: up seed
+    ./target/release/workshop-cli leaderboard
+
+# Exercise 11: rate limiting (fixed window, sliding log, token bucket) under three times the allowed load
+exercise-11: up build
+    ./target/release/workshop-cli rate-limit

@@ -66,6 +66,24 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
         Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
         Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
         Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
+        Command::Leaderboard(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::leaderboard::measure(&config, args.into(), &progress).await?;
+            crate::report::leaderboard::show(&outcome, &output);
+            for warning in &outcome.warnings {
+                output.warn(warning);
+            }
+            outcome.verdict()
+        }
+        Command::RateLimit(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::rate_limit::measure(&config, args.into(), &progress).await?;
+            crate::report::rate_limit::show(&outcome, &output);
+            for warning in &outcome.warnings {
+                output.warn(warning);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -163,6 +163,18 @@ pub enum Command {
     )]
     Stampede(StampedeArgs),
 
+    /// Exercise 9: a leaderboard: the busiest airports as a sorted set versus the SQL aggregate
+    #[command(
+        after_help = "Examples:\n  workshop-cli leaderboard                         top 10, 1000 new bookings, both sides timed\n  workshop-cli leaderboard --top 20 --airport 3797  one airport's rank on both sides\n  workshop-cli leaderboard --bookings 0 --runs 100  reads only\n  workshop-cli leaderboard --keep                   keep bookings and key (`clean` removes them)\n  workshop-cli leaderboard --json"
+    )]
+    Leaderboard(LeaderboardArgs),
+
+    /// Exercise 11: rate limiting: fixed window, sliding log and token bucket in Valkey, measured
+    #[command(
+        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json\n  workshop-cli rate-limit --processes 4 --clients 5   the limit holds across 4 processes"
+    )]
+    RateLimit(RateLimitArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -717,6 +729,115 @@ impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
             processes: args.processes,
             keep_cache: args.keep_cache,
             fleet_member: args.fleet_member,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderboardArgs {
+    /// How many of the busiest airports to list and compare (1 to 1000)
+    #[arg(long, default_value_t = 10)]
+    pub top: u64,
+
+    /// The airport_id whose rank both sides report [default: the one ranked --top]
+    #[arg(long)]
+    pub airport: Option<i64>,
+
+    /// Simulated new bookings, each an INSERT and a ZINCRBY (0 to 100000)
+    #[arg(long, default_value_t = 1000)]
+    pub bookings: u64,
+
+    /// Timed reads of each kind (top N, one rank) on each side (1 to 10000) [default: 20, fewer (at least 3) when the aggregate would keep the database busy over 30 s]
+    #[arg(long)]
+    pub runs: Option<u64>,
+
+    /// Keep the new bookings and the sorted set; `workshop-cli clean` removes them
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Seed of the flights the new bookings pick (the same seed books the same flights)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl From<LeaderboardArgs> for crate::exercises::leaderboard::LeaderboardOptions {
+    fn from(args: LeaderboardArgs) -> Self {
+        crate::exercises::leaderboard::LeaderboardOptions {
+            top: args.top,
+            airport: args.airport,
+            bookings: args.bookings,
+            runs: args.runs,
+            keep: args.keep,
+            seed: args.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimiterName {
+    /// INCR + PEXPIRE of one key per window
+    FixedWindow,
+    /// A sorted set of the last window's requests
+    SlidingLog,
+    /// A Lua script (loaded once, EVALSHA) refilling a bucket of tokens
+    TokenBucket,
+    /// The three, one after the other
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct RateLimitArgs {
+    /// Which limiter to measure
+    #[arg(long, value_enum, default_value_t = LimiterName::All)]
+    pub limiter: LimiterName,
+
+    /// Concurrent clients sharing the one limit (1 to 1000)
+    #[arg(long, default_value_t = 10)]
+    pub clients: u64,
+
+    /// Requests per second each client sends
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+
+    /// The limit: requests per second or minute, e.g. 100/s or 6000/min
+    #[arg(long, default_value = "100/s")]
+    pub limit: String,
+
+    /// Seconds each limiter runs (1 to 600)
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+
+    /// Tokens the bucket holds [default: 5 % of the limit per second, at least 1]
+    #[arg(long)]
+    pub burst: Option<u64>,
+
+    /// Processes sharing the one limit (this one and copies of it, 1 to 16): the limit holds fleet-wide
+    #[arg(long, default_value_t = 1)]
+    pub processes: u64,
+
+    /// Internal: set in the copies `--processes` starts (when their first limiter starts, Unix ms)
+    #[arg(long, hide = true)]
+    pub fleet_member_start_ms: Option<u64>,
+}
+
+impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {
+    fn from(args: RateLimitArgs) -> Self {
+        use crate::exercises::rate_limit::Limiter;
+        let limiters = match args.limiter {
+            LimiterName::FixedWindow => vec![Limiter::FixedWindow],
+            LimiterName::SlidingLog => vec![Limiter::SlidingLog],
+            LimiterName::TokenBucket => vec![Limiter::TokenBucket],
+            LimiterName::All => Limiter::ALL.to_vec(),
+        };
+        crate::exercises::rate_limit::RateLimitOptions {
+            limiters,
+            clients: args.clients,
+            rate: args.rate,
+            limit: args.limit,
+            duration_s: args.duration,
+            burst: args.burst,
+            processes: args.processes,
+            member_start_ms: args.fleet_member_start_ms,
         }
     }
 }

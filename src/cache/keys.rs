@@ -154,6 +154,18 @@ impl KeyScheme {
         format!("{}xfetch:{}", self.root, key.strip_prefix(&self.root).unwrap_or(key))
     }
 
+    /// `{source prefix}leaderboard:departures`: the leaderboard exercise's sorted
+    /// set, departing bookings per airport id.
+    pub fn departures_leaderboard(&self) -> String {
+        format!("{}leaderboard:departures", self.root)
+    }
+
+    /// `{source prefix}rate-limit:{limiter}:{subject}`: the rate-limit exercise's
+    /// state of one limiter (a fixed window adds `:{window}` itself).
+    pub fn rate_limit(&self, limiter: &str, subject: &str) -> String {
+        format!("{}rate-limit:{limiter}:{subject}", self.root)
+    }
+
     /// A key for `check-env`'s write/read/delete probe, unique per process.
     pub fn probe(&self) -> String {
         let nanos = std::time::SystemTime::now()
@@ -200,6 +212,8 @@ mod tests {
             keys.lock_for(&keys.query(&q)),
             keys.xfetch_for(&keys.query(&q)),
             keys.probe(),
+            keys.departures_leaderboard(),
+            keys.rate_limit("token-bucket", "api"),
         ] {
             assert!(key.starts_with(root), "{key} is not under {root}");
         }
@@ -325,6 +339,14 @@ mod tests {
         assert_eq!(keys.product(7), "workshop:mysql-d7c27b7d:product:7");
         assert_eq!(keys.product_requests(), "workshop:mysql-d7c27b7d:product-requests");
         assert_eq!(keys.invalidation_channel(), "workshop:mysql-d7c27b7d:invalidate");
+    }
+
+    #[test]
+    fn the_leaderboard_lives_under_the_source_prefix() {
+        assert_eq!(
+            workshop().departures_leaderboard(),
+            "workshop:mysql-d7c27b7d:leaderboard:departures"
+        );
     }
 
     #[test]

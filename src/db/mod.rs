@@ -3,6 +3,7 @@
 //! Everything dialect-specific is in [`dialect`]; row conversion in [`rows`].
 //! Pools are built once with explicit limits and timeouts and shared by reference.
 
+pub mod bookings;
 pub mod cancel;
 pub mod changes;
 pub mod dialect;

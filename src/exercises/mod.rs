@@ -3,9 +3,11 @@
 pub mod cache_aside;
 pub mod check_env;
 pub mod clean;
+pub mod leaderboard;
 pub mod multi_level;
 pub mod progress;
 pub mod queries;
+pub mod rate_limit;
 pub mod readiness;
 pub mod seed;
 pub mod stampede;

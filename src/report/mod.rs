@@ -5,9 +5,11 @@
 pub mod check_env;
 pub mod clean;
 pub mod latency;
+pub mod leaderboard;
 pub mod multi_level;
 pub mod progress;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod seed;
 pub mod stampede;
 pub mod stats;

@@ -163,7 +163,7 @@ impl Guided {
         println!(
             "Exercise {} of {}{done} · page {}/{}",
             exercise.number,
-            self.catalogue.exercises.len() - 1,
+            self.catalogue.exercises.last().map_or(0, |e| e.number),
             page + 1,
             pages.len().max(1)
         );

@@ -406,7 +406,7 @@ fn member_args(config: &Config, options: &StampedeOptions, plan: &Plan, protecti
 }
 
 /// Services and prefix go by environment, so no password shows in `ps`.
-fn member_env(config: &Config) -> Vec<(&'static str, String)> {
+pub(crate) fn member_env(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("DATABASE_URL", config.database.connect_url()),
         ("VALKEY_URL", config.valkey.connect_url()),
