@@ -25,5 +25,14 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
         Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
         Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
         Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
+        Command::Serve(args) => {
+            crate::serve::init_logging(&args.log);
+            let summary = crate::serve::run(&config, (&args).into(), |ready| {
+                crate::report::serve::show_ready(ready, &output)
+            })
+            .await?;
+            crate::report::serve::show_summary(&summary, &output);
+            Ok(())
+        }
     }
 }

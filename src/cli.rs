@@ -149,6 +149,12 @@ pub enum Command {
     )]
     Stampede(StampedeArgs),
 
+    /// Exercise 7: the product catalogue as an HTTP service over L1 → Valkey → database
+    #[command(
+        after_help = "Examples:\n  workshop-cli serve                                  http://127.0.0.1:8080\n  curl -i http://127.0.0.1:8080/products/42            X-Cache: DB, then L2 or L1\n  curl -X PUT -d '{\"price\": \"24.99\"}' http://127.0.0.1:8080/products/42\n  workshop-cli serve --listen 127.0.0.1:8081 --log info   a second server; watch its requests\n  workshop-cli serve --invalidation off               PUTs on another server leave this L1 stale\n  workshop-cli serve --l1-capacity 0                  every read goes to Valkey\n  workshop-cli serve --listen 0.0.0.0:8080 --public   reachable from other machines"
+    )]
+    Serve(ServeArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -703,6 +709,65 @@ impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
             processes: args.processes,
             keep_cache: args.keep_cache,
             fleet_member: args.fleet_member,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    /// Allow a --listen address other machines can reach (off: loopback only)
+    #[arg(long)]
+    pub public: bool,
+
+    /// L1 size in entries; 0 turns L1 off (every read starts at Valkey)
+    #[arg(long, value_name = "ENTRIES", default_value_t = 10_000)]
+    pub l1_capacity: u64,
+
+    /// L1 time-to-live in seconds (the L2 TTL is --ttl)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub l1_ttl: u64,
+
+    /// How long a missing id is remembered (negative cache), seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub negative_ttl: u64,
+
+    /// How long a page of GET /products is cached, seconds (a PUT does not invalidate pages)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub page_ttl: u64,
+
+    /// Publish each PUT's key so every serve process drops it from L1, and listen for theirs
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub invalidation: Switch,
+
+    /// A request that takes longer is answered 503
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout: u64,
+
+    /// Database connections in the pool
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: u32,
+
+    /// Request logging on stderr (tower-http tracing)
+    #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
+    pub log: String,
+}
+
+impl From<&ServeArgs> for crate::serve::ServeOptions {
+    fn from(args: &ServeArgs) -> Self {
+        crate::serve::ServeOptions {
+            listen: args.listen,
+            public: args.public,
+            l1_capacity: args.l1_capacity,
+            l1_ttl: Duration::from_secs(args.l1_ttl),
+            negative_ttl: Duration::from_secs(args.negative_ttl),
+            page_ttl: Duration::from_secs(args.page_ttl),
+            invalidation: args.invalidation == Switch::On,
+            request_timeout: Duration::from_secs(args.request_timeout),
+            connections: args.connections,
         }
     }
 }

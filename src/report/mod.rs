@@ -9,6 +9,7 @@ pub mod multi_level;
 pub mod progress;
 pub mod prometheus;
 pub mod seed;
+pub mod serve;
 pub mod stampede;
 pub mod stats;
 pub mod table;
