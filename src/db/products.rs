@@ -138,7 +138,12 @@ impl Database {
     }
 
     /// One page of the catalogue in id order, optionally of one category.
-    pub async fn products_page(&self, category: Option<&str>, limit: u32, offset: u64) -> Result<Vec<ProductRow>, DbError> {
+    pub async fn products_page(
+        &self,
+        category: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<ProductRow>, DbError> {
         let filter = if category.is_some() { "WHERE category = ? " } else { "" };
         let sql = numbered(
             self.kind(),

@@ -58,11 +58,7 @@ impl Default for Metrics {
         let cache_entries = Family::<CacheType, Gauge>::default();
         let invalidations_published = Counter::default();
         let invalidations_received = Gauge::default();
-        registry.register(
-            "cache_hits",
-            "Product reads a cache layer answered",
-            cache_hits.clone(),
-        );
+        registry.register("cache_hits", "Product reads a cache layer answered", cache_hits.clone());
         registry.register(
             "cache_misses",
             "Product reads a cache layer did not have",
@@ -88,11 +84,7 @@ impl Default for Metrics {
             "Memory the cache uses: l2 is Valkey's used_memory",
             cache_size_bytes.clone(),
         );
-        registry.register(
-            "cache_entries",
-            "Entries in the in-process L1",
-            cache_entries.clone(),
-        );
+        registry.register("cache_entries", "Entries in the in-process L1", cache_entries.clone());
         registry.register(
             "invalidations_published",
             "Keys this process announced on the invalidation channel",

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnRequest, DefaultOnResponse, TraceLayer};
 
 use crate::cache::invalidation::InvalidationListener;
 use crate::cache::two_level::{TwoLevelCache, TwoLevelSettings};
@@ -146,7 +146,15 @@ pub async fn run(config: &Config, options: ServeOptions, on_ready: impl FnOnce(&
     let listener = if !options.invalidation {
         None
     } else if valkey.is_some() {
-        Some(InvalidationListener::start(&config.valkey, channel.clone(), products.clone(), config.connect_timeout).await)
+        Some(
+            InvalidationListener::start(
+                &config.valkey,
+                channel.clone(),
+                products.clone(),
+                config.connect_timeout,
+            )
+            .await,
+        )
     } else {
         Some(InvalidationListener::spawn(
             &config.valkey,
@@ -213,6 +221,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_request(DefaultOnRequest::new().level(tracing::Level::INFO))
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
 }

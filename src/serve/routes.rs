@@ -37,10 +37,11 @@ pub fn routes(state: Arc<AppState>) -> Router {
 /// Per response: the duration histogram and the status counter, labelled
 /// with the route template (`/products/{id}`), never the raw path.
 pub async fn record_response(State(state): Shared, request: Request, next: Next) -> Response {
+    // `{id}` becomes `:id`: braces in a label value trip some Prometheus text parsers.
     let endpoint = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().replace("{id}", ":id"));
     let started = Instant::now();
     let response = next.run(request).await;
     state
@@ -199,7 +200,10 @@ async fn list_products(
     }
     let category = params.get("category").filter(|c| !c.is_empty()).cloned();
     if category.as_ref().is_some_and(|c| c.chars().count() > 100) {
-        return Err(ApiError::bad_request("category is longer than 100 characters", PAGE_HINT));
+        return Err(ApiError::bad_request(
+            "category is longer than 100 characters",
+            PAGE_HINT,
+        ));
     }
     let limit = match params.get("limit") {
         None => 20,
@@ -211,13 +215,12 @@ async fn list_products(
     };
     let offset = match params.get("offset") {
         None => 0,
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n <= 1_000_000_000)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("offset '{raw}' is not a number from 0 to 1000000000"), PAGE_HINT)
-            })?,
+        Some(raw) => raw.parse::<u64>().ok().filter(|n| *n <= 1_000_000_000).ok_or_else(|| {
+            ApiError::bad_request(
+                format!("offset '{raw}' is not a number from 0 to 1000000000"),
+                PAGE_HINT,
+            )
+        })?,
     };
     let key = state.keys.product_page(category.as_deref(), limit, offset);
     let served = state
