@@ -99,3 +99,14 @@ exercise-3: up seed
 # Exercise 6: cache stampede (100 requests for one cold key: none, single flight, Valkey lock; then XFetch on an expiring key)
 exercise-6: up seed
     ./target/release/workshop-cli stampede
+
+# Exercise 7: the catalogue as an HTTP service: starts serve, reads and changes a product with curl, shows /stats, stops serve
+exercise-7: up seed
+    #!/usr/bin/env bash
+    set -euo pipefail
+    ./target/release/workshop-cli serve --listen 127.0.0.1:8080 & server=$!
+    trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
+    for _ in $(seq 50); do curl -fs http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
+    for _ in 1 2 3; do curl -si http://127.0.0.1:8080/products/42 | grep -iE '^(x-cache|server-timing):'; done
+    curl -s http://127.0.0.1:8080/stats; echo
+    echo "the service is at http://127.0.0.1:8080 (try the curl lines in: workshop-cli exercises show 7)"

@@ -150,7 +150,7 @@ fn exercises_lists_progress_as_json_and_reset_clears_it() {
     };
     let json: Value = serde_json::from_str(&stdout(&list(&["exercises", "--json"]))).unwrap();
     assert_eq!(json["done"], 1);
-    assert_eq!(json["total"], 7);
+    assert_eq!(json["total"], 8);
     assert_eq!(json["exercises"][1]["id"], "cache-aside");
     assert_eq!(json["exercises"][1]["done"], true);
     assert_eq!(json["exercises"][1]["recipe"], "just exercise-1");

@@ -24,7 +24,7 @@ pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
     match exercise_id {
         "cache-aside" | "stampede" => &["airport", "flight", "booking"],
         "write-through" | "write-behind" => &["passenger", "passengerdetails", "booking"],
-        "stats" | "multi-level" => &["products"],
+        "stats" | "multi-level" | "serve" => &["products"],
         _ => &[],
     }
 }
@@ -36,7 +36,7 @@ pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
 pub fn rows_needed(exercise_id: &str) -> &'static [&'static str] {
     match exercise_id {
         "cache-aside" => &["airport"],
-        "stats" | "multi-level" => &["products"],
+        "stats" | "multi-level" | "serve" => &["products"],
         _ => &[],
     }
 }

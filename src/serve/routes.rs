@@ -331,9 +331,10 @@ async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes)
         // Never leave the old row in L2.
         if let Some(valkey) = &state.valkey {
             if valkey.delete(&key).await.is_err() {
-                warnings.push(format!(
+                warnings.push(
                     "Valkey did not take the new row nor delete the old one; it may be served until its L2 TTL ends"
-                ));
+                        .to_string(),
+                );
             }
         }
     }
