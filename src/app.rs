@@ -25,6 +25,20 @@ pub async fn run(command: Command, config: Config, output: Output) -> Result<()>
         Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
         Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
         Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
+        Command::Load(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::load::measure(&config, (&args).into(), &progress).await?;
+            if let Some(path) = &args.out {
+                crate::report::load::save(&outcome, path).map_err(|e| {
+                    crate::error::WorkshopError::invalid(format!(
+                        "cannot write {}: {e}; choose another --out path",
+                        path.display()
+                    ))
+                })?;
+            }
+            crate::report::load::show(&outcome, &output);
+            Ok(())
+        }
         Command::Serve(args) => {
             crate::serve::init_logging(&args.log);
             let summary = crate::serve::run(&config, (&args).into(), |ready| {

@@ -573,3 +573,87 @@ fn a_public_address_is_refused_without_public() {
         "error: --listen must be a loopback address such as 127.0.0.1:8080, or add --public to serve other machines (got '0.0.0.0:0')"
     );
 }
+
+#[tokio::test]
+async fn load_reports_the_counts_the_server_counted() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_load").await;
+        let prefix = TestPrefix::new("serve_load");
+        let server = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.json");
+        let output = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &[
+                "load",
+                "--url",
+                &server.url,
+                "--duration",
+                "2",
+                "--concurrency",
+                "4",
+                "--ids",
+                "1..30",
+                "--read-ratio",
+                "90",
+                "--json",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        let run: Value = serde_json::from_str(&stdout(&output)).expect("one JSON document");
+        let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(saved["requests"], run["requests"]);
+        assert_eq!(run["failed"], 0);
+        assert!(run["reads"].as_u64().unwrap() > 10, "{run}");
+        assert!(run["writes"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["statuses"]["200"], run["requests"], "{run}");
+        let timeline = run["timeline"].as_array().unwrap();
+        assert!(!timeline.is_empty());
+        let per_second: u64 = timeline.iter().map(|s| s["requests"].as_u64().unwrap()).sum();
+        assert_eq!(per_second, run["requests"].as_u64().unwrap());
+        let layer = |name: &str| run["by_layer"][name]["count"].as_u64().unwrap_or(0);
+        let http = client();
+        let (_, _, stats) = get(&http, &server.at("/stats")).await;
+        let total = &stats["since_start"];
+        assert_eq!(total["total_requests"], run["reads"], "{kind:?}: {stats}\n{run}");
+        assert_eq!(total["l1"]["requests"].as_u64(), Some(layer("L1")), "{stats}\n{run}");
+        assert_eq!(total["l2"]["requests"].as_u64(), Some(layer("L2")), "{stats}\n{run}");
+        assert_eq!(
+            total["database"]["requests"].as_u64(),
+            Some(layer("DB")),
+            "{stats}\n{run}"
+        );
+        assert!(layer("L1") > 0, "{run}");
+    }
+}
+
+#[test]
+fn load_refuses_an_empty_id_range_and_a_bad_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = workshop_cli(dir.path())
+        .args(["load", "--ids", "9..3"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("'9..3' is not FIRST..LAST with FIRST <= LAST"),
+        "{}",
+        stderr(&output)
+    );
+    let output = workshop_cli(dir.path())
+        .args(["load", "--url", "ftp://x", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: --url ftp://x is not http:// or https://; use e.g. http://127.0.0.1:8080"
+    );
+}

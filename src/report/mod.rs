@@ -5,6 +5,7 @@
 pub mod check_env;
 pub mod clean;
 pub mod latency;
+pub mod load;
 pub mod multi_level;
 pub mod progress;
 pub mod prometheus;
