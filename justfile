@@ -100,7 +100,7 @@ exercise-3: up seed
 exercise-6: up seed
     ./target/release/workshop-cli stampede
 
-# Exercise 7: the catalogue as an HTTP service: starts serve, reads and changes a product with curl, shows /stats, stops serve
+# Exercise 7: the catalogue as an HTTP service: starts serve, reads a product with curl, runs load for 20 s, stops serve
 exercise-7: up seed
     #!/usr/bin/env bash
     set -euo pipefail
@@ -108,5 +108,5 @@ exercise-7: up seed
     trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
     for _ in $(seq 50); do curl -fs http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
     for _ in 1 2 3; do curl -si http://127.0.0.1:8080/products/42 | grep -iE '^(x-cache|server-timing):'; done
-    curl -s http://127.0.0.1:8080/stats; echo
-    echo "the service is at http://127.0.0.1:8080 (try the curl lines in: workshop-cli exercises show 7)"
+    echo "the service is at http://127.0.0.1:8080 (/stats, /metrics, /healthz); load runs for 20 s"
+    ./target/release/workshop-cli load --url http://127.0.0.1:8080 --duration 20 --read-ratio 95
