@@ -39,9 +39,9 @@ async fn an_attendee_runs_cache_aside_from_the_guided_workshop_and_it_is_recorde
     let mut session = guided(command);
 
     session.exp_string("the caching workshop").unwrap();
-    session.exp_string("0/7 done").unwrap();
+    session.exp_string("0/8 done").unwrap();
     press(&mut session, "1");
-    session.exp_string("Exercise 1 of 6").unwrap();
+    session.exp_string("Exercise 1 of 7").unwrap();
     session.exp_string("Cache-aside (lazy loading)").unwrap();
     press(&mut session, "h");
     session.exp_string("Hint 1/3").unwrap();
@@ -56,7 +56,7 @@ async fn an_attendee_runs_cache_aside_from_the_guided_workshop_and_it_is_recorde
     press(&mut session, "d");
     session.exp_string("Marked done. Next: Write-through").unwrap();
     press(&mut session, "l");
-    session.exp_string("1/7 done").unwrap();
+    session.exp_string("1/8 done").unwrap();
     press(&mut session, "q");
     session.exp_eof().unwrap();
 
@@ -77,7 +77,7 @@ async fn the_guided_workshop_shows_the_environment_check_instead_of_errors() {
     let mut session = guided(command);
     session.exp_string("the caching workshop").unwrap();
     press(&mut session, "1");
-    session.exp_string("Exercise 1 of 6").unwrap();
+    session.exp_string("Exercise 1 of 7").unwrap();
     press(&mut session, "r");
     session.exp_string("cannot reach the database").unwrap();
     session.exp_string("Something is missing: fix the rows marked").unwrap();
@@ -94,7 +94,7 @@ async fn a_corrupt_state_file_is_a_warning_and_a_fresh_start() {
     let mut command = workshop_cli(dir.path());
     command.env("WORKSHOP_STATE_FILE", &state);
     let mut session = guided(command);
-    session.exp_string("0/7 done").unwrap();
+    session.exp_string("0/8 done").unwrap();
     session
         .exp_string("is corrupt; starting with no exercise done")
         .unwrap();
@@ -169,7 +169,7 @@ fn exercises_lists_progress_as_json_and_reset_clears_it() {
     assert_eq!(output.status.code(), Some(6));
     assert_eq!(
         stderr(&output),
-        "error: no exercise '42'; `workshop-cli exercises` lists them (0 to 6)\n"
+        "error: no exercise '42'; `workshop-cli exercises` lists them (0 to 7)\n"
     );
 }
 
