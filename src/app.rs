@@ -84,15 +84,41 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             }
             Ok(())
         }
+        Command::Load(args) => {
+            let progress = crate::report::progress::BarProgress::new(&output);
+            let outcome = exercises::load::measure(&config, (&args).into(), &progress).await?;
+            if let Some(path) = &args.out {
+                crate::report::load::save(&outcome, path).map_err(|e| {
+                    crate::error::WorkshopError::invalid(format!(
+                        "cannot write {}: {e}; choose another --out path",
+                        path.display()
+                    ))
+                })?;
+            }
+            crate::report::load::show(&outcome, &output);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            crate::serve::init_logging(&args.log);
+            let summary = crate::serve::run(&config, (&args).into(), |ready| {
+                crate::report::serve::show_ready(ready, &output)
+            })
+            .await?;
+            crate::report::serve::show_summary(&summary, &output);
+            Ok(())
+        }
     }
 }
 
-/// `stats --maxmemory` restores Valkey's settings on a signal and `multi-level
-/// --listen` stops on Ctrl-C with a summary: they must see the signal themselves.
+/// `stats --maxmemory` restores Valkey's settings on a signal, `multi-level
+/// --listen` stops on Ctrl-C with a summary and `serve` drains its requests:
+/// they must see the signal themselves.
 fn handles_signals_itself(command: &Command) -> bool {
     match command {
         Command::Stats(args) => args.maxmemory.is_some(),
         Command::MultiLevel(args) => args.listen,
+        // serve shuts down gracefully: it stops accepting and finishes in-flight requests.
+        Command::Serve(_) => true,
         _ => false,
     }
 }

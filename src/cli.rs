@@ -175,6 +175,18 @@ pub enum Command {
     )]
     RateLimit(RateLimitArgs),
 
+    /// Exercise 7: the product catalogue as an HTTP service over L1 → Valkey → database
+    #[command(
+        after_help = "Examples:\n  workshop-cli serve                                  http://127.0.0.1:8080\n  curl -i http://127.0.0.1:8080/products/42            X-Cache: DB, then L2 or L1\n  curl -X PUT -d '{\"price\": \"24.99\"}' http://127.0.0.1:8080/products/42\n  workshop-cli serve --listen 127.0.0.1:8081 --log info   a second server; watch its requests\n  workshop-cli serve --invalidation off               PUTs on another server leave this L1 stale\n  workshop-cli serve --l1-capacity 0                  every read goes to Valkey\n  workshop-cli serve --listen 0.0.0.0:8080 --public   reachable from other machines"
+    )]
+    Serve(ServeArgs),
+
+    /// Load a catalogue service (`serve`): GETs and PUTs on /products/{id}, latency by X-Cache layer, per second
+    #[command(
+        after_help = "Examples:\n  workshop-cli load                                   20 s on http://127.0.0.1:8080, 80 % reads\n  workshop-cli load --concurrency 50 --duration 10 --read-ratio 100\n  workshop-cli load --rate 500 --skew 1.2 --ids 1..1000\n  workshop-cli load --json --out run.json             the time series for later"
+    )]
+    Load(LoadArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -838,6 +850,140 @@ impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {
             burst: args.burst,
             processes: args.processes,
             member_start_ms: args.fleet_member_start_ms,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    /// Allow a --listen address other machines can reach (off: loopback only)
+    #[arg(long)]
+    pub public: bool,
+
+    /// L1 size in entries; 0 turns L1 off (every read starts at Valkey)
+    #[arg(long, value_name = "ENTRIES", default_value_t = 10_000)]
+    pub l1_capacity: u64,
+
+    /// L1 time-to-live in seconds (the L2 TTL is --ttl)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub l1_ttl: u64,
+
+    /// How long a missing id is remembered (negative cache), seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub negative_ttl: u64,
+
+    /// How long a page of GET /products is cached, seconds (a PUT does not invalidate pages)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub page_ttl: u64,
+
+    /// Publish each PUT's key so every serve process drops it from L1, and listen for theirs
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub invalidation: Switch,
+
+    /// A request that takes longer is answered 503
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout: u64,
+
+    /// Database connections in the pool
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: u32,
+
+    /// Request logging on stderr (tower-http tracing)
+    #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
+    pub log: String,
+}
+
+impl From<&ServeArgs> for crate::serve::ServeOptions {
+    fn from(args: &ServeArgs) -> Self {
+        crate::serve::ServeOptions {
+            listen: args.listen,
+            public: args.public,
+            l1_capacity: args.l1_capacity,
+            l1_ttl: Duration::from_secs(args.l1_ttl),
+            negative_ttl: Duration::from_secs(args.negative_ttl),
+            page_ttl: Duration::from_secs(args.page_ttl),
+            invalidation: args.invalidation == Switch::On,
+            request_timeout: Duration::from_secs(args.request_timeout),
+            connections: args.connections,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The service's base URL
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Requests in flight at once
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: u64,
+
+    /// Requests per second over all tasks [default: as fast as they go]
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// How long to run, seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration: u64,
+
+    /// Percent of requests that are GETs; the rest PUT a new price (restore with `workshop-cli clean`)
+    #[arg(long, value_name = "PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub read_ratio: u64,
+
+    /// Zipf skew over the ids, 0 (uniform) to 5
+    #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_skew)]
+    pub skew: f64,
+
+    /// The product ids to request, FIRST..LAST
+    #[arg(long, value_name = "FIRST..LAST", default_value = "1..10000", value_parser = parse_id_range)]
+    pub ids: (i64, i64),
+
+    /// Save the outcome with its per-second time series as JSON
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("'{raw}' is not a positive number of requests per second"))
+}
+
+fn parse_skew(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=5.0).contains(s))
+        .ok_or_else(|| format!("'{raw}' is not a skew from 0 to 5"))
+}
+
+fn parse_id_range(raw: &str) -> Result<(i64, i64), String> {
+    let (first, last) = raw
+        .split_once("..")
+        .ok_or_else(|| format!("'{raw}' is not FIRST..LAST, e.g. 1..10000"))?;
+    match (first.trim().parse::<i64>(), last.trim().parse::<i64>()) {
+        (Ok(first), Ok(last)) if first <= last => Ok((first, last)),
+        _ => Err(format!("'{raw}' is not FIRST..LAST with FIRST <= LAST, e.g. 1..10000")),
+    }
+}
+
+impl From<&LoadArgs> for crate::exercises::load::LoadOptions {
+    fn from(args: &LoadArgs) -> Self {
+        crate::exercises::load::LoadOptions {
+            url: args.url.clone(),
+            concurrency: args.concurrency,
+            rate: args.rate,
+            duration: Duration::from_secs(args.duration),
+            read_ratio: args.read_ratio,
+            skew: args.skew,
+            first_id: args.ids.0,
+            last_id: args.ids.1,
+            seed: 42,
         }
     }
 }

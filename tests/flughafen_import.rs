@@ -376,7 +376,7 @@ async fn check_env_on_an_import_says_per_exercise_what_can_run_and_what_is_missi
         let run = run_json(&db, &prefix, &valkey_url(), &["check-env"]);
         assert_eq!(run.code, Some(7), "{kind:?}: {}", run.stdout);
         let report = &run.json;
-        for id in ["stats", "multi-level"] {
+        for id in ["stats", "multi-level", "serve"] {
             let verdict = exercise(report, id);
             assert_eq!(verdict["can_run"], false, "{kind:?} {id}");
             assert_eq!(verdict["detail"], "needs table products", "{kind:?} {id}");

@@ -125,6 +125,27 @@ impl KeyScheme {
         format!("{}product:{product_id}", self.root)
     }
 
+    /// `{source prefix}product-missing:{id}`: a short-lived note that the
+    /// database has no product `id` (`serve`'s negative cache).
+    pub fn product_missing(&self, product_id: i64) -> String {
+        format!("{}product-missing:{product_id}", self.root)
+    }
+
+    /// `{source prefix}product-page:{digest}`: one page of `GET /products`;
+    /// the digest covers the category (or none), the limit and the offset.
+    pub fn product_page(&self, category: Option<&str>, limit: u32, offset: u64) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(match category {
+            Some(category) => format!("category={category}\n"),
+            None => "category\n".to_string(),
+        });
+        hasher.update(format!("limit={limit}\noffset={offset}"));
+        let digest = hasher.finalize();
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("{}product-page:{hex}", self.root)
+    }
+
     /// `{source prefix}product:`: what every [`KeyScheme::product`] key starts with,
     /// to clear them (SCAN + UNLINK) before a cold run.
     pub fn product_prefix(&self) -> String {

@@ -4,6 +4,7 @@ pub mod cache_aside;
 pub mod check_env;
 pub mod clean;
 pub mod leaderboard;
+pub mod load;
 pub mod multi_level;
 pub mod progress;
 pub mod queries;

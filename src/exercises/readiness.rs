@@ -25,7 +25,7 @@ pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
         "cache-aside" | "stampede" => &["airport", "flight", "booking"],
         "leaderboard" => &["airport", "flight", "booking", "passenger", "passengerdetails"],
         "write-through" | "write-behind" => &["passenger", "passengerdetails", "booking"],
-        "stats" | "multi-level" => &["products"],
+        "stats" | "multi-level" | "serve" => &["products"],
         _ => &[],
     }
 }
@@ -37,7 +37,7 @@ pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
 pub fn rows_needed(exercise_id: &str) -> &'static [&'static str] {
     match exercise_id {
         "cache-aside" => &["airport"],
-        "stats" | "multi-level" => &["products"],
+        "stats" | "multi-level" | "serve" => &["products"],
         _ => &[],
     }
 }
