@@ -13,7 +13,8 @@ use crate::error::{Result, WorkshopError};
 use crate::exercises::queries::BuiltinQuery;
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
 use crate::patterns::cache_aside::{CacheAside, CacheLink, Read, ReadSource};
-use crate::report::{self, Output};
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
+use crate::exercises::{Outcome, Verdict};
 
 /// Up to this many runs, each run is listed (and its TTL read).
 pub const PER_RUN_LIMIT: u64 = 20;
@@ -127,6 +128,8 @@ pub struct CacheAsideOutcome {
     /// Timeouts and circuit-breaker openings of the Valkey connection.
     pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -187,20 +190,28 @@ pub struct Summary {
     pub not_compared: Option<String>,
 }
 
-pub async fn run(config: &Config, options: CacheAsideOptions, output: &Output) -> Result<()> {
-    let outcome = measure_run(config, &options, output).await?;
-    report::latency::show_cache_aside(&outcome, output);
-    for warning in &outcome.warnings {
-        output.warn(warning);
-    }
+/// Runs cache-aside reads (and a database baseline); a run in which the
+/// cache never answered has the verdict "incomplete" (exit 8).
+pub async fn measure(
+    config: &Config,
+    options: CacheAsideOptions,
+    progress: &dyn RunProgress,
+) -> Result<CacheAsideOutcome> {
+    let mut outcome = measure_run(config, &options, progress).await?;
     let served = |source| outcome.sources.get(source).copied().unwrap_or(0);
     let cache_never_answered = !options.no_cache && served("cache") == 0 && served("database") == 0;
     if cache_never_answered {
-        return Err(WorkshopError::incomplete(
+        outcome.verdict = Verdict::failed(WorkshopError::incomplete(
             "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) and run again",
         ));
     }
-    Ok(())
+    Ok(outcome)
+}
+
+impl Outcome for CacheAsideOutcome {
+    fn verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
+    }
 }
 
 fn validate(options: &CacheAsideOptions) -> Result<()> {
@@ -257,7 +268,11 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
     Ok(params)
 }
 
-async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Output) -> Result<CacheAsideOutcome> {
+async fn measure_run(
+    config: &Config,
+    options: &CacheAsideOptions,
+    progress: &dyn RunProgress,
+) -> Result<CacheAsideOutcome> {
     validate(options)?;
     let tasks = options.concurrency.min(options.runs);
     let db = Database::connect(
@@ -312,7 +327,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     }
 
     drop(session);
-    let mut timed = timed_reads(&db, &pattern, &key, &statement, options, tasks, valkey.as_ref(), output).await?;
+    let mut timed = timed_reads(&db, &pattern, &key, &statement, options, tasks, valkey.as_ref(), progress).await?;
     let mut session = db.session().await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
@@ -324,7 +339,9 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     let budget = options.baseline.is_none().then_some(BASELINE_BUDGET);
     let mut database = timed.database.clone();
     let mut reference: Option<ResultSet> = timed.first_database_rows.clone();
-    let progress = report::progress::bar(output, planned, "baseline");
+    if planned > 0 {
+        progress.phase("baseline", Some(planned));
+    }
     let baseline_started = Instant::now();
     let mut baseline_count = 0;
     while baseline_count < planned {
@@ -337,9 +354,9 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         database.record(read.latency);
         reference = Some(read.rows);
         baseline_count += 1;
-        progress.inc(1);
+        progress.advance(1);
     }
-    progress.finish_and_clear();
+    progress.finish_phase();
     let baseline_budget = budget.map(|budget| BaselineBudget {
         budget,
         planned,
@@ -433,6 +450,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         consistent,
         valkey_faults,
         warnings,
+        verdict: Verdict::Complete,
     };
     drop(session);
     db.close().await;
@@ -539,12 +557,13 @@ async fn timed_reads(
     options: &CacheAsideOptions,
     tasks: u64,
     valkey: Option<&Valkey>,
-    output: &Output,
+    progress: &dyn RunProgress,
 ) -> Result<TimedReads> {
     let runs = options.runs;
     let keep_records = runs <= PER_RUN_LIMIT && tasks == 1;
     let interval = options.interval;
-    let progress = report::progress::bar(output, runs, "reads");
+    progress.phase("reads", Some(runs));
+    let done = StepCounter::default();
     let next_run = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -553,7 +572,7 @@ async fn timed_reads(
         let key = key.to_string();
         let statement = statement.clone();
         let next_run = Arc::clone(&next_run);
-        let progress = progress.clone();
+        let done = done.clone();
         let valkey = valkey.cloned();
         let db = db.clone();
         workers.spawn(async move {
@@ -572,20 +591,25 @@ async fn timed_reads(
                     _ => None,
                 };
                 mine.add(run + 1, read, ttl_left, keep_records);
-                progress.inc(1);
+                done.add(1);
                 if !interval.is_zero() {
                     tokio::time::sleep(interval).await;
                 }
             }
         });
     }
-    let mut total = TimedReads::default();
-    while let Some(joined) = workers.join_next().await {
-        let part = joined.map_err(|e| WorkshopError::Other(e.into()))??;
-        total.merge(part);
-    }
+    let joined = relay(progress, &done, async {
+        let mut total = TimedReads::default();
+        while let Some(joined) = workers.join_next().await {
+            let part = joined.map_err(|e| WorkshopError::Other(e.into()))??;
+            total.merge(part);
+        }
+        Ok::<_, WorkshopError>(total)
+    })
+    .await;
+    progress.finish_phase();
+    let mut total = joined?;
     total.wall_time = started.elapsed();
-    progress.finish_and_clear();
     total.records.sort_by_key(|r| r.run);
     Ok(total)
 }

@@ -22,3 +22,46 @@ pub trait RunProgress: Send + Sync {
 pub struct Silent;
 
 impl RunProgress for Silent {}
+
+/// Steps counted by spawned tasks, which cannot borrow the run's
+/// [`RunProgress`]: they add here, and [`relay`] passes the count on.
+#[derive(Debug, Clone, Default)]
+pub struct StepCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl StepCounter {
+    pub fn add(&self, steps: u64) {
+        self.0.fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// How often [`relay`] passes counted steps on: often enough to look live.
+const RELAY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Awaits `work`, passing the steps `counter` collects on to `progress`
+/// every 100 ms and once more at the end.
+pub async fn relay<F: std::future::Future>(progress: &dyn RunProgress, counter: &StepCounter, work: F) -> F::Output {
+    let mut reported = 0;
+    let mut pass_on = || {
+        let total = counter.total();
+        if total > reported {
+            progress.advance(total - reported);
+            reported = total;
+        }
+    };
+    let mut tick = tokio::time::interval(RELAY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => {
+                pass_on();
+                return done;
+            }
+            _ = tick.tick() => pass_on(),
+        }
+    }
+}

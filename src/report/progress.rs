@@ -53,7 +53,7 @@ pub fn spinner(output: &Output, message: &str) -> ProgressBar {
 }
 
 /// [`RunProgress`](crate::exercises::progress::RunProgress) drawn as one
-/// indicatif bar per phase (a ticking spinner when the total is unknown),
+/// indicatif bar per phase (a spinner when the total is unknown),
 /// hidden like [`bar`]; notes are printed above the bar.
 pub struct BarProgress {
     output: Output,
@@ -78,7 +78,7 @@ impl BarProgress {
 impl crate::exercises::progress::RunProgress for BarProgress {
     fn phase(&self, label: &str, total: Option<u64>) {
         let bar = match total {
-            Some(total) => ticking(&self.output, total, label),
+            Some(total) => bar(&self.output, total, label),
             None => spinner(&self.output, label),
         };
         self.with_bar(|current| {
