@@ -57,7 +57,15 @@ pub fn main(
                 Command::Seed(_) => Flavour::Threads,
                 _ => Flavour::OneThread,
             };
-            block_on(flavour, run(command, config, output))?;
+            match block_on(flavour, run(command, config, output)) {
+                Err(WorkshopError::Noted { notes, error }) => {
+                    for note in &notes {
+                        output.warn(note);
+                    }
+                    return Err(*error);
+                }
+                result => result?,
+            }
         }
     }
     Ok(exit::OK)
@@ -141,10 +149,16 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             let outcome = exercises::cache_aside::measure(&config, args.into(), progress).await?;
             finish(outcome, &output, report::latency::show_cache_aside)
         }
-        Command::WriteThrough(args) => exercises::write_through::run(&config, args.into(), &output).await,
+        Command::WriteThrough(args) => {
+            let outcome = exercises::write_through::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::writes::show_write_through)
+        }
         Command::MultiLevel(args) => exercises::multi_level::run(&config, args.into(), &output).await,
         Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
-        Command::WriteBehind(args) => exercises::write_behind::run(&config, args.into(), &output).await,
+        Command::WriteBehind(args) => {
+            let outcome = exercises::write_behind::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::write_behind::show)
+        }
         Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
     }
 }

@@ -44,8 +44,10 @@ impl Verdict {
     pub fn into_result(self) -> crate::error::Result<()> {
         match self {
             Verdict::Complete => Ok(()),
-            Verdict::Failed(error) => Err(Arc::try_unwrap(error)
-                .unwrap_or_else(|shared| WorkshopError::Other(anyhow::anyhow!("{shared}")))),
+            Verdict::Failed(error) => Err(Arc::try_unwrap(error).unwrap_or_else(|shared| WorkshopError::Relayed {
+                code: shared.exit_code(),
+                message: shared.to_string(),
+            })),
         }
     }
 }
