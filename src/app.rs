@@ -154,7 +154,16 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             finish(outcome, &output, report::writes::show_write_through)
         }
         Command::MultiLevel(args) => exercises::multi_level::run(&config, args.into(), &output).await,
-        Command::Stats(args) => exercises::stats::run(&config, args.into(), &output).await,
+        Command::Stats(args) => {
+            // `--format json` keeps stderr as quiet as `--json` does.
+            let quiet = matches!(args.format, Some(crate::cli::StatsFormatArg::Json));
+            let mut options: exercises::stats::StatsOptions = args.into();
+            options.json = output.json;
+            let silent = exercises::progress::Silent;
+            let progress: &dyn exercises::progress::RunProgress = if quiet { &silent } else { progress };
+            let outcome = exercises::stats::measure(&config, options, progress).await?;
+            finish(outcome, &output, report::stats::show)
+        }
         Command::WriteBehind(args) => {
             let outcome = exercises::write_behind::measure(&config, args.into(), progress).await?;
             finish(outcome, &output, report::write_behind::show)

@@ -531,6 +531,7 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
             }),
             maxmemory: args.maxmemory,
             policies: args.policies,
+            json: false,
         }
     }
 }

@@ -33,6 +33,11 @@ impl StepCounter {
         self.0.fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// At least `steps` are done (a run counted in seconds, not requests).
+    pub fn raise_to(&self, steps: u64) {
+        self.0.fetch_max(steps, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn total(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }

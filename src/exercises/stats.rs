@@ -19,7 +19,8 @@ use crate::db::{Database, DbError, PoolSettings};
 use crate::error::{Result, WorkshopError};
 use crate::measure::zipf::KeySampler;
 use crate::measure::{self};
-use crate::report::{self, Output};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 
 use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
 use server::{ServerAdmin, ServerView};
@@ -40,8 +41,9 @@ const MAX_RATE: f64 = 1_000_000.0;
 /// L2 expiry is not hidden for minutes by L1.
 const L1_TTL_CAP: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatsFormat {
+    #[default]
     Table,
     Json,
     Prometheus,
@@ -74,6 +76,8 @@ pub struct StatsOptions {
     pub format: Option<StatsFormat>,
     pub maxmemory: Option<String>,
     pub policies: Vec<String>,
+    /// The global `--json` (the same as `--format json`).
+    pub json: bool,
 }
 
 impl Default for StatsOptions {
@@ -90,6 +94,7 @@ impl Default for StatsOptions {
             fresh: false,
             format: None,
             maxmemory: None,
+            json: false,
             policies: Vec::new(),
         }
     }
@@ -259,45 +264,34 @@ pub struct StatsOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eviction: Option<EvictionOutcome>,
     pub warnings: Vec<String>,
+    /// How the outcome is shown: tables, JSON or Prometheus text.
+    #[serde(skip)]
+    pub format: StatsFormat,
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
-pub async fn run(config: &Config, options: StatsOptions, output: &Output) -> Result<()> {
-    let plan = validate(&options, output.json)?;
-    let output = match plan.format {
-        StatsFormat::Table => *output,
-        StatsFormat::Json => Output {
-            json: true,
-            color: false,
-            progress: false,
-        },
-        // Metrics on stdout, undecorated; a progress bar on a terminal's stderr does not disturb them.
-        StatsFormat::Prometheus => Output {
-            json: false,
-            color: false,
-            progress: output.progress,
-        },
-    };
-    let (outcome, interrupted) = measure_run(config, &plan, &output).await?;
-    // Interrupted: the policy runs that finished are still shown, then the error.
-    let finished_runs = outcome.eviction.as_ref().map_or(1, |e| e.runs.len());
-    if finished_runs > 0 {
-        match plan.format {
-            StatsFormat::Prometheus => report::stats::show_prometheus(&outcome),
-            _ => report::stats::show_stats(&outcome, &output),
-        }
+impl Outcome for StatsOutcome {
+    fn verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
     }
-    for warning in &outcome.warnings {
-        output.warn(warning);
-    }
+}
+
+/// Runs the workload (once, or once per eviction policy with
+/// `--maxmemory`); no Valkey, or a Ctrl-C that cut the comparison short,
+/// makes the verdict.
+pub async fn measure(config: &Config, options: StatsOptions, progress: &dyn RunProgress) -> Result<StatsOutcome> {
+    let plan = validate(&options, options.json)?;
+    let (mut outcome, interrupted) = measure_run(config, &plan, progress).await?;
+    outcome.format = plan.format;
     if let Some(error) = interrupted {
-        return Err(error);
-    }
-    if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
-        return Err(WorkshopError::incomplete(
-            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) and run again",
+        outcome.verdict = Verdict::failed(error);
+    } else if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
+        outcome.verdict = Verdict::failed(WorkshopError::incomplete(
+            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again",
         ));
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// The services and settings every run of one invocation shares.
@@ -308,7 +302,7 @@ struct Bench<'a> {
     keys: KeyScheme,
     cache: TwoLevelSettings,
     workload: Workload,
-    output: &'a Output,
+    progress: &'a dyn RunProgress,
 }
 
 impl Bench<'_> {
@@ -322,14 +316,12 @@ impl Bench<'_> {
             None => None,
         };
         let cache = TwoLevelCache::new(self.cache, self.valkey.clone());
-        let progress = match self.workload.stop {
-            Stop::AfterRequests(n) => report::progress::bar(self.output, n, "requests"),
-            Stop::AfterTime(limit) => report::progress::bar(self.output, limit.as_secs().max(1), "seconds"),
-        };
-        // Drawn now, not at the first request's end: progress within a second.
-        progress.tick();
-        let result = workload::run(&self.workload, &cache, &self.db, &self.keys, &progress).await;
-        progress.finish_and_clear();
+        match self.workload.stop {
+            Stop::AfterRequests(n) => self.progress.phase("requests", Some(n)),
+            Stop::AfterTime(limit) => self.progress.phase("seconds", Some(limit.as_secs().max(1))),
+        }
+        let result = workload::run(&self.workload, &cache, &self.db, &self.keys, self.progress).await;
+        self.progress.finish_phase();
         let stats = result?;
         let after = match &self.admin {
             Some(admin) => admin.snapshot().await.map_err(|e| ask("INFO after the run", e)).ok(),
@@ -377,7 +369,7 @@ impl Bench<'_> {
 async fn measure_run(
     config: &Config,
     plan: &StatsPlan,
-    output: &Output,
+    progress: &dyn RunProgress,
 ) -> Result<(StatsOutcome, Option<WorkshopError>)> {
     let db = Database::connect(
         &config.database,
@@ -459,7 +451,7 @@ async fn measure_run(
             concurrency: plan.concurrency,
             sampler,
         },
-        output,
+        progress,
     };
 
     // Pools warm before the first timed request; set-up is reported apart.
@@ -500,6 +492,8 @@ async fn measure_run(
         valkey: view,
         eviction,
         warnings,
+        format: plan.format,
+        verdict: Verdict::Complete,
     };
     db.close().await;
     Ok((outcome, interrupted))
