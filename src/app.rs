@@ -153,7 +153,10 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             let outcome = exercises::write_through::measure(&config, args.into(), progress).await?;
             finish(outcome, &output, report::writes::show_write_through)
         }
-        Command::MultiLevel(args) => exercises::multi_level::run(&config, args.into(), &output).await,
+        Command::MultiLevel(args) => {
+            let outcome = exercises::multi_level::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::multi_level::show)
+        }
         Command::Stats(args) => {
             // `--format json` keeps stderr as quiet as `--json` does.
             let quiet = matches!(args.format, Some(crate::cli::StatsFormatArg::Json));

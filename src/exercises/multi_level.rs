@@ -24,7 +24,8 @@ use rust_decimal::Decimal;
 
 use crate::config::Config;
 use crate::error::{Result, WorkshopError};
-use crate::report::Output;
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 
 const MAX_REQUESTS: u64 = 10_000_000;
 const MAX_KEYS: u64 = 1_000_000;
@@ -276,14 +277,45 @@ pub fn validate(options: &MultiLevelOptions) -> Result<Plan> {
     Ok(Plan { cache, task })
 }
 
-pub async fn run(config: &Config, options: MultiLevelOptions, output: &Output) -> Result<()> {
-    let plan = validate(&options)?;
-    match plan.task.clone() {
-        Task::Read { warm, reads } => self::reads::run(config, &plan, warm, reads, output).await,
-        Task::Listen { id, interval, duration } => listen::run(config, &plan, id, interval, duration, output).await,
-        Task::Update { id, price } => change::run(config, &plan, id, Some(price), output).await,
-        Task::Invalidate { id } => change::run(config, &plan, id, None, output).await,
+/// What one `multi-level` run did: reads (and warming), a change, or a
+/// `--listen` session (whose changes were reported as they happened).
+#[derive(Debug, Clone)]
+pub enum MultiLevelOutcome {
+    Reads(Box<reads::ReadOutcome>),
+    Change(Box<change::ChangeOutcome>),
+    Listen(Box<listen::ListenSummary>),
+}
+
+impl Outcome for MultiLevelOutcome {
+    fn verdict(&mut self) -> Verdict {
+        match self {
+            MultiLevelOutcome::Reads(outcome) => std::mem::take(&mut outcome.verdict),
+            MultiLevelOutcome::Change(outcome) => std::mem::take(&mut outcome.verdict),
+            MultiLevelOutcome::Listen(outcome) => std::mem::take(&mut outcome.verdict),
+        }
     }
+}
+
+pub async fn measure(
+    config: &Config,
+    options: MultiLevelOptions,
+    progress: &dyn RunProgress,
+) -> Result<MultiLevelOutcome> {
+    let plan = validate(&options)?;
+    Ok(match plan.task.clone() {
+        Task::Read { warm, reads } => {
+            MultiLevelOutcome::Reads(Box::new(self::reads::measure(config, &plan, warm, reads, progress).await?))
+        }
+        Task::Listen { id, interval, duration } => MultiLevelOutcome::Listen(Box::new(
+            listen::measure(config, &plan, id, interval, duration, progress).await?,
+        )),
+        Task::Update { id, price } => {
+            MultiLevelOutcome::Change(Box::new(change::measure(config, &plan, id, Some(price), progress).await?))
+        }
+        Task::Invalidate { id } => {
+            MultiLevelOutcome::Change(Box::new(change::measure(config, &plan, id, None, progress).await?))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,20 @@ pub trait RunProgress: Send + Sync {
     fn note(&self, _text: &str) {}
     /// The current phase is over.
     fn finish_phase(&self) {}
+    /// Something that happened during the run that a view shows at once,
+    /// in every mode (a `multi-level --listen` change, a warning).
+    fn event(&self, _event: RunEvent<'_>) {}
+}
+
+/// What a long-running exercise reports as it happens, before its outcome.
+#[derive(Debug, Clone, Copy)]
+pub enum RunEvent<'a> {
+    /// A warning the learner should see now, not only at the end.
+    Warning(&'a str),
+    /// `multi-level --listen` is set up and starts reading.
+    ListenStarted(&'a crate::exercises::multi_level::listen::ListenStart),
+    /// `multi-level --listen` was served a different row.
+    ServedChanged(&'a crate::exercises::multi_level::listen::ServedChange),
 }
 
 /// For callers that show nothing: tests, `--json`, library use.

@@ -113,4 +113,13 @@ impl crate::exercises::progress::RunProgress for BarProgress {
             }
         });
     }
+
+    fn event(&self, event: crate::exercises::progress::RunEvent<'_>) {
+        use crate::exercises::progress::RunEvent;
+        match event {
+            RunEvent::Warning(text) => self.output.warn(text),
+            RunEvent::ListenStarted(start) => super::multi_level::show_listen_start(start, &self.output),
+            RunEvent::ServedChanged(change) => super::multi_level::show_listen_change(change, &self.output),
+        }
+    }
 }
