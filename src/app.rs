@@ -171,7 +171,10 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             let outcome = exercises::write_behind::measure(&config, args.into(), progress).await?;
             finish(outcome, &output, report::write_behind::show)
         }
-        Command::Stampede(args) => exercises::stampede::run(&config, args.into(), &output).await,
+        Command::Stampede(args) => {
+            let outcome = exercises::stampede::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::stampede::show_run)
+        }
     }
 }
 

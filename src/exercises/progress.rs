@@ -29,6 +29,8 @@ pub enum RunEvent<'a> {
     ListenStarted(&'a crate::exercises::multi_level::listen::ListenStart),
     /// `multi-level --listen` was served a different row.
     ServedChanged(&'a crate::exercises::multi_level::listen::ServedChange),
+    /// A `stampede --processes` copy is connected and waits for "go".
+    FleetMemberReady,
 }
 
 /// For callers that show nothing: tests, `--json`, library use.

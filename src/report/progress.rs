@@ -120,6 +120,7 @@ impl crate::exercises::progress::RunProgress for BarProgress {
             RunEvent::Warning(text) => self.output.warn(text),
             RunEvent::ListenStarted(start) => super::multi_level::show_listen_start(start, &self.output),
             RunEvent::ServedChanged(change) => super::multi_level::show_listen_change(change, &self.output),
+            RunEvent::FleetMemberReady => super::stampede::fleet_ready(),
         }
     }
 }
