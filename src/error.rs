@@ -81,7 +81,10 @@ pub enum WorkshopError {
     /// An error that ended a run before it had an outcome, with warnings to
     /// show before the error line (what the run left behind).
     #[error("{error}")]
-    Noted { notes: Vec<String>, error: Box<WorkshopError> },
+    Noted {
+        notes: Vec<String>,
+        error: Box<WorkshopError>,
+    },
 }
 
 fn cancelled_queries(cancelled: u64) -> String {

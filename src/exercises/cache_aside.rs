@@ -10,11 +10,11 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::{Config, DatabaseKind};
 use crate::db::{read_only, Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
 use crate::exercises::queries::BuiltinQuery;
+use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
 use crate::patterns::cache_aside::{CacheAside, CacheLink, Read, ReadSource};
-use crate::exercises::progress::{relay, RunProgress, StepCounter};
-use crate::exercises::{Outcome, Verdict};
 
 /// Up to this many runs, each run is listed (and its TTL read).
 pub const PER_RUN_LIMIT: u64 = 20;
@@ -327,7 +327,17 @@ async fn measure_run(
     }
 
     drop(session);
-    let mut timed = timed_reads(&db, &pattern, &key, &statement, options, tasks, valkey.as_ref(), progress).await?;
+    let mut timed = timed_reads(
+        &db,
+        &pattern,
+        &key,
+        &statement,
+        options,
+        tasks,
+        valkey.as_ref(),
+        progress,
+    )
+    .await?;
     let mut session = db.session().await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 

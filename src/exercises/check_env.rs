@@ -10,8 +10,8 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
-use crate::exercises::readiness::{self, Readiness};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::readiness::{self, Readiness};
 use crate::exercises::{Outcome, Verdict};
 use crate::workshop::catalogue::Catalogue;
 

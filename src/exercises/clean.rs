@@ -11,9 +11,9 @@ use crate::config::{Config, Source, DEFAULT_KEY_PREFIX};
 use crate::db::changes::{by_row, RowChanges, Undone};
 use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
-use crate::patterns::write_behind::WriteQueue;
 use crate::exercises::progress::RunProgress;
 use crate::exercises::Outcome;
+use crate::patterns::write_behind::WriteQueue;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CleanOptions {

@@ -9,6 +9,11 @@ pub trait RunProgress: Send + Sync {
     /// A phase begins: `label` says what runs ("database reads"), `total`
     /// how many steps it has when that is known.
     fn phase(&self, _label: &str, _total: Option<u64>) {}
+    /// A phase of `total` steps that a view names (`steps`: "requests"),
+    /// shown as a count rather than a bar; by default a plain [`phase`](Self::phase).
+    fn counted_phase(&self, label: &str, total: u64, _steps: &str) {
+        self.phase(label, Some(total));
+    }
     /// `steps` more steps of the current phase are done.
     fn advance(&self, _steps: u64) {}
     /// Something worth showing while the run goes on (a warning, an event).

@@ -19,13 +19,13 @@ use crate::config::Config;
 use crate::db::{Database, PoolSettings, ResultSet, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::cache_aside::{QueryChoice, QueryDescription};
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
+use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{
     request_rng, uniform, CountedLoader, LockSettings, PathCounts, PrefillError, Protection, Served, StampedeCache,
     StampedeKeys, ValkeyLocks,
 };
-use crate::exercises::progress::{relay, RunProgress, StepCounter};
-use crate::exercises::{Outcome, Verdict};
 use plan::{Plan, Requested};
 
 pub const MAX_CONCURRENCY: u64 = 10_000;
@@ -273,9 +273,13 @@ impl Outcome for StampedeRun {
 pub async fn measure(config: &Config, options: StampedeOptions, progress: &dyn RunProgress) -> Result<StampedeRun> {
     validate(&options)?;
     if options.fleet_member {
-        return Ok(StampedeRun::FleetMember(Box::new(fleet::member(config, &options, progress).await?)));
+        return Ok(StampedeRun::FleetMember(Box::new(
+            fleet::member(config, &options, progress).await?,
+        )));
     }
-    Ok(StampedeRun::Compared(Box::new(measure_run(config, &options, progress).await?)))
+    Ok(StampedeRun::Compared(Box::new(
+        measure_run(config, &options, progress).await?,
+    )))
 }
 
 fn validate(options: &StampedeOptions) -> Result<()> {
@@ -680,7 +684,11 @@ impl ModeTally {
     }
 }
 
-async fn measure_run(config: &Config, options: &StampedeOptions, progress: &dyn RunProgress) -> Result<StampedeOutcome> {
+async fn measure_run(
+    config: &Config,
+    options: &StampedeOptions,
+    progress: &dyn RunProgress,
+) -> Result<StampedeOutcome> {
     let in_fleet = options.processes > 1;
     // With --processes the copies query; this process only times one load,
     // resets the key and reads the reference.
@@ -708,7 +716,7 @@ async fn measure_run(config: &Config, options: &StampedeOptions, progress: &dyn 
         let mut tally = ModeTally::new(protection);
         let requests = plan.requests_for(protection);
         let total = requests * options.rounds * options.processes;
-        progress.phase(protection.label(), Some(total));
+        progress.counted_phase(protection.label(), total, "requests");
         for _ in 0..options.rounds {
             if !options.keep_cache {
                 if let Err(error) = cache.make_cold().await {
@@ -818,7 +826,7 @@ async fn expiry_scenario(
     for protection in [Protection::None, Protection::Xfetch] {
         let mut tally = ModeTally::new(protection);
         let label = format!("expiry, {}", protection.label());
-        progress.phase(&label, Some(tasks * options.rounds));
+        progress.counted_phase(&label, tasks * options.rounds, "requests");
         for _ in 0..options.rounds {
             let round = steady_traffic(cache, protection, tasks, timing, progress).await?;
             tally.add_round(round);

@@ -17,10 +17,10 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, DbError, PoolSettings};
 use crate::error::{Result, WorkshopError};
-use crate::measure::zipf::KeySampler;
-use crate::measure::{self};
 use crate::exercises::progress::RunProgress;
 use crate::exercises::{Outcome, Verdict};
+use crate::measure::zipf::KeySampler;
+use crate::measure::{self};
 
 use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
 use server::{ServerAdmin, ServerView};
@@ -62,16 +62,16 @@ impl StatsFormat {
 /// The options as typed (clap is not imported below `cli`).
 #[derive(Debug, Clone)]
 pub struct StatsOptions {
-    /// Counts are signed so that a negative one reaches [`validate`] (exit 6), not clap.
-    pub requests: Option<i64>,
+    /// Counts are unsigned: clap refuses a negative one (exit 2), as in every command.
+    pub requests: Option<u64>,
     pub duration: Option<f64>,
     pub rate: Option<f64>,
-    pub concurrency: i64,
-    pub keys: Option<i64>,
+    pub concurrency: u64,
+    pub keys: Option<u64>,
     pub skew: f64,
     /// `--l1` / `--no-l1`; `None`: on, except with `--maxmemory`.
     pub l1: Option<bool>,
-    pub l1_capacity: i64,
+    pub l1_capacity: u64,
     pub fresh: bool,
     pub format: Option<StatsFormat>,
     pub maxmemory: Option<String>,
@@ -167,8 +167,7 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
             options.skew
         )));
     }
-    let l1_capacity = u64::try_from(options.l1_capacity)
-        .ok()
+    let l1_capacity = Some(options.l1_capacity)
         .filter(|n| (1..=MAX_L1_CAPACITY).contains(n))
         .ok_or_else(|| {
             WorkshopError::invalid(format!(
@@ -205,9 +204,8 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
 }
 
 /// A count flag as a number from 1 to `max`; the message names the flag and the range.
-fn count(flag: &str, value: i64, max: u64) -> Result<u64> {
-    u64::try_from(value)
-        .ok()
+fn count(flag: &str, value: u64, max: u64) -> Result<u64> {
+    Some(value)
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| WorkshopError::invalid(format!("--{flag} must be from 1 to {max} (got {value})")))
 }
@@ -662,24 +660,27 @@ mod tests {
     }
 
     #[test]
-    fn negative_counts_are_rejected_with_the_range() {
+    fn zero_or_too_large_counts_are_rejected_with_the_range() {
         let tasks = StatsOptions {
-            concurrency: -1,
+            concurrency: 0,
             ..StatsOptions::default()
         };
-        assert_eq!(message(&tasks), "--concurrency must be from 1 to 1024 (got -1)");
+        assert_eq!(message(&tasks), "--concurrency must be from 1 to 1024 (got 0)");
         let requests = StatsOptions {
-            requests: Some(-5),
+            requests: Some(10_000_001),
             ..StatsOptions::default()
         };
-        assert_eq!(message(&requests), "--requests must be from 1 to 10000000 (got -5)");
+        assert_eq!(
+            message(&requests),
+            "--requests must be from 1 to 10000000 (got 10000001)"
+        );
         let capacity = StatsOptions {
-            l1_capacity: -2,
+            l1_capacity: 0,
             ..StatsOptions::default()
         };
         assert_eq!(
             message(&capacity),
-            "--l1-capacity must be from 1 to 1000000 entries (got -2)"
+            "--l1-capacity must be from 1 to 1000000 entries (got 0)"
         );
     }
 

@@ -7,12 +7,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-
 use crate::cache::{CacheError, KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::passengers::PassengerFields;
 use crate::db::{Database, DbError, PoolSettings};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 use crate::fixtures::names::{FEMALE_FIRST_NAMES, LAST_NAMES, MALE_FIRST_NAMES};
 use crate::fixtures::rng::SplitMix64;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
@@ -21,13 +22,11 @@ use crate::patterns::write_behind::{
     CONSUMER,
 };
 use crate::patterns::write_through::{WriteThrough, WriteThroughError};
-use crate::exercises::progress::RunProgress;
-use crate::exercises::{Outcome, Verdict};
 
-pub const MAX_WRITES: i64 = 100_000;
-pub const MAX_BATCH: i64 = 5_000;
-pub const MAX_FLUSH_INTERVAL_MS: i64 = 60_000;
-pub const MAX_COMPARE: i64 = 10_000;
+pub const MAX_WRITES: u64 = 100_000;
+pub const MAX_BATCH: u64 = 5_000;
+pub const MAX_FLUSH_INTERVAL_MS: u64 = 60_000;
+pub const MAX_COMPARE: u64 = 10_000;
 pub const MAX_DURATION_SECONDS: f64 = 3_600.0;
 /// Write-through writes timed for the comparison unless `--compare` says otherwise (at most `--writes`).
 pub const DEFAULT_COMPARE: u64 = 100;
@@ -76,10 +75,10 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct WriteBehindOptions {
     pub mode: Mode,
-    pub writes: i64,
-    pub batch: i64,
-    pub flush_interval_ms: i64,
-    pub compare: Option<i64>,
+    pub writes: u64,
+    pub batch: u64,
+    pub flush_interval_ms: u64,
+    pub compare: Option<u64>,
     pub duration_seconds: Option<f64>,
     /// Remove this run's rows and keys at the end.
     pub cleanup: bool,
@@ -111,13 +110,13 @@ pub struct Plan {
     pub cleanup: bool,
 }
 
-fn in_range(flag: &str, value: i64, low: i64, high: i64, unit: &str) -> Result<u64> {
+fn in_range(flag: &str, value: u64, low: u64, high: u64, unit: &str) -> Result<u64> {
     if value < low || value > high {
         return Err(WorkshopError::invalid(format!(
             "{flag} must be from {low} to {high}{unit} (got {value})"
         )));
     }
-    Ok(value.unsigned_abs())
+    Ok(value)
 }
 
 /// Checks every value before anything is connected or written.
@@ -829,10 +828,10 @@ mod tests {
             ),
             (
                 WriteBehindOptions {
-                    batch: -3,
+                    batch: 5_001,
                     ..WriteBehindOptions::default()
                 },
-                "--batch must be from 1 to 5000 (got -3)",
+                "--batch must be from 1 to 5000 (got 5001)",
             ),
             (
                 WriteBehindOptions {

@@ -10,10 +10,10 @@ use crate::config::Config;
 use crate::db::passengers::{PassengerFields, PassengerRow, NAME_CHARS, PASSPORT_CHARS};
 use crate::db::{Database, PoolSettings};
 use crate::error::{InputError, Result, WorkshopError};
-use crate::measure::{self, LatencyRecorder, LatencySummary};
-use crate::patterns::write_through::{Verification, WriteThrough, WriteThroughError, Written};
 use crate::exercises::progress::RunProgress;
 use crate::exercises::{Outcome, Verdict};
+use crate::measure::{self, LatencyRecorder, LatencySummary};
+use crate::patterns::write_through::{Verification, WriteThrough, WriteThroughError, Written};
 
 /// Up to this many writes, each is listed with its verification.
 pub const PER_WRITE_LIMIT: u64 = 20;

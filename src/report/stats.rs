@@ -9,11 +9,11 @@ use comfy_table::Cell;
 use super::prometheus::{cache_families, render, CacheMetrics};
 use super::table::{align_right, count, ms, new_table};
 use super::Output;
-use crate::exercises::stats::StatsFormat;
 use crate::exercises::multi_level::layers::MicrosSummary;
 use crate::exercises::stats::eviction::EvictionOutcome;
 use crate::exercises::stats::server::ServerView;
 use crate::exercises::stats::workload::{l2_lookups, RunStats};
+use crate::exercises::stats::StatsFormat;
 use crate::exercises::stats::{Settings, StatsOutcome};
 use crate::measure::timeline::SecondStats;
 

@@ -20,9 +20,9 @@ use crate::cache::invalidation::publish;
 use crate::config::Config;
 use crate::db::products::ProductRow;
 use crate::error::{Result, WorkshopError};
-use crate::measure;
 use crate::exercises::progress::RunProgress;
 use crate::exercises::Verdict;
+use crate::measure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -19,9 +19,9 @@ use crate::cache::two_level::{CounterSnapshot, Layer};
 use crate::config::Config;
 use crate::db::products::ProductRow;
 use crate::error::{Result, WorkshopError};
-use crate::measure;
 use crate::exercises::progress::{RunEvent, RunProgress};
 use crate::exercises::Verdict;
+use crate::measure;
 
 /// One change of the served value (the first value served counts as one).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -196,7 +196,9 @@ pub(super) async fn measure(
             Err(error) => {
                 failed += 1;
                 if !failing {
-                    progress.event(RunEvent::Warning(&format!("reads of product {id} are failing: {error}")));
+                    progress.event(RunEvent::Warning(&format!(
+                        "reads of product {id} are failing: {error}"
+                    )));
                     failing = true;
                 }
                 continue;

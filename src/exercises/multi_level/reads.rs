@@ -24,9 +24,9 @@ use crate::config::Config;
 use crate::db::products::ProductRow;
 use crate::db::{Database, DbError};
 use crate::error::{Result, WorkshopError};
-use crate::measure::{self, Distribution};
 use crate::exercises::progress::{relay, RunProgress, StepCounter};
 use crate::exercises::Verdict;
+use crate::measure::{self, Distribution};
 
 /// Up to this many reads (one task), each read is listed.
 pub const PER_RUN_LIMIT: u64 = 20;

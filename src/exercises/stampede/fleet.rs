@@ -26,8 +26,8 @@ use super::{burst, connect, ModeChoice, RoundResult, StampedeOptions, POOL_CONNE
 use crate::config::Config;
 use crate::error::{exit, Result, WorkshopError};
 use crate::exercises::cache_aside::QueryChoice;
-use crate::patterns::stampede::{PathCounts, Protection};
 use crate::exercises::progress::{RunEvent, RunProgress, Silent};
+use crate::patterns::stampede::{PathCounts, Protection};
 
 /// The line a fleet member writes on stderr once it can start at once.
 pub const READY: &str = "workshop-cli stampede: fleet member ready";
@@ -85,7 +85,11 @@ pub(super) struct FleetRound {
 }
 
 /// The copy's side: connect, say ready, wait for "go", burst once, report.
-pub(super) async fn member(config: &Config, options: &StampedeOptions, progress: &dyn RunProgress) -> Result<MemberReport> {
+pub(super) async fn member(
+    config: &Config,
+    options: &StampedeOptions,
+    progress: &dyn RunProgress,
+) -> Result<MemberReport> {
     let ModeChoice::One(protection) = options.mode else {
         return Err(WorkshopError::invalid(
             "--fleet-member runs one of --mode none, single-flight or lock",
@@ -97,15 +101,7 @@ pub(super) async fn member(config: &Config, options: &StampedeOptions, progress:
     progress.event(RunEvent::FleetMemberReady);
     wait_for_go().await?;
     let started_at = crate::patterns::stampede::unix_millis();
-    let round = burst(
-        &services.cache,
-        protection,
-        concurrency,
-        0,
-        &Silent,
-        true,
-    )
-    .await?;
+    let round = burst(&services.cache, protection, concurrency, 0, &Silent, true).await?;
     let report = MemberReport {
         mode: protection,
         database_queries: round.queries,
