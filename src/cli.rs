@@ -318,7 +318,7 @@ impl From<BuiltinQueryName> for crate::exercises::queries::BuiltinQuery {
 
 impl From<CacheAsideArgs> for crate::exercises::cache_aside::CacheAsideOptions {
     fn from(args: CacheAsideArgs) -> Self {
-        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::queries::QueryChoice;
         let query = match args.sql {
             Some(sql) => QueryChoice::Custom {
                 sql,
@@ -695,7 +695,7 @@ pub struct StampedeArgs {
 
 impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
     fn from(args: StampedeArgs) -> Self {
-        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::queries::QueryChoice;
         use crate::exercises::stampede::ModeChoice;
         use crate::patterns::stampede::Protection;
         let query = match args.sql {

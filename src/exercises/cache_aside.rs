@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
-use crate::config::{Config, DatabaseKind};
-use crate::db::{read_only, Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
+use crate::config::Config;
+use crate::db::{Database, PoolSettings, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::{relay, RunProgress, StepCounter};
-use crate::exercises::queries::BuiltinQuery;
+use crate::exercises::queries::QueryChoice;
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
 use crate::patterns::cache_aside::{CacheAside, CacheLink, Read, ReadSource};
@@ -26,60 +26,6 @@ const MAX_RUNS: u64 = 10_000_000;
 const MAX_CONCURRENCY: u64 = 1024;
 const BASELINE_CAP: u64 = 1000;
 const DISTRIBUTION_BUCKETS: usize = 10;
-
-#[derive(Debug, Clone)]
-pub enum QueryChoice {
-    Builtin {
-        query: BuiltinQuery,
-        id: i64,
-    },
-    /// `--sql` with `--param name=value` pairs as typed.
-    Custom {
-        sql: String,
-        params: Vec<String>,
-    },
-}
-
-impl QueryChoice {
-    /// Checks what can be checked before connecting: a built-in query's `--id`.
-    pub fn validate(&self) -> Result<()> {
-        if let QueryChoice::Builtin { query, id } = self {
-            if query.uses_id() && *id < 1 {
-                return Err(WorkshopError::invalid(format!(
-                    "--id must be a positive whole number (got {id})"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The query's name ("custom" for `--sql`) and the query with its
-    /// parameters, in the dialect of `kind`.
-    pub fn build(&self, kind: DatabaseKind) -> Result<(String, NamedQuery)> {
-        match self {
-            QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
-            QueryChoice::Custom { sql, params } => {
-                if sql.trim().is_empty() {
-                    return Err(WorkshopError::invalid(
-                        "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
-                    ));
-                }
-                // Refused before anything runs; the read-only transaction is the second guard.
-                read_only::check(sql, kind).map_err(|not_a_read| {
-                    WorkshopError::invalid(format!(
-                        "--sql is not a read: {}; workshop-cli only measures reads and never changes data, give a {} query",
-                        not_a_read.reason(),
-                        read_only::READS
-                    ))
-                })?;
-                let mut query = NamedQuery::new(sql.clone());
-                query.params = parse_params(params)?;
-                query.read_only = true;
-                Ok(("custom".to_string(), query))
-            }
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct CacheAsideOptions {
@@ -234,38 +180,6 @@ fn validate(options: &CacheAsideOptions) -> Result<()> {
         return Err(WorkshopError::invalid(format!("--warmup must be at most {MAX_RUNS}")));
     }
     options.query.validate()
-}
-
-/// Parses `--param name=value` (or `name:text=value` to force text).
-pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
-    let mut params = BTreeMap::new();
-    for item in raw {
-        let Some((name, value)) = item.split_once('=') else {
-            return Err(WorkshopError::invalid(format!(
-                "--param '{item}' needs the form name=value"
-            )));
-        };
-        let (name, forced_text) = match name.strip_suffix(":text") {
-            Some(bare) => (bare, true),
-            None => (name, false),
-        };
-        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
-            return Err(WorkshopError::invalid(format!(
-                "--param name '{name}' may use only ASCII letters, digits and _ (not a digit first); rename it in --param and in the SQL"
-            )));
-        }
-        let value = if forced_text {
-            SqlValue::Text(value.to_string())
-        } else {
-            SqlValue::infer(value)
-        };
-        if params.insert(name.to_string(), value).is_some() {
-            return Err(WorkshopError::invalid(format!("--param {name} is given twice")));
-        }
-    }
-    Ok(params)
 }
 
 async fn measure_run(
@@ -627,6 +541,7 @@ async fn timed_reads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exercises::queries::{parse_params, BuiltinQuery};
 
     #[test]
     fn params_are_parsed_and_typed() {

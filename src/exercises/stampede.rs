@@ -18,8 +18,9 @@ use crate::cache::{CompareAndDelete, KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, PoolSettings, ResultSet, Statement};
 use crate::error::{Result, WorkshopError};
-use crate::exercises::cache_aside::{QueryChoice, QueryDescription};
+use crate::exercises::cache_aside::QueryDescription;
 use crate::exercises::progress::{relay, RunProgress, StepCounter};
+use crate::exercises::queries::QueryChoice;
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{

@@ -25,8 +25,8 @@ use super::plan::{Plan, DEFAULT_CONCURRENCY};
 use super::{burst, connect, ModeChoice, RoundResult, StampedeOptions, POOL_CONNECTIONS};
 use crate::config::Config;
 use crate::error::{exit, Result, WorkshopError};
-use crate::exercises::cache_aside::QueryChoice;
 use crate::exercises::progress::{RunEvent, RunProgress, Silent};
+use crate::exercises::queries::QueryChoice;
 use crate::patterns::stampede::{PathCounts, Protection};
 
 /// The line a fleet member writes on stderr once it can start at once.
