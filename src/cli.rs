@@ -89,6 +89,15 @@ impl GlobalArgs {
     }
 }
 
+/// Every count (`--runs`, `--requests`, `--writes`, ...) is read here, so a
+/// negative one is the same usage error (exit 2) in every command; the
+/// exercise then checks the range (exit 6). `-5` is taken as a value, not a flag.
+fn parse_count(raw: &str) -> Result<u64, String> {
+    raw.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("'{raw}' is not a count: give a whole number, 0 or more"))
+}
+
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
     raw.parse::<f64>()
         .ok()
@@ -264,11 +273,11 @@ pub struct CacheAsideArgs {
     pub params: Vec<String>,
 
     /// Timed reads
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 10)]
     pub runs: u64,
 
     /// Untimed reads before the timed ones
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 0)]
     pub warmup: u64,
 
     /// Delete the cached entry first, so the first timed read is a miss
@@ -276,7 +285,7 @@ pub struct CacheAsideArgs {
     pub fresh: bool,
 
     /// Tasks reading at the same time, sharing the connection pools
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub concurrency: u64,
 
     /// Skip Valkey: every read goes to the database (a baseline)
@@ -285,11 +294,11 @@ pub struct CacheAsideArgs {
 
     /// Direct database reads after the cache-aside reads, so the database column has samples
     /// even when every read hits [default: --runs, at most 1000; 0 with --concurrency > 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
     pub baseline: Option<u64>,
 
     /// Pause between reads in milliseconds (not timed): watch hits and fallbacks as Valkey stops and starts
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS", default_value_t = 0)]
     pub interval: u64,
 }
 
@@ -312,7 +321,7 @@ pub struct WriteThroughArgs {
     pub update: Option<i64>,
 
     /// Writes to time (each creates or updates one passenger)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub runs: u64,
 
     /// Remove the passengers and cache keys this run created
@@ -333,7 +342,7 @@ impl From<BuiltinQueryName> for crate::exercises::queries::BuiltinQuery {
 
 impl From<CacheAsideArgs> for crate::exercises::cache_aside::CacheAsideOptions {
     fn from(args: CacheAsideArgs) -> Self {
-        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::queries::QueryChoice;
         let query = match args.sql {
             Some(sql) => QueryChoice::Custom {
                 sql,
@@ -384,34 +393,34 @@ pub struct MultiLevelArgs {
     pub id: Option<i64>,
 
     /// Timed reads [default: 10 with --id, else 10000]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub requests: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
+    pub requests: Option<u64>,
 
     /// The workload reads product ids 1..=K [default: 1000, at most the catalogue]
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
-    pub keys: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "K")]
+    pub keys: Option<u64>,
 
     /// Zipf skew of the workload, 0 to 5: 0 is uniform, 1 is typical, id 1 is the most requested [default: 1]
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub skew: Option<f64>,
 
     /// Tasks reading at the same time, sharing L1 and the connection pools
-    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
-    pub concurrency: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1)]
+    pub concurrency: u64,
 
     /// L1 size in entries; beyond it moka evicts the least valuable
-    #[arg(long, value_name = "ENTRIES", allow_negative_numbers = true,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "ENTRIES",
           default_value_t = crate::exercises::multi_level::DEFAULT_L1_CAPACITY)]
-    pub l1_capacity: i64,
+    pub l1_capacity: u64,
 
     /// L1 time-to-live in seconds (the L2 TTL is --ttl)
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "SECONDS",
           default_value_t = crate::exercises::multi_level::DEFAULT_L1_TTL_SECONDS)]
-    pub l1_ttl: i64,
+    pub l1_ttl: u64,
 
     /// Preload the N most requested products into L2 and L1 first (the lowest ids while nothing is counted)
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub warm: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
+    pub warm: Option<u64>,
 
     /// Keep reading --id every --interval ms; print a line whenever the served value changes (with --json: one JSON object per change, then a summary object (JSON Lines))
     #[arg(long, requires = "id", conflicts_with_all = ["requests", "keys", "skew", "warm", "concurrency"])]
@@ -422,8 +431,8 @@ pub struct MultiLevelArgs {
     pub duration: Option<f64>,
 
     /// Pause between reads in milliseconds, not timed [default: 200 with --listen, else 0]
-    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
-    pub interval: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
+    pub interval: Option<u64>,
 
     /// Write a new price through to the database, L2 and L1, then publish the key so other processes drop it
     #[arg(long, value_name = "PRODUCT_ID", requires = "price", allow_negative_numbers = true,
@@ -477,8 +486,8 @@ pub enum StatsFormatArg {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Requests to send, all tasks together [default: 20000]
-    #[arg(long, value_name = "N", conflicts_with = "duration", allow_negative_numbers = true)]
-    pub requests: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", conflicts_with = "duration")]
+    pub requests: Option<u64>,
 
     /// Send requests for this many seconds instead of a number of them
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
@@ -489,12 +498,12 @@ pub struct StatsArgs {
     pub rate: Option<f64>,
 
     /// Tasks sending requests at the same time, sharing L1 and the connection pools
-    #[arg(long, value_name = "N", default_value_t = 8, allow_negative_numbers = true)]
-    pub concurrency: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 8)]
+    pub concurrency: u64,
 
     /// Product ids 1..=K are requested [default: 1000, or every product with --maxmemory]
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
-    pub keys: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "K")]
+    pub keys: Option<u64>,
 
     /// Zipf skew of the key popularity, 0 to 5: 0 is uniform, 1 is typical (id 1 is the most requested)
     #[arg(long, value_name = "S", default_value_t = 1.0, allow_negative_numbers = true)]
@@ -509,8 +518,8 @@ pub struct StatsArgs {
     pub no_l1: bool,
 
     /// L1 size in entries
-    #[arg(long, value_name = "ENTRIES", default_value_t = 100, allow_negative_numbers = true)]
-    pub l1_capacity: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "ENTRIES", default_value_t = 100)]
+    pub l1_capacity: u64,
 
     /// Delete the cached products of this key prefix first (SCAN + UNLINK): a cold start
     #[arg(long)]
@@ -555,6 +564,7 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
             }),
             maxmemory: args.maxmemory,
             policies: args.policies,
+            json: false,
         }
     }
 }
@@ -582,20 +592,20 @@ impl From<CleanArgs> for crate::exercises::clean::CleanOptions {
 #[derive(Debug, Args)]
 pub struct WriteBehindArgs {
     /// Passengers to create; each is acknowledged once Valkey has it (at most 100000)
-    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true)]
-    pub writes: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1000)]
+    pub writes: u64,
 
     /// Most queued writes the flusher stores in one transaction (at most 5000)
-    #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true)]
-    pub batch: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 100)]
+    pub batch: u64,
 
     /// Milliseconds the flusher waits for a batch to fill before it stores what it has (at most 60000)
-    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true)]
-    pub flush_interval: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS", default_value_t = 100)]
+    pub flush_interval: u64,
 
     /// Write-through creates timed in the same run for comparison, 0 for none [default: 100, at most --writes]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub compare: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
+    pub compare: Option<u64>,
 
     /// Acknowledge the writes and stop: they wait in the stream for a flusher
     #[arg(long, conflicts_with = "flush_only")]
@@ -651,7 +661,7 @@ pub enum StampedeModeName {
 #[derive(Debug, Args)]
 pub struct StampedeArgs {
     /// Requests for the one cold key, all at the same moment (per process) [default: 100, the unprotected mode fewer if a slow query would overrun --time-budget]
-    #[arg(long)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true)]
     pub concurrency: Option<u64>,
 
     /// Which protection to run
@@ -659,7 +669,7 @@ pub struct StampedeArgs {
     pub mode: StampedeModeName,
 
     /// Repeat each mode this many times, each round starting cold; the table adds them up
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub rounds: u64,
 
     /// Which built-in query to cache
@@ -679,15 +689,15 @@ pub struct StampedeArgs {
     pub params: Vec<String>,
 
     /// Lock time-to-live: it must outlast one load, and frees the key should the holder die [default: 5000, or twice a timed load plus 1 s if longer]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
     pub lock_ttl_ms: Option<u64>,
 
     /// How long a request waits for the lock holder before it queries the database itself [default: the lock TTL plus twice a timed load plus 1 s, so waiters outlast a dead holder's lock]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
     pub lock_wait_ms: Option<u64>,
 
     /// Seconds the run's queries should take with the default sizes: one load is timed first, and the unprotected mode (and the expiry scenario) shrink to fit
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "SECONDS", default_value_t = 30)]
     pub time_budget: u64,
 
     /// XFetch's beta: above 1 refreshes earlier, below 1 later
@@ -695,7 +705,7 @@ pub struct StampedeArgs {
     pub beta: f64,
 
     /// Start this many copies of this program that burst on the key at the same moment, and add up their counts
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1)]
     pub processes: u64,
 
     /// Do not delete the cached entry and the lock first (for several processes sharing one key)
@@ -709,7 +719,7 @@ pub struct StampedeArgs {
 
 impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
     fn from(args: StampedeArgs) -> Self {
-        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::queries::QueryChoice;
         use crate::exercises::stampede::ModeChoice;
         use crate::patterns::stampede::Protection;
         let query = match args.sql {

@@ -78,6 +78,13 @@ pub enum WorkshopError {
     /// fleet copy): a database error there is a database error here.
     #[error("{message}")]
     Relayed { code: u8, message: String },
+    /// An error that ended a run before it had an outcome, with warnings to
+    /// show before the error line (what the run left behind).
+    #[error("{error}")]
+    Noted {
+        notes: Vec<String>,
+        error: Box<WorkshopError>,
+    },
 }
 
 fn cancelled_queries(cancelled: u64) -> String {
@@ -124,6 +131,7 @@ impl WorkshopError {
                 ..
             } => exit::TERMINATED,
             WorkshopError::Other(_) => exit::FAILURE,
+            WorkshopError::Noted { error, .. } => error.exit_code(),
             WorkshopError::Relayed { code, .. } => *code,
         }
     }

@@ -94,8 +94,15 @@ pub fn result_table(output: &Output, result: &ResultSet) -> String {
 pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
     if output.json {
         output.json_document(outcome);
-        return;
+    } else {
+        show_cache_aside_tables(outcome, output);
     }
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+}
+
+fn show_cache_aside_tables(outcome: &CacheAsideOutcome, output: &Output) {
     output.heading(&format!(
         "Exercise 1 · cache-aside · {} · query {} · TTL {} s",
         outcome.database, outcome.query.name, outcome.ttl_seconds

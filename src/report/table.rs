@@ -46,15 +46,7 @@ pub fn ms(value: Duration) -> String {
 
 /// A count with thousands separators: 412,345.
 pub fn count(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::measure::count(value)
 }
 
 /// A result cell is cut to this many terminal columns: laying out a 10 MB
