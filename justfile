@@ -100,6 +100,23 @@ exercise-3: up seed
 exercise-6: up seed
     ./target/release/workshop-cli stampede
 
+# Exercise 9: leaderboard (a sorted set next to the SQL aggregate; new bookings update both)
+exercise-9: up seed
+    ./target/release/workshop-cli leaderboard
+
+# Exercise 11: rate limiting (fixed window, sliding log, token bucket) under three times the allowed load
+exercise-11: up build
+    ./target/release/workshop-cli rate-limit
+# Exercise 7: the catalogue as an HTTP service: starts serve, reads a product with curl, runs load for 20 s, stops serve
+exercise-7: up seed
+    #!/usr/bin/env bash
+    set -euo pipefail
+    ./target/release/workshop-cli serve --listen 127.0.0.1:8080 & server=$!
+    trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
+    for _ in $(seq 50); do curl -fs http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
+    for _ in 1 2 3; do curl -si http://127.0.0.1:8080/products/42 | grep -iE '^(x-cache|server-timing):'; done
+    echo "the service is at http://127.0.0.1:8080 (/stats, /metrics, /healthz); load runs for 20 s"
+    ./target/release/workshop-cli load --url http://127.0.0.1:8080 --duration 20 --read-ratio 95
 # Start a local Valkey Cluster (3 primaries + 3 replicas on 127.0.0.1:7001-7006) and wait for cluster_state:ok
 up-cluster:
     scripts/services.sh cluster up

@@ -454,8 +454,19 @@ mariadb_label() { # "mariadb 10.11.19" / "mysql 8.4.3"
 mariadb_root() { as_root timeout 20 "$(mysql_client)" --protocol=SOCKET -uroot -N -B "$@"; }
 mariadb_root_ok() { mariadb_root -e 'SELECT 1' >/dev/null 2>&1; }
 
+# The test suite runs stampede tests side by side, each with up to 100
+# connections: more than the servers' defaults (151 / 100) allow at once.
+WORKSHOP_MAX_CONNECTIONS=400
+# `workshop-cli grade` counts the statements a program ran from the server itself:
+# performance_schema's digest summary on MariaDB/MySQL, pg_stat_statements on PostgreSQL.
+# Both are read at server start, so they are written with max_connections.
+
 mariadb_start() {
     as_root install -d -o mysql -g mysql -m 0755 /run/mysqld
+    if [[ -d /etc/mysql/mariadb.conf.d ]]; then
+        printf '# written by workshop-cli scripts/services.sh\n[mysqld]\nmax_connections = %s\nperformance_schema = ON\n' \
+            "$WORKSHOP_MAX_CONNECTIONS" | as_root tee /etc/mysql/mariadb.conf.d/90-workshop.cnf >/dev/null
+    fi
     local log="$SVC_DIR/mariadb-start.log"
     if exe service >/dev/null && [[ -x /etc/init.d/mariadb ]]; then
         # Without systemd, `service` runs the SysV script (mysqld_safe in the background).
@@ -595,7 +606,13 @@ SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', '$DB_USER', '$DB_PASS
 ALTER ROLE "$DB_USER" LOGIN CREATEDB PASSWORD '$DB_PASS';
 SELECT format('CREATE DATABASE %I OWNER %I', '$DB_NAME', '$DB_USER')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DB_NAME')\gexec
+GRANT pg_read_all_stats TO "$DB_USER";
 SQL
+    # The statement counters `grade` reads; in template1 too, so every database a test creates has the view.
+    local db
+    for db in template1 "$DB_NAME"; do
+        pg_superuser_psql -d "$db" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' >/dev/null || return 1
+    done
 }
 
 pg_up() {
@@ -634,6 +651,10 @@ pg_up() {
         how="was running; created workshop role/database"
         [[ "$pre" == closed ]] && how="started"
     else
+        if [[ -d "/etc/postgresql/$ver/$name/conf.d" ]]; then
+            printf '# written by workshop-cli scripts/services.sh\nmax_connections = %s\nshared_preload_libraries = %s\npg_stat_statements.track = all\n' \
+                "$WORKSHOP_MAX_CONNECTIONS" "'pg_stat_statements'" | as_root tee "/etc/postgresql/$ver/$name/conf.d/90-workshop.conf" >/dev/null
+        fi
         as_root timeout 60 pg_ctlcluster "$ver" "$name" start </dev/null >"$SVC_DIR/pg-start.log" 2>&1 || {
             bad "postgresql: pg_ctlcluster $ver $name start failed (log: $SVC_DIR/pg-start.log, /var/log/postgresql/postgresql-$ver-$name.log)"
             tail -n 5 "$SVC_DIR/pg-start.log" >&2

@@ -63,6 +63,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
 
+    /// Seconds any one database statement may run before the server stops it (0: no limit)
+    #[arg(long, global = true, env = "WORKSHOP_QUERY_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_query_timeout)]
+    pub query_timeout: Duration,
     /// Milliseconds one Valkey command may wait for an answer before the read falls back to the database [default: 250]
     #[arg(long, global = true, env = "WORKSHOP_CACHE_TIMEOUT", value_name = "MS")]
     pub cache_timeout: Option<String>,
@@ -80,9 +83,19 @@ impl GlobalArgs {
             ttl: self.ttl.clone(),
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Some(self.connect_timeout),
+            query_timeout: Some((!self.query_timeout.is_zero()).then_some(self.query_timeout)),
             cache_timeout: self.cache_timeout.clone(),
         }
     }
+}
+
+/// Every count (`--runs`, `--requests`, `--writes`, ...) is read here, so a
+/// negative one is the same usage error (exit 2) in every command; the
+/// exercise then checks the range (exit 6). `-5` is taken as a value, not a flag.
+fn parse_count(raw: &str) -> Result<u64, String> {
+    raw.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("'{raw}' is not a count: give a whole number, 0 or more"))
 }
 
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
@@ -91,6 +104,16 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("'{raw}' is not a number of seconds between 0 and 600"))
+}
+
+/// `0` (no limit) up to a day, fractions allowed.
+fn parse_query_timeout(raw: &str) -> Result<Duration, String> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{raw}' is not a number of seconds from 0 (no limit) to 86400"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +177,29 @@ pub enum Command {
         after_help = "Examples:\n  just up-cluster                                        start a local cluster first\n  VALKEY_URL=redis://127.0.0.1:7001 workshop-cli cluster\n  workshop-cli cluster --no-failover                     the key layout and hash tags only\n  workshop-cli cluster --concurrency 50 --duration 30 --freeze 8\n  workshop-cli cluster --json"
     )]
     Cluster(ClusterArgs),
+    /// Exercise 9: a leaderboard: the busiest airports as a sorted set versus the SQL aggregate
+    #[command(
+        after_help = "Examples:\n  workshop-cli leaderboard                         top 10, 1000 new bookings, both sides timed\n  workshop-cli leaderboard --top 20 --airport 3797  one airport's rank on both sides\n  workshop-cli leaderboard --bookings 0 --runs 100  reads only\n  workshop-cli leaderboard --keep                   keep bookings and key (`clean` removes them)\n  workshop-cli leaderboard --json"
+    )]
+    Leaderboard(LeaderboardArgs),
+
+    /// Exercise 11: rate limiting: fixed window, sliding log and token bucket in Valkey, measured
+    #[command(
+        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json\n  workshop-cli rate-limit --processes 4 --clients 5   the limit holds across 4 processes"
+    )]
+    RateLimit(RateLimitArgs),
+
+    /// Exercise 7: the product catalogue as an HTTP service over L1 → Valkey → database
+    #[command(
+        after_help = "Examples:\n  workshop-cli serve                                  http://127.0.0.1:8080\n  curl -i http://127.0.0.1:8080/products/42            X-Cache: DB, then L2 or L1\n  curl -X PUT -d '{\"price\": \"24.99\"}' http://127.0.0.1:8080/products/42\n  workshop-cli serve --listen 127.0.0.1:8081 --log info   a second server; watch its requests\n  workshop-cli serve --invalidation off               PUTs on another server leave this L1 stale\n  workshop-cli serve --l1-capacity 0                  every read goes to Valkey\n  workshop-cli serve --listen 0.0.0.0:8080 --public   reachable from other machines"
+    )]
+    Serve(ServeArgs),
+
+    /// Load a catalogue service (`serve`): GETs and PUTs on /products/{id}, latency by X-Cache layer, per second
+    #[command(
+        after_help = "Examples:\n  workshop-cli load                                   20 s on http://127.0.0.1:8080, 80 % reads\n  workshop-cli load --concurrency 50 --duration 10 --read-ratio 100\n  workshop-cli load --rate 500 --skew 1.2 --ids 1..1000\n  workshop-cli load --json --out run.json             the time series for later"
+    )]
+    Load(LoadArgs),
 
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
@@ -232,11 +278,11 @@ pub struct CacheAsideArgs {
     pub params: Vec<String>,
 
     /// Timed reads
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 10)]
     pub runs: u64,
 
     /// Untimed reads before the timed ones
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 0)]
     pub warmup: u64,
 
     /// Delete the cached entry first, so the first timed read is a miss
@@ -244,7 +290,7 @@ pub struct CacheAsideArgs {
     pub fresh: bool,
 
     /// Tasks reading at the same time, sharing the connection pools
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub concurrency: u64,
 
     /// Skip Valkey: every read goes to the database (a baseline)
@@ -253,11 +299,11 @@ pub struct CacheAsideArgs {
 
     /// Direct database reads after the cache-aside reads, so the database column has samples
     /// even when every read hits [default: --runs, at most 1000; 0 with --concurrency > 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
     pub baseline: Option<u64>,
 
     /// Pause between reads in milliseconds (not timed): watch hits and fallbacks as Valkey stops and starts
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS", default_value_t = 0)]
     pub interval: u64,
 }
 
@@ -280,7 +326,7 @@ pub struct WriteThroughArgs {
     pub update: Option<i64>,
 
     /// Writes to time (each creates or updates one passenger)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub runs: u64,
 
     /// Remove the passengers and cache keys this run created
@@ -301,7 +347,7 @@ impl From<BuiltinQueryName> for crate::exercises::queries::BuiltinQuery {
 
 impl From<CacheAsideArgs> for crate::exercises::cache_aside::CacheAsideOptions {
     fn from(args: CacheAsideArgs) -> Self {
-        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::queries::QueryChoice;
         let query = match args.sql {
             Some(sql) => QueryChoice::Custom {
                 sql,
@@ -352,34 +398,34 @@ pub struct MultiLevelArgs {
     pub id: Option<i64>,
 
     /// Timed reads [default: 10 with --id, else 10000]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub requests: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
+    pub requests: Option<u64>,
 
     /// The workload reads product ids 1..=K [default: 1000, at most the catalogue]
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
-    pub keys: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "K")]
+    pub keys: Option<u64>,
 
     /// Zipf skew of the workload, 0 to 5: 0 is uniform, 1 is typical, id 1 is the most requested [default: 1]
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub skew: Option<f64>,
 
     /// Tasks reading at the same time, sharing L1 and the connection pools
-    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
-    pub concurrency: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1)]
+    pub concurrency: u64,
 
     /// L1 size in entries; beyond it moka evicts the least valuable
-    #[arg(long, value_name = "ENTRIES", allow_negative_numbers = true,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "ENTRIES",
           default_value_t = crate::exercises::multi_level::DEFAULT_L1_CAPACITY)]
-    pub l1_capacity: i64,
+    pub l1_capacity: u64,
 
     /// L1 time-to-live in seconds (the L2 TTL is --ttl)
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "SECONDS",
           default_value_t = crate::exercises::multi_level::DEFAULT_L1_TTL_SECONDS)]
-    pub l1_ttl: i64,
+    pub l1_ttl: u64,
 
     /// Preload the N most requested products into L2 and L1 first (the lowest ids while nothing is counted)
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub warm: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
+    pub warm: Option<u64>,
 
     /// Keep reading --id every --interval ms; print a line whenever the served value changes (with --json: one JSON object per change, then a summary object (JSON Lines))
     #[arg(long, requires = "id", conflicts_with_all = ["requests", "keys", "skew", "warm", "concurrency"])]
@@ -390,8 +436,8 @@ pub struct MultiLevelArgs {
     pub duration: Option<f64>,
 
     /// Pause between reads in milliseconds, not timed [default: 200 with --listen, else 0]
-    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
-    pub interval: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
+    pub interval: Option<u64>,
 
     /// Write a new price through to the database, L2 and L1, then publish the key so other processes drop it
     #[arg(long, value_name = "PRODUCT_ID", requires = "price", allow_negative_numbers = true,
@@ -445,8 +491,8 @@ pub enum StatsFormatArg {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Requests to send, all tasks together [default: 20000]
-    #[arg(long, value_name = "N", conflicts_with = "duration", allow_negative_numbers = true)]
-    pub requests: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", conflicts_with = "duration")]
+    pub requests: Option<u64>,
 
     /// Send requests for this many seconds instead of a number of them
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
@@ -457,12 +503,12 @@ pub struct StatsArgs {
     pub rate: Option<f64>,
 
     /// Tasks sending requests at the same time, sharing L1 and the connection pools
-    #[arg(long, value_name = "N", default_value_t = 8, allow_negative_numbers = true)]
-    pub concurrency: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 8)]
+    pub concurrency: u64,
 
     /// Product ids 1..=K are requested [default: 1000, or every product with --maxmemory]
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
-    pub keys: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "K")]
+    pub keys: Option<u64>,
 
     /// Zipf skew of the key popularity, 0 to 5: 0 is uniform, 1 is typical (id 1 is the most requested)
     #[arg(long, value_name = "S", default_value_t = 1.0, allow_negative_numbers = true)]
@@ -477,8 +523,8 @@ pub struct StatsArgs {
     pub no_l1: bool,
 
     /// L1 size in entries
-    #[arg(long, value_name = "ENTRIES", default_value_t = 100, allow_negative_numbers = true)]
-    pub l1_capacity: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "ENTRIES", default_value_t = 100)]
+    pub l1_capacity: u64,
 
     /// Delete the cached products of this key prefix first (SCAN + UNLINK): a cold start
     #[arg(long)]
@@ -523,6 +569,7 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
             }),
             maxmemory: args.maxmemory,
             policies: args.policies,
+            json: false,
         }
     }
 }
@@ -550,20 +597,20 @@ impl From<CleanArgs> for crate::exercises::clean::CleanOptions {
 #[derive(Debug, Args)]
 pub struct WriteBehindArgs {
     /// Passengers to create; each is acknowledged once Valkey has it (at most 100000)
-    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true)]
-    pub writes: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1000)]
+    pub writes: u64,
 
     /// Most queued writes the flusher stores in one transaction (at most 5000)
-    #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true)]
-    pub batch: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 100)]
+    pub batch: u64,
 
     /// Milliseconds the flusher waits for a batch to fill before it stores what it has (at most 60000)
-    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true)]
-    pub flush_interval: i64,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS", default_value_t = 100)]
+    pub flush_interval: u64,
 
     /// Write-through creates timed in the same run for comparison, 0 for none [default: 100, at most --writes]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub compare: Option<i64>,
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N")]
+    pub compare: Option<u64>,
 
     /// Acknowledge the writes and stop: they wait in the stream for a flusher
     #[arg(long, conflicts_with = "flush_only")]
@@ -619,7 +666,7 @@ pub enum StampedeModeName {
 #[derive(Debug, Args)]
 pub struct StampedeArgs {
     /// Requests for the one cold key, all at the same moment (per process) [default: 100, the unprotected mode fewer if a slow query would overrun --time-budget]
-    #[arg(long)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true)]
     pub concurrency: Option<u64>,
 
     /// Which protection to run
@@ -627,7 +674,7 @@ pub struct StampedeArgs {
     pub mode: StampedeModeName,
 
     /// Repeat each mode this many times, each round starting cold; the table adds them up
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub rounds: u64,
 
     /// Which built-in query to cache
@@ -647,15 +694,15 @@ pub struct StampedeArgs {
     pub params: Vec<String>,
 
     /// Lock time-to-live: it must outlast one load, and frees the key should the holder die [default: 5000, or twice a timed load plus 1 s if longer]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
     pub lock_ttl_ms: Option<u64>,
 
     /// How long a request waits for the lock holder before it queries the database itself [default: the lock TTL plus twice a timed load plus 1 s, so waiters outlast a dead holder's lock]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
     pub lock_wait_ms: Option<u64>,
 
     /// Seconds the run's queries should take with the default sizes: one load is timed first, and the unprotected mode (and the expiry scenario) shrink to fit
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "SECONDS", default_value_t = 30)]
     pub time_budget: u64,
 
     /// XFetch's beta: above 1 refreshes earlier, below 1 later
@@ -663,7 +710,7 @@ pub struct StampedeArgs {
     pub beta: f64,
 
     /// Start this many copies of this program that burst on the key at the same moment, and add up their counts
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1)]
     pub processes: u64,
 
     /// Do not delete the cached entry and the lock first (for several processes sharing one key)
@@ -677,7 +724,7 @@ pub struct StampedeArgs {
 
 impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
     fn from(args: StampedeArgs) -> Self {
-        use crate::exercises::cache_aside::QueryChoice;
+        use crate::exercises::queries::QueryChoice;
         use crate::exercises::stampede::ModeChoice;
         use crate::patterns::stampede::Protection;
         let query = match args.sql {
@@ -740,6 +787,249 @@ impl From<ClusterArgs> for crate::exercises::cluster::ClusterOptions {
             duration: args.duration,
             freeze: args.freeze,
             no_failover: args.no_failover,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderboardArgs {
+    /// How many of the busiest airports to list and compare (1 to 1000)
+    #[arg(long, default_value_t = 10)]
+    pub top: u64,
+
+    /// The airport_id whose rank both sides report [default: the one ranked --top]
+    #[arg(long)]
+    pub airport: Option<i64>,
+
+    /// Simulated new bookings, each an INSERT and a ZINCRBY (0 to 100000)
+    #[arg(long, default_value_t = 1000)]
+    pub bookings: u64,
+
+    /// Timed reads of each kind (top N, one rank) on each side (1 to 10000) [default: 20, fewer (at least 3) when the aggregate would keep the database busy over 30 s]
+    #[arg(long)]
+    pub runs: Option<u64>,
+
+    /// Keep the new bookings and the sorted set; `workshop-cli clean` removes them
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Seed of the flights the new bookings pick (the same seed books the same flights)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl From<LeaderboardArgs> for crate::exercises::leaderboard::LeaderboardOptions {
+    fn from(args: LeaderboardArgs) -> Self {
+        crate::exercises::leaderboard::LeaderboardOptions {
+            top: args.top,
+            airport: args.airport,
+            bookings: args.bookings,
+            runs: args.runs,
+            keep: args.keep,
+            seed: args.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimiterName {
+    /// INCR + PEXPIRE of one key per window
+    FixedWindow,
+    /// A sorted set of the last window's requests
+    SlidingLog,
+    /// A Lua script (loaded once, EVALSHA) refilling a bucket of tokens
+    TokenBucket,
+    /// The three, one after the other
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct RateLimitArgs {
+    /// Which limiter to measure
+    #[arg(long, value_enum, default_value_t = LimiterName::All)]
+    pub limiter: LimiterName,
+
+    /// Concurrent clients sharing the one limit (1 to 1000)
+    #[arg(long, default_value_t = 10)]
+    pub clients: u64,
+
+    /// Requests per second each client sends
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+
+    /// The limit: requests per second or minute, e.g. 100/s or 6000/min
+    #[arg(long, default_value = "100/s")]
+    pub limit: String,
+
+    /// Seconds each limiter runs (1 to 600)
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+
+    /// Tokens the bucket holds [default: 5 % of the limit per second, at least 1]
+    #[arg(long)]
+    pub burst: Option<u64>,
+
+    /// Processes sharing the one limit (this one and copies of it, 1 to 16): the limit holds fleet-wide
+    #[arg(long, default_value_t = 1)]
+    pub processes: u64,
+
+    /// Internal: set in the copies `--processes` starts (when their first limiter starts, Unix ms)
+    #[arg(long, hide = true)]
+    pub fleet_member_start_ms: Option<u64>,
+}
+
+impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {
+    fn from(args: RateLimitArgs) -> Self {
+        use crate::exercises::rate_limit::Limiter;
+        let limiters = match args.limiter {
+            LimiterName::FixedWindow => vec![Limiter::FixedWindow],
+            LimiterName::SlidingLog => vec![Limiter::SlidingLog],
+            LimiterName::TokenBucket => vec![Limiter::TokenBucket],
+            LimiterName::All => Limiter::ALL.to_vec(),
+        };
+        crate::exercises::rate_limit::RateLimitOptions {
+            limiters,
+            clients: args.clients,
+            rate: args.rate,
+            limit: args.limit,
+            duration_s: args.duration,
+            burst: args.burst,
+            processes: args.processes,
+            member_start_ms: args.fleet_member_start_ms,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    /// Allow a --listen address other machines can reach (off: loopback only)
+    #[arg(long)]
+    pub public: bool,
+
+    /// L1 size in entries; 0 turns L1 off (every read starts at Valkey)
+    #[arg(long, value_name = "ENTRIES", default_value_t = 10_000)]
+    pub l1_capacity: u64,
+
+    /// L1 time-to-live in seconds (the L2 TTL is --ttl)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub l1_ttl: u64,
+
+    /// How long a missing id is remembered (negative cache), seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub negative_ttl: u64,
+
+    /// How long a page of GET /products is cached, seconds (a PUT does not invalidate pages)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub page_ttl: u64,
+
+    /// Publish each PUT's key so every serve process drops it from L1, and listen for theirs
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub invalidation: Switch,
+
+    /// A request that takes longer is answered 503
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout: u64,
+
+    /// Database connections in the pool
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: u32,
+
+    /// Request logging on stderr (tower-http tracing)
+    #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
+    pub log: String,
+}
+
+impl From<&ServeArgs> for crate::serve::ServeOptions {
+    fn from(args: &ServeArgs) -> Self {
+        crate::serve::ServeOptions {
+            listen: args.listen,
+            public: args.public,
+            l1_capacity: args.l1_capacity,
+            l1_ttl: Duration::from_secs(args.l1_ttl),
+            negative_ttl: Duration::from_secs(args.negative_ttl),
+            page_ttl: Duration::from_secs(args.page_ttl),
+            invalidation: args.invalidation == Switch::On,
+            request_timeout: Duration::from_secs(args.request_timeout),
+            connections: args.connections,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The service's base URL
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Requests in flight at once
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: u64,
+
+    /// Requests per second over all tasks [default: as fast as they go]
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// How long to run, seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration: u64,
+
+    /// Percent of requests that are GETs; the rest PUT a new price (restore with `workshop-cli clean`)
+    #[arg(long, value_name = "PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub read_ratio: u64,
+
+    /// Zipf skew over the ids, 0 (uniform) to 5
+    #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_skew)]
+    pub skew: f64,
+
+    /// The product ids to request, FIRST..LAST
+    #[arg(long, value_name = "FIRST..LAST", default_value = "1..10000", value_parser = parse_id_range)]
+    pub ids: (i64, i64),
+
+    /// Save the outcome with its per-second time series as JSON
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("'{raw}' is not a positive number of requests per second"))
+}
+
+fn parse_skew(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=5.0).contains(s))
+        .ok_or_else(|| format!("'{raw}' is not a skew from 0 to 5"))
+}
+
+fn parse_id_range(raw: &str) -> Result<(i64, i64), String> {
+    let (first, last) = raw
+        .split_once("..")
+        .ok_or_else(|| format!("'{raw}' is not FIRST..LAST, e.g. 1..10000"))?;
+    match (first.trim().parse::<i64>(), last.trim().parse::<i64>()) {
+        (Ok(first), Ok(last)) if first <= last => Ok((first, last)),
+        _ => Err(format!("'{raw}' is not FIRST..LAST with FIRST <= LAST, e.g. 1..10000")),
+    }
+}
+
+impl From<&LoadArgs> for crate::exercises::load::LoadOptions {
+    fn from(args: &LoadArgs) -> Self {
+        crate::exercises::load::LoadOptions {
+            url: args.url.clone(),
+            concurrency: args.concurrency,
+            rate: args.rate,
+            duration: Duration::from_secs(args.duration),
+            read_ratio: args.read_ratio,
+            skew: args.skew,
+            first_id: args.ids.0,
+            last_id: args.ids.1,
+            seed: 42,
         }
     }
 }

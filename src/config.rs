@@ -163,6 +163,8 @@ pub struct Overrides {
     pub ttl: Option<String>,
     pub key_prefix: Option<String>,
     pub connect_timeout: Option<Duration>,
+    /// `--query-timeout`: `Some(None)` is `0`, no limit.
+    pub query_timeout: Option<Option<Duration>>,
     /// `--cache-timeout` / `WORKSHOP_CACHE_TIMEOUT`, milliseconds as typed.
     pub cache_timeout: Option<String>,
 }
@@ -189,6 +191,8 @@ pub struct DatabaseTarget {
     pub kind: DatabaseKind,
     url: Url,
     pub source: Source,
+    /// The server-side limit on every statement (`--query-timeout`); `None`: no limit of ours.
+    pub query_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for DatabaseTarget {
@@ -216,7 +220,12 @@ impl DatabaseTarget {
                 })
             }
         };
-        Ok(DatabaseTarget { kind, url, source })
+        Ok(DatabaseTarget {
+            kind,
+            url,
+            source,
+            query_timeout: Some(DEFAULT_QUERY_TIMEOUT),
+        })
     }
 
     /// The URL for the driver: `mariadb://` and `postgresql://` normalised.
@@ -273,6 +282,15 @@ impl DatabaseTarget {
             kind: self.kind,
             url,
             source: self.source.clone(),
+            query_timeout: self.query_timeout,
+        }
+    }
+
+    /// The same target with another statement timeout (`None`: no limit).
+    pub fn with_query_timeout(&self, timeout: Option<Duration>) -> DatabaseTarget {
+        DatabaseTarget {
+            query_timeout: timeout,
+            ..self.clone()
         }
     }
 
@@ -457,6 +475,8 @@ pub struct Config {
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Every statement the workshop runs stops after this long unless `--query-timeout` says otherwise.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Config {
     /// Resolves flags, environment (which already holds `.env`) and defaults.
@@ -481,6 +501,10 @@ impl Config {
                 Some(raw) => DatabaseTarget::parse(&raw, Source::SplitVariables)?,
                 None => DatabaseTarget::parse(DEFAULT_DATABASE_URL, Source::Default)?,
             },
+        };
+        let database = match overrides.query_timeout {
+            Some(timeout) => database.with_query_timeout(timeout),
+            None => database,
         };
 
         let valkey = match overrides.valkey_url.as_deref().filter(|v| !v.trim().is_empty()) {

@@ -28,6 +28,10 @@ pub mod exit {
     /// The run finished but could not do all it promised (e.g. the cache write
     /// after a database commit failed, or no cache read succeeded to compare).
     pub const INCOMPLETE: u8 = 8;
+    /// Stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+    pub const INTERRUPTED: u8 = 130;
+    /// Stopped by SIGTERM: 128 + 15.
+    pub const TERMINATED: u8 = 143;
 }
 
 /// Input the user gave that cannot be used; nothing was written.
@@ -66,24 +70,68 @@ pub enum WorkshopError {
     Incomplete(#[from] IncompleteError),
     #[error("{failed} required check(s) failed; fix the rows marked ✗ above and run `workshop-cli check-env` again")]
     ChecksFailed { failed: usize },
+    #[error("interrupted by {signal}; {}", cancelled_queries(*cancelled))]
+    Interrupted { signal: Signal, cancelled: u64 },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
     /// A child process's failure passed on with its exit code (a stampede
     /// fleet copy): a database error there is a database error here.
     #[error("{message}")]
     Relayed { code: u8, message: String },
+    /// An error that ended a run before it had an outcome, with warnings to
+    /// show before the error line (what the run left behind).
+    #[error("{error}")]
+    Noted {
+        notes: Vec<String>,
+        error: Box<WorkshopError>,
+    },
+}
+
+fn cancelled_queries(cancelled: u64) -> String {
+    match cancelled {
+        0 => "no database query was left running".to_string(),
+        1 => "1 database query still running on the server was cancelled".to_string(),
+        n => format!("{n} database queries still running on the server were cancelled"),
+    }
+}
+
+/// The signals that stop a run (and cancel its queries on the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Interrupt => "Ctrl-C (SIGINT)",
+            Signal::Terminate => "SIGTERM",
+        })
+    }
 }
 
 impl WorkshopError {
     pub fn exit_code(&self) -> u8 {
         match self {
             WorkshopError::Config(_) => exit::CONFIG,
+            // The server's read-only transaction refused the input: nothing was written.
+            WorkshopError::Database(DbError::WriteRefused { .. }) => exit::INPUT,
             WorkshopError::Database(_) => exit::DATABASE,
             WorkshopError::Cache(_) => exit::VALKEY,
             WorkshopError::Input(_) => exit::INPUT,
             WorkshopError::Incomplete(_) => exit::INCOMPLETE,
             WorkshopError::ChecksFailed { .. } => exit::CHECKS_FAILED,
+            WorkshopError::Interrupted {
+                signal: Signal::Interrupt,
+                ..
+            } => exit::INTERRUPTED,
+            WorkshopError::Interrupted {
+                signal: Signal::Terminate,
+                ..
+            } => exit::TERMINATED,
             WorkshopError::Other(_) => exit::FAILURE,
+            WorkshopError::Noted { error, .. } => error.exit_code(),
             WorkshopError::Relayed { code, .. } => *code,
         }
     }

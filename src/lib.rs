@@ -15,4 +15,5 @@ pub mod measure;
 pub mod patterns;
 pub mod protocol;
 pub mod report;
+pub mod serve;
 pub mod workshop;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use support::{
-    cli_against, run_json, seeded_database, valkey_url, JsonRun, PrivateValkey, TestDatabase, TestPrefix, BOTH,
+    cli_against, give_back, run_json, seeded_database, take_away, valkey_url, JsonRun, PrivateValkey, TestDatabase,
+    TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
 
@@ -527,5 +528,136 @@ async fn an_update_run_that_loses_valkey_still_restores_the_passenger_with_clean
         );
         assert_eq!(conn.passenger(5).await, original, "{kind:?}");
         assert_eq!(conn.ledger_entries().await, 0);
+    }
+}
+
+/// The first number after `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> Option<u64> {
+    text.split(marker)
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn a_write_through_run_that_loses_the_database_says_what_it_committed_and_how_to_remove_it() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "cleandblost").await;
+        let prefix = TestPrefix::new("cleandblost");
+        let mut conn = Db::open(&db).await;
+        let seeded = conn.passengers().await;
+        let mut child = cli_against(
+            &std::env::temp_dir(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &["write-through", "--runs", "100000"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_for_ledger(&mut conn, 3, &mut child).await;
+        assert!(take_away(&db).await > 0, "{kind:?}: no session was ended");
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{kind:?}: {stderr}");
+        let committed = number_after(&stderr, "the run stopped after ")
+            .unwrap_or_else(|| panic!("{kind:?}: no count of committed writes in {stderr}"));
+        assert!(committed >= 3, "{kind:?}: {stderr}");
+        let expected = format!(
+            "the run stopped after {committed} of 100000 write(s) had been committed to the database; they stay; `workshop-cli clean --key-prefix '{}'` removes them",
+            prefix.prefix
+        );
+        assert!(stderr.contains(&expected), "{kind:?}: expected {expected} in {stderr}");
+
+        // Once the database is back, that command removes exactly those rows.
+        give_back(&db).await;
+        let mut conn = Db::open(&db).await;
+        // A commit whose answer was lost with the connection is in the
+        // database but was not counted: at most one more row than reported.
+        let stored = (conn.passengers().await.len() - seeded.len()) as u64;
+        assert!(
+            stored == committed || stored == committed + 1,
+            "{kind:?}: {stored} stored, {committed} reported"
+        );
+        let cleaned = clean(&db, &prefix, &[]);
+        ok(&cleaned, "clean");
+        assert_eq!(table(&cleaned, "passenger")["deleted"], stored, "{kind:?}");
+        assert_eq!(conn.passengers().await, seeded, "{kind:?}");
+    }
+}
+
+/// On PostgreSQL the database is taken away for good (it refuses new
+/// connections): the run stops and says what the flusher stored. MariaDB has
+/// no such switch for one database, so there its sessions are killed and the
+/// flusher reconnects: the run must then finish with every write stored once.
+#[tokio::test]
+async fn a_write_behind_run_that_loses_the_database_says_what_it_stored_and_keeps_the_rest_queued() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "cleanwbdblost").await;
+        let prefix = TestPrefix::new("cleanwbdblost");
+        // Enough writes that the run is still flushing when the sessions go.
+        let writes = if kind == DatabaseKind::MySql { "3000" } else { "100000" };
+        let mut conn = Db::open(&db).await;
+        let seeded = conn.passengers().await;
+        let mut child = cli_against(
+            &std::env::temp_dir(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &["write-behind", "--writes", writes, "--compare", "0", "--batch", "20"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_for_ledger(&mut conn, 20, &mut child).await;
+        assert!(take_away(&db).await > 0, "{kind:?}: no session was ended");
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if kind == DatabaseKind::MySql {
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{kind:?}: the flusher reconnects: {stderr}"
+            );
+            let mut conn = Db::open(&db).await;
+            let stored = conn.passengers().await.len() - seeded.len();
+            assert_eq!(
+                stored, 3000,
+                "{kind:?}: every write stored once after the sessions were killed"
+            );
+            ok(&clean(&db, &prefix, &[]), "clean");
+            assert_eq!(conn.passengers().await, seeded, "{kind:?}");
+            continue;
+        }
+        assert!(
+            matches!(output.status.code(), Some(4 | 8)),
+            "{kind:?}: {:?} {stderr}",
+            output.status
+        );
+        give_back(&db).await;
+        let mut conn = Db::open(&db).await;
+        let stored = (conn.passengers().await.len() - seeded.len()) as u64;
+        assert!(stored >= 20, "{kind:?}: {stored}");
+        let reported = number_after(&stderr, "the flusher had committed ")
+            .unwrap_or_else(|| panic!("{kind:?}: no count of stored rows in {stderr}"));
+        assert_eq!(
+            reported, stored,
+            "{kind:?}: the count said equals the rows stored: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("`workshop-cli clean --key-prefix '{}'", prefix.prefix)),
+            "{kind:?}: the command that removes them: {stderr}"
+        );
+        // What is still queued stays in Valkey, so clean refuses until it is flushed or forced.
+        let forced = clean(&db, &prefix, &["--force"]);
+        ok(&forced, "clean --force");
+        assert_eq!(table(&forced, "passenger")["deleted"], stored, "{kind:?}");
+        assert_eq!(conn.passengers().await, seeded, "{kind:?}");
+        assert!(prefix.keys().is_empty(), "{kind:?}");
     }
 }

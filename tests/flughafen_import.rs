@@ -376,7 +376,7 @@ async fn check_env_on_an_import_says_per_exercise_what_can_run_and_what_is_missi
         let run = run_json(&db, &prefix, &valkey_url(), &["check-env"]);
         assert_eq!(run.code, Some(7), "{kind:?}: {}", run.stdout);
         let report = &run.json;
-        for id in ["stats", "multi-level"] {
+        for id in ["stats", "multi-level", "serve"] {
             let verdict = exercise(report, id);
             assert_eq!(verdict["can_run"], false, "{kind:?} {id}");
             assert_eq!(verdict["detail"], "needs table products", "{kind:?} {id}");
@@ -392,6 +392,7 @@ async fn check_env_on_an_import_says_per_exercise_what_can_run_and_what_is_missi
             "write-behind",
             "stampede",
             "cluster",
+            "leaderboard",
         ] {
             assert_eq!(exercise(report, id)["can_run"], true, "{kind:?} {id}: {report}");
         }
@@ -399,7 +400,11 @@ async fn check_env_on_an_import_says_per_exercise_what_can_run_and_what_is_missi
             exercise(report, "cache-aside")["detail"],
             "can run: tables airport, flight and booking are there"
         );
-        assert_eq!(report["exercises"].as_array().map(Vec::len), Some(8));
+        let catalogue = workshop_cli::workshop::catalogue::Catalogue::builtin().unwrap();
+        assert_eq!(
+            report["exercises"].as_array().map(Vec::len),
+            Some(catalogue.exercises.len())
+        );
 
         // The table says the same, one row per exercise.
         let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    admin_url, cli_against, run_json, seeded_database, stderr, stdout, valkey_url, wait_until, JsonRun, PrivateValkey,
+    cli_against, run_json, seeded_database, stderr, stdout, take_away, valkey_url, wait_until, JsonRun, PrivateValkey,
     TestDatabase, TestPrefix, BOTH,
 };
 use workshop_cli::config::DatabaseKind;
@@ -488,65 +488,6 @@ async fn valkey_stopped_mid_workload_fails_no_request_and_shows_in_the_counters(
     }
 }
 
-/// The workshop's connections to `db`, as the server lists them.
-async fn connections_to(db: &TestDatabase) -> Vec<i64> {
-    use sqlx::Connection;
-    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(db.kind), workshop_cli::config::Source::Flag)
-        .unwrap()
-        .connect_url();
-    match db.kind {
-        DatabaseKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
-            sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?")
-                .bind(&db.name)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-        }
-        DatabaseKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query_scalar("SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1")
-                .bind(&db.name)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-        }
-    }
-}
-
-/// Takes the database away from its clients: on PostgreSQL it stops taking
-/// connections and its sessions are ended; on MariaDB the sessions are
-/// killed. Returns how many sessions were ended.
-async fn take_away(db: &TestDatabase) -> usize {
-    use sqlx::Connection;
-    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(db.kind), workshop_cli::config::Source::Flag)
-        .unwrap()
-        .connect_url();
-    let sessions = connections_to(db).await;
-    match db.kind {
-        DatabaseKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
-            for id in &sessions {
-                // KILL takes no placeholder; the id is a number the server gave.
-                let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}")).execute(&mut conn).await;
-            }
-        }
-        DatabaseKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::raw_sql(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-                .bind(&db.name)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-    sessions.len()
-}
-
 #[tokio::test]
 async fn losing_the_database_mid_run_exits_4_at_once_with_the_reason() {
     for kind in BOTH {
@@ -671,9 +612,9 @@ async fn unknown_ids_and_bad_counts_are_rejected_before_anything_is_written() {
         let run = multi_level(&db, &prefix, args);
         assert_eq!((run.code, run.stderr.as_str()), (Some(6), unknown), "{args:?}");
     }
-    let cases: [(&[&str], &str); 8] = [
+    // Negative counts are usage errors (exit 2) in every command: tests/counts.rs.
+    let cases: [(&[&str], &str); 7] = [
         (&["--requests", "0"], "--requests must be from 1 to 10000000 (got 0)"),
-        (&["--requests", "-5"], "--requests must be from 1 to 10000000 (got -5)"),
         (&["--skew", "6"], "--skew must be from 0 to 5 (got 6)"),
         (&["--concurrency", "0"], "--concurrency must be from 1 to 1024 (got 0)"),
         (

@@ -84,6 +84,7 @@ async fn query(db: &TestDatabase, sql: &str) -> ResultSet {
         .fetch(&Statement {
             sql: sql.to_string(),
             args: vec![],
+            read_only: false,
         })
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));

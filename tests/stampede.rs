@@ -449,7 +449,7 @@ async fn with_valkey_unreachable_requests_still_complete_and_the_lock_reports_it
     );
     assert!(
         run.stderr.ends_with(
-            "error: could not compare: Valkey did not answer, so every request went to the database and the lock mode could not take locks; start Valkey (`just up`) and run again\n"
+            "error: could not compare: Valkey did not answer, so every request went to the database and the lock mode could not take locks; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again\n"
         ),
         "{}",
         run.stderr

@@ -145,5 +145,23 @@ async fn a_param_name_with_non_ascii_letters_is_told_the_rule() {
             "{kind:?}"
         );
         assert_eq!(output.status.code(), Some(6), "{kind:?}");
+
+        // The same name in the SQL alone is read whole, not as `:stra`.
+        let output = workshop_cli(dir.path())
+            .env("DATABASE_URL", db.url())
+            .env("VALKEY_URL", valkey_url())
+            .args([
+                "cache-aside",
+                "--sql",
+                "SELECT city FROM passengerdetails WHERE street = :straße",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            stderr(&output),
+            "error: the query's parameter :straße may use only ASCII letters, digits and _ (not a digit first); rename it in the SQL and in --param\n",
+            "{kind:?}"
+        );
+        assert_eq!(output.status.code(), Some(6), "{kind:?}");
     }
 }

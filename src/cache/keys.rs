@@ -135,6 +135,27 @@ impl KeyScheme {
         format!("{}product:{product_id}", self.root)
     }
 
+    /// `{source prefix}product-missing:{id}`: a short-lived note that the
+    /// database has no product `id` (`serve`'s negative cache).
+    pub fn product_missing(&self, product_id: i64) -> String {
+        format!("{}product-missing:{product_id}", self.root)
+    }
+
+    /// `{source prefix}product-page:{digest}`: one page of `GET /products`;
+    /// the digest covers the category (or none), the limit and the offset.
+    pub fn product_page(&self, category: Option<&str>, limit: u32, offset: u64) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(match category {
+            Some(category) => format!("category={category}\n"),
+            None => "category\n".to_string(),
+        });
+        hasher.update(format!("limit={limit}\noffset={offset}"));
+        let digest = hasher.finalize();
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("{}product-page:{hex}", self.root)
+    }
+
     /// `{source prefix}product:`: what every [`KeyScheme::product`] key starts with,
     /// to clear them (SCAN + UNLINK) before a cold run.
     pub fn product_prefix(&self) -> String {
@@ -162,6 +183,18 @@ impl KeyScheme {
     /// time and expiry (a format of its own, so it never lands under `key`).
     pub fn xfetch_for(&self, key: &str) -> String {
         format!("{}xfetch:{}", self.root, key.strip_prefix(&self.root).unwrap_or(key))
+    }
+
+    /// `{source prefix}leaderboard:departures`: the leaderboard exercise's sorted
+    /// set, departing bookings per airport id.
+    pub fn departures_leaderboard(&self) -> String {
+        format!("{}leaderboard:departures", self.root)
+    }
+
+    /// `{source prefix}rate-limit:{limiter}:{subject}`: the rate-limit exercise's
+    /// state of one limiter (a fixed window adds `:{window}` itself).
+    pub fn rate_limit(&self, limiter: &str, subject: &str) -> String {
+        format!("{}rate-limit:{limiter}:{subject}", self.root)
     }
 
     /// A key for `check-env`'s write/read/delete probe, unique per process.
@@ -210,6 +243,8 @@ mod tests {
             keys.lock_for(&keys.query(&q)),
             keys.xfetch_for(&keys.query(&q)),
             keys.probe(),
+            keys.departures_leaderboard(),
+            keys.rate_limit("token-bucket", "api"),
         ] {
             assert!(key.starts_with(root), "{key} is not under {root}");
         }
@@ -346,6 +381,14 @@ mod tests {
         assert_eq!(keys.product(7), "workshop:mysql-d7c27b7d:product:7");
         assert_eq!(keys.product_requests(), "workshop:mysql-d7c27b7d:product-requests");
         assert_eq!(keys.invalidation_channel(), "workshop:mysql-d7c27b7d:invalidate");
+    }
+
+    #[test]
+    fn the_leaderboard_lives_under_the_source_prefix() {
+        assert_eq!(
+            workshop().departures_leaderboard(),
+            "workshop:mysql-d7c27b7d:leaderboard:departures"
+        );
     }
 
     #[test]

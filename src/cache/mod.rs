@@ -526,6 +526,25 @@ impl Valkey {
         }
     }
 
+    /// `SCRIPT LOAD`: after it, [`Valkey::run_script`] sends only `EVALSHA`.
+    pub async fn load_script(&self, script: &redis::Script) -> Result<String, CacheError> {
+        let mut conn = self.connection.clone();
+        self.send("SCRIPT LOAD", async move { script.load_async(&mut conn).await })
+            .await
+    }
+
+    /// `EVALSHA` of a loaded script (redis-rs loads it again on `NOSCRIPT`,
+    /// e.g. after a Valkey restart).
+    pub async fn run_script<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, CacheError> {
+        let mut conn = self.connection.clone();
+        self.send(name, async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
     /// Commands built by the caller, sent in one round trip; an atomic
     /// pipeline (`pipe.atomic()`) runs as one MULTI/EXEC.
     pub async fn query_pipeline<T: FromRedisValue>(

@@ -208,6 +208,15 @@ pub struct RowChanges {
     pub last_written: Option<String>,
 }
 
+impl RowChanges {
+    /// The recorded values before and after the workshop's changes, as `T`
+    /// (`None` where nothing was recorded or it no longer decodes).
+    fn decoded<T: serde::de::DeserializeOwned>(&self) -> (Option<T>, Option<T>) {
+        let decode = |text: &Option<String>| text.as_deref().and_then(|text| serde_json::from_str(text).ok());
+        (decode(&self.original), decode(&self.last_written))
+    }
+}
+
 /// Groups ledger entries by row, in the order the rows were first changed.
 pub fn by_row(changes: &[Change]) -> Vec<RowChanges> {
     let mut rows: Vec<RowChanges> = Vec::new();
@@ -432,14 +441,7 @@ impl Database {
     async fn undo_passenger(&self, changes: &RowChanges) -> Result<Undone, DbError> {
         let kind = self.kind();
         let error = |e: sqlx::Error| self.query_error(e);
-        let written: Option<PassengerRow> = changes
-            .last_written
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok());
-        let original: Option<PassengerRow> = changes
-            .original
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok());
+        let (original, written): (Option<PassengerRow>, Option<PassengerRow>) = changes.decoded();
         let id = i32::try_from(changes.row_id)
             .map_err(|_| DbError::Query(format!("passenger id {} is out of range", changes.row_id)))?;
         in_transaction!(self, tx => {
@@ -499,14 +501,7 @@ impl Database {
     async fn undo_product(&self, changes: &RowChanges) -> Result<Undone, DbError> {
         let kind = self.kind();
         let error = |e: sqlx::Error| self.query_error(e);
-        let written: Option<ProductPrice> = changes
-            .last_written
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok());
-        let original: Option<ProductPrice> = changes
-            .original
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok());
+        let (original, written): (Option<ProductPrice>, Option<ProductPrice>) = changes.decoded();
         let id = i32::try_from(changes.row_id)
             .map_err(|_| DbError::Query(format!("product id {} is out of range", changes.row_id)))?;
         in_transaction!(self, tx => {

@@ -28,6 +28,8 @@ pub fn quote_ident(kind: DatabaseKind, name: &str) -> String {
 pub struct NamedQuery {
     pub sql: String,
     pub params: BTreeMap<String, SqlValue>,
+    /// Run inside a read-only transaction (every `--sql` query is).
+    pub read_only: bool,
 }
 
 /// A query ready for one dialect: placeholders in the text, values in order.
@@ -35,6 +37,8 @@ pub struct NamedQuery {
 pub struct Statement {
     pub sql: String,
     pub args: Vec<SqlValue>,
+    /// Run inside a read-only transaction that is rolled back afterwards.
+    pub read_only: bool,
 }
 
 impl NamedQuery {
@@ -42,6 +46,7 @@ impl NamedQuery {
         NamedQuery {
             sql: sql.into(),
             params: BTreeMap::new(),
+            read_only: false,
         }
     }
 
@@ -62,6 +67,11 @@ impl NamedQuery {
             match piece {
                 Piece::Text(text) => sql.push_str(text),
                 Piece::Param(name) => {
+                    if !name.is_ascii() {
+                        return Err(InputError::Invalid(format!(
+                            "the query's parameter :{name} may use only ASCII letters, digits and _ (not a digit first); rename it in the SQL and in --param"
+                        )));
+                    }
                     let value = self.params.get(name).ok_or_else(|| {
                         InputError::Invalid(format!(
                             "the query uses :{name} but no value was given; add --param {name}=VALUE"
@@ -85,7 +95,11 @@ impl NamedQuery {
                 "--param {unused} is not used by the query (it has no :{unused}); check the spelling"
             )));
         }
-        Ok(Statement { sql, args })
+        Ok(Statement {
+            sql,
+            args,
+            read_only: self.read_only,
+        })
     }
 
     /// The SQL with runs of white space folded and a trailing `;` removed, so
@@ -169,11 +183,17 @@ fn scan(sql: &str) -> Vec<Piece<'_>> {
                 i += 2; // a `::` cast
                 continue;
             }
-            if !prev_colon && next.is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') {
-                let name_end = bytes[i + 1..]
-                    .iter()
-                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
-                    .map_or(bytes.len(), |p| i + 1 + p);
+            // Names are ASCII, but a name with other letters is read whole
+            // (`:straße`, not `:stra` + `ße`) so its error can name it.
+            let starts_name = sql[i + 1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_');
+            if !prev_colon && next.is_some() && starts_name {
+                let name_end = sql[i + 1..]
+                    .char_indices()
+                    .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+                    .map_or(bytes.len(), |(p, _)| i + 1 + p);
                 flush(sql, &mut pieces, start, i);
                 pieces.push(Piece::Param(&sql[i + 1..name_end]));
                 i = name_end;
@@ -266,6 +286,22 @@ mod tests {
             err.to_string(),
             "the query uses :icao but no value was given; add --param icao=VALUE"
         );
+    }
+
+    #[test]
+    fn a_parameter_name_with_other_letters_is_read_whole_and_told_the_rule() {
+        let err = NamedQuery::new("SELECT * FROM t WHERE city = :straße")
+            .to_statement(DatabaseKind::MySql)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the query's parameter :straße may use only ASCII letters, digits and _ (not a digit first); rename it in the SQL and in --param"
+        );
+        // Letters after the colon inside quotes stay text.
+        let quoted = NamedQuery::new("SELECT ':straße'")
+            .to_statement(DatabaseKind::Postgres)
+            .unwrap();
+        assert_eq!(quoted.sql, "SELECT ':straße'");
     }
 
     #[test]

@@ -3,23 +3,28 @@
 //! Everything dialect-specific is in [`dialect`]; row conversion in [`rows`].
 //! Pools are built once with explicit limits and timeouts and shared by reference.
 
+pub mod bookings;
+pub mod cancel;
 pub mod changes;
 pub mod dialect;
 pub mod passengers;
 pub mod products;
+pub mod read_only;
 pub mod rows;
 pub mod write_behind;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, MySql, Postgres};
+use sqlx::{ConnectOptions, Connection, Executor, MySql, Postgres, Row};
 
 use crate::config::{DatabaseKind, DatabaseTarget};
 use crate::protocol::Speaker;
+use cancel::{Admin, PoolSessions, ServerSession};
 pub use dialect::{NamedQuery, Statement};
 pub use rows::ResultSet;
 
@@ -35,6 +40,12 @@ pub enum DbError {
     UnknownDatabase { target: String, name: String },
     #[error("the workshop tables are missing ({detail}); run `workshop-cli seed` (or `just seed`) first")]
     NotSeeded { detail: String },
+    #[error("table {table} does not exist in this database ({detail}); check the table name in the query")]
+    UnknownTable { table: String, detail: String },
+    #[error("the query ran longer than {limit}, so the server stopped it; raise it with --query-timeout SECONDS (0: no limit) or make the query faster")]
+    TimedOut { limit: String },
+    #[error("the server refused to change data: --sql runs in a read-only transaction ({detail}); workshop-cli only measures reads, give a query without side effects")]
+    WriteRefused { detail: String },
     #[error("the query failed: {0}")]
     Query(String),
     /// DATABASE_URL names one engine, the port speaks another protocol.
@@ -105,16 +116,31 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// A connection pool to the workshop database.
+/// What turns a driver error into a message: where, and the limit in force.
 #[derive(Debug, Clone)]
+struct ErrorContext {
+    target: String,
+    query_timeout: Option<Duration>,
+}
+
+/// A connection pool to the workshop database.
+#[derive(Clone)]
 pub struct Database {
     pool: Pool,
-    target: String,
+    context: ErrorContext,
     connect_time: Duration,
+    /// Every connection's server-side id, for [`cancel::cancel_running`].
+    sessions: Arc<PoolSessions>,
     /// The command named in the ledger of the workshop's writes (`changes.rs`).
     command: &'static str,
     /// Set once the ledger table is known to exist.
     ledger_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({})", self.context.target)
+    }
 }
 
 impl Database {
@@ -131,25 +157,49 @@ impl Database {
         // One direct connection first: it fails fast with the real reason
         // (the pool would retry a refused connection until its timeout), and
         // its duration is the connection set-up reported apart from queries.
+        let timeout = target.query_timeout;
         let connecting = async {
             match target.kind {
                 DatabaseKind::MySql => {
                     let options: MySqlConnectOptions = url.parse().map_err(bad_url)?;
                     let options = options.disable_statement_logging();
-                    let first = MySqlConnection::connect_with(&options)
+                    let mut first = MySqlConnection::connect_with(&options)
                         .await
                         .map_err(|e| classify_connect_error(e, target))?;
+                    // MariaDB and MySQL name (and measure) the limit differently.
+                    let version: String = sqlx::query_scalar("SELECT VERSION()")
+                        .fetch_one(&mut first)
+                        .await
+                        .map_err(|e| classify_connect_error(e, target))?;
+                    let set_timeout = timeout.map(|t| mysql_timeout_statement(&version, t));
+                    if let Some(sql) = &set_timeout {
+                        sqlx::raw_sql(sql).execute(&mut first).await.map_err(|e| {
+                            DbError::Query(format!(
+                                "cannot set the query timeout ({}); run with --query-timeout 0",
+                                first_line(&e.to_string())
+                            ))
+                        })?;
+                    }
                     let _ = first.close().await;
-                    Ok(Pool::MySql(
-                        MySqlPoolOptions::new()
-                            .max_connections(settings.max_connections)
-                            .acquire_timeout(settings.connect_timeout)
-                            // sqlx pings a connection before handing it out by
-                            // default: a round trip per query that doubled the
-                            // point-select latency in `just bench`.
-                            .test_before_acquire(false)
-                            .connect_lazy_with(options),
-                    ))
+                    let sessions = PoolSessions::register(Admin::MySql(options.clone()));
+                    let registry = Arc::clone(&sessions);
+                    let set_timeout: Option<Arc<str>> = set_timeout.map(Into::into);
+                    let pool = MySqlPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(settings.connect_timeout)
+                        // sqlx pings a connection before handing it out by
+                        // default: a round trip per query that doubled the
+                        // point-select latency in `just bench`.
+                        .test_before_acquire(false)
+                        // Every pooled connection gets the limit and is remembered,
+                        // so a signal can cancel what it runs.
+                        .after_connect(move |conn, _| {
+                            let registry = Arc::clone(&registry);
+                            let set_timeout = set_timeout.clone();
+                            Box::pin(prepare_mysql(conn, registry, set_timeout))
+                        })
+                        .connect_lazy_with(options);
+                    Ok((Pool::MySql(pool), sessions))
                 }
                 DatabaseKind::Postgres => {
                     let options: PgConnectOptions = url.parse().map_err(bad_url)?;
@@ -158,13 +208,21 @@ impl Database {
                         .await
                         .map_err(|e| classify_connect_error(e, target))?;
                     let _ = first.close().await;
-                    Ok(Pool::Postgres(
-                        PgPoolOptions::new()
-                            .max_connections(settings.max_connections)
-                            .acquire_timeout(settings.connect_timeout)
-                            .test_before_acquire(false)
-                            .connect_lazy_with(options),
-                    ))
+                    let sessions = PoolSessions::register(Admin::Postgres(options.clone()));
+                    let registry = Arc::clone(&sessions);
+                    let set_timeout: Option<Arc<str>> =
+                        timeout.map(|t| format!("SET statement_timeout = {}", t.as_millis().max(1)).into());
+                    let pool = PgPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(settings.connect_timeout)
+                        .test_before_acquire(false)
+                        .after_connect(move |conn, _| {
+                            let registry = Arc::clone(&registry);
+                            let set_timeout = set_timeout.clone();
+                            Box::pin(prepare_postgres(conn, registry, set_timeout))
+                        })
+                        .connect_lazy_with(options);
+                    Ok((Pool::Postgres(pool), sessions))
                 }
             }
         };
@@ -175,8 +233,8 @@ impl Database {
                 reason: format!("no answer within {:.1} s", settings.connect_timeout.as_secs_f64()),
             })
             .and_then(|result| result);
-        let pool = match connected {
-            Ok(pool) => pool,
+        let (pool, sessions) = match connected {
+            Ok(connected) => connected,
             // A server answered that was no database of this kind (or nothing
             // did): ask the port who it is, for a message that says so.
             Err(error @ DbError::Unreachable { .. }) => return Err(wrong_engine(target).await.unwrap_or(error)),
@@ -184,8 +242,12 @@ impl Database {
         };
         Ok(Database {
             pool,
-            target: shown,
+            context: ErrorContext {
+                target: shown,
+                query_timeout: timeout,
+            },
             connect_time: started.elapsed(),
+            sessions,
             command: "workshop-cli",
             ledger_ready: std::sync::Arc::default(),
         })
@@ -206,7 +268,7 @@ impl Database {
 
     /// The masked URL, for messages.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.context.target
     }
 
     /// How long the first connection took to open and authenticate.
@@ -276,13 +338,15 @@ impl Database {
         })
     }
 
-    /// Runs a read query on a pooled connection and converts every row to JSON values.
+    /// Runs a read query on a pooled connection and converts every row to JSON values
+    /// (in a read-only transaction when the statement asks for one).
     pub async fn fetch(&self, statement: &Statement) -> Result<ResultSet, DbError> {
-        match &self.pool {
-            Pool::MySql(pool) => fetch_mysql(pool, statement).await,
-            Pool::Postgres(pool) => fetch_postgres(pool, statement).await,
-        }
-        .map_err(|e| self.query_error(e))?
+        Ok(self.fetch_timed(statement).await?.0)
+    }
+
+    /// [`Database::fetch`] and how long the query took (see [`DbSession::fetch_timed`]).
+    pub async fn fetch_timed(&self, statement: &Statement) -> Result<(ResultSet, Duration), DbError> {
+        self.session().await?.fetch_timed(statement).await
     }
 
     /// Takes one connection out of the pool for a task to keep, as each
@@ -295,13 +359,13 @@ impl Database {
         .map_err(|e| self.query_error(e))?;
         Ok(DbSession {
             connection,
-            target: self.target.clone(),
+            context: self.context.clone(),
         })
     }
 
-    /// Turns a query failure into a message; a missing table means "seed first".
+    /// Turns a query failure into a message; a missing workshop table means "seed first".
     pub fn query_error(&self, error: sqlx::Error) -> DbError {
-        classify_query_error(error, &self.target)
+        classify_query_error(error, &self.context)
     }
 
     pub async fn close(&self) {
@@ -309,6 +373,7 @@ impl Database {
             Pool::MySql(pool) => pool.close().await,
             Pool::Postgres(pool) => pool.close().await,
         }
+        self.sessions.clear();
     }
 }
 
@@ -320,17 +385,102 @@ enum SessionConnection {
 /// One database connection held by one task (see [`Database::session`]).
 pub struct DbSession {
     connection: SessionConnection,
-    target: String,
+    context: ErrorContext,
 }
+
+/// How each engine opens a read-only transaction.
+const MYSQL_READ_ONLY: &str = "START TRANSACTION READ ONLY";
+const POSTGRES_READ_ONLY: &str = "BEGIN READ ONLY";
 
 impl DbSession {
     /// Runs a read query on this connection and converts every row to JSON values.
     pub async fn fetch(&mut self, statement: &Statement) -> Result<ResultSet, DbError> {
-        match &mut self.connection {
-            SessionConnection::MySql(conn) => fetch_mysql(&mut **conn, statement).await,
-            SessionConnection::Postgres(conn) => fetch_postgres(&mut **conn, statement).await,
-        }
-        .map_err(|e| classify_query_error(e, &self.target))?
+        Ok(self.fetch_timed(statement).await?.0)
+    }
+
+    /// Like [`DbSession::fetch`], and how long the query and the row conversion
+    /// took. A `read_only` statement runs in a read-only transaction that is
+    /// rolled back; opening and rolling it back are not part of the time, so
+    /// `--sql` timings compare with the built-in queries'.
+    pub async fn fetch_timed(&mut self, statement: &Statement) -> Result<(ResultSet, Duration), DbError> {
+        let context = &self.context;
+        let error = |e| classify_query_error(e, context);
+        let (rows, took) = match (&mut self.connection, statement.read_only) {
+            (SessionConnection::MySql(conn), false) => timed(fetch_mysql(&mut **conn, statement)).await,
+            (SessionConnection::Postgres(conn), false) => timed(fetch_postgres(&mut **conn, statement)).await,
+            (SessionConnection::MySql(conn), true) => {
+                let mut tx = conn.begin_with(MYSQL_READ_ONLY).await.map_err(error)?;
+                let result = timed(fetch_mysql(&mut *tx, statement)).await;
+                tx.rollback().await.map_err(error)?;
+                result
+            }
+            (SessionConnection::Postgres(conn), true) => {
+                let mut tx = conn.begin_with(POSTGRES_READ_ONLY).await.map_err(error)?;
+                let result = timed(fetch_postgres(&mut *tx, statement)).await;
+                tx.rollback().await.map_err(error)?;
+                result
+            }
+        };
+        let rows = rows.map_err(error)??;
+        Ok((rows, took))
+    }
+}
+
+/// A new pooled MySQL/MariaDB connection: the statement timeout, and its id for cancelling.
+async fn prepare_mysql(
+    conn: &mut MySqlConnection,
+    registry: Arc<PoolSessions>,
+    set_timeout: Option<Arc<str>>,
+) -> Result<(), sqlx::Error> {
+    // Executor's methods on the connection, not query builders: the builders'
+    // futures fail the pool's higher-ranked Send bound.
+    if let Some(sql) = set_timeout.as_deref() {
+        conn.execute(sql).await?;
+    }
+    let id: u64 = conn.fetch_one("SELECT CONNECTION_ID()").await?.try_get(0)?;
+    registry.add(ServerSession::MySql(id));
+    Ok(())
+}
+
+/// A new pooled PostgreSQL connection: the statement timeout, and its backend for cancelling.
+async fn prepare_postgres(
+    conn: &mut PgConnection,
+    registry: Arc<PoolSessions>,
+    set_timeout: Option<Arc<str>>,
+) -> Result<(), sqlx::Error> {
+    // One round trip in the simple protocol: a new connection already costs a
+    // SCRAM login, and a fleet opens many at once.
+    const IDENTITY: &str = "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+    let sql = match set_timeout.as_deref() {
+        Some(set) => format!("{set}; {IDENTITY}"),
+        None => IDENTITY.to_string(),
+    };
+    let row = conn
+        .fetch_optional(sqlx::raw_sql(&sql))
+        .await?
+        .ok_or_else(|| sqlx::Error::Protocol("pg_stat_activity does not show this connection".into()))?;
+    let (pid, started): (i32, String) = (row.try_get(0)?, row.try_get(1)?);
+    registry.add(ServerSession::Postgres { pid, started });
+    Ok(())
+}
+
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let result = work.await;
+    (result, started.elapsed())
+}
+
+/// `SET SESSION` for the statement timeout: MariaDB's `max_statement_time`
+/// is in seconds, MySQL's `max_execution_time` in milliseconds (and applies
+/// to SELECT only, which is all `--sql` may run).
+fn mysql_timeout_statement(version: &str, timeout: Duration) -> String {
+    if version.to_ascii_lowercase().contains("mariadb") {
+        format!(
+            "SET SESSION max_statement_time = {:.3}",
+            timeout.as_secs_f64().max(0.001)
+        )
+    } else {
+        format!("SET SESSION max_execution_time = {}", timeout.as_millis().max(1))
     }
 }
 
@@ -366,33 +516,76 @@ where
     Ok(rows::from_postgres(&rows))
 }
 
-pub fn classify_query_error(error: sqlx::Error, target: &str) -> DbError {
+fn classify_query_error(error: sqlx::Error, context: &ErrorContext) -> DbError {
     if let sqlx::Error::Database(db_error) = &error {
         let code = db_error.code().unwrap_or_default();
+        let message = first_line(db_error.message());
+        let number = db_error
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|e| e.number());
         // 42S02 / 1146: MySQL "table doesn't exist"; 42P01: PostgreSQL "undefined table".
         if code == "42S02" || code == "1146" || code == "42P01" {
-            return DbError::NotSeeded {
-                detail: first_line(db_error.message()),
-            };
+            let table = quoted_name(&message).unwrap_or_default();
+            if table.is_empty() || is_workshop_table(&table) {
+                return DbError::NotSeeded { detail: message };
+            }
+            return DbError::UnknownTable { table, detail: message };
         }
         // PostgreSQL's class 08 (connection exception) and 57P01-03 (the
         // server ended the session: terminated, crashed, not accepting):
         // the connection is gone, not the query wrong.
         if code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03") {
             return DbError::Unreachable {
-                target: target.to_string(),
+                target: context.target.clone(),
                 reason: first_line(db_error.message()),
             };
         }
-        return DbError::Query(first_line(db_error.message()));
+        // MariaDB 1969 (max_statement_time), MySQL 3024 (max_execution_time);
+        // PostgreSQL 57014 is any cancel, the message says which.
+        let timed_out =
+            matches!(number, Some(1969) | Some(3024)) || (code == "57014" && message.contains("statement timeout"));
+        if timed_out {
+            let limit = context.query_timeout.map_or_else(
+                || "the server's own statement timeout".to_string(),
+                |t| format!("the query timeout of {} s", seconds_text(t)),
+            );
+            return DbError::TimedOut { limit };
+        }
+        // 25006: a write in a read-only transaction (MySQL 1792 as well).
+        if code == "25006" || number == Some(1792) {
+            return DbError::WriteRefused { detail: message };
+        }
+        return DbError::Query(message);
     }
     match error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbError::Unreachable {
-            target: target.to_string(),
+            target: context.target.clone(),
             reason: first_line(&error.to_string()),
         },
         other => DbError::Query(first_line(&other.to_string())),
     }
+}
+
+/// "1", "0.5": seconds as the user typed them, near enough.
+fn seconds_text(timeout: Duration) -> String {
+    let text = format!("{:.3}", timeout.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The first quoted name in a server message: MySQL "Table 'db.name' doesn't
+/// exist", PostgreSQL `relation "name" does not exist`. Shown with its quotes.
+fn quoted_name(message: &str) -> Option<String> {
+    let open = message.find(['\'', '"'])?;
+    let quote = message[open..].chars().next()?;
+    let close = message[open + 1..].find(quote)? + open + 1;
+    Some(message[open..=close].to_string())
+}
+
+/// Whether a (quoted, maybe schema-qualified) name is one `seed` creates.
+fn is_workshop_table(quoted: &str) -> bool {
+    let bare = quoted.trim_matches(['\'', '"']);
+    let bare = bare.rsplit('.').next().unwrap_or(bare).to_ascii_lowercase();
+    crate::fixtures::table::TABLES.iter().any(|t| t.name == bare) || bare == crate::fixtures::table::SEED_RECORD_TABLE
 }
 
 fn classify_connect_error(error: sqlx::Error, target: &DatabaseTarget) -> DbError {
@@ -476,6 +669,43 @@ mod tests {
             SqlValue::infer("'; DROP TABLE airport; --"),
             SqlValue::Text("'; DROP TABLE airport; --".into())
         );
+    }
+
+    #[test]
+    fn the_missing_table_is_read_from_either_servers_message() {
+        assert_eq!(
+            quoted_name("Table 'shop.orders' doesn't exist").as_deref(),
+            Some("'shop.orders'")
+        );
+        assert_eq!(
+            quoted_name("relation \"orders\" does not exist").as_deref(),
+            Some("\"orders\"")
+        );
+        assert_eq!(quoted_name("no quotes here"), None);
+    }
+
+    #[test]
+    fn only_the_workshops_own_tables_mean_seed_first() {
+        assert!(is_workshop_table("'wt_x.airport'"));
+        assert!(is_workshop_table("\"products\""));
+        assert!(is_workshop_table("\"public.Booking\""));
+        assert!(!is_workshop_table("'shop.orders'"));
+        assert!(!is_workshop_table("\"airports\""));
+    }
+
+    #[test]
+    fn the_timeout_is_set_in_each_servers_unit() {
+        let timeout = Duration::from_millis(1500);
+        assert_eq!(
+            mysql_timeout_statement("10.11.19-MariaDB-0+deb12u1", timeout),
+            "SET SESSION max_statement_time = 1.500"
+        );
+        assert_eq!(
+            mysql_timeout_statement("8.4.3", timeout),
+            "SET SESSION max_execution_time = 1500"
+        );
+        assert_eq!(seconds_text(Duration::from_secs(1)), "1");
+        assert_eq!(seconds_text(Duration::from_millis(2500)), "2.5");
     }
 
     #[test]

@@ -137,6 +137,44 @@ impl Database {
         }
     }
 
+    /// One page of the catalogue in id order, optionally of one category.
+    pub async fn products_page(
+        &self,
+        category: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<ProductRow>, DbError> {
+        let filter = if category.is_some() { "WHERE category = ? " } else { "" };
+        let sql = numbered(
+            self.kind(),
+            &format!("SELECT {COLUMNS} FROM products {filter}ORDER BY id LIMIT ? OFFSET ?"),
+        );
+        let limit = i64::from(limit);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        macro_rules! page_in {
+            ($pool:expr) => {{
+                let mut query = sqlx::query(&sql);
+                if let Some(category) = category {
+                    query = query.bind(category);
+                }
+                let rows = query
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(|e| self.query_error(e))?;
+                rows.iter()
+                    .map(|r| row_of(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| self.query_error(e))
+            }};
+        }
+        match &self.pool {
+            Pool::MySql(pool) => page_in!(pool),
+            Pool::Postgres(pool) => page_in!(pool),
+        }
+    }
+
     /// The smallest and largest product id, for workloads over the catalogue.
     pub async fn product_id_range(&self) -> Result<Option<(i64, i64)>, DbError> {
         let range: (Option<i32>, Option<i32>) = match &self.pool {

@@ -7,67 +7,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
-use crate::config::{Config, DatabaseKind};
-use crate::db::{Database, NamedQuery, PoolSettings, ResultSet, SqlValue, Statement};
+use crate::config::Config;
+use crate::db::{Database, PoolSettings, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
-use crate::exercises::queries::BuiltinQuery;
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
+use crate::exercises::queries::QueryChoice;
+use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
 use crate::patterns::cache_aside::{CacheAside, CacheLink, Read, ReadSource};
-use crate::report::{self, Output};
 
 /// Up to this many runs, each run is listed (and its TTL read).
 pub const PER_RUN_LIMIT: u64 = 20;
-/// Progress bars appear from this many runs on.
-const PROGRESS_FROM: u64 = 100;
+/// The default baseline stops once its reads have taken this long: a query
+/// of 9 s would otherwise keep the default 10 baseline reads busy for 90 s.
+/// An explicit `--baseline N` is done in full.
+pub const BASELINE_BUDGET: Duration = Duration::from_secs(3);
 const MAX_RUNS: u64 = 10_000_000;
 const MAX_CONCURRENCY: u64 = 1024;
 const BASELINE_CAP: u64 = 1000;
 const DISTRIBUTION_BUCKETS: usize = 10;
-
-#[derive(Debug, Clone)]
-pub enum QueryChoice {
-    Builtin {
-        query: BuiltinQuery,
-        id: i64,
-    },
-    /// `--sql` with `--param name=value` pairs as typed.
-    Custom {
-        sql: String,
-        params: Vec<String>,
-    },
-}
-
-impl QueryChoice {
-    /// Checks what can be checked before connecting: a built-in query's `--id`.
-    pub fn validate(&self) -> Result<()> {
-        if let QueryChoice::Builtin { query, id } = self {
-            if query.uses_id() && *id < 1 {
-                return Err(WorkshopError::invalid(format!(
-                    "--id must be a positive whole number (got {id})"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The query's name ("custom" for `--sql`) and the query with its
-    /// parameters, in the dialect of `kind`.
-    pub fn build(&self, kind: DatabaseKind) -> Result<(String, NamedQuery)> {
-        match self {
-            QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
-            QueryChoice::Custom { sql, params } => {
-                if sql.trim().is_empty() {
-                    return Err(WorkshopError::invalid(
-                        "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
-                    ));
-                }
-                let mut query = NamedQuery::new(sql.clone());
-                query.params = parse_params(params)?;
-                Ok(("custom".to_string(), query))
-            }
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct CacheAsideOptions {
@@ -100,6 +58,9 @@ pub struct CacheAsideOutcome {
     /// a Valkey outage shows as a stretch of database reads between hits.
     pub timeline: Option<Vec<SourceStretch>>,
     pub baseline_reads: u64,
+    /// The time budget of a default baseline, and whether it cut the reads short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_budget: Option<BaselineBudget>,
     pub summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_writes: Option<LatencySummary>,
@@ -113,6 +74,18 @@ pub struct CacheAsideOutcome {
     /// Timeouts and circuit-breaker openings of the Valkey connection.
     pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaselineBudget {
+    #[serde(serialize_with = "measure::as_millis", rename = "budget_ms")]
+    pub budget: Duration,
+    /// The reads the default asked for (`--runs`, at most 1000).
+    pub planned: u64,
+    /// The budget ran out before `planned` reads were done.
+    pub cut: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -163,20 +136,28 @@ pub struct Summary {
     pub not_compared: Option<String>,
 }
 
-pub async fn run(config: &Config, options: CacheAsideOptions, output: &Output) -> Result<()> {
-    let outcome = measure_run(config, &options, output).await?;
-    report::latency::show_cache_aside(&outcome, output);
-    for warning in &outcome.warnings {
-        output.warn(warning);
-    }
+/// Runs cache-aside reads (and a database baseline); a run in which the
+/// cache never answered has the verdict "incomplete" (exit 8).
+pub async fn measure(
+    config: &Config,
+    options: CacheAsideOptions,
+    progress: &dyn RunProgress,
+) -> Result<CacheAsideOutcome> {
+    let mut outcome = measure_run(config, &options, progress).await?;
     let served = |source| outcome.sources.get(source).copied().unwrap_or(0);
     let cache_never_answered = !options.no_cache && served("cache") == 0 && served("database") == 0;
     if cache_never_answered {
-        return Err(WorkshopError::incomplete(
-            "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) and run again",
+        outcome.verdict = Verdict::failed(WorkshopError::incomplete(
+            "could not compare: the cache was unavailable for every read, so every read went to the database; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again",
         ));
     }
-    Ok(())
+    Ok(outcome)
+}
+
+impl Outcome for CacheAsideOutcome {
+    fn verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
+    }
 }
 
 fn validate(options: &CacheAsideOptions) -> Result<()> {
@@ -201,39 +182,11 @@ fn validate(options: &CacheAsideOptions) -> Result<()> {
     options.query.validate()
 }
 
-/// Parses `--param name=value` (or `name:text=value` to force text).
-pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
-    let mut params = BTreeMap::new();
-    for item in raw {
-        let Some((name, value)) = item.split_once('=') else {
-            return Err(WorkshopError::invalid(format!(
-                "--param '{item}' needs the form name=value"
-            )));
-        };
-        let (name, forced_text) = match name.strip_suffix(":text") {
-            Some(bare) => (bare, true),
-            None => (name, false),
-        };
-        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
-            return Err(WorkshopError::invalid(format!(
-                "--param name '{name}' may use only ASCII letters, digits and _ (not a digit first); rename it in --param and in the SQL"
-            )));
-        }
-        let value = if forced_text {
-            SqlValue::Text(value.to_string())
-        } else {
-            SqlValue::infer(value)
-        };
-        if params.insert(name.to_string(), value).is_some() {
-            return Err(WorkshopError::invalid(format!("--param {name} is given twice")));
-        }
-    }
-    Ok(params)
-}
-
-async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Output) -> Result<CacheAsideOutcome> {
+async fn measure_run(
+    config: &Config,
+    options: &CacheAsideOptions,
+    progress: &dyn RunProgress,
+) -> Result<CacheAsideOutcome> {
     validate(options)?;
     let tasks = options.concurrency.min(options.runs);
     let db = Database::connect(
@@ -288,23 +241,56 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
     }
 
     drop(session);
-    let mut timed = timed_reads(&db, &pattern, &key, &statement, options, tasks, valkey.as_ref(), output).await?;
+    let mut timed = timed_reads(
+        &db,
+        &pattern,
+        &key,
+        &statement,
+        options,
+        tasks,
+        valkey.as_ref(),
+        progress,
+    )
+    .await?;
     let mut session = db.session().await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
-    let baseline_count = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
+    let planned = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
         options.runs.min(BASELINE_CAP)
     } else {
         0
     });
+    let budget = options.baseline.is_none().then_some(BASELINE_BUDGET);
     let mut database = timed.database.clone();
     let mut reference: Option<ResultSet> = timed.first_database_rows.clone();
-    for _ in 0..baseline_count {
+    if planned > 0 {
+        progress.phase("baseline", Some(planned));
+    }
+    let baseline_started = Instant::now();
+    let mut baseline_count = 0;
+    while baseline_count < planned {
+        if budget.is_some_and(|budget| baseline_started.elapsed() >= budget) {
+            break;
+        }
         let read = pattern
             .read_database(&mut session, &statement, ReadSource::DatabaseNoCache)
             .await?;
         database.record(read.latency);
         reference = Some(read.rows);
+        baseline_count += 1;
+        progress.advance(1);
+    }
+    progress.finish_phase();
+    let baseline_budget = budget.map(|budget| BaselineBudget {
+        budget,
+        planned,
+        cut: baseline_count < planned,
+    });
+    if baseline_budget.as_ref().is_some_and(|b| b.cut) {
+        warnings.push(format!(
+            "the query is slow: the database baseline stopped after {baseline_count} of {planned} reads, at its {} s time budget; ask for more with --baseline N",
+            BASELINE_BUDGET.as_secs()
+        ));
     }
     let reference = match reference {
         Some(rows) => rows,
@@ -373,6 +359,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         sources: timed.sources,
         timeline,
         baseline_reads: baseline_count,
+        baseline_budget,
         summary: Summary {
             database: database_summary,
             cache: cache_summary,
@@ -387,6 +374,7 @@ async fn measure_run(config: &Config, options: &CacheAsideOptions, output: &Outp
         consistent,
         valkey_faults,
         warnings,
+        verdict: Verdict::Complete,
     };
     drop(session);
     db.close().await;
@@ -493,16 +481,13 @@ async fn timed_reads(
     options: &CacheAsideOptions,
     tasks: u64,
     valkey: Option<&Valkey>,
-    output: &Output,
+    progress: &dyn RunProgress,
 ) -> Result<TimedReads> {
     let runs = options.runs;
     let keep_records = runs <= PER_RUN_LIMIT && tasks == 1;
     let interval = options.interval;
-    let progress = if runs >= PROGRESS_FROM {
-        report::progress::bar(output, runs, "reads")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    progress.phase("reads", Some(runs));
+    let done = StepCounter::default();
     let next_run = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -511,7 +496,7 @@ async fn timed_reads(
         let key = key.to_string();
         let statement = statement.clone();
         let next_run = Arc::clone(&next_run);
-        let progress = progress.clone();
+        let done = done.clone();
         let valkey = valkey.cloned();
         let db = db.clone();
         workers.spawn(async move {
@@ -530,20 +515,25 @@ async fn timed_reads(
                     _ => None,
                 };
                 mine.add(run + 1, read, ttl_left, keep_records);
-                progress.inc(1);
+                done.add(1);
                 if !interval.is_zero() {
                     tokio::time::sleep(interval).await;
                 }
             }
         });
     }
-    let mut total = TimedReads::default();
-    while let Some(joined) = workers.join_next().await {
-        let part = joined.map_err(|e| WorkshopError::Other(e.into()))??;
-        total.merge(part);
-    }
+    let joined = relay(progress, &done, async {
+        let mut total = TimedReads::default();
+        while let Some(joined) = workers.join_next().await {
+            let part = joined.map_err(|e| WorkshopError::Other(e.into()))??;
+            total.merge(part);
+        }
+        Ok::<_, WorkshopError>(total)
+    })
+    .await;
+    progress.finish_phase();
+    let mut total = joined?;
     total.wall_time = started.elapsed();
-    progress.finish_and_clear();
     total.records.sort_by_key(|r| r.run);
     Ok(total)
 }
@@ -551,6 +541,7 @@ async fn timed_reads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exercises::queries::{parse_params, BuiltinQuery};
 
     #[test]
     fn params_are_parsed_and_typed() {

@@ -11,9 +11,9 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
 use crate::exercises::readiness::{self, Readiness};
-use crate::report::check_env as render;
-use crate::report::Output;
+use crate::exercises::{Outcome, Verdict};
 use crate::workshop::catalogue::Catalogue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -101,14 +101,21 @@ const SEED_HINT: &str = "run `workshop-cli seed` (or `just seed`)";
 const COUNT_CAP: u64 = 1_000_000;
 const UP_HINT: &str = "start the services with `just up`, or fix the URL in .env";
 
-pub async fn run(config: &Config, output: &Output) -> Result<()> {
+/// Runs every check; a failed one makes the verdict exit 7.
+pub async fn measure(config: &Config, progress: &dyn RunProgress) -> Result<CheckReport> {
+    progress.phase("checking the environment", None);
     let report = check(config).await;
-    render::show(&report, output);
-    let failed = report.failed();
-    if failed > 0 {
-        return Err(WorkshopError::ChecksFailed { failed });
+    progress.finish_phase();
+    Ok(report)
+}
+
+impl Outcome for CheckReport {
+    fn verdict(&mut self) -> Verdict {
+        match self.failed() {
+            0 => Verdict::Complete,
+            failed => Verdict::failed(WorkshopError::ChecksFailed { failed }),
+        }
     }
-    Ok(())
 }
 
 /// Runs every check and returns the results; prints nothing.
@@ -226,6 +233,7 @@ async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
                 COUNT_CAP + 1
             ),
             args: Vec::new(),
+            read_only: false,
         };
         let counted = tokio::time::timeout(timeout, db.fetch(&statement)).await;
         match counted {
@@ -247,8 +255,8 @@ async fn fixtures_check(db: &Database, timeout: Duration) -> Check {
     let summary = counts
         .iter()
         .map(|(table, n)| match *n as u64 {
-            n if n > COUNT_CAP => format!("{table} over {}", crate::report::table::count(COUNT_CAP)),
-            n => format!("{table} {}", crate::report::table::count(n)),
+            n if n > COUNT_CAP => format!("{table} over {}", crate::measure::count(COUNT_CAP)),
+            n => format!("{table} {}", crate::measure::count(n)),
         })
         .collect::<Vec<_>>()
         .join(", ");

@@ -11,8 +11,9 @@ use crate::config::{Config, Source, DEFAULT_KEY_PREFIX};
 use crate::db::changes::{by_row, RowChanges, Undone};
 use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::Outcome;
 use crate::patterns::write_behind::WriteQueue;
-use crate::report::{self, Output};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CleanOptions {
@@ -63,7 +64,8 @@ pub fn workshop_key_prefix(keys: &KeyScheme) -> String {
     keys.source_prefix().to_string()
 }
 
-pub async fn run(config: &Config, options: CleanOptions, output: &Output) -> Result<()> {
+pub async fn measure(config: &Config, options: CleanOptions, progress: &dyn RunProgress) -> Result<CleanOutcome> {
+    progress.phase("connecting", None);
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
     let db = Database::connect(
         &config.database,
@@ -74,12 +76,14 @@ pub async fn run(config: &Config, options: CleanOptions, output: &Output) -> Res
     )
     .await?;
     let keys = KeyScheme::new(&config.key_prefix, &config.database);
+    progress.phase(if options.dry_run { "counting" } else { "cleaning" }, None);
     let outcome = clean(&db, &valkey, &keys, options).await;
+    progress.finish_phase();
     db.close().await;
-    let outcome = outcome?;
-    report::clean::show(&outcome, output);
-    Ok(())
+    outcome
 }
+
+impl Outcome for CleanOutcome {}
 
 /// Refuses (exit 6, nothing changed) while the write-behind stream holds
 /// acknowledged writes the database does not have, unless `force`.

@@ -24,7 +24,8 @@ use rust_decimal::Decimal;
 
 use crate::config::Config;
 use crate::error::{Result, WorkshopError};
-use crate::report::Output;
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 
 const MAX_REQUESTS: u64 = 10_000_000;
 const MAX_KEYS: u64 = 1_000_000;
@@ -37,8 +38,8 @@ const MAX_DURATION_SECONDS: f64 = 86_400.0;
 /// The largest price a DECIMAL(10,2) holds.
 const MAX_PRICE: Decimal = Decimal::from_parts(1_410_065_407, 2, 0, false, 2); // 9_999_999_999 / 100
 
-pub const DEFAULT_L1_CAPACITY: i64 = 1000;
-pub const DEFAULT_L1_TTL_SECONDS: i64 = 30;
+pub const DEFAULT_L1_CAPACITY: u64 = 1000;
+pub const DEFAULT_L1_TTL_SECONDS: u64 = 30;
 pub const DEFAULT_ID_REQUESTS: u64 = 10;
 pub const DEFAULT_WORKLOAD_REQUESTS: u64 = 10_000;
 pub const DEFAULT_KEYS: u64 = 1000;
@@ -49,18 +50,18 @@ pub const DEFAULT_LISTEN_INTERVAL_MS: u64 = 200;
 #[derive(Debug, Clone)]
 pub struct MultiLevelOptions {
     pub id: Option<i64>,
-    pub requests: Option<i64>,
-    pub keys: Option<i64>,
+    pub requests: Option<u64>,
+    pub keys: Option<u64>,
     pub skew: Option<f64>,
-    pub concurrency: i64,
-    pub l1_capacity: i64,
-    pub l1_ttl: i64,
-    pub warm: Option<i64>,
+    pub concurrency: u64,
+    pub l1_capacity: u64,
+    pub l1_ttl: u64,
+    pub warm: Option<u64>,
     pub listen: bool,
     pub update: Option<i64>,
     pub price: Option<String>,
     pub invalidate: Option<i64>,
-    pub interval: Option<i64>,
+    pub interval: Option<u64>,
     pub duration: Option<f64>,
     pub invalidation: bool,
 }
@@ -142,9 +143,8 @@ pub enum ReadTarget {
     },
 }
 
-fn count(flag: &str, value: i64, max: u64) -> Result<u64> {
-    u64::try_from(value)
-        .ok()
+fn count(flag: &str, value: u64, max: u64) -> Result<u64> {
+    Some(value)
         .filter(|v| (1..=max).contains(v))
         .ok_or_else(|| WorkshopError::invalid(format!("--{flag} must be from 1 to {max} (got {value})")))
 }
@@ -158,12 +158,11 @@ fn product_id(flag: &str, value: i64) -> Result<i64> {
     Ok(value)
 }
 
-fn interval(value: Option<i64>, default_ms: u64) -> Result<Duration> {
+fn interval(value: Option<u64>, default_ms: u64) -> Result<Duration> {
     let Some(value) = value else {
         return Ok(Duration::from_millis(default_ms));
     };
-    u64::try_from(value)
-        .ok()
+    Some(value)
         .filter(|v| *v <= MAX_INTERVAL_MS)
         .map(Duration::from_millis)
         .ok_or_else(|| {
@@ -276,14 +275,45 @@ pub fn validate(options: &MultiLevelOptions) -> Result<Plan> {
     Ok(Plan { cache, task })
 }
 
-pub async fn run(config: &Config, options: MultiLevelOptions, output: &Output) -> Result<()> {
-    let plan = validate(&options)?;
-    match plan.task.clone() {
-        Task::Read { warm, reads } => self::reads::run(config, &plan, warm, reads, output).await,
-        Task::Listen { id, interval, duration } => listen::run(config, &plan, id, interval, duration, output).await,
-        Task::Update { id, price } => change::run(config, &plan, id, Some(price), output).await,
-        Task::Invalidate { id } => change::run(config, &plan, id, None, output).await,
+/// What one `multi-level` run did: reads (and warming), a change, or a
+/// `--listen` session (whose changes were reported as they happened).
+#[derive(Debug, Clone)]
+pub enum MultiLevelOutcome {
+    Reads(Box<reads::ReadOutcome>),
+    Change(Box<change::ChangeOutcome>),
+    Listen(Box<listen::ListenSummary>),
+}
+
+impl Outcome for MultiLevelOutcome {
+    fn verdict(&mut self) -> Verdict {
+        match self {
+            MultiLevelOutcome::Reads(outcome) => std::mem::take(&mut outcome.verdict),
+            MultiLevelOutcome::Change(outcome) => std::mem::take(&mut outcome.verdict),
+            MultiLevelOutcome::Listen(outcome) => std::mem::take(&mut outcome.verdict),
+        }
     }
+}
+
+pub async fn measure(
+    config: &Config,
+    options: MultiLevelOptions,
+    progress: &dyn RunProgress,
+) -> Result<MultiLevelOutcome> {
+    let plan = validate(&options)?;
+    Ok(match plan.task.clone() {
+        Task::Read { warm, reads } => MultiLevelOutcome::Reads(Box::new(
+            self::reads::measure(config, &plan, warm, reads, progress).await?,
+        )),
+        Task::Listen { id, interval, duration } => MultiLevelOutcome::Listen(Box::new(
+            listen::measure(config, &plan, id, interval, duration, progress).await?,
+        )),
+        Task::Update { id, price } => MultiLevelOutcome::Change(Box::new(
+            change::measure(config, &plan, id, Some(price), progress).await?,
+        )),
+        Task::Invalidate { id } => {
+            MultiLevelOutcome::Change(Box::new(change::measure(config, &plan, id, None, progress).await?))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -295,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_or_negative_counts_are_rejected_with_the_range() {
+    fn zero_or_too_large_counts_are_rejected_with_the_range() {
         let requests = MultiLevelOptions {
             requests: Some(0),
             ..Default::default()
@@ -307,10 +337,10 @@ mod tests {
         };
         assert_eq!(message(concurrency), "--concurrency must be from 1 to 1024 (got 0)");
         let keys = MultiLevelOptions {
-            keys: Some(-3),
+            keys: Some(1_000_001),
             ..Default::default()
         };
-        assert_eq!(message(keys), "--keys must be from 1 to 1000000 (got -3)");
+        assert_eq!(message(keys), "--keys must be from 1 to 1000000 (got 1000001)");
         let ttl = MultiLevelOptions {
             l1_ttl: 0,
             ..Default::default()

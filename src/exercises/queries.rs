@@ -3,7 +3,10 @@
 
 use crate::config::DatabaseKind;
 use crate::db::dialect::quote_ident;
-use crate::db::{NamedQuery, SqlValue};
+use std::collections::BTreeMap;
+
+use crate::db::{read_only, NamedQuery, SqlValue};
+use crate::error::{Result, WorkshopError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -65,6 +68,94 @@ impl BuiltinQuery {
             )),
         }
     }
+}
+
+/// The query an exercise caches: a built-in one, or the learner's own
+/// `--sql` (cache-aside and stampede share it).
+#[derive(Debug, Clone)]
+pub enum QueryChoice {
+    Builtin {
+        query: BuiltinQuery,
+        id: i64,
+    },
+    /// `--sql` with `--param name=value` pairs as typed.
+    Custom {
+        sql: String,
+        params: Vec<String>,
+    },
+}
+
+impl QueryChoice {
+    /// Checks what can be checked before connecting: a built-in query's `--id`.
+    pub fn validate(&self) -> Result<()> {
+        if let QueryChoice::Builtin { query, id } = self {
+            if query.uses_id() && *id < 1 {
+                return Err(WorkshopError::invalid(format!(
+                    "--id must be a positive whole number (got {id})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The query's name ("custom" for `--sql`) and the query with its
+    /// parameters, in the dialect of `kind`.
+    pub fn build(&self, kind: DatabaseKind) -> Result<(String, NamedQuery)> {
+        match self {
+            QueryChoice::Builtin { query, id } => Ok((query.name().to_string(), query.named_query(kind, *id))),
+            QueryChoice::Custom { sql, params } => {
+                if sql.trim().is_empty() {
+                    return Err(WorkshopError::invalid(
+                        "--sql is empty; give a read query such as 'SELECT * FROM airport WHERE airport_id = :id'",
+                    ));
+                }
+                // Refused before anything runs; the read-only transaction is the second guard.
+                read_only::check(sql, kind).map_err(|not_a_read| {
+                    WorkshopError::invalid(format!(
+                        "--sql is not a read: {}; workshop-cli only measures reads and never changes data, give a {} query",
+                        not_a_read.reason(),
+                        read_only::READS
+                    ))
+                })?;
+                let mut query = NamedQuery::new(sql.clone());
+                query.params = parse_params(params)?;
+                query.read_only = true;
+                Ok(("custom".to_string(), query))
+            }
+        }
+    }
+}
+
+/// Parses `--param name=value` (or `name:text=value` to force text).
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, SqlValue>> {
+    let mut params = BTreeMap::new();
+    for item in raw {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(WorkshopError::invalid(format!(
+                "--param '{item}' needs the form name=value"
+            )));
+        };
+        let (name, forced_text) = match name.strip_suffix(":text") {
+            Some(bare) => (bare, true),
+            None => (name, false),
+        };
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(WorkshopError::invalid(format!(
+                "--param name '{name}' may use only ASCII letters, digits and _ (not a digit first); rename it in --param and in the SQL"
+            )));
+        }
+        let value = if forced_text {
+            SqlValue::Text(value.to_string())
+        } else {
+            SqlValue::infer(value)
+        };
+        if params.insert(name.to_string(), value).is_some() {
+            return Err(WorkshopError::invalid(format!("--param {name} is given twice")));
+        }
+    }
+    Ok(params)
 }
 
 #[cfg(test)]

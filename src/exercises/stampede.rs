@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinError, JoinSet};
 
@@ -19,13 +18,15 @@ use crate::cache::{CompareAndDelete, KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, PoolSettings, ResultSet, Statement};
 use crate::error::{Result, WorkshopError};
-use crate::exercises::cache_aside::{QueryChoice, QueryDescription};
+use crate::exercises::cache_aside::QueryDescription;
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
+use crate::exercises::queries::QueryChoice;
+use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{
     request_rng, uniform, CountedLoader, LockSettings, PathCounts, PrefillError, Protection, Served, StampedeCache,
     StampedeKeys, ValkeyLocks,
 };
-use crate::report::{self, Output};
 use plan::{Plan, Requested};
 
 pub const MAX_CONCURRENCY: u64 = 10_000;
@@ -250,20 +251,36 @@ pub fn expiry_timing(query: Duration, beta: f64, tasks: u64) -> ExpiryTiming {
     ExpiryTiming { expire_after, window }
 }
 
-pub async fn run(config: &Config, options: StampedeOptions, output: &Output) -> Result<()> {
+/// What one `stampede` invocation returns: the modes compared, or (inside
+/// a `--processes` fleet) one copy's report for its parent.
+#[derive(Debug, Clone)]
+pub enum StampedeRun {
+    Compared(Box<StampedeOutcome>),
+    FleetMember(Box<fleet::MemberReport>),
+}
+
+impl Outcome for StampedeRun {
+    fn verdict(&mut self) -> Verdict {
+        match self {
+            StampedeRun::Compared(outcome) => match &outcome.incomplete {
+                Some(reason) => Verdict::failed(WorkshopError::incomplete(reason.clone())),
+                None => Verdict::Complete,
+            },
+            StampedeRun::FleetMember(_) => Verdict::Complete,
+        }
+    }
+}
+
+pub async fn measure(config: &Config, options: StampedeOptions, progress: &dyn RunProgress) -> Result<StampedeRun> {
     validate(&options)?;
     if options.fleet_member {
-        return fleet::member(config, &options).await;
+        return Ok(StampedeRun::FleetMember(Box::new(
+            fleet::member(config, &options, progress).await?,
+        )));
     }
-    let outcome = measure_run(config, &options, output).await?;
-    report::stampede::show(&outcome, output);
-    for warning in &outcome.warnings {
-        output.warn(warning);
-    }
-    match &outcome.incomplete {
-        Some(reason) => Err(WorkshopError::incomplete(reason.clone())),
-        None => Ok(()),
-    }
+    Ok(StampedeRun::Compared(Box::new(
+        measure_run(config, &options, progress).await?,
+    )))
 }
 
 fn validate(options: &StampedeOptions) -> Result<()> {
@@ -336,7 +353,7 @@ async fn connect(
     config: &Config,
     options: &StampedeOptions,
     connections: u64,
-    cold_load: Option<&ProgressBar>,
+    cold_load: Option<&dyn RunProgress>,
 ) -> Result<Services> {
     let db = Database::connect(
         &config.database,
@@ -396,7 +413,7 @@ async fn connect(
     let loader = CountedLoader::new(db.clone(), statement.clone(), usize::try_from(connections).unwrap_or(1));
     let plan = match cold_load {
         Some(progress) => {
-            progress.set_message("timing one cold load of the query");
+            progress.phase("timing one cold load of the query", None);
             let (_, took) = loader.load().await?;
             // Set-up, not part of any mode.
             loader.take_queries();
@@ -496,9 +513,10 @@ async fn burst(
     protection: Protection,
     concurrency: u64,
     first_request: u64,
-    progress: &ProgressBar,
+    progress: &dyn RunProgress,
     keep_samples: bool,
 ) -> Result<RoundResult> {
+    let done = StepCounter::default();
     cache.loader.take_queries();
     let gate = Arc::new(tokio::sync::Barrier::new(usize::try_from(concurrency).unwrap_or(1)));
     let started = Instant::now();
@@ -507,29 +525,33 @@ async fn burst(
     for request in first_request..first_request + concurrency {
         let cache = Arc::clone(cache);
         let gate = Arc::clone(&gate);
-        let progress = progress.clone();
+        let done = done.clone();
         let task = requests.spawn(async move {
             gate.wait().await;
             let served = cache.request(protection, request).await;
-            progress.inc(1);
+            done.add(1);
             served
         });
         numbers.insert(task.id(), request);
     }
-    let mut round = RoundResult::default();
-    while let Some(joined) = requests.join_next_with_id().await {
-        let id = match &joined {
-            Ok((id, _)) => *id,
-            Err(error) => error.id(),
-        };
-        let task = format!(
-            "the task of request {} ({})",
-            numbers.get(&id).copied().unwrap_or_default(),
-            protection.label()
-        );
-        let served = task_result(joined.map(|(_, served)| served), &task)?;
-        round.add(&served, keep_samples);
-    }
+    let mut round = relay(progress, &done, async {
+        let mut round = RoundResult::default();
+        while let Some(joined) = requests.join_next_with_id().await {
+            let id = match &joined {
+                Ok((id, _)) => *id,
+                Err(error) => error.id(),
+            };
+            let task = format!(
+                "the task of request {} ({})",
+                numbers.get(&id).copied().unwrap_or_default(),
+                protection.label()
+            );
+            let served = task_result(joined.map(|(_, served)| served), &task)?;
+            round.add(&served, keep_samples);
+        }
+        Ok::<_, WorkshopError>(round)
+    })
+    .await?;
     round.wall = started.elapsed();
     round.queries = cache.loader.take_queries();
     Ok(round)
@@ -542,8 +564,9 @@ async fn steady_traffic(
     protection: Protection,
     tasks: u64,
     timing: ExpiryTiming,
-    progress: &ProgressBar,
+    progress: &dyn RunProgress,
 ) -> Result<RoundResult> {
+    let done = StepCounter::default();
     cache.make_cold().await?;
     cache
         .prefill(protection, timing.expire_after)
@@ -564,7 +587,7 @@ async fn steady_traffic(
     for task in 0..tasks {
         let cache = Arc::clone(cache);
         let next_request = Arc::clone(&next_request);
-        let progress = progress.clone();
+        let done = done.clone();
         workers.spawn(async move {
             let mut rng = request_rng(task);
             let mut mine = RoundResult::default();
@@ -576,17 +599,21 @@ async fn steady_traffic(
                 mine.add(&served, false);
                 tokio::time::sleep(PACE.mul_f64(0.5 + uniform(&mut rng))).await;
             }
-            progress.inc(1);
+            done.add(1);
             Ok::<_, WorkshopError>(mine)
         });
     }
-    let mut round = RoundResult::default();
-    while let Some(joined) = workers.join_next().await {
-        round.merge(task_result(
-            joined,
-            &format!("a task of the expiry scenario ({})", protection.label()),
-        )?);
-    }
+    let mut round = relay(progress, &done, async {
+        let mut round = RoundResult::default();
+        while let Some(joined) = workers.join_next().await {
+            round.merge(task_result(
+                joined,
+                &format!("a task of the expiry scenario ({})", protection.label()),
+            )?);
+        }
+        Ok::<_, WorkshopError>(round)
+    })
+    .await?;
     round.wall = started.elapsed();
     round.queries = cache.loader.take_queries();
     Ok(round)
@@ -658,7 +685,11 @@ impl ModeTally {
     }
 }
 
-async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output) -> Result<StampedeOutcome> {
+async fn measure_run(
+    config: &Config,
+    options: &StampedeOptions,
+    progress: &dyn RunProgress,
+) -> Result<StampedeOutcome> {
     let in_fleet = options.processes > 1;
     // With --processes the copies query; this process only times one load,
     // resets the key and reads the reference.
@@ -671,9 +702,9 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
             .min(POOL_CONNECTIONS)
     };
     // Shown at once: a slow database or query must not leave the terminal blank.
-    let setting_up = report::progress::spinner(output, "connecting");
-    let connected = connect(config, options, connections, Some(&setting_up)).await;
-    setting_up.finish_and_clear();
+    progress.phase("connecting", None);
+    let connected = connect(config, options, connections, Some(progress)).await;
+    progress.finish_phase();
     let mut services = connected?;
     let cache = Arc::clone(&services.cache);
     let plan = services.plan.clone();
@@ -686,7 +717,7 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
         let mut tally = ModeTally::new(protection);
         let requests = plan.requests_for(protection);
         let total = requests * options.rounds * options.processes;
-        let progress = report::progress::ticking(output, total, protection.label());
+        progress.counted_phase(protection.label(), total, "requests");
         for _ in 0..options.rounds {
             if !options.keep_cache {
                 if let Err(error) = cache.make_cold().await {
@@ -697,7 +728,7 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
                 }
             }
             if in_fleet {
-                let round = fleet::round(config, options, &plan, protection, &progress).await?;
+                let round = fleet::round(config, options, &plan, protection, progress).await?;
                 fleet_start = fleet_start.max(Some(round.start_up));
                 for warning in &round.warnings {
                     if !warnings.contains(warning) {
@@ -706,12 +737,12 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
                 }
                 tally.add_fleet_round(round);
             } else {
-                let round = burst(&cache, protection, requests, next_request, &progress, false).await?;
+                let round = burst(&cache, protection, requests, next_request, progress, false).await?;
                 next_request += requests;
                 tally.add_round(round);
             }
         }
-        progress.finish_and_clear();
+        progress.finish_phase();
         tallies.push(tally);
     }
 
@@ -725,7 +756,7 @@ async fn measure_run(config: &Config, options: &StampedeOptions, output: &Output
         } else if let Some(reason) = &plan.expiry_skipped {
             expiry_skipped = Some(reason.clone());
         } else {
-            expiry = Some(expiry_scenario(&cache, options, &plan, output).await?);
+            expiry = Some(expiry_scenario(&cache, options, &plan, progress).await?);
         }
     }
 
@@ -785,7 +816,7 @@ async fn expiry_scenario(
     cache: &Arc<StampedeCache>,
     options: &StampedeOptions,
     plan: &Plan,
-    output: &Output,
+    progress: &dyn RunProgress,
 ) -> Result<ExpiryRun> {
     // One timed query decides how long the entry lives (see `expiry_timing`).
     let (_, query) = cache.loader.load().await?;
@@ -796,12 +827,12 @@ async fn expiry_scenario(
     for protection in [Protection::None, Protection::Xfetch] {
         let mut tally = ModeTally::new(protection);
         let label = format!("expiry, {}", protection.label());
-        let progress = report::progress::ticking(output, tasks * options.rounds, &label);
+        progress.counted_phase(&label, tasks * options.rounds, "requests");
         for _ in 0..options.rounds {
-            let round = steady_traffic(cache, protection, tasks, timing, &progress).await?;
+            let round = steady_traffic(cache, protection, tasks, timing, progress).await?;
             tally.add_round(round);
         }
-        progress.finish_and_clear();
+        progress.finish_phase();
         tallies.push(tally);
     }
     Ok((query, timing, tallies))
@@ -871,7 +902,7 @@ fn incomplete_reason(modes: &[ModeOutcome], valkey: bool, locks: bool) -> Option
             ""
         };
         return Some(format!(
-            "could not compare: Valkey did not answer, so every request went to the database{lock}; start Valkey (`just up`) and run again"
+            "could not compare: Valkey did not answer, so every request went to the database{lock}; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again"
         ));
     }
     (without_cache > 0).then(|| {

@@ -17,9 +17,10 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::{Database, DbError, PoolSettings};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 use crate::measure::zipf::KeySampler;
 use crate::measure::{self};
-use crate::report::{self, Output};
 
 use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
 use server::{ServerAdmin, ServerView};
@@ -40,8 +41,9 @@ const MAX_RATE: f64 = 1_000_000.0;
 /// L2 expiry is not hidden for minutes by L1.
 const L1_TTL_CAP: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatsFormat {
+    #[default]
     Table,
     Json,
     Prometheus,
@@ -60,20 +62,22 @@ impl StatsFormat {
 /// The options as typed (clap is not imported below `cli`).
 #[derive(Debug, Clone)]
 pub struct StatsOptions {
-    /// Counts are signed so that a negative one reaches [`validate`] (exit 6), not clap.
-    pub requests: Option<i64>,
+    /// Counts are unsigned: clap refuses a negative one (exit 2), as in every command.
+    pub requests: Option<u64>,
     pub duration: Option<f64>,
     pub rate: Option<f64>,
-    pub concurrency: i64,
-    pub keys: Option<i64>,
+    pub concurrency: u64,
+    pub keys: Option<u64>,
     pub skew: f64,
     /// `--l1` / `--no-l1`; `None`: on, except with `--maxmemory`.
     pub l1: Option<bool>,
-    pub l1_capacity: i64,
+    pub l1_capacity: u64,
     pub fresh: bool,
     pub format: Option<StatsFormat>,
     pub maxmemory: Option<String>,
     pub policies: Vec<String>,
+    /// The global `--json` (the same as `--format json`).
+    pub json: bool,
 }
 
 impl Default for StatsOptions {
@@ -90,6 +94,7 @@ impl Default for StatsOptions {
             fresh: false,
             format: None,
             maxmemory: None,
+            json: false,
             policies: Vec::new(),
         }
     }
@@ -162,8 +167,7 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
             options.skew
         )));
     }
-    let l1_capacity = u64::try_from(options.l1_capacity)
-        .ok()
+    let l1_capacity = Some(options.l1_capacity)
         .filter(|n| (1..=MAX_L1_CAPACITY).contains(n))
         .ok_or_else(|| {
             WorkshopError::invalid(format!(
@@ -200,9 +204,8 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
 }
 
 /// A count flag as a number from 1 to `max`; the message names the flag and the range.
-fn count(flag: &str, value: i64, max: u64) -> Result<u64> {
-    u64::try_from(value)
-        .ok()
+fn count(flag: &str, value: u64, max: u64) -> Result<u64> {
+    Some(value)
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| WorkshopError::invalid(format!("--{flag} must be from 1 to {max} (got {value})")))
 }
@@ -259,45 +262,34 @@ pub struct StatsOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eviction: Option<EvictionOutcome>,
     pub warnings: Vec<String>,
+    /// How the outcome is shown: tables, JSON or Prometheus text.
+    #[serde(skip)]
+    pub format: StatsFormat,
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
-pub async fn run(config: &Config, options: StatsOptions, output: &Output) -> Result<()> {
-    let plan = validate(&options, output.json)?;
-    let output = match plan.format {
-        StatsFormat::Table => *output,
-        StatsFormat::Json => Output {
-            json: true,
-            color: false,
-            progress: false,
-        },
-        // Metrics on stdout, undecorated; a progress bar on a terminal's stderr does not disturb them.
-        StatsFormat::Prometheus => Output {
-            json: false,
-            color: false,
-            progress: output.progress,
-        },
-    };
-    let (outcome, interrupted) = measure_run(config, &plan, &output).await?;
-    // Interrupted: the policy runs that finished are still shown, then the error.
-    let finished_runs = outcome.eviction.as_ref().map_or(1, |e| e.runs.len());
-    if finished_runs > 0 {
-        match plan.format {
-            StatsFormat::Prometheus => report::stats::show_prometheus(&outcome),
-            _ => report::stats::show_stats(&outcome, &output),
-        }
+impl Outcome for StatsOutcome {
+    fn verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
     }
-    for warning in &outcome.warnings {
-        output.warn(warning);
-    }
+}
+
+/// Runs the workload (once, or once per eviction policy with
+/// `--maxmemory`); no Valkey, or a Ctrl-C that cut the comparison short,
+/// makes the verdict.
+pub async fn measure(config: &Config, options: StatsOptions, progress: &dyn RunProgress) -> Result<StatsOutcome> {
+    let plan = validate(&options, options.json)?;
+    let (mut outcome, interrupted) = measure_run(config, &plan, progress).await?;
+    outcome.format = plan.format;
     if let Some(error) = interrupted {
-        return Err(error);
-    }
-    if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
-        return Err(WorkshopError::incomplete(
-            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) and run again",
+        outcome.verdict = Verdict::failed(error);
+    } else if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
+        outcome.verdict = Verdict::failed(WorkshopError::incomplete(
+            "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again",
         ));
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// The services and settings every run of one invocation shares.
@@ -308,7 +300,7 @@ struct Bench<'a> {
     keys: KeyScheme,
     cache: TwoLevelSettings,
     workload: Workload,
-    output: &'a Output,
+    progress: &'a dyn RunProgress,
 }
 
 impl Bench<'_> {
@@ -322,14 +314,12 @@ impl Bench<'_> {
             None => None,
         };
         let cache = TwoLevelCache::new(self.cache, self.valkey.clone());
-        let progress = match self.workload.stop {
-            Stop::AfterRequests(n) => report::progress::bar(self.output, n, "requests"),
-            Stop::AfterTime(limit) => report::progress::bar(self.output, limit.as_secs().max(1), "seconds"),
-        };
-        // Drawn now, not at the first request's end: progress within a second.
-        progress.tick();
-        let result = workload::run(&self.workload, &cache, &self.db, &self.keys, &progress).await;
-        progress.finish_and_clear();
+        match self.workload.stop {
+            Stop::AfterRequests(n) => self.progress.phase("requests", Some(n)),
+            Stop::AfterTime(limit) => self.progress.phase("seconds", Some(limit.as_secs().max(1))),
+        }
+        let result = workload::run(&self.workload, &cache, &self.db, &self.keys, self.progress).await;
+        self.progress.finish_phase();
         let stats = result?;
         let after = match &self.admin {
             Some(admin) => admin.snapshot().await.map_err(|e| ask("INFO after the run", e)).ok(),
@@ -377,7 +367,7 @@ impl Bench<'_> {
 async fn measure_run(
     config: &Config,
     plan: &StatsPlan,
-    output: &Output,
+    progress: &dyn RunProgress,
 ) -> Result<(StatsOutcome, Option<WorkshopError>)> {
     let db = Database::connect(
         &config.database,
@@ -459,7 +449,7 @@ async fn measure_run(
             concurrency: plan.concurrency,
             sampler,
         },
-        output,
+        progress,
     };
 
     // Pools warm before the first timed request; set-up is reported apart.
@@ -500,6 +490,8 @@ async fn measure_run(
         valkey: view,
         eviction,
         warnings,
+        format: plan.format,
+        verdict: Verdict::Complete,
     };
     db.close().await;
     Ok((outcome, interrupted))
@@ -668,24 +660,27 @@ mod tests {
     }
 
     #[test]
-    fn negative_counts_are_rejected_with_the_range() {
+    fn zero_or_too_large_counts_are_rejected_with_the_range() {
         let tasks = StatsOptions {
-            concurrency: -1,
+            concurrency: 0,
             ..StatsOptions::default()
         };
-        assert_eq!(message(&tasks), "--concurrency must be from 1 to 1024 (got -1)");
+        assert_eq!(message(&tasks), "--concurrency must be from 1 to 1024 (got 0)");
         let requests = StatsOptions {
-            requests: Some(-5),
+            requests: Some(10_000_001),
             ..StatsOptions::default()
         };
-        assert_eq!(message(&requests), "--requests must be from 1 to 10000000 (got -5)");
+        assert_eq!(
+            message(&requests),
+            "--requests must be from 1 to 10000000 (got 10000001)"
+        );
         let capacity = StatsOptions {
-            l1_capacity: -2,
+            l1_capacity: 0,
             ..StatsOptions::default()
         };
         assert_eq!(
             message(&capacity),
-            "--l1-capacity must be from 1 to 1000000 entries (got -2)"
+            "--l1-capacity must be from 1 to 1000000 entries (got 0)"
         );
     }
 

@@ -7,13 +7,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
-
 use crate::cache::{CacheError, KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::passengers::PassengerFields;
 use crate::db::{Database, DbError, PoolSettings};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 use crate::fixtures::names::{FEMALE_FIRST_NAMES, LAST_NAMES, MALE_FIRST_NAMES};
 use crate::fixtures::rng::SplitMix64;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
@@ -22,12 +22,11 @@ use crate::patterns::write_behind::{
     CONSUMER,
 };
 use crate::patterns::write_through::{WriteThrough, WriteThroughError};
-use crate::report::{self, Output};
 
-pub const MAX_WRITES: i64 = 100_000;
-pub const MAX_BATCH: i64 = 5_000;
-pub const MAX_FLUSH_INTERVAL_MS: i64 = 60_000;
-pub const MAX_COMPARE: i64 = 10_000;
+pub const MAX_WRITES: u64 = 100_000;
+pub const MAX_BATCH: u64 = 5_000;
+pub const MAX_FLUSH_INTERVAL_MS: u64 = 60_000;
+pub const MAX_COMPARE: u64 = 10_000;
 pub const MAX_DURATION_SECONDS: f64 = 3_600.0;
 /// Write-through writes timed for the comparison unless `--compare` says otherwise (at most `--writes`).
 pub const DEFAULT_COMPARE: u64 = 100;
@@ -76,10 +75,10 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct WriteBehindOptions {
     pub mode: Mode,
-    pub writes: i64,
-    pub batch: i64,
-    pub flush_interval_ms: i64,
-    pub compare: Option<i64>,
+    pub writes: u64,
+    pub batch: u64,
+    pub flush_interval_ms: u64,
+    pub compare: Option<u64>,
     pub duration_seconds: Option<f64>,
     /// Remove this run's rows and keys at the end.
     pub cleanup: bool,
@@ -111,13 +110,13 @@ pub struct Plan {
     pub cleanup: bool,
 }
 
-fn in_range(flag: &str, value: i64, low: i64, high: i64, unit: &str) -> Result<u64> {
+fn in_range(flag: &str, value: u64, low: u64, high: u64, unit: &str) -> Result<u64> {
     if value < low || value > high {
         return Err(WorkshopError::invalid(format!(
             "{flag} must be from {low} to {high}{unit} (got {value})"
         )));
     }
-    Ok(value.unsigned_abs())
+    Ok(value)
 }
 
 /// Checks every value before anything is connected or written.
@@ -264,6 +263,17 @@ pub struct WriteBehindOutcome {
     pub flushed: Option<Flushed>,
     /// `--cleanup`: this run's rows and keys, removed at the end.
     pub cleanup: Option<RunCleanup>,
+    /// Shown on stderr after the tables (what a stopped run left behind).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub verdict: Verdict,
+}
+
+impl Outcome for WriteBehindOutcome {
+    fn verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -274,7 +284,13 @@ pub struct RunCleanup {
     pub not_done: Option<String>,
 }
 
-pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) -> Result<()> {
+/// Acknowledges writes into the stream and/or flushes them; writes left
+/// queued or rejected, or a run stopped part-way, make the verdict.
+pub async fn measure(
+    config: &Config,
+    options: WriteBehindOptions,
+    progress: &dyn RunProgress,
+) -> Result<WriteBehindOutcome> {
     let plan = validate(&options)?;
     let keys = KeyScheme::new(&config.key_prefix, &config.database);
     // Valkey first: when it cannot be reached, nothing is written anywhere.
@@ -328,30 +344,30 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
 
     let (production, tally) = match plan.mode {
         Mode::ProduceOnly => {
-            let bar = report::progress::bar(output, plan.writes, "acknowledged");
+            progress.phase("acknowledged", Some(plan.writes));
             let production = produce(
                 &producer_queue,
                 comparison_pattern.as_ref(),
                 &plan,
                 &mut rng,
-                Some(&bar),
+                Some(progress),
             )
             .await;
-            bar.finish_and_clear();
+            progress.finish_phase();
             (Some(production), None)
         }
         Mode::FlushOnly => {
-            let bar = report::progress::bar(output, queue_before.entries, "flushed");
+            progress.phase("flushed", Some(queue_before.entries));
             let until = match plan.duration {
                 Some(duration) => Until::Deadline(Instant::now() + duration),
                 None => Until::Drained,
             };
-            let tally = flush(flusher.as_ref(), until, &bar, db_problem.as_deref()).await;
-            bar.finish_and_clear();
+            let tally = flush(flusher.as_ref(), until, progress, db_problem.as_deref()).await;
+            progress.finish_phase();
             (None, Some(tally))
         }
         Mode::ProduceAndFlush => {
-            let bar = report::progress::bar(output, queue_before.entries + plan.writes, "flushed");
+            progress.phase("flushed", Some(queue_before.entries + plan.writes));
             let producer_done = AtomicBool::new(false);
             let producing = async {
                 // The bar follows the flusher: the run is done when everything is flushed.
@@ -362,11 +378,11 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
             let flushing = flush(
                 flusher.as_ref(),
                 Until::ProducerDone(&producer_done),
-                &bar,
+                progress,
                 db_problem.as_deref(),
             );
             let (production, tally) = tokio::join!(producing, flushing);
-            bar.finish_and_clear();
+            progress.finish_phase();
             (Some(production), Some(tally))
         }
     };
@@ -383,7 +399,7 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
         true => Some(clean_up_run(db.as_ref(), ledger_before, &valkey, &keys, production.as_ref(), config).await),
         false => None,
     };
-    let outcome = WriteBehindOutcome {
+    let mut outcome = WriteBehindOutcome {
         exercise: "write-behind",
         mode: plan.mode,
         database: server,
@@ -406,12 +422,15 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
         comparison,
         flushed: tally.map(Flushed::from),
         cleanup,
+        warnings: Vec::new(),
+        verdict: Verdict::Complete,
     };
-    report::write_behind::show(&outcome, output);
     if let Some(db) = &db {
         db.close().await;
     }
-    warn_about_stored_rows(&outcome, &plan, config, output);
+    if let Some(warning) = stored_rows_warning(&outcome, &plan, config) {
+        outcome.warnings.push(warning);
+    }
     if let Some(error) = production_stopped {
         let acknowledged = outcome.produced.as_ref().map_or(0, |p| p.writes);
         let reconciled = outcome.produced.as_ref().map_or(0, |p| p.reconciled);
@@ -427,24 +446,28 @@ pub async fn run(config: &Config, options: WriteBehindOptions, output: &Output) 
                 "; {unconfirmed} more may or may not have reached the stream: Valkey stopped answering before it could be asked"
             ));
         }
-        output.warn(&format!(
+        outcome.warnings.push(format!(
             "{acknowledged} of {} write(s) were acknowledged before Valkey stopped answering{note}; the report above covers them",
             plan.writes
         ));
-        return Err(error.into());
+        outcome.verdict = Verdict::failed(error.into());
+        return Ok(outcome);
     }
-    verdict(&outcome)
+    if let Err(error) = verdict(&outcome) {
+        outcome.verdict = Verdict::failed(error);
+    }
+    Ok(outcome)
 }
 
 /// A run that stopped part-way says how many rows it stored, and what removes
 /// them: its `--cleanup`, or the command that will.
-fn warn_about_stored_rows(outcome: &WriteBehindOutcome, plan: &Plan, config: &Config, output: &Output) {
+fn stored_rows_warning(outcome: &WriteBehindOutcome, plan: &Plan, config: &Config) -> Option<String> {
     let stored = outcome.flushed.as_ref().map_or(0, |f| f.inserted);
     let stopped = outcome.flushed.as_ref().is_some_and(|f| f.stopped.is_some())
         || outcome.produced.as_ref().map_or(0, |p| p.writes) < plan.writes;
     // Nothing stored and nothing to clean up: the verdict's message says the rest.
     if !stopped || (stored == 0 && outcome.cleanup.is_none()) {
-        return;
+        return None;
     }
     // Unknown (Valkey lost): entries may be left, and clean would refuse without --force.
     let queued = outcome.queue_after.map_or(1, |q| q.entries);
@@ -460,9 +483,9 @@ fn warn_about_stored_rows(outcome: &WriteBehindOutcome, plan: &Plan, config: &Co
         }) => format!("--cleanup could not finish ({reason})"),
         None => format!("they stay; `{command}` removes them"),
     };
-    output.warn(&format!(
+    Some(format!(
         "the run stopped part-way; the flusher had committed {stored} row(s) to the database; {what}"
-    ));
+    ))
 }
 
 /// `clean`, with `--force` when acknowledged writes are still queued (clean
@@ -575,16 +598,20 @@ async fn connect_database(config: &Config) -> std::result::Result<(Database, Str
     Ok((db, format!("{} {}", server.product, server.version)))
 }
 
-async fn flush(flusher: Option<&Flusher>, until: Until<'_>, bar: &ProgressBar, db_problem: Option<&str>) -> FlushTally {
+async fn flush(
+    flusher: Option<&Flusher>,
+    until: Until<'_>,
+    progress: &dyn RunProgress,
+    db_problem: Option<&str>,
+) -> FlushTally {
     let Some(flusher) = flusher else {
         let reason = db_problem.unwrap_or("the database is not connected").to_string();
         return FlushTally::stopped_by(FlushStop::Database(reason));
     };
+    let mut shown = 0;
     let mut on_batch = |tally: &FlushTally| {
-        if bar.length().is_some_and(|length| tally.entries > length) {
-            bar.set_length(tally.entries);
-        }
-        bar.set_position(tally.entries);
+        progress.advance(tally.entries.saturating_sub(shown));
+        shown = shown.max(tally.entries);
     };
     flusher.run(until, &mut on_batch).await
 }
@@ -606,7 +633,7 @@ async fn produce(
     comparison: Option<&WriteThrough>,
     plan: &Plan,
     rng: &mut SplitMix64,
-    bar: Option<&ProgressBar>,
+    progress: Option<&dyn RunProgress>,
 ) -> Production {
     let mut acks = LatencyRecorder::new();
     let mut stopped = None;
@@ -641,8 +668,8 @@ async fn produce(
         acks.record(acknowledged.latency);
         example_key.get_or_insert(acknowledged.key);
         passports.push(passenger.passportno);
-        if let Some(bar) = bar {
-            bar.inc(1);
+        if let Some(progress) = progress {
+            progress.advance(1);
         }
 
         let due = write * plan.compare / plan.writes > (write - 1) * plan.compare / plan.writes;
@@ -801,10 +828,10 @@ mod tests {
             ),
             (
                 WriteBehindOptions {
-                    batch: -3,
+                    batch: 5_001,
                     ..WriteBehindOptions::default()
                 },
-                "--batch must be from 1 to 5000 (got -3)",
+                "--batch must be from 1 to 5000 (got 5001)",
             ),
             (
                 WriteBehindOptions {

@@ -10,9 +10,10 @@ use crate::config::Config;
 use crate::db::passengers::{PassengerFields, PassengerRow, NAME_CHARS, PASSPORT_CHARS};
 use crate::db::{Database, PoolSettings};
 use crate::error::{InputError, Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::write_through::{Verification, WriteThrough, WriteThroughError, Written};
-use crate::report::{self, Output};
 
 /// Up to this many writes, each is listed with its verification.
 pub const PER_WRITE_LIMIT: u64 = 20;
@@ -108,6 +109,17 @@ pub struct WriteThroughOutcome {
     pub cleanup: Option<Cleanup>,
     /// After `--update` without `--cleanup`: the change stays, and how to undo it.
     pub permanent_change: Option<String>,
+    /// Shown on stderr after the tables (what a stopped run left behind).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub verdict: Verdict,
+}
+
+impl Outcome for WriteThroughOutcome {
+    fn verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -124,7 +136,14 @@ pub struct Cleanup {
     pub restored_rows: u64,
 }
 
-pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output) -> Result<()> {
+/// Runs the writes; writes that left the cache and the database different,
+/// or a run stopped part-way, make the verdict.
+pub async fn measure(
+    config: &Config,
+    options: WriteThroughOptions,
+    progress: &dyn RunProgress,
+) -> Result<WriteThroughOutcome> {
+    progress.phase("write-through", None);
     validate(&options)?;
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
     let db = Database::connect(
@@ -158,12 +177,17 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
         Ok(done) => done,
         Err(RunError::Aborted(mut aborted)) => {
             aborted.outcome.database = format!("{} {}", server.product, server.version);
-            return finish_aborted(&pattern, config, &options, *aborted, output).await;
+            progress.finish_phase();
+            return finish_aborted(&pattern, config, &options, *aborted).await;
         }
         Err(RunError::Failed(error)) => {
+            progress.finish_phase();
             if let Some(id) = options.update {
                 if let Some(note) = after_failed_update(&pattern, config, &options, id, ledger_before).await {
-                    output.warn(&note);
+                    return Err(WorkshopError::Noted {
+                        notes: vec![note],
+                        error: Box::new(error),
+                    });
                 }
             }
             return Err(error);
@@ -183,15 +207,15 @@ pub async fn run(config: &Config, options: WriteThroughOptions, output: &Output)
             ));
         }
     }
-    report::writes::show_write_through(&outcome, output);
+    progress.finish_phase();
     db.close().await;
     if !outcome.all_consistent {
-        return Err(WorkshopError::incomplete(format!(
+        outcome.verdict = Verdict::failed(WorkshopError::incomplete(format!(
             "{} of {} writes left the cache and the database different (see the table above)",
             outcome.inconsistent_writes, outcome.write_count
         )));
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// A run of creates that stopped part-way: what it committed, and why it stopped.
@@ -228,8 +252,7 @@ async fn finish_aborted(
     config: &Config,
     options: &WriteThroughOptions,
     aborted: Aborted,
-    output: &Output,
-) -> Result<()> {
+) -> Result<WriteThroughOutcome> {
     let Aborted {
         mut outcome,
         created,
@@ -268,13 +291,13 @@ async fn finish_aborted(
     } else {
         format!("they stay; `{command}` removes them")
     };
-    report::writes::show_write_through(&outcome, output);
-    output.warn(&format!(
+    outcome.warnings.push(format!(
         "the run stopped after {} of {} write(s) had been committed to the database; {left}",
         created.len(),
         options.runs
     ));
-    Err(error)
+    outcome.verdict = Verdict::failed(error);
+    Ok(outcome)
 }
 
 /// An `--update` run that failed part-way: its `--cleanup` restores the
@@ -485,6 +508,8 @@ impl Tally {
             stale_comparison: None,
             cleanup: None,
             permanent_change: None,
+            warnings: Vec::new(),
+            verdict: Verdict::Complete,
         }
     }
 }

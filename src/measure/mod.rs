@@ -11,6 +11,20 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+/// A count with thousands separators: 412,345. Here, not in `report`,
+/// because outcomes carry such counts in their sentences too.
+pub fn count(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 const LOWEST_NANOS: u64 = 1;
 const HIGHEST_NANOS: u64 = 3_600_000_000_000; // one hour
 const SIGNIFICANT_DIGITS: u8 = 3;

@@ -138,15 +138,14 @@ impl CacheAside {
         })
     }
 
-    /// The database side alone: query plus row conversion, timed.
+    /// The database side alone: query plus row conversion, timed (without the
+    /// read-only transaction around a `--sql` query: see [`DbSession::fetch_timed`]).
     pub async fn query(
         &self,
         session: &mut DbSession,
         statement: &Statement,
     ) -> Result<(ResultSet, Duration), DbError> {
-        let started = Instant::now();
-        let rows = session.fetch(statement).await?;
-        Ok((rows, started.elapsed()))
+        session.fetch_timed(statement).await
     }
 
     async fn store(&self, valkey: &Valkey, key: &str, rows: &ResultSet) -> (Option<Duration>, Option<CacheError>) {

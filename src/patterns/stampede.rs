@@ -190,9 +190,7 @@ impl CountedLoader {
         // The semaphore is never closed, so acquiring cannot fail.
         let _turn = self.running.acquire().await.ok();
         self.queries.fetch_add(1, Ordering::SeqCst);
-        let started = Instant::now();
-        let rows = self.db.fetch(&self.statement).await?;
-        Ok((rows, started.elapsed()))
+        self.db.fetch_timed(&self.statement).await
     }
 
     /// Queries run since the last call (and resets the count).

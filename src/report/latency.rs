@@ -2,7 +2,7 @@
 
 use comfy_table::Cell;
 
-use super::table::{align_right, count, ms, new_table};
+use super::table::{align_right, cell_text, count, ms, new_table};
 use super::Output;
 use crate::db::ResultSet;
 use crate::exercises::cache_aside::CacheAsideOutcome;
@@ -77,8 +77,8 @@ pub fn result_table(output: &Output, result: &ResultSet) -> String {
     for row in result.rows.iter().take(RESULT_ROWS_SHOWN) {
         table.add_row(row.iter().map(|v| match v {
             serde_json::Value::Null => "NULL".to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
+            serde_json::Value::String(s) => cell_text(s),
+            other => cell_text(&other.to_string()),
         }));
     }
     let mut text = table.to_string();
@@ -94,8 +94,15 @@ pub fn result_table(output: &Output, result: &ResultSet) -> String {
 pub fn show_cache_aside(outcome: &CacheAsideOutcome, output: &Output) {
     if output.json {
         output.json_document(outcome);
-        return;
+    } else {
+        show_cache_aside_tables(outcome, output);
     }
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+}
+
+fn show_cache_aside_tables(outcome: &CacheAsideOutcome, output: &Output) {
     output.heading(&format!(
         "Exercise 1 · cache-aside · {} · query {} · TTL {} s",
         outcome.database, outcome.query.name, outcome.ttl_seconds

@@ -6,10 +6,14 @@ pub mod check_env;
 pub mod clean;
 pub mod cluster;
 pub mod latency;
+pub mod leaderboard;
+pub mod load;
 pub mod multi_level;
 pub mod progress;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod seed;
+pub mod serve;
 pub mod stampede;
 pub mod stats;
 pub mod table;
@@ -20,6 +24,14 @@ pub mod writes;
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
+
+/// One line on stdout. A closed pipe (`workshop-cli stats | head`) is not
+/// an error of the run: what the reader did not want is dropped quietly
+/// (`println!` would panic), and the run ends with its own exit code.
+fn stdout_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+}
 
 /// How results are shown, decided once from flags and the terminal.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +57,7 @@ impl Output {
     /// Prints a table or other text block on stdout (never in `--json` mode).
     pub fn text(&self, block: impl std::fmt::Display) {
         if !self.json {
-            println!("{block}");
+            stdout_line(format_args!("{block}"));
         }
     }
 
@@ -53,9 +65,9 @@ impl Output {
     pub fn heading(&self, title: &str) {
         if !self.json {
             if self.color {
-                println!("\n\x1b[1m{title}\x1b[0m");
+                stdout_line(format_args!("\n\x1b[1m{title}\x1b[0m"));
             } else {
-                println!("\n{title}");
+                stdout_line(format_args!("\n{title}"));
             }
         }
     }

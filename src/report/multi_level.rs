@@ -16,7 +16,7 @@ use crate::exercises::multi_level::layers::{micros, LayerMicros, MicrosSummary, 
 use crate::exercises::multi_level::listen::{ListenStart, ListenSummary, ServedChange, StoppedBy};
 use crate::exercises::multi_level::reads::{ReadOutcome, ReadReport};
 use crate::exercises::multi_level::warm::{WarmReport, WarmSource};
-use crate::exercises::multi_level::{CacheSettings, Setup};
+use crate::exercises::multi_level::{CacheSettings, MultiLevelOutcome, Setup};
 
 /// Warmed ids listed in the text report before "…".
 const IDS_SHOWN: usize = 20;
@@ -386,6 +386,28 @@ pub fn show_listen_change(change: &ServedChange, output: &Output) {
         ));
     }
     output.text(line);
+}
+
+/// The view of `multi-level`: the outcome of its reads, change or listen
+/// session, then the warnings not shown yet.
+pub fn show(outcome: &MultiLevelOutcome, output: &Output) {
+    let (warnings, shown) = match outcome {
+        MultiLevelOutcome::Reads(reads) => {
+            show_reads(reads, output);
+            (&reads.warnings, 0)
+        }
+        MultiLevelOutcome::Change(change) => {
+            show_change(change, output);
+            (&change.warnings, 0)
+        }
+        MultiLevelOutcome::Listen(summary) => {
+            show_listen_summary(summary, output);
+            (&summary.warnings, summary.warnings_shown)
+        }
+    };
+    for warning in warnings.iter().skip(shown) {
+        output.warn(warning);
+    }
 }
 
 pub fn show_listen_summary(summary: &ListenSummary, output: &Output) {

@@ -15,19 +15,22 @@ pub fn bar(output: &Output, length: u64, message: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(message.to_string());
+    // Redraw on a timer too: a slow first step (one 9 s query) still shows
+    // the bar and its elapsed time within a second.
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
 
 /// A bar that redraws every 100 ms even while nothing finishes, so a slow
 /// query shows within a second: a spinner, what is running, how many are
 /// done and the time spent. Hidden like [`bar`].
-pub fn ticking(output: &Output, length: u64, message: &str) -> ProgressBar {
+pub fn ticking(output: &Output, length: u64, message: &str, steps: &str) -> ProgressBar {
     if !output.progress {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(length);
-    let style = ProgressStyle::with_template("{spinner} {msg}: {pos}/{len} requests done · {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let template = format!("{{spinner}} {{msg}}: {{pos}}/{{len}} {steps} done · {{elapsed}}");
+    let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_spinner());
     bar.set_style(style);
     bar.set_message(message.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
@@ -50,7 +53,7 @@ pub fn spinner(output: &Output, message: &str) -> ProgressBar {
 }
 
 /// [`RunProgress`](crate::exercises::progress::RunProgress) drawn as one
-/// indicatif bar per phase (a ticking spinner when the total is unknown),
+/// indicatif bar per phase (a spinner when the total is unknown),
 /// hidden like [`bar`]; notes are printed above the bar.
 pub struct BarProgress {
     output: Output,
@@ -75,9 +78,18 @@ impl BarProgress {
 impl crate::exercises::progress::RunProgress for BarProgress {
     fn phase(&self, label: &str, total: Option<u64>) {
         let bar = match total {
-            Some(total) => ticking(&self.output, total, label),
+            Some(total) => bar(&self.output, total, label),
             None => spinner(&self.output, label),
         };
+        self.with_bar(|current| {
+            if let Some(old) = current.replace(bar) {
+                old.finish_and_clear();
+            }
+        });
+    }
+
+    fn counted_phase(&self, label: &str, total: u64, steps: &str) {
+        let bar = ticking(&self.output, total, label, steps);
         self.with_bar(|current| {
             if let Some(old) = current.replace(bar) {
                 old.finish_and_clear();
@@ -109,5 +121,15 @@ impl crate::exercises::progress::RunProgress for BarProgress {
                 bar.finish_and_clear();
             }
         });
+    }
+
+    fn event(&self, event: crate::exercises::progress::RunEvent<'_>) {
+        use crate::exercises::progress::RunEvent;
+        match event {
+            RunEvent::Warning(text) => self.output.warn(text),
+            RunEvent::ListenStarted(start) => super::multi_level::show_listen_start(start, &self.output),
+            RunEvent::ServedChanged(change) => super::multi_level::show_listen_change(change, &self.output),
+            RunEvent::FleetMemberReady => super::stampede::fleet_ready(),
+        }
     }
 }

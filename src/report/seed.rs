@@ -1,75 +1,12 @@
-//! Renders a `seed` report (tables, rows, rows per second) and shows load
-//! progress on a terminal.
+//! Renders a `seed` report (tables, rows, rows per second).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
-use super::progress::bar;
 use super::table::{align_right, count, ms, new_table};
 use super::Output;
-use crate::fixtures::{LoadProgress, SeedOutcome, SeedRecord, SeedReport};
-
-/// A progress bar per table (and per slow step), hidden unless stderr is a terminal.
-pub struct SeedProgress {
-    output: Output,
-    current: Mutex<Option<ProgressBar>>,
-}
-
-impl SeedProgress {
-    pub fn new(output: &Output) -> SeedProgress {
-        SeedProgress {
-            output: *output,
-            current: Mutex::new(None),
-        }
-    }
-
-    fn replace(&self, next: Option<ProgressBar>) {
-        if let Ok(mut current) = self.current.lock() {
-            if let Some(done) = current.take() {
-                done.finish_and_clear();
-            }
-            *current = next;
-        }
-    }
-
-    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
-        if let Ok(current) = self.current.lock() {
-            if let Some(bar) = current.as_ref() {
-                f(bar);
-            }
-        }
-    }
-
-    /// Clears whatever bar is left (after an error, say).
-    pub fn finish(&self) {
-        self.replace(None);
-    }
-}
-
-impl LoadProgress for SeedProgress {
-    fn table_started(&self, table: &str, rows: u64) {
-        self.replace(Some(bar(&self.output, rows, table)));
-    }
-
-    fn rows_loaded(&self, rows: u64) {
-        self.with_bar(|bar| bar.inc(rows));
-    }
-
-    fn table_finished(&self) {
-        self.replace(None);
-    }
-
-    fn step_started(&self, step: &str) {
-        self.replace(Some(bar(&self.output, 1, step)));
-    }
-
-    fn step_finished(&self) {
-        self.replace(None);
-    }
-}
+use crate::fixtures::{SeedOutcome, SeedRecord, SeedReport};
 
 const RESET_HINT: &str = "Run `workshop-cli seed --reset` to drop the workshop tables and load them again.";
 const IMPORT_RESET_HINT: &str =

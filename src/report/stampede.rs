@@ -9,7 +9,7 @@ use super::table::{align_right, count, ms, new_table};
 use super::Output;
 use crate::exercises::stampede::fleet::{MemberReport, READY};
 use crate::exercises::stampede::plan::Plan;
-use crate::exercises::stampede::{ExpiryOutcome, ModeOutcome, StampedeOutcome};
+use crate::exercises::stampede::{ExpiryOutcome, ModeOutcome, StampedeOutcome, StampedeRun};
 use crate::measure::LatencySummary;
 use crate::patterns::stampede::Protection;
 
@@ -314,6 +314,20 @@ fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
 }
 
 /// A fleet member's signal that it is connected and waits for "go".
+/// The view of `stampede`: the comparison and its warnings, or a fleet
+/// copy's report for its parent.
+pub fn show_run(run: &StampedeRun, output: &Output) {
+    match run {
+        StampedeRun::Compared(outcome) => {
+            show(outcome, output);
+            for warning in &outcome.warnings {
+                output.warn(warning);
+            }
+        }
+        StampedeRun::FleetMember(report) => member_report(report),
+    }
+}
+
 pub fn fleet_ready() {
     eprintln!("{READY}");
 }

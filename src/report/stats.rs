@@ -13,6 +13,7 @@ use crate::exercises::multi_level::layers::MicrosSummary;
 use crate::exercises::stats::eviction::EvictionOutcome;
 use crate::exercises::stats::server::ServerView;
 use crate::exercises::stats::workload::{l2_lookups, RunStats};
+use crate::exercises::stats::StatsFormat;
 use crate::exercises::stats::{Settings, StatsOutcome};
 use crate::measure::timeline::SecondStats;
 
@@ -23,6 +24,36 @@ const TIMELINE_COLUMNS: usize = 60;
 const PER_SECOND_LINES: usize = 30;
 /// Width of the hit-rate bar on those lines (each cell is 5 %).
 const BAR_CELLS: usize = 20;
+
+/// The view of `stats`: its `--format` picks tables, JSON or Prometheus
+/// text; the warnings follow on stderr. An eviction comparison cut short
+/// before its first policy finished shows only the warnings.
+pub fn show(outcome: &StatsOutcome, output: &Output) {
+    let finished_runs = outcome.eviction.as_ref().map_or(1, |e| e.runs.len());
+    let output = match outcome.format {
+        StatsFormat::Table => *output,
+        StatsFormat::Json => Output {
+            json: true,
+            color: false,
+            progress: false,
+        },
+        // Metrics on stdout, undecorated.
+        StatsFormat::Prometheus => Output {
+            json: false,
+            color: false,
+            progress: output.progress,
+        },
+    };
+    if finished_runs > 0 {
+        match outcome.format {
+            StatsFormat::Prometheus => show_prometheus(outcome),
+            _ => show_stats(outcome, &output),
+        }
+    }
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+}
 
 pub fn show_stats(outcome: &StatsOutcome, output: &Output) {
     if output.json {

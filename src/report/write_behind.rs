@@ -10,8 +10,15 @@ use crate::patterns::write_behind::QueueDepth;
 pub fn show(outcome: &WriteBehindOutcome, output: &Output) {
     if output.json {
         output.json_document(outcome);
-        return;
+    } else {
+        show_tables(outcome, output);
     }
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+}
+
+fn show_tables(outcome: &WriteBehindOutcome, output: &Output) {
     output.heading(&format!(
         "Exercise 5 · write-behind ({}) · {} · batch {} · flush interval {} ms · TTL {} s",
         outcome.mode.label(),

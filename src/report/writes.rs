@@ -22,8 +22,15 @@ pub fn show_write_through(outcome: &WriteThroughOutcome, output: &Output) {
     }
     if output.json {
         output.json_document(outcome);
-        return;
+    } else {
+        show_write_through_tables(outcome, output);
     }
+    for warning in &outcome.warnings {
+        output.warn(warning);
+    }
+}
+
+fn show_write_through_tables(outcome: &WriteThroughOutcome, output: &Output) {
     output.heading(&format!(
         "Exercise 2 · write-through ({}) · {} · TTL {} s",
         outcome.mode, outcome.database, outcome.ttl_seconds

@@ -117,7 +117,7 @@ mod tests {
         let ids: BTreeSet<_> = catalogue.exercises.iter().map(|e| &e.id).collect();
         assert_eq!(ids.len(), catalogue.exercises.len());
         let numbers: Vec<u32> = catalogue.exercises.iter().map(|e| e.number).collect();
-        // Increasing from 0; a gap is allowed (the list and `n` go by position).
+        // Ascending and unique; a number may be left out while its exercise is being built.
         assert_eq!(numbers.first(), Some(&0));
         assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "{numbers:?}");
     }

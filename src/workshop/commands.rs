@@ -57,7 +57,7 @@ fn find<'c>(catalogue: &'c Catalogue, wanted: &str) -> Result<&'c Exercise> {
     catalogue.find(wanted).ok_or_else(|| {
         WorkshopError::invalid(format!(
             "no exercise '{wanted}'; `workshop-cli exercises` lists them (0 to {})",
-            catalogue.exercises.iter().map(|e| e.number).max().unwrap_or(0)
+            catalogue.exercises.last().map_or(0, |e| e.number)
         ))
     })
 }

@@ -163,8 +163,7 @@ impl Guided {
         println!(
             "Exercise {} of {}{done} · page {}/{}",
             exercise.number,
-            // The highest number, not the count: the numbers need not be contiguous.
-            self.catalogue.exercises.iter().map(|e| e.number).max().unwrap_or(0),
+            self.catalogue.exercises.last().map_or(0, |e| e.number),
             page + 1,
             pages.len().max(1)
         );

@@ -294,6 +294,7 @@ pub fn workshop_cli(dir: &Path) -> Command {
         "VALKEY_URL",
         "CACHE_TTL",
         "WORKSHOP_KEY_PREFIX",
+        "WORKSHOP_QUERY_TIMEOUT",
         "WORKSHOP_CACHE_TIMEOUT",
         "DB_ENGINE",
         "DB_HOST",
@@ -576,6 +577,78 @@ pub fn wait_until_quiet(
         }
     }
     None
+}
+
+/// The workshop's connections to `db`, as the server lists them.
+pub async fn connections_to(db: &TestDatabase) -> Vec<i64> {
+    let admin = DatabaseTarget::parse(&admin_url(db.kind), Source::Flag)
+        .unwrap()
+        .connect_url();
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?")
+                .bind(&db.name)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar("SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()")
+                .bind(&db.name)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Takes the database away from its clients: on PostgreSQL it stops taking
+/// connections and its sessions are ended; on MariaDB the sessions are
+/// killed. Returns how many sessions were ended.
+pub async fn take_away(db: &TestDatabase) -> usize {
+    let admin = DatabaseTarget::parse(&admin_url(db.kind), Source::Flag)
+        .unwrap()
+        .connect_url();
+    let sessions = connections_to(db).await;
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
+            for id in &sessions {
+                // KILL takes no placeholder; the id is a number the server gave.
+                let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}")).execute(&mut conn).await;
+            }
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::raw_sql(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()")
+                .bind(&db.name)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    sessions.len()
+}
+
+/// Undoes [`take_away`]: PostgreSQL takes connections to `db` again (on
+/// MariaDB the killed sessions are simply gone, new ones may connect).
+pub async fn give_back(db: &TestDatabase) {
+    if db.kind == DatabaseKind::Postgres {
+        let admin = DatabaseTarget::parse(&admin_url(db.kind), Source::Flag)
+            .unwrap()
+            .connect_url();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::raw_sql(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
 }
 
 /// A Valkey Cluster of its own for one test: 3 primaries + 3 replicas on

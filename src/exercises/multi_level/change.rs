@@ -20,8 +20,9 @@ use crate::cache::invalidation::publish;
 use crate::config::Config;
 use crate::db::products::ProductRow;
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::RunProgress;
+use crate::exercises::Verdict;
 use crate::measure;
-use crate::report::{self, Output};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +50,8 @@ pub struct ChangeOutcome {
     /// Processes subscribed to the channel when it was announced.
     pub receivers: Option<u64>,
     pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -68,7 +71,14 @@ fn step(steps: &mut Vec<ChangeStep>, name: &'static str, started: Instant, ok: b
 }
 
 /// `price`: `Some` updates, `None` invalidates.
-pub(super) async fn run(config: &Config, plan: &Plan, id: i64, price: Option<Decimal>, output: &Output) -> Result<()> {
+pub(super) async fn measure(
+    config: &Config,
+    plan: &Plan,
+    id: i64,
+    price: Option<Decimal>,
+    progress: &dyn RunProgress,
+) -> Result<ChangeOutcome> {
+    progress.phase(if price.is_some() { "updating" } else { "invalidating" }, None);
     let side = open_database(config, 1).await?;
     let before = existing_product(&side, id).await?;
     // Valkey must answer before anything is written.
@@ -180,14 +190,12 @@ pub(super) async fn run(config: &Config, plan: &Plan, id: i64, price: Option<Dec
         published: receivers.is_some(),
         receivers,
         warnings,
+        verdict: match failure {
+            Some(message) => Verdict::failed(WorkshopError::incomplete(message)),
+            None => Verdict::Complete,
+        },
     };
+    progress.finish_phase();
     side.db.close().await;
-    report::multi_level::show_change(&outcome, output);
-    for warning in &outcome.warnings {
-        output.warn(warning);
-    }
-    match failure {
-        Some(message) => Err(WorkshopError::incomplete(message)),
-        None => Ok(()),
-    }
+    Ok(outcome)
 }

@@ -19,8 +19,9 @@ use crate::cache::two_level::{CounterSnapshot, Layer};
 use crate::config::Config;
 use crate::db::products::ProductRow;
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::{RunEvent, RunProgress};
+use crate::exercises::Verdict;
 use crate::measure;
-use crate::report::{self, Output};
 
 /// One change of the served value (the first value served counts as one).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,6 +88,11 @@ pub struct ListenSummary {
     pub counters: CounterSnapshot,
     pub listener: Option<ListenerReport>,
     pub warnings: Vec<String>,
+    /// The first warnings, from the set-up, were shown before the first read.
+    #[serde(skip)]
+    pub warnings_shown: usize,
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
 /// What `--listen` says before its first read.
@@ -136,31 +142,28 @@ fn plausible_delay(ms: i64) -> Option<i64> {
     (0..PLAUSIBLE_DELAY_MS).contains(&ms).then_some(ms)
 }
 
-pub(super) async fn run(
+pub(super) async fn measure(
     config: &Config,
     plan: &Plan,
     id: i64,
     interval: Duration,
     duration: Option<Duration>,
-    output: &Output,
-) -> Result<()> {
+    progress: &dyn RunProgress,
+) -> Result<ListenSummary> {
     let side = open_database(config, 1).await?;
     existing_product(&side, id).await?;
     let caches = open_cache(config, plan.cache, false, true).await?;
     let pool_warm_up = warm_pools(&side.db, caches.valkey.as_ref(), 1).await?;
     for warning in &caches.warnings {
-        output.warn(warning);
+        progress.event(RunEvent::Warning(warning));
     }
-    report::multi_level::show_listen_start(
-        &ListenStart {
-            product_id: id,
-            interval,
-            duration,
-            cache: caches.settings.clone(),
-            subscribed: caches.listener.as_ref().is_some_and(|l| l.is_connected()),
-        },
-        output,
-    );
+    progress.event(RunEvent::ListenStarted(&ListenStart {
+        product_id: id,
+        interval,
+        duration,
+        cache: caches.settings.clone(),
+        subscribed: caches.listener.as_ref().is_some_and(|l| l.is_connected()),
+    }));
 
     let mut layers = LayerRecorders::default();
     let (mut reads, mut failed, mut changes) = (0u64, 0u64, 0u64);
@@ -193,7 +196,9 @@ pub(super) async fn run(
             Err(error) => {
                 failed += 1;
                 if !failing {
-                    output.warn(&format!("reads of product {id} are failing: {error}"));
+                    progress.event(RunEvent::Warning(&format!(
+                        "reads of product {id} are failing: {error}"
+                    )));
                     failing = true;
                 }
                 continue;
@@ -205,7 +210,7 @@ pub(super) async fn run(
         if last.as_ref().map(Option::as_ref) != Some(row) {
             changes += 1;
             let event = change_event(id, reads, started.elapsed(), row, last.as_ref(), served.layer);
-            report::multi_level::show_listen_change(&event, output);
+            progress.event(RunEvent::ServedChanged(&event));
             last = Some(row.cloned());
         }
     };
@@ -218,7 +223,7 @@ pub(super) async fn run(
         warnings.push(format!("{failed} of {reads} reads failed: the database did not answer"));
     }
     let latencies = layers.latencies();
-    let summary = ListenSummary {
+    let mut summary = ListenSummary {
         event: "summary",
         exercise: "multi-level",
         database: side.server.clone(),
@@ -248,19 +253,16 @@ pub(super) async fn run(
             messages: l.status.messages.load(Ordering::Relaxed),
         }),
         warnings,
+        warnings_shown: caches.warnings.len(),
+        verdict: Verdict::Complete,
     };
     side.db.close().await;
-    report::multi_level::show_listen_summary(&summary, output);
-    // Warnings from the set-up were shown before the first read.
-    for warning in summary.warnings.iter().skip(caches.warnings.len()) {
-        output.warn(warning);
-    }
     if reads > 0 && failed == reads {
-        return Err(WorkshopError::incomplete(format!(
+        summary.verdict = Verdict::failed(WorkshopError::incomplete(format!(
             "every read of product {id} failed; check the database (`workshop-cli check-env`)"
         )));
     }
-    Ok(())
+    Ok(summary)
 }
 
 #[cfg(test)]

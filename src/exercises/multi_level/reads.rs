@@ -24,8 +24,9 @@ use crate::config::Config;
 use crate::db::products::ProductRow;
 use crate::db::{Database, DbError};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
+use crate::exercises::Verdict;
 use crate::measure::{self, Distribution};
-use crate::report::{self, Output};
 
 /// Up to this many reads (one task), each read is listed.
 pub const PER_RUN_LIMIT: u64 = 20;
@@ -112,15 +113,17 @@ pub struct ReadOutcome {
     /// Timeouts and circuit-breaker openings of the Valkey connection.
     pub valkey_faults: Option<crate::cache::BreakerCounts>,
     pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
-pub(super) async fn run(
+pub(super) async fn measure(
     config: &Config,
     plan: &Plan,
     warm: Option<u64>,
     reads: Option<Reads>,
-    output: &Output,
-) -> Result<()> {
+    progress: &dyn RunProgress,
+) -> Result<ReadOutcome> {
     let tasks = reads.as_ref().map_or(1, |r| r.concurrency.min(r.requests));
     let pool = if warm.is_some() {
         tasks.max(WARM_PARALLEL)
@@ -154,7 +157,7 @@ pub(super) async fn run(
     let mut request_counts = None;
     let read_report = match (&reads, target) {
         (Some(reads), Some(target)) => {
-            let timed = timed_reads(&side.db, &caches, Arc::new(target.ids), reads, tasks, output).await?;
+            let timed = timed_reads(&side.db, &caches, Arc::new(target.ids), reads, tasks, progress).await?;
             if let Some(counts) = &counts {
                 match write_counts(counts, &timed.counts).await {
                     Ok(written) => request_counts = Some(written),
@@ -179,7 +182,7 @@ pub(super) async fn run(
             reads.failures.join("; ")
         ));
     }
-    let outcome = ReadOutcome {
+    let mut outcome = ReadOutcome {
         exercise: "multi-level",
         mode: if read_report.is_some() { "read" } else { "warm" },
         database: side.server.clone(),
@@ -198,15 +201,14 @@ pub(super) async fn run(
         request_counts,
         valkey_faults: caches.valkey.as_ref().map(crate::cache::Valkey::breaker_counts),
         warnings,
+        verdict: Verdict::Complete,
     };
     drop(caches.listener.take());
     side.db.close().await;
-
-    report::multi_level::show_reads(&outcome, output);
-    for warning in &outcome.warnings {
-        output.warn(warning);
+    if let Err(error) = finish_reads(&outcome) {
+        outcome.verdict = Verdict::failed(error);
     }
-    finish_reads(&outcome)
+    Ok(outcome)
 }
 
 /// What the reads read, checked against the catalogue before anything is written.
@@ -402,23 +404,21 @@ async fn timed_reads(
     ids: Arc<Ids>,
     reads: &Reads,
     tasks: u64,
-    output: &Output,
+    progress: &dyn RunProgress,
 ) -> Result<TimedReads> {
     let requests = reads.requests;
     let keep_records = requests <= PER_RUN_LIMIT && tasks == 1;
-    let progress = if requests >= PROGRESS_FROM {
-        report::progress::bar(output, requests, "reads")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    // Drawn now, not at the first read's end: progress within a second.
-    progress.tick();
+    let shown = requests >= PROGRESS_FROM;
+    if shown {
+        progress.phase("reads", Some(requests));
+    }
+    let done = StepCounter::default();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..tasks {
         let (db, cache, keys) = (db.clone(), caches.cache.clone(), caches.keys.clone());
-        let (ids, next, progress, pause) = (Arc::clone(&ids), Arc::clone(&next), progress.clone(), reads.interval);
+        let (ids, next, done, pause) = (Arc::clone(&ids), Arc::clone(&next), done.clone(), reads.interval);
         workers.spawn(async move {
             let mut mine = TimedReads::default();
             loop {
@@ -440,19 +440,26 @@ async fn timed_reads(
                     });
                 }
                 mine.add(request + 1, id, read, keep_records);
-                progress.inc(1);
+                done.add(1);
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }
             }
         });
     }
-    let mut total = TimedReads::default();
-    while let Some(joined) = workers.join_next().await {
-        // On an error, dropping `workers` stops the other tasks.
-        total.merge(joined.map_err(|e| WorkshopError::Other(e.into()))??);
+    let joined = relay(progress, &done, async {
+        let mut total = TimedReads::default();
+        while let Some(joined) = workers.join_next().await {
+            // On an error, dropping `workers` stops the other tasks.
+            total.merge(joined.map_err(|e| WorkshopError::Other(e.into()))??);
+        }
+        Ok::<_, WorkshopError>(total)
+    })
+    .await;
+    if shown {
+        progress.finish_phase();
     }
+    let mut total = joined?;
     total.wall_time = started.elapsed();
-    progress.finish_and_clear();
     Ok(total)
 }

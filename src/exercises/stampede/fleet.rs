@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
@@ -26,9 +25,9 @@ use super::plan::{Plan, DEFAULT_CONCURRENCY};
 use super::{burst, connect, ModeChoice, RoundResult, StampedeOptions, POOL_CONNECTIONS};
 use crate::config::Config;
 use crate::error::{exit, Result, WorkshopError};
-use crate::exercises::cache_aside::QueryChoice;
+use crate::exercises::progress::{RunEvent, RunProgress, Silent};
+use crate::exercises::queries::QueryChoice;
 use crate::patterns::stampede::{PathCounts, Protection};
-use crate::report;
 
 /// The line a fleet member writes on stderr once it can start at once.
 pub const READY: &str = "workshop-cli stampede: fleet member ready";
@@ -86,7 +85,11 @@ pub(super) struct FleetRound {
 }
 
 /// The copy's side: connect, say ready, wait for "go", burst once, report.
-pub(super) async fn member(config: &Config, options: &StampedeOptions) -> Result<()> {
+pub(super) async fn member(
+    config: &Config,
+    options: &StampedeOptions,
+    progress: &dyn RunProgress,
+) -> Result<MemberReport> {
     let ModeChoice::One(protection) = options.mode else {
         return Err(WorkshopError::invalid(
             "--fleet-member runs one of --mode none, single-flight or lock",
@@ -95,19 +98,11 @@ pub(super) async fn member(config: &Config, options: &StampedeOptions) -> Result
     // The parent gives every size; nothing is timed here.
     let concurrency = options.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     let services = connect(config, options, concurrency.min(POOL_CONNECTIONS), None).await?;
-    report::stampede::fleet_ready();
+    progress.event(RunEvent::FleetMemberReady);
     wait_for_go().await?;
     let started_at = crate::patterns::stampede::unix_millis();
-    let round = burst(
-        &services.cache,
-        protection,
-        concurrency,
-        0,
-        &ProgressBar::hidden(),
-        true,
-    )
-    .await?;
-    report::stampede::member_report(&MemberReport {
+    let round = burst(&services.cache, protection, concurrency, 0, &Silent, true).await?;
+    let report = MemberReport {
         mode: protection,
         database_queries: round.queries,
         counts: round.counts,
@@ -117,9 +112,9 @@ pub(super) async fn member(config: &Config, options: &StampedeOptions) -> Result
         started_at_unix_ms: started_at,
         finished_at_unix_ms: crate::patterns::stampede::unix_millis(),
         warnings: services.warnings,
-    });
+    };
     services.db.close().await;
-    Ok(())
+    Ok(report)
 }
 
 async fn wait_for_go() -> Result<()> {
@@ -152,7 +147,7 @@ pub(super) async fn round(
     options: &StampedeOptions,
     plan: &Plan,
     protection: Protection,
-    progress: &ProgressBar,
+    progress: &dyn RunProgress,
 ) -> Result<FleetRound> {
     let program = std::env::current_exe()
         .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot find this program to start copies of it: {e}")))?;
@@ -256,7 +251,7 @@ pub(super) async fn round(
                 member.number
             ))
         })?;
-        progress.inc(plan.requests_for(protection));
+        progress.advance(plan.requests_for(protection));
         if let Some(slot) = usize::try_from(member.number - 1)
             .ok()
             .and_then(|i| fleet.queries_per_process.get_mut(i))
@@ -406,7 +401,7 @@ fn member_args(config: &Config, options: &StampedeOptions, plan: &Plan, protecti
 }
 
 /// Services and prefix go by environment, so no password shows in `ps`.
-fn member_env(config: &Config) -> Vec<(&'static str, String)> {
+pub(crate) fn member_env(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("DATABASE_URL", config.database.connect_url()),
         ("VALKEY_URL", config.valkey.connect_url()),

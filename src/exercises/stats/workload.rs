@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use tokio::time::Instant;
 
 use crate::cache::two_level::{CounterSnapshot, Layer, TwoLevelCache};
@@ -16,6 +15,7 @@ use crate::cache::{BreakerCounts, KeyScheme};
 use crate::db::products::ProductRow;
 use crate::db::Database;
 use crate::error::{Result, WorkshopError};
+use crate::exercises::progress::{relay, RunProgress, StepCounter};
 use crate::fixtures::rng::SplitMix64;
 use crate::measure::buckets::LatencyBuckets;
 use crate::measure::timeline::{SecondStats, Timeline};
@@ -200,7 +200,7 @@ pub async fn run(
     cache: &TwoLevelCache<ProductRow>,
     db: &Database,
     keys: &KeyScheme,
-    progress: &ProgressBar,
+    progress: &dyn RunProgress,
 ) -> Result<RunStats> {
     let recorded = Arc::new(Mutex::new(Recorded::default()));
     let next = Arc::new(AtomicU64::new(0));
@@ -220,6 +220,7 @@ pub async fn run(
             }
         })
     });
+    let done = StepCounter::default();
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..workload.concurrency {
         let workload = workload.clone();
@@ -228,7 +229,7 @@ pub async fn run(
         let keys = keys.clone();
         let recorded = Arc::clone(&recorded);
         let next = Arc::clone(&next);
-        let progress = progress.clone();
+        let done = done.clone();
         tasks.spawn(async move {
             let mut rng = SplitMix64::for_row(KEY_STREAM, task);
             loop {
@@ -250,16 +251,20 @@ pub async fn run(
                     json_size,
                 );
                 match workload.stop {
-                    Stop::AfterRequests(_) => progress.inc(1),
-                    Stop::AfterTime(_) => progress.set_position(finished_at.as_secs()),
+                    Stop::AfterRequests(_) => done.add(1),
+                    Stop::AfterTime(_) => done.raise_to(finished_at.as_secs()),
                 }
             }
         });
     }
-    while let Some(joined) = tasks.join_next().await {
-        // The first failure (the database) ends the run; dropping `tasks` stops the others.
-        joined.map_err(|e| WorkshopError::Other(e.into()))??;
-    }
+    relay(progress, &done, async {
+        while let Some(joined) = tasks.join_next().await {
+            // The first failure (the database) ends the run; dropping `tasks` stops the others.
+            joined.map_err(|e| WorkshopError::Other(e.into()))??;
+        }
+        Ok::<(), WorkshopError>(())
+    })
+    .await?;
     let wall_time = started.elapsed();
     if let Some(ticker) = ticker {
         ticker.abort();

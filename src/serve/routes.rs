@@ -1,0 +1,463 @@
+//! The handlers: small functions that return `Result<_, ApiError>`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rust_decimal::Decimal;
+
+use super::error::{no_route, ApiError};
+use super::stats::Source;
+use super::AppState;
+use crate::cache::two_level::Layer;
+use crate::db::products::ProductRow;
+use crate::db::DbError;
+
+type Shared = State<Arc<AppState>>;
+
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/products/{id}", get(get_product).put(put_product))
+        .route("/products", get(list_products))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(no_route)
+        .with_state(state)
+}
+
+/// Per response: the duration histogram and the status counter, labelled
+/// with the route template (`/products/{id}`), never the raw path.
+pub async fn record_response(State(state): Shared, request: Request, next: Next) -> Response {
+    // `{id}` becomes `:id`: braces in a label value trip some Prometheus text parsers.
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().replace("{id}", ":id"));
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .response(&endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn source_of(layer: Layer) -> Source {
+    match layer {
+        Layer::L1 => Source::L1,
+        Layer::L2 => Source::L2,
+        Layer::Database => Source::Database,
+    }
+}
+
+/// `X-Cache` and `Server-Timing` (the layer's time, milliseconds).
+fn cache_headers(source: Source, layer_time: Duration) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(source.header()),
+    );
+    let name = match source {
+        Source::L1 => "l1",
+        Source::L2 => "l2",
+        Source::Database => "db",
+    };
+    let timing = format!("{name};dur={:.3}", layer_time.as_secs_f64() * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        headers.insert(HeaderName::from_static("server-timing"), value);
+    }
+    headers
+}
+
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(
+            format!("product id '{raw}' is not a whole number"),
+            "use e.g. GET /products/42",
+        )
+    })
+}
+
+/// Why a load through the layers produced no product.
+enum Missing {
+    /// The negative cache in Valkey knew.
+    KnownInL2,
+    /// The database has no such row.
+    NotInDatabase,
+    Failed(DbError),
+}
+
+/// Counts what the product cache's layers did for one read (metrics).
+fn count_layers(state: &AppState, source: Source) {
+    match source {
+        Source::L1 => state.metrics.hit("l1"),
+        Source::L2 => {
+            state.metrics.miss("l1");
+            state.metrics.hit("l2");
+        }
+        Source::Database => {
+            state.metrics.miss("l1");
+            state.metrics.miss("l2");
+        }
+    }
+}
+
+async fn get_product(State(state): Shared, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let id = parse_id(&raw)?;
+    if state.missing.get(&id).await.is_some() {
+        return Err(negative_hit(&state, id, Source::L1, started));
+    }
+    let key = state.keys.product(id);
+    let missing_key = state.keys.product_missing(id);
+    let read = state
+        .products
+        .get(&key, || async {
+            if let Some(valkey) = &state.valkey {
+                if let Ok(Some(_)) = valkey.get(&missing_key).await {
+                    return Err(Missing::KnownInL2);
+                }
+            }
+            match state.db.product(id).await {
+                Ok(Some(row)) => Ok(Some(row)),
+                Ok(None) => Err(Missing::NotInDatabase),
+                Err(error) => Err(Missing::Failed(error)),
+            }
+        })
+        .await;
+    match read {
+        Ok(served) => match served.value.as_ref() {
+            Some(row) => {
+                let source = source_of(served.layer);
+                count_layers(&state, source);
+                state.stats.record(source, started.elapsed(), false);
+                Ok((cache_headers(source, served.latency), Json(row.clone())).into_response())
+            }
+            // An entry another exercise cached as "no such row".
+            None => Err(negative_hit(&state, id, source_of(served.layer), started)),
+        },
+        Err(Missing::KnownInL2) => {
+            state.missing.insert(id, ()).await;
+            Err(negative_hit(&state, id, Source::L2, started))
+        }
+        Err(Missing::NotInDatabase) => {
+            state.missing.insert(id, ()).await;
+            if let Some(valkey) = &state.valkey {
+                let _ = valkey.set_with_ttl(&missing_key, "1", state.negative_ttl).await;
+            }
+            count_layers(&state, Source::Database);
+            state.stats.record(Source::Database, started.elapsed(), false);
+            Err(ApiError::NotFound { id, layer: "DB" })
+        }
+        Err(Missing::Failed(error)) => {
+            state.stats.record_error();
+            Err(error.into())
+        }
+    }
+}
+
+fn negative_hit(state: &AppState, id: i64, source: Source, started: Instant) -> ApiError {
+    state.metrics.negative_hits.inc();
+    state.stats.record(source, started.elapsed(), true);
+    ApiError::NotFound {
+        id,
+        layer: source.header(),
+    }
+}
+
+const MAX_PAGE: u32 = 100;
+const PAGE_HINT: &str = "use e.g. GET /products?category=books&limit=20&offset=0 (limit 1 to 100)";
+
+#[derive(serde::Serialize)]
+struct Page {
+    category: Option<String>,
+    limit: u32,
+    offset: u64,
+    products: Vec<ProductRow>,
+}
+
+async fn list_products(
+    State(state): Shared,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "category" | "limit" | "offset"))
+    {
+        return Err(ApiError::bad_request(
+            format!("unknown query parameter '{unknown}'"),
+            PAGE_HINT,
+        ));
+    }
+    let category = params.get("category").filter(|c| !c.is_empty()).cloned();
+    if category.as_ref().is_some_and(|c| c.chars().count() > 100) {
+        return Err(ApiError::bad_request(
+            "category is longer than 100 characters",
+            PAGE_HINT,
+        ));
+    }
+    let limit = match params.get("limit") {
+        None => 20,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit '{raw}' is not a number from 1 to 100"), PAGE_HINT))?,
+    };
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(raw) => raw.parse::<u64>().ok().filter(|n| *n <= 1_000_000_000).ok_or_else(|| {
+            ApiError::bad_request(
+                format!("offset '{raw}' is not a number from 0 to 1000000000"),
+                PAGE_HINT,
+            )
+        })?,
+    };
+    let key = state.keys.product_page(category.as_deref(), limit, offset);
+    let served = state
+        .pages
+        .get(&key, || async {
+            state
+                .db
+                .products_page(category.as_deref(), limit, offset)
+                .await
+                .map(Some)
+        })
+        .await;
+    let served = match served {
+        Ok(served) => served,
+        Err(error) => {
+            state.stats.record_error();
+            return Err(error.into());
+        }
+    };
+    let source = source_of(served.layer);
+    count_layers(&state, source);
+    state.stats.record(source, started.elapsed(), false);
+    let products = served.value.as_ref().clone().unwrap_or_default();
+    let page = Page {
+        category,
+        limit,
+        offset,
+        products,
+    };
+    Ok((cache_headers(source, served.latency), Json(page)).into_response())
+}
+
+const CHANGE_HINT: &str = "send e.g. {\"price\": \"24.99\"} (a price from 0 to 99999999.99, at most 2 decimals)";
+
+/// The body of `PUT /products/{id}`: only the price can change (the workshop's
+/// ledger records price changes, so `clean` can undo them).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductChange {
+    price: serde_json::Value,
+}
+
+fn price_of(value: &serde_json::Value) -> Result<Decimal, ApiError> {
+    let text = match value {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.trim().to_string(),
+        other => {
+            return Err(ApiError::unprocessable(
+                format!("price must be a number or a decimal string, not {other}"),
+                CHANGE_HINT,
+            ))
+        }
+    };
+    let price = Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| ApiError::unprocessable(format!("price '{text}' is not a decimal number"), CHANGE_HINT))?;
+    if price.is_sign_negative() && !price.is_zero() {
+        return Err(ApiError::unprocessable(
+            format!("price {price} is negative"),
+            CHANGE_HINT,
+        ));
+    }
+    if price.normalize().scale() > 2 {
+        return Err(ApiError::unprocessable(
+            format!("price {price} has more than 2 decimals"),
+            CHANGE_HINT,
+        ));
+    }
+    if price > Decimal::new(9_999_999_999, 2) {
+        return Err(ApiError::unprocessable(
+            format!("price {price} is larger than 99999999.99"),
+            CHANGE_HINT,
+        ));
+    }
+    Ok(price.normalize())
+}
+
+fn change_of(body: &[u8]) -> Result<Decimal, ApiError> {
+    let change: ProductChange = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable(format!("{e}"), CHANGE_HINT),
+        _ => ApiError::bad_request(format!("the body is not valid JSON: {e}"), CHANGE_HINT),
+    })?;
+    price_of(&change.price)
+}
+
+#[derive(serde::Serialize)]
+struct Changed {
+    product: ProductRow,
+    /// Whether the new row reached Valkey (else the old entry was deleted).
+    cached: bool,
+    /// Processes that received the invalidation; `None`: not published.
+    invalidation_receivers: Option<u64>,
+    warnings: Vec<String>,
+}
+
+async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let price = change_of(&body)?;
+    let Some(row) = state.db.update_product_price(id, price).await? else {
+        return Err(ApiError::NotFound { id, layer: "DB" });
+    };
+    let key = state.keys.product(id);
+    let mut warnings = Vec::new();
+    let errors = state.products.counters().snapshot().l2_errors;
+    state.products.put(&key, Some(row.clone())).await;
+    let cached = state.valkey.is_some() && state.products.counters().snapshot().l2_errors == errors;
+    if !cached {
+        // Never leave the old row in L2.
+        if let Some(valkey) = &state.valkey {
+            if valkey.delete(&key).await.is_err() {
+                warnings.push(
+                    "Valkey did not take the new row nor delete the old one; it may be served until its L2 TTL ends"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let mut receivers = None;
+    if state.invalidation {
+        if let Some(valkey) = &state.valkey {
+            match valkey.publish(&state.channel, &key).await {
+                Ok(n) => {
+                    state.metrics.invalidations_published.inc();
+                    receivers = Some(n);
+                }
+                Err(error) => warnings.push(format!(
+                    "the change was not announced ({error}); other serve processes keep the old row in L1 until its TTL ends"
+                )),
+            }
+        }
+    }
+    let body = Changed {
+        product: row,
+        cached,
+        invalidation_receivers: receivers,
+        warnings,
+    };
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+async fn stats(State(state): Shared) -> Json<super::stats::StatsView> {
+    Json(state.stats.view())
+}
+
+async fn metrics(State(state): Shared) -> Response {
+    let counters = state.products.counters().snapshot();
+    state
+        .metrics
+        .invalidations_received
+        .set(i64::try_from(counters.invalidations_received).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .set_size("l1", None, Some(state.products.l1_entries().await));
+    if let Some(valkey) = &state.valkey {
+        if let Ok(info) = valkey.info("memory").await {
+            let used = info.get("used_memory").and_then(|v| v.parse::<u64>().ok());
+            state.metrics.set_size("l2", used, None);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[derive(serde::Serialize)]
+struct Health {
+    /// `ok`, `degraded` (Valkey down: served from the database) or `down`.
+    status: &'static str,
+    database: Check,
+    valkey: Check,
+    invalidation: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Check {
+    ok: bool,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+}
+
+async fn healthz(State(state): Shared) -> Response {
+    let database = match tokio::time::timeout(Duration::from_secs(2), state.db.round_trip()).await {
+        Ok(Ok(latency)) => Check {
+            ok: true,
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Ok(Err(error)) => Check {
+            ok: false,
+            latency_ms: None,
+            error: Some(error.to_string()),
+        },
+        Err(_) => Check {
+            ok: false,
+            latency_ms: None,
+            error: Some("no answer within 2 s".into()),
+        },
+    };
+    let valkey = match &state.valkey {
+        None => Check {
+            ok: false,
+            latency_ms: None,
+            error: Some("not connected at start; restart serve once Valkey answers".into()),
+        },
+        Some(valkey) => match valkey.round_trip().await {
+            Ok(latency) => Check {
+                ok: true,
+                latency_ms: Some(latency.as_secs_f64() * 1000.0),
+                error: None,
+            },
+            Err(error) => Check {
+                ok: false,
+                latency_ms: None,
+                error: Some(error.to_string()),
+            },
+        },
+    };
+    let invalidation = match &state.listener {
+        None => "off",
+        Some(listener) if listener.is_connected() => "subscribed",
+        Some(_) => "not subscribed",
+    };
+    let (status, code) = match (database.ok, valkey.ok) {
+        (true, true) => ("ok", StatusCode::OK),
+        (true, false) => ("degraded", StatusCode::OK),
+        (false, _) => ("down", StatusCode::SERVICE_UNAVAILABLE),
+    };
+    let health = Health {
+        status,
+        database,
+        valkey,
+        invalidation,
+    };
+    (code, Json(health)).into_response()
+}

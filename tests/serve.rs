@@ -1,0 +1,659 @@
+//! `workshop-cli serve` over HTTP with a real client, on both databases.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+use support::*;
+use workshop_cli::config::DatabaseKind;
+
+/// A `serve` process on a free port; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(db: &TestDatabase, prefix: &TestPrefix, valkey: &str, args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = cli_against(dir.path(), &db.url(), prefix, valkey, &all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        out.read_line(&mut first).expect("serve's first line");
+        std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
+        let url = first
+            .strip_prefix("serving ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first:?}; stderr: {}", stderr.lock().unwrap()))
+            .to_string();
+        Server { child, url, stderr }
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("HTTP client")
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Value) {
+    let response = client.get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let layer = header(&response, "x-cache");
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, layer, body)
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn put(client: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
+    let response = client
+        .put(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("PUT");
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// The price as stored, read past every cache.
+async fn stored_price(db: &TestDatabase, id: i32) -> String {
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&db.url()).await.expect("connect");
+            let (price,): (String,) = sqlx::query_as("SELECT CAST(price AS CHAR) FROM products WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .expect("price");
+            price
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url()).await.expect("connect");
+            let (price,): (String,) = sqlx::query_as("SELECT price::text FROM products WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .expect("price");
+            price
+        }
+    }
+}
+
+fn other_price(old: &str) -> &'static str {
+    if old == "1234.56" {
+        "2345.67"
+    } else {
+        "1234.56"
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_with_its_status_codes_and_x_cache_goes_db_l2_l1() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_endpoints").await;
+        let prefix = TestPrefix::new("serve_endpoints");
+        let first = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let second = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let http = client();
+
+        let (status, layer, product) = get(&http, &first.at("/products/7")).await;
+        assert_eq!((status, layer.as_str()), (200, "DB"), "{kind:?}: {}", first.stderr());
+        assert_eq!(product["id"], 7);
+        assert!(product["price"].is_string(), "exact decimal");
+        let (_, layer, again) = get(&http, &first.at("/products/7")).await;
+        assert_eq!(layer, "L1");
+        assert_eq!(again, product);
+        // A second process has its own, empty L1: Valkey answers first.
+        let (_, layer, _) = get(&http, &second.at("/products/7")).await;
+        assert_eq!(layer, "L2");
+        let (_, layer, _) = get(&http, &second.at("/products/7")).await;
+        assert_eq!(layer, "L1");
+        let timing = http.get(first.at("/products/7")).send().await.unwrap();
+        assert!(
+            header(&timing, "server-timing").starts_with("l1;dur="),
+            "{:?}",
+            timing.headers()
+        );
+
+        // A missing id: 404 from the database once, then from the negative cache.
+        let (status, layer, body) = get(&http, &first.at("/products/99999999")).await;
+        assert_eq!((status, layer.as_str()), (404, "DB"));
+        assert_eq!(body["error"], "no product with id 99999999");
+        assert!(body["hint"].is_string());
+        let (status, layer, _) = get(&http, &first.at("/products/99999999")).await;
+        assert_eq!((status, layer.as_str()), (404, "L1"));
+        let (status, layer, _) = get(&http, &second.at("/products/99999999")).await;
+        assert_eq!(
+            (status, layer.as_str()),
+            (404, "L2"),
+            "the other process knows from Valkey"
+        );
+
+        let (status, _, body) = get(&http, &first.at("/products/seven")).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "product id 'seven' is not a whole number");
+        let (status, _, body) = get(&http, &first.at("/nothing-here")).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"], "no such endpoint");
+
+        // Pages, cached per query.
+        let (status, layer, page) = get(&http, &first.at("/products?limit=3&offset=2")).await;
+        assert_eq!((status, layer.as_str()), (200, "DB"));
+        let ids: Vec<i64> = page["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [3, 4, 5]);
+        let (_, layer, again) = get(&http, &first.at("/products?limit=3&offset=2")).await;
+        assert_eq!(layer, "L1");
+        assert_eq!(again, page);
+        let category = product["category"].as_str().unwrap().to_string();
+        let (status, _, page) = get(&http, &first.at(&format!("/products?category={category}&limit=100"))).await;
+        assert_eq!(status, 200);
+        let products = page["products"].as_array().unwrap();
+        assert!(!products.is_empty());
+        assert!(products.iter().all(|p| p["category"] == category.as_str()));
+        for bad in [
+            "/products?limit=0",
+            "/products?limit=101",
+            "/products?offset=-1",
+            "/products?colour=red",
+        ] {
+            let (status, _, body) = get(&http, &first.at(bad)).await;
+            assert_eq!(status, 400, "{bad}");
+            assert!(
+                body["hint"].as_str().unwrap().contains("limit 1 to 100"),
+                "{bad}: {body}"
+            );
+        }
+
+        // Bad changes: 400 for what is not JSON, 422 for what JSON cannot mean; nothing written.
+        let before = stored_price(&db, 7).await;
+        for (body, status, error) in [
+            ("{\"price\": ", 400, "not valid JSON"),
+            ("[1, 2", 400, "not valid JSON"),
+            ("{\"price\": -1}", 422, "price -1 is negative"),
+            ("{\"price\": \"12.345\"}", 422, "more than 2 decimals"),
+            ("{\"price\": \"lots\"}", 422, "is not a decimal number"),
+            ("{\"price\": 100000000}", 422, "larger than 99999999.99"),
+            ("{\"price\": 5, \"colour\": \"red\"}", 422, "unknown field `colour`"),
+            ("{\"name\": \"x\"}", 422, "unknown field `name`"),
+            ("{}", 422, "missing field `price`"),
+        ] {
+            let (got, answer) = put(&http, &first.at("/products/7"), body).await;
+            assert_eq!(got, status, "{body}: {answer}");
+            assert!(answer["error"].as_str().unwrap().contains(error), "{body}: {answer}");
+            assert!(answer["hint"].as_str().unwrap().contains("price"), "{body}");
+        }
+        let (status, _) = put(&http, &first.at("/products/7"), &"x".repeat(20_000)).await;
+        assert_eq!(status, 413, "the body limit");
+        let (status, body) = put(&http, &first.at("/products/99999999"), "{\"price\": 1}").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (404, Some("no product with id 99999999"))
+        );
+        assert_eq!(
+            stored_price(&db, 7).await,
+            before,
+            "{kind:?}: a rejected change writes nothing"
+        );
+
+        let (status, health) = get(&http, &first.at("/healthz")).await.into_status_body();
+        assert_eq!(status, 200);
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["database"]["ok"], true);
+        assert_eq!(health["valkey"]["ok"], true);
+        assert_eq!(health["invalidation"], "subscribed");
+
+        // Reads on the first server: product 7 ×3 (DB, L1, L1), missing ×2 (DB, negative L1),
+        // a page ×2 (DB, L1), a category page (DB).
+        let (_, _, stats) = get(&http, &first.at("/stats")).await;
+        let total = &stats["since_start"];
+        assert_eq!(total["total_requests"], 8, "{stats}");
+        assert_eq!(total["cache_hits"], 4, "{stats}");
+        assert_eq!(total["cache_misses"], 4, "{stats}");
+        assert_eq!(total["negative_hits"], 1, "{stats}");
+        assert_eq!(total["l1"]["requests"], 4, "{stats}");
+        assert_eq!(stats["last_window"]["total_requests"], 8, "{stats}");
+        assert_eq!(stats["window_seconds"], 10);
+    }
+}
+
+trait IntoStatusBody {
+    fn into_status_body(self) -> (u16, Value);
+}
+
+impl IntoStatusBody for (u16, String, Value) {
+    fn into_status_body(self) -> (u16, Value) {
+        (self.0, self.2)
+    }
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_agree_with_the_requests_made() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_metrics").await;
+        let prefix = TestPrefix::new("serve_metrics");
+        let server = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let http = client();
+        for id in [1, 2, 1, 1, 2] {
+            get(&http, &server.at(&format!("/products/{id}"))).await;
+        }
+        get(&http, &server.at("/products/99999999")).await;
+        get(&http, &server.at("/products/99999999")).await;
+        let response = http.get(server.at("/metrics")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(header(&response, "content-type").contains("openmetrics-text"));
+        let text = response.text().await.unwrap();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("{kind:?}: not Prometheus text ({e}):\n{text}"));
+        let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == name)
+                .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => 0.0,
+                })
+                .sum()
+        };
+        // 1, 2 from the database, then 1, 1, 2 from L1; the missing id: a database miss, then negative.
+        assert_eq!(value("cache_hits_total", Some(("cache_type", "l1"))), 3.0, "{text}");
+        assert_eq!(value("cache_misses_total", Some(("cache_type", "l1"))), 3.0, "{text}");
+        assert_eq!(value("cache_misses_total", Some(("cache_type", "l2"))), 3.0, "{text}");
+        assert_eq!(value("cache_negative_hits_total", None), 1.0, "{text}");
+        assert_eq!(value("http_responses_total", Some(("status", "200"))), 5.0, "{text}");
+        assert_eq!(value("http_responses_total", Some(("status", "404"))), 2.0, "{text}");
+        assert_eq!(value("cache_entries", Some(("cache_type", "l1"))), 2.0, "{text}");
+        assert!(value("cache_size_bytes", Some(("cache_type", "l2"))) > 0.0, "{text}");
+        let count = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "request_duration_seconds" && s.labels.get("endpoint") == Some("/products/:id"))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+                _ => 0.0,
+            });
+        assert_eq!(count, Some(7.0), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_put_on_one_server_is_never_served_stale_by_the_other() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_put").await;
+        let prefix = TestPrefix::new("serve_put");
+        let writer = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let reader = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let http = client();
+        let old = get(&http, &reader.at("/products/11")).await.2["price"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(get(&http, &reader.at("/products/11")).await.1, "L1");
+        let new = other_price(&old);
+        let (status, body) = put(&http, &writer.at("/products/11"), &json!({ "price": new }).to_string()).await;
+        assert_eq!(status, 200, "{kind:?}: {body}");
+        assert_eq!(body["product"]["price"], new);
+        assert_eq!(body["cached"], true);
+        assert_eq!(body["invalidation_receivers"], 2, "both servers listen");
+        assert_eq!(stored_price(&db, 11).await, new);
+        // The PUT has returned: the reader must never show the old price again.
+        let (_, layer, product) = get(&http, &reader.at("/products/11")).await;
+        assert_eq!(product["price"], new, "{kind:?}: served from {layer}");
+        assert_eq!(layer, "L2", "dropped from L1, the new row is in Valkey");
+        // The writer hears its own announcement too, so it reads the new row from Valkey or L1.
+        assert_eq!(get(&http, &writer.at("/products/11")).await.2["price"], new);
+    }
+}
+
+#[tokio::test]
+async fn with_invalidation_off_the_other_server_serves_the_old_price_from_l1() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_stale").await;
+        let prefix = TestPrefix::new("serve_stale");
+        let writer = Server::start(&db, &prefix, &valkey_url(), &["--invalidation", "off"]);
+        let reader = Server::start(&db, &prefix, &valkey_url(), &["--invalidation", "off", "--l1-ttl", "2"]);
+        let http = client();
+        let old = get(&http, &reader.at("/products/12")).await.2["price"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let new = other_price(&old);
+        let (status, body) = put(&http, &writer.at("/products/12"), &json!({ "price": new }).to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["invalidation_receivers"], Value::Null, "nothing published");
+        let (_, layer, product) = get(&http, &reader.at("/products/12")).await;
+        assert_eq!(
+            (layer.as_str(), product["price"].as_str()),
+            ("L1", Some(old.as_str())),
+            "the stale window"
+        );
+        // Until the reader's L1 TTL (2 s) ends; then it reads the new row from Valkey.
+        let mut fresh = Value::Null;
+        let mut layer = String::new();
+        for _ in 0..100 {
+            let (_, l, product) = get(&http, &reader.at("/products/12")).await;
+            if product["price"] == new {
+                fresh = product;
+                layer = l;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(fresh["price"], new, "{kind:?}: the stale window ends with the L1 TTL");
+        assert_eq!(layer, "L2");
+    }
+}
+
+#[tokio::test]
+async fn valkey_killed_and_restarted_under_load_fails_no_request_degraded_then_ok() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_outage").await;
+        let mut valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("serve_outage", &valkey.url());
+        let server = Server::start(&db, &prefix, &valkey.url(), &["--l1-capacity", "0"]);
+        let http = client();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed = Arc::new(AtomicU64::new(0));
+        let from_db = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for task in 0..4u64 {
+            let (http, url, stop, failed, from_db, done) = (
+                http.clone(),
+                server.url.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&failed),
+                Arc::clone(&from_db),
+                Arc::clone(&done),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut n = task;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = 1 + n % 20;
+                    n += 4;
+                    match http.get(format!("{url}/products/{id}")).send().await {
+                        Ok(response) if response.status().as_u16() == 200 => {
+                            if header(&response, "x-cache") == "DB" {
+                                from_db.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let health = |http: reqwest::Client, url: String| async move {
+            get(&http, &format!("{url}/healthz")).await.2["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        let until = |want: &'static str| {
+            let (http, url) = (http.clone(), server.url.clone());
+            async move {
+                for _ in 0..200 {
+                    if health(http.clone(), url.clone()).await == want {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                false
+            }
+        };
+        assert!(until("ok").await);
+        let warm = done.load(Ordering::Relaxed);
+        valkey.kill();
+        assert!(
+            until("degraded").await,
+            "{kind:?}: healthz says degraded while Valkey is down"
+        );
+        let db_before = from_db.load(Ordering::Relaxed);
+        let served = done.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            done.load(Ordering::Relaxed) > served,
+            "requests went on during the outage"
+        );
+        valkey.restart();
+        assert!(until("ok").await, "{kind:?}: recovers on its own: {}", server.stderr());
+        let after = done.load(Ordering::Relaxed);
+        // Reads reach Valkey again: L2 hits come back.
+        let (_, layer, _) = get(&http, &server.at("/products/1")).await;
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(after > served && warm <= served);
+        assert!(
+            from_db.load(Ordering::Relaxed) > db_before,
+            "reads were served from the database while Valkey was down"
+        );
+        assert_eq!(failed.load(Ordering::Relaxed), 0, "{kind:?}: no request failed");
+        assert!(layer == "L2" || layer == "DB", "{layer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_requests_in_flight_and_exits_0() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_shutdown").await;
+        let valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("serve_shutdown", &valkey.url());
+        // A paused Valkey holds every read for --cache-timeout: requests stay in flight.
+        let mut server = Server::start(
+            &db,
+            &prefix,
+            &valkey.url(),
+            &["--cache-timeout", "1500", "--l1-capacity", "0", "--log", "info"],
+        );
+        let http = client();
+        assert_eq!(get(&http, &server.at("/products/1")).await.0, 200);
+        valkey.pause();
+        let requests: Vec<_> = (1..=8)
+            .map(|id| {
+                let (http, url) = (http.clone(), server.at(&format!("/products/{id}")));
+                tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+            })
+            .collect();
+        let started = |text: &str| text.matches("started processing request").count();
+        let mut in_flight = false;
+        for _ in 0..200 {
+            if started(&server.stderr()) >= 9 {
+                in_flight = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(in_flight, "{kind:?}: {}", server.stderr());
+        server.terminate();
+        let mut statuses = Vec::new();
+        for request in requests {
+            statuses.push(request.await.unwrap().map_err(|e| e.to_string()));
+        }
+        valkey.resume();
+        assert_eq!(
+            statuses,
+            vec![Ok(200); 8],
+            "{kind:?}: every request in flight was answered"
+        );
+        let status = server.wait(Duration::from_secs(10)).expect("serve exits");
+        assert!(status.success(), "{kind:?}: {status:?} {}", server.stderr());
+        assert!(
+            http.get(server.at("/healthz")).send().await.is_err(),
+            "no longer accepting"
+        );
+    }
+}
+
+#[test]
+fn a_public_address_is_refused_without_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = workshop_cli(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: --listen must be a loopback address such as 127.0.0.1:8080, or add --public to serve other machines (got '0.0.0.0:0')"
+    );
+}
+
+#[tokio::test]
+async fn load_reports_the_counts_the_server_counted() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_load").await;
+        let prefix = TestPrefix::new("serve_load");
+        let server = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.json");
+        let output = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &[
+                "load",
+                "--url",
+                &server.url,
+                "--duration",
+                "2",
+                "--concurrency",
+                "4",
+                "--ids",
+                "1..30",
+                "--read-ratio",
+                "90",
+                "--json",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        let run: Value = serde_json::from_str(&stdout(&output)).expect("one JSON document");
+        let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(saved["requests"], run["requests"]);
+        assert_eq!(run["failed"], 0);
+        assert!(run["reads"].as_u64().unwrap() > 10, "{run}");
+        assert!(run["writes"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["statuses"]["200"], run["requests"], "{run}");
+        let timeline = run["timeline"].as_array().unwrap();
+        assert!(!timeline.is_empty());
+        let per_second: u64 = timeline.iter().map(|s| s["requests"].as_u64().unwrap()).sum();
+        assert_eq!(per_second, run["requests"].as_u64().unwrap());
+        let layer = |name: &str| run["by_layer"][name]["count"].as_u64().unwrap_or(0);
+        let http = client();
+        let (_, _, stats) = get(&http, &server.at("/stats")).await;
+        let total = &stats["since_start"];
+        assert_eq!(total["total_requests"], run["reads"], "{kind:?}: {stats}\n{run}");
+        assert_eq!(total["l1"]["requests"].as_u64(), Some(layer("L1")), "{stats}\n{run}");
+        assert_eq!(total["l2"]["requests"].as_u64(), Some(layer("L2")), "{stats}\n{run}");
+        assert_eq!(
+            total["database"]["requests"].as_u64(),
+            Some(layer("DB")),
+            "{stats}\n{run}"
+        );
+        assert!(layer("L1") > 0, "{run}");
+    }
+}
+
+#[test]
+fn load_refuses_an_empty_id_range_and_a_bad_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = workshop_cli(dir.path())
+        .args(["load", "--ids", "9..3"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("'9..3' is not FIRST..LAST with FIRST <= LAST"),
+        "{}",
+        stderr(&output)
+    );
+    let output = workshop_cli(dir.path())
+        .args(["load", "--url", "ftp://x", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: --url ftp://x is not http:// or https://; use e.g. http://127.0.0.1:8080"
+    );
+}
