@@ -345,7 +345,7 @@ cluster_up() {
         rm -rf "${CLUSTER_DIR:?}/$port"
         mkdir -p "$CLUSTER_DIR/$port"
         "$bin" --port "$port" --bind "$HOST" --daemonize yes --save "" --appendonly no \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 --cluster-replica-validity-factor 0 \
             --enable-debug-command local \
             --dir "$CLUSTER_DIR/$port" --pidfile "$CLUSTER_DIR/$port/valkey.pid" \
             --logfile "$CLUSTER_DIR/$port/valkey.log" >/dev/null || {

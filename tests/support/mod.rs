@@ -682,6 +682,9 @@ impl PrivateCluster {
                 .args(["--port", &port.to_string(), "--cluster-port", &free[6 + i].to_string()])
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                // A replica may take over however long ago it last heard from its primary:
+                // right after creation Valkey 9 otherwise refuses ("disconnected for longer than allowed").
+                .args(["--cluster-replica-validity-factor", "0"])
                 .args(["--enable-debug-command", "local"])
                 .arg("--dir")
                 .arg(&node_dir)
