@@ -203,8 +203,10 @@ async fn a_slow_query_stops_at_the_query_timeout() {
         let took = started.elapsed();
         assert_eq!(run.code, Some(4), "{kind:?}: {}", run.stderr);
         assert_eq!(run.stderr, TIMED_OUT, "{kind:?}");
+        // Stopped by the timeout, before the 3 s query could have ended on its own
+        // (the bound leaves room for start-up on a busy machine).
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+            took >= Duration::from_millis(900) && took < Duration::from_millis(2950),
             "{kind:?}: {took:?}"
         );
         let needle = match kind {
