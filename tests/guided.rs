@@ -49,7 +49,11 @@ impl Screen {
         }
         Screen {
             session: guided(shell),
-            parser: vt100::Parser::new(std::num::NonZeroU16::new(24).unwrap(), std::num::NonZeroU16::new(80).unwrap(), 0),
+            parser: vt100::Parser::new(
+                std::num::NonZeroU16::new(24).unwrap(),
+                std::num::NonZeroU16::new(80).unwrap(),
+                0,
+            ),
         }
     }
 
@@ -211,6 +215,12 @@ fn every_catalogue_command_parses_and_every_recipe_is_in_the_justfile() {
         argv.extend(exercise.command.iter().cloned());
         if let Err(error) = Cli::try_parse_from(&argv) {
             panic!("{}: `{}` does not parse: {error}", exercise.id, argv.join(" "));
+        }
+        for variant in exercise.runs() {
+            let args: Vec<String> = variant.args.iter().map(|a| a.replace("{input}", "1")).collect();
+            if let Err(error) = workshop_cli::workshop::run::parse(&args) {
+                panic!("{}: variant `{}` does not parse: {error}", exercise.id, variant.label);
+            }
         }
         let recipe = format!("\n{}:", exercise.recipe);
         assert!(

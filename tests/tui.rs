@@ -79,7 +79,11 @@ fn cache_aside_outcome() -> CacheAsideOutcome {
     let runs: Vec<RunRecord> = (1..=10)
         .map(|run| RunRecord {
             run,
-            source: if run == 1 { ReadSource::Database } else { ReadSource::Cache },
+            source: if run == 1 {
+                ReadSource::Database
+            } else {
+                ReadSource::Cache
+            },
             latency: if run == 1 { millis(23.4) } else { millis(0.21) },
             ttl_left_seconds: Some(300.0 - run as f64 * 0.01),
         })
@@ -90,7 +94,10 @@ fn cache_aside_outcome() -> CacheAsideOutcome {
         .enumerate()
         .map(|(i, ms)| DistributionBucket {
             up_to: millis(*ms),
-            counts: vec![[0, 0, 0, 0, 0, 0, 0, 31, 14, 2][i], [3, 812, 160, 19, 4, 2, 0, 0, 0, 0][i]],
+            counts: vec![
+                [0, 0, 0, 0, 0, 0, 0, 31, 14, 2][i],
+                [3, 812, 160, 19, 4, 2, 0, 0, 0, 0][i],
+            ],
         })
         .collect();
     CacheAsideOutcome {
@@ -191,7 +198,12 @@ fn check_report() -> CheckReport {
         ok: false,
         checks: vec![
             check("configuration", Status::Pass, "defaults and .env", ""),
-            check("database", Status::Fail, "cannot reach the database at 127.0.0.1:1", "start the services with `just up`"),
+            check(
+                "database",
+                Status::Fail,
+                "cannot reach the database at 127.0.0.1:1",
+                "start the services with `just up`",
+            ),
             check("valkey", Status::Pass, "Valkey 8.1.1 at 127.0.0.1:6379", ""),
         ],
         exercises: vec![],
@@ -200,7 +212,12 @@ fn check_report() -> CheckReport {
 
 /// Opens exercise `number` from the list with the arrow keys and Enter.
 fn open(state: &mut State, number: u32) {
-    let index = state.catalogue.exercises.iter().position(|e| e.number == number).unwrap();
+    let index = state
+        .catalogue
+        .exercises
+        .iter()
+        .position(|e| e.number == number)
+        .unwrap();
     press(state, (80, 24), KeyCode::Home);
     for _ in 0..index {
         press(state, (80, 24), KeyCode::Down);
@@ -227,8 +244,14 @@ fn the_list_shows_title_progress_and_keys_and_scrolls_when_short() {
         press(&mut state, (60, 15), KeyCode::Down);
     }
     let short = screen(&state, (60, 15));
-    assert!(short.contains("the caching workshop") && short.contains("q quit"), "{short}");
-    assert!(short.contains("Rate limiting"), "the last exercise scrolled into view:\n{short}");
+    assert!(
+        short.contains("the caching workshop") && short.contains("q quit"),
+        "{short}"
+    );
+    assert!(
+        short.contains("Rate limiting"),
+        "the last exercise scrolled into view:\n{short}"
+    );
     snapshot("list_scrolled", &state);
 }
 
@@ -252,8 +275,14 @@ fn the_exercise_page_renders_the_briefing_and_scrolls_both_ways() {
     let mut state = state();
     open(&mut state, 1);
     let page = screen(&state, (80, 24));
-    assert!(page.contains("Exercise 1 of 11") && page.contains("Cache-aside (lazy loading)"), "{page}");
-    assert!(!page.contains("**") && !page.contains("```"), "no raw Markdown:\n{page}");
+    assert!(
+        page.contains("Exercise 1 of 11") && page.contains("Cache-aside (lazy loading)"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("**") && !page.contains("```"),
+        "no raw Markdown:\n{page}"
+    );
     snapshot("briefing", &state);
     for _ in 0..12 {
         press(&mut state, (80, 24), KeyCode::Down);
@@ -297,7 +326,14 @@ fn your_own_sql_is_asked_for_and_put_in_place_of_the_placeholder() {
     };
     assert_eq!(
         request.args,
-        ["cache-aside", "--sql", "SELECT COUNT(*) FROM flight", "--runs", "20", "--fresh"]
+        [
+            "cache-aside",
+            "--sql",
+            "SELECT COUNT(*) FROM flight",
+            "--runs",
+            "20",
+            "--fresh"
+        ]
     );
 }
 

@@ -157,16 +157,16 @@ impl Exercise {
 
 /// `workshop-cli` and `args`, quoted where an argument has a space.
 pub fn command_line(args: &[String]) -> String {
-        let mut line = String::from("workshop-cli");
-        for arg in args {
-            line.push(' ');
-            if arg.contains(char::is_whitespace) {
-                line.push_str(&format!("'{arg}'"));
-            } else {
-                line.push_str(arg);
-            }
+    let mut line = String::from("workshop-cli");
+    for arg in args {
+        line.push(' ');
+        if arg.contains(char::is_whitespace) {
+            line.push_str(&format!("'{arg}'"));
+        } else {
+            line.push_str(arg);
         }
-        line
+    }
+    line
 }
 
 #[cfg(test)]

@@ -15,7 +15,12 @@ pub const FACTS: &[(&str, &[&str])] = &[
     ("cache-aside", &["speedup", "cache_hits"]),
     (
         "stampede",
-        &["unprotected_queries", "single_flight_queries", "lock_queries", "xfetch_queries"],
+        &[
+            "unprotected_queries",
+            "single_flight_queries",
+            "lock_queries",
+            "xfetch_queries",
+        ],
     ),
     ("stats", &["hit_rate", "best_policy"]),
     ("leaderboard", &["speedup"]),
@@ -24,9 +29,7 @@ pub const FACTS: &[(&str, &[&str])] = &[
 
 /// Whether `command` (a subcommand name) answers `fact`.
 pub fn known(command: &str, fact: &str) -> bool {
-    FACTS
-        .iter()
-        .any(|(c, facts)| *c == command && facts.contains(&fact))
+    FACTS.iter().any(|(c, facts)| *c == command && facts.contains(&fact))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,9 +55,7 @@ pub fn fact(outcome: &GuidedOutcome, name: &str) -> Option<Fact> {
     match (outcome, name) {
         (G::CheckEnv(o), "failed_checks") => Some(Fact::Number(o.failed() as f64)),
         (G::CacheAside(o), "speedup") => o.summary.speedup.map(Fact::Number),
-        (G::CacheAside(o), "cache_hits") => Some(Fact::Number(
-            o.sources.get("cache").copied().unwrap_or(0) as f64,
-        )),
+        (G::CacheAside(o), "cache_hits") => Some(Fact::Number(o.sources.get("cache").copied().unwrap_or(0) as f64)),
         (G::Stampede(crate::exercises::stampede::StampedeRun::Compared(o)), name) => {
             let mode = match name {
                 "unprotected_queries" => Protection::None,
@@ -171,7 +172,14 @@ pub fn takeaway(outcome: &GuidedOutcome) -> String {
                 _ => o
                     .modes
                     .iter()
-                    .map(|m| format!("{}: {} queries / {} requests", m.mode.name(), m.database_queries, m.requests))
+                    .map(|m| {
+                        format!(
+                            "{}: {} queries / {} requests",
+                            m.mode.name(),
+                            m.database_queries,
+                            m.requests
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(" · "),
             }
@@ -204,7 +212,11 @@ pub fn takeaway(outcome: &GuidedOutcome) -> String {
                 short_duration(db.p50),
                 if o.after.top_agree { "agree" } else { "DISAGREE" }
             ),
-            _ => format!("top {}: sides {}", o.top, if o.after.top_agree { "agree" } else { "disagree" }),
+            _ => format!(
+                "top {}: sides {}",
+                o.top,
+                if o.after.top_agree { "agree" } else { "disagree" }
+            ),
         },
         G::RateLimit(o) => {
             let each: Vec<String> = o

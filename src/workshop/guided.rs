@@ -88,7 +88,10 @@ async fn event_loop(
 
 fn save(state: &mut State) {
     if let Err(e) = state.progress.save(&state.state_path) {
-        state.message = Some(format!("Could not save progress to {}: {e}", state.state_path.display()));
+        state.message = Some(format!(
+            "Could not save progress to {}: {e}",
+            state.state_path.display()
+        ));
     }
 }
 

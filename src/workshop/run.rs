@@ -10,6 +10,8 @@ use crate::exercises::{self, progress::RunProgress, Outcome, Verdict};
 use crate::report::{self, Output};
 
 /// The outcome of any exercise the guided app can run.
+// One value per run, moved once into the results pane: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum GuidedOutcome {
     CheckEnv(exercises::check_env::CheckReport),

@@ -263,7 +263,12 @@ impl State {
                     let chosen = &variants[variant];
                     match chosen.question.clone() {
                         // Ask the question after the prompt: the guess comes with the run.
-                        Some(_) => page.modal = Some(Modal::Question { variant, input: Some(input) }),
+                        Some(_) => {
+                            page.modal = Some(Modal::Question {
+                                variant,
+                                input: Some(input),
+                            })
+                        }
                         None => {
                             page.modal = None;
                             return request(exercise, chosen, Some(&input), None);

@@ -30,7 +30,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State) {
     .areas(area);
 
     let last = state.catalogue.exercises.last().map_or(0, |e| e.number);
-    let done = if state.progress.is_done(&exercise.id) { " · done ✓" } else { "" };
+    let done = if state.progress.is_done(&exercise.id) {
+        " · done ✓"
+    } else {
+        ""
+    };
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(
@@ -55,8 +59,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State) {
             (left, Some(right))
         }
         Some(_) => {
-            let [top, bottom] =
-                Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
+            let [top, bottom] = Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
             (top, Some(bottom))
         }
     };
@@ -66,7 +69,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State) {
     }
     // Over the briefing; in a window too short for both panes, over the
     // result's lower part (the result's top stays in view).
-    let hint_host = if briefing_area.height > 0 { briefing_area } else { results_area.unwrap_or(body) };
+    let hint_host = if briefing_area.height > 0 {
+        briefing_area
+    } else {
+        results_area.unwrap_or(body)
+    };
     if let Some(hint) = page.hint {
         let briefing_area = hint_host;
         let text = format!("Hint {}/{}: {}", hint + 1, exercise.hints.len(), exercise.hints[hint]);
@@ -105,7 +112,8 @@ fn variant_lines(variants: &[crate::workshop::catalogue::Variant], width: u16) -
         let key = format!("[{}]", i + 1);
         let mark = if variant.question.is_some() { " ?" } else { "" };
         let label = format!(" {}{mark}", variant.label);
-        let entry = unicode_width::UnicodeWidthStr::width(key.as_str()) + unicode_width::UnicodeWidthStr::width(label.as_str());
+        let entry =
+            unicode_width::UnicodeWidthStr::width(key.as_str()) + unicode_width::UnicodeWidthStr::width(label.as_str());
         if used > 0 && used + 2 + entry > width {
             lines.push(Line::from(std::mem::take(&mut spans)));
             used = 0;
@@ -114,7 +122,10 @@ fn variant_lines(variants: &[crate::workshop::catalogue::Variant], width: u16) -
             spans.push(Span::raw("  "));
             used += 2;
         }
-        spans.push(Span::styled(key, Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)));
+        spans.push(Span::styled(
+            key,
+            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        ));
         spans.push(Span::raw(label));
         used += entry;
     }
@@ -205,7 +216,11 @@ fn modal_box(frame: &mut Frame<'_>, area: Rect, modal: &Modal, variants: &[crate
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(ratatui::widgets::Wrap { trim: false })
-            .block(Block::bordered().title(title).border_style(Style::new().fg(Color::Cyan))),
+            .block(
+                Block::bordered()
+                    .title(title)
+                    .border_style(Style::new().fg(Color::Cyan)),
+            ),
         popup,
     );
 }

@@ -22,7 +22,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State) {
         .count();
     frame.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled("workshop-cli · the caching workshop", Style::new().add_modifier(Modifier::BOLD)),
+            Span::styled(
+                "workshop-cli · the caching workshop",
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
             Span::raw(format!("  {}", crate::report::workshop::progress_line(done, total))),
         ])),
         title,

@@ -20,11 +20,14 @@ use crate::workshop::facts::short_duration;
 use crate::workshop::run::GuidedOutcome;
 use crate::workshop::state::{Finished, Live, RunStatus, RunView, State};
 
+/// Draws a part into its place on the pane's canvas.
+type Render<'a> = Box<dyn Fn(Rect, &mut Buffer) + 'a>;
+
 /// One piece of the pane: its size, and how to draw it there.
 struct Part<'a> {
     height: u16,
     width: u16,
-    render: Box<dyn Fn(Rect, &mut Buffer) + 'a>,
+    render: Render<'a>,
 }
 
 fn lines_part(lines: Vec<Line<'static>>) -> Part<'static> {
@@ -50,13 +53,16 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State, run: &RunView, foc
         RunStatus::Finished(finished) => Some(finished.takeaway.clone()),
         _ => None,
     };
-    let takeaway_height = takeaway
-        .as_ref()
-        .map_or(0, |t| wrapped_height(t, inner.width).min(inner.height.saturating_sub(1)));
+    let takeaway_height = takeaway.as_ref().map_or(0, |t| {
+        wrapped_height(t, inner.width).min(inner.height.saturating_sub(1))
+    });
     let [content_area, takeaway_area] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(takeaway_height)]).areas(inner);
     if let Some(takeaway) = takeaway {
-        frame.render_widget(wrapped(format!("→ {takeaway}")).style(BOLD.fg(Color::Green)), takeaway_area);
+        frame.render_widget(
+            wrapped(format!("→ {takeaway}")).style(BOLD.fg(Color::Green)),
+            takeaway_area,
+        );
     }
 
     let mut parts = vec![lines_part(vec![Line::from(Span::styled(
@@ -111,7 +117,11 @@ fn running(live: &Live) -> Part<'static> {
     let live = live.clone();
     let mut lines = vec![Line::from(vec![
         Span::styled("running: ", BOLD),
-        Span::raw(if live.phase.is_empty() { "starting".to_string() } else { live.phase.clone() }),
+        Span::raw(if live.phase.is_empty() {
+            "starting".to_string()
+        } else {
+            live.phase.clone()
+        }),
         Span::raw(format!("  ({:.1} s)", live.elapsed.as_secs_f64())),
     ])];
     let counted = match live.total {
@@ -130,8 +140,7 @@ fn running(live: &Live) -> Part<'static> {
         height,
         width: 0,
         render: Box::new(move |area, buf| {
-            let [gauge_area, text_area] =
-                Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+            let [gauge_area, text_area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
             let ratio = match live.total {
                 Some(total) if total > 0 => (live.done as f64 / total as f64).clamp(0.0, 1.0),
                 _ => 0.0,
@@ -157,7 +166,10 @@ fn finished_parts(finished: &Finished, run: &RunView, width: u16, parts: &mut Ve
         )));
     }
     if let (Some(checked), Some((question, _))) = (&finished.checked, &run.question) {
-        let actual = checked.actual.as_ref().map_or_else(|| "not measured".into(), |a| a.to_string());
+        let actual = checked
+            .actual
+            .as_ref()
+            .map_or_else(|| "not measured".into(), |a| a.to_string());
         head.push(Line::from(Span::styled(question.ask.clone(), BOLD)));
         head.push(Line::from(vec![
             Span::raw(format!("you said: {} · the run: {actual} ", checked.guess)),
@@ -173,7 +185,10 @@ fn finished_parts(finished: &Finished, run: &RunView, width: u16, parts: &mut Ve
     }
     match &finished.outcome {
         GuidedOutcome::CacheAside(o) => {
-            let rows = [("database", o.summary.database.as_ref()), ("cache", o.summary.cache.as_ref())];
+            let rows = [
+                ("database", o.summary.database.as_ref()),
+                ("cache", o.summary.cache.as_ref()),
+            ];
             parts.push(latency_table(&rows));
             if let Some(distribution) = &o.distribution {
                 parts.push(distribution_chart(distribution, width));
@@ -215,7 +230,12 @@ fn finished_parts(finished: &Finished, run: &RunView, width: u16, parts: &mut Ve
             let series: Vec<(String, Vec<u64>)> = o
                 .limiters
                 .iter()
-                .map(|l| (format!("{} allowed per second", l.limiter.name()), l.allowed_each_second.clone()))
+                .map(|l| {
+                    (
+                        format!("{} allowed per second", l.limiter.name()),
+                        l.allowed_each_second.clone(),
+                    )
+                })
                 .collect();
             parts.push(sparklines(series));
         }
@@ -287,7 +307,11 @@ fn distribution_chart(distribution: &crate::measure::Distribution, width: u16) -
     let side_by_side = width >= 30 * series;
     let buckets = distribution.buckets.len() as u16;
     let chart_height = buckets + 1;
-    let height = if side_by_side { chart_height } else { chart_height * series };
+    let height = if side_by_side {
+        chart_height
+    } else {
+        chart_height * series
+    };
     // Bar lengths on a log scale of the count: 1 read next to 800 still shows.
     let log = |count: u64| ((count as f64).ln_1p() * 100.0).round() as u64;
     let max = distribution
@@ -301,7 +325,11 @@ fn distribution_chart(distribution: &crate::measure::Distribution, width: u16) -
         height,
         width: 0,
         render: Box::new(move |area, buf| {
-            let direction = if side_by_side { Direction::Horizontal } else { Direction::Vertical };
+            let direction = if side_by_side {
+                Direction::Horizontal
+            } else {
+                Direction::Vertical
+            };
             let areas = Layout::default()
                 .direction(direction)
                 .constraints(distribution.series.iter().map(|_| Constraint::Ratio(1, series.into())))
@@ -318,8 +346,7 @@ fn distribution_chart(distribution: &crate::measure::Distribution, width: u16) -
                             .text_value(count.to_string())
                     })
                     .collect();
-                let [title, chart] =
-                    Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(areas[i]);
+                let [title, chart] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(areas[i]);
                 Paragraph::new(Line::from(Span::styled(format!("{name} latency (log scales)"), BOLD)))
                     .render(title, buf);
                 BarChart::default()
