@@ -159,6 +159,40 @@ async fn an_attendee_walks_exercise_one_in_the_guided_app_on_postgres_and_it_is_
 }
 
 #[tokio::test]
+async fn ctrl_c_cancels_a_running_variant_and_stays_on_its_page() {
+    let db = seeded_database(DatabaseKind::MySql, "guided_cancel").await;
+    let prefix = TestPrefix::new("guided_cancel");
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = workshop_cli(dir.path());
+    command
+        .env("DATABASE_URL", db.url())
+        .env("VALKEY_URL", valkey_url())
+        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
+        .env("WORKSHOP_STATE_FILE", dir.path().join("state.json"));
+    let mut screen = Screen::start(command);
+    screen.wait_for("the caching workshop");
+    screen.press("\x1b[F"); // End: the last exercise, rate limiting
+    screen.press("\r");
+    screen.wait_for(&format!("Exercise {} of {}", last_number(), last_number()));
+    screen.press("1");
+    screen.wait_for("Predict, then run");
+    screen.press("a");
+    // Three limiters of 3 s each: the first one's phase is showing, the run has far to go.
+    screen.wait_for("fixed-window for 3 s");
+    screen.press("\x03");
+    screen.wait_for("Cancelled after");
+    assert!(
+        screen.contents().contains(&format!("Exercise {} of", last_number())),
+        "still on the page:\n{}",
+        screen.contents()
+    );
+    screen.press(ESC);
+    screen.wait_for("the caching workshop");
+    screen.press("q");
+    screen.session.exp_eof().unwrap();
+}
+
+#[tokio::test]
 async fn the_guided_workshop_shows_the_environment_check_instead_of_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = workshop_cli(dir.path());

@@ -226,9 +226,60 @@ pub fn takeaway(outcome: &GuidedOutcome) -> String {
                 .collect();
             format!("busiest second vs {:.0}/s: {}", o.limit_per_second, each.join(" · "))
         }
-        G::WriteThrough(_) | G::MultiLevel(_) | G::WriteBehind(_) | G::Seed(_) | G::Clean(_) => {
-            "finished: the tables above have the numbers".into()
+        G::WriteThrough(o) => match (&o.summary.database, &o.summary.cache) {
+            (Some(db), Some(cache)) => format!(
+                "{} write(s): database p50 {} + cache p50 {}; {}",
+                o.write_count,
+                short_duration(db.p50),
+                short_duration(cache.p50),
+                if o.all_consistent {
+                    "cache and database agree".to_string()
+                } else {
+                    format!("{} write(s) inconsistent", o.inconsistent_writes)
+                }
+            ),
+            _ => format!("{} write(s)", o.write_count),
+        },
+        G::MultiLevel(o) => match o {
+            crate::exercises::multi_level::MultiLevelOutcome::Reads(r) => {
+                let c = &r.counters;
+                let requests = c.l1_hits + c.l1_misses;
+                let share = |n: u64| percent((requests > 0).then(|| n as f64 / requests as f64));
+                format!(
+                    "{requests} reads: L1 {} · Valkey {} · database {} ({} loads)",
+                    share(c.l1_hits),
+                    share(c.l2_hits),
+                    share(c.database_loads),
+                    c.database_loads
+                )
+            }
+            crate::exercises::multi_level::MultiLevelOutcome::Change(c) => format!(
+                "product {} changed; {} other process(es) told to drop it from L1",
+                c.product_id,
+                c.receivers.map_or_else(|| "no".into(), |n| n.to_string())
+            ),
+            crate::exercises::multi_level::MultiLevelOutcome::Listen(_) => "listening ended".into(),
+        },
+        G::WriteBehind(o) => {
+            let produced = o.produced.as_ref().map(|p| {
+                let ack = p.ack.as_ref().map_or_else(|| "–".into(), |a| short_duration(a.p50));
+                format!("{} writes acknowledged (p50 {ack})", p.writes)
+            });
+            let speedup = o
+                .comparison
+                .as_ref()
+                .and_then(|c| c.ack_speedup)
+                .map(|x| format!("{x:.0}× faster than write-through"));
+            let flushed = o.flushed.as_ref().map(|f| format!("{} stored in the database", f.inserted));
+            let parts: Vec<String> = [produced, speedup, flushed].into_iter().flatten().collect();
+            if parts.is_empty() {
+                "nothing written".into()
+            } else {
+                parts.join("; ")
+            }
         }
+        G::Seed(_) => "the fixtures are loaded: every exercise has its data".into(),
+        G::Clean(_) => "what the workshop wrote is undone (the table says what)".into(),
     }
 }
 
