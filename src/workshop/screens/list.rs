@@ -26,7 +26,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State) {
                 "workshop-cli · the caching workshop",
                 Style::new().add_modifier(Modifier::BOLD),
             ),
-            Span::raw(format!("  {}", crate::report::workshop::progress_line(done, total))),
+            Span::raw(if area.width >= 72 {
+                format!("  {}", crate::report::workshop::progress_line(done, total))
+            } else {
+                format!("  {done}/{total} done")
+            }),
         ])),
         title,
     );

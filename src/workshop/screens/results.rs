@@ -50,7 +50,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State, run: &RunView, foc
     frame.render_widget(block, area);
 
     let takeaway = match &run.status {
-        RunStatus::Finished(finished) => Some(finished.takeaway.clone()),
+        RunStatus::Finished(finished) => Some(format!("→ {}", finished.takeaway)),
         _ => None,
     };
     let takeaway_height = takeaway.as_ref().map_or(0, |t| {
@@ -60,7 +60,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State, run: &RunView, foc
         Layout::vertical([Constraint::Min(1), Constraint::Length(takeaway_height)]).areas(inner);
     if let Some(takeaway) = takeaway {
         frame.render_widget(
-            wrapped(format!("→ {takeaway}")).style(BOLD.fg(Color::Green)),
+            wrapped(takeaway).style(BOLD.fg(Color::Green)),
             takeaway_area,
         );
     }
