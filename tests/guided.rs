@@ -192,6 +192,45 @@ async fn ctrl_c_cancels_a_running_variant_and_stays_on_its_page() {
     screen.session.exp_eof().unwrap();
 }
 
+async fn a_listener_beside_an_update(kind: DatabaseKind) {
+    let db = seeded_database(kind, "guided_listen").await;
+    let prefix = TestPrefix::new("guided_listen");
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = workshop_cli(dir.path());
+    command
+        .env("DATABASE_URL", db.url())
+        .env("VALKEY_URL", valkey_url())
+        .env("WORKSHOP_KEY_PREFIX", &prefix.prefix)
+        .env("WORKSHOP_STATE_FILE", dir.path().join("state.json"));
+    let mut screen = Screen::start(command);
+    screen.wait_for("the caching workshop");
+    for _ in 0..4 {
+        screen.press(DOWN);
+    }
+    screen.press("\r");
+    screen.wait_for("Exercise 4 of");
+    screen.press("2");
+    screen.wait_for("Product id to watch and change");
+    screen.press("42\r");
+    // Invalidation on: the listener (the same product, its own L1) is served the new price.
+    screen.wait_for("the listener was served the new price 19.99");
+    screen.wait_for("The listener (another process's view)");
+    screen.press(ESC);
+    screen.wait_for("the caching workshop");
+    screen.press("q");
+    screen.session.exp_eof().unwrap();
+}
+
+#[tokio::test]
+async fn a_listener_beside_an_update_is_served_the_new_price_on_mysql() {
+    a_listener_beside_an_update(DatabaseKind::MySql).await;
+}
+
+#[tokio::test]
+async fn a_listener_beside_an_update_is_served_the_new_price_on_postgres() {
+    a_listener_beside_an_update(DatabaseKind::Postgres).await;
+}
+
 #[tokio::test]
 async fn the_guided_workshop_shows_the_environment_check_instead_of_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,6 +293,17 @@ fn every_catalogue_command_parses_and_every_recipe_is_in_the_justfile() {
             let args: Vec<String> = variant.args.iter().map(|a| a.replace("{input}", "1")).collect();
             if let Err(error) = workshop_cli::workshop::run::parse(&args) {
                 panic!("{}: variant `{}` does not parse: {error}", exercise.id, variant.label);
+            }
+            if let Some(alongside) = &variant.alongside {
+                let alongside: Vec<String> = alongside.iter().map(|a| a.replace("{input}", "1")).collect();
+                if let Err(error) = workshop_cli::workshop::run::parse(&alongside) {
+                    panic!("{}: `{}` alongside does not parse: {error}", exercise.id, variant.label);
+                }
+                assert!(
+                    workshop_cli::workshop::run::not_in_process(&alongside).is_none(),
+                    "{}: what runs alongside must end by itself (--duration)",
+                    exercise.id
+                );
             }
         }
         let recipe = format!("\n{}:", exercise.recipe);

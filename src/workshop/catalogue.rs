@@ -49,6 +49,10 @@ pub struct Variant {
     /// Asked before the run; the answer replaces `{input}` in `args`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// A run started first and shown beside this one (`multi-level --listen
+    /// --duration S`): the variant runs once it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alongside: Option<Vec<String>>,
     /// Predict, then run: asked before the run, checked against its outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question: Option<Question>,
@@ -145,6 +149,7 @@ impl Exercise {
             label: "the default run".into(),
             args: self.command.clone(),
             prompt: None,
+            alongside: None,
             question: None,
         }]
     }

@@ -270,7 +270,10 @@ pub fn takeaway(outcome: &GuidedOutcome) -> String {
                 .as_ref()
                 .and_then(|c| c.ack_speedup)
                 .map(|x| format!("{x:.0}× faster than write-through"));
-            let flushed = o.flushed.as_ref().map(|f| format!("{} stored in the database", f.inserted));
+            let flushed = o
+                .flushed
+                .as_ref()
+                .map(|f| format!("{} stored in the database", f.inserted));
             let parts: Vec<String> = [produced, speedup, flushed].into_iter().flatten().collect();
             if parts.is_empty() {
                 "nothing written".into()

@@ -26,8 +26,9 @@ use crate::config::{Config, ConfigError};
 use crate::db::cancel;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::check_env;
+use crate::exercises::multi_level::listen::ServedChange;
 use crate::exercises::progress::{RunEvent, RunProgress};
-use crate::report::Output;
+use crate::report::{self, capture, Output};
 
 /// How often a running exercise's progress is redrawn.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
@@ -128,11 +129,24 @@ async fn run_request(
             return Ok(());
         }
     };
+    let alongside = match request.alongside.as_deref().map(run::parse).transpose() {
+        Ok(alongside) => alongside,
+        Err(why) => {
+            fail(state, why);
+            return Ok(());
+        }
+    };
     let live = Arc::new(Mutex::new(Live::default()));
     let progress = LiveProgress(live.clone());
     let started = Instant::now();
     let exercise_id = request.exercise_id.clone();
-    let mut work = Box::pin(measure(command, &config, &progress, &exercise_id));
+    let listener = Listener::new(live.clone());
+    let mut work = Box::pin(async {
+        match alongside {
+            None => measure(command, &config, &progress, &exercise_id).await,
+            Some(first) => measure_beside(first, command, &config, &progress, &listener, &exercise_id).await,
+        }
+    });
     let mut tick = tokio::time::interval(REDRAW_EVERY);
     let ended = loop {
         tokio::select! {
@@ -165,7 +179,13 @@ async fn run_request(
             ))
         }
         Some(Ok((outcome, note))) => {
-            RunStatus::Finished(Box::new(Finished::new(outcome, request.question.as_ref(), note)))
+            let mut finished = Finished::new(outcome, request.question.as_ref(), note);
+            if request.alongside.is_some() {
+                let (lines, changes) = listener.take();
+                finished.takeaway = format!("{}; {}", listener_takeaway(&changes), finished.takeaway);
+                finished.beside = Some(lines);
+            }
+            RunStatus::Finished(Box::new(finished))
         }
         Some(Err(error)) => {
             if cancel::anything_to_cancel() {
@@ -196,6 +216,127 @@ async fn measure(
         }
     }
     Ok((run::measure(command, config, progress).await?, None))
+}
+
+/// Runs `first` (a `multi-level --listen --duration S`), then `command`
+/// once it listens; both in this process, as two terminals would.
+async fn measure_beside(
+    first: Command,
+    command: Command,
+    config: &Config,
+    progress: &LiveProgress,
+    listener: &Listener,
+    exercise_id: &str,
+) -> Result<(GuidedOutcome, Option<String>)> {
+    // The environment check first: the listener's time is for the change.
+    progress.phase("checking the environment first", None);
+    let checked = check_env::check(config).await;
+    if !checked.ready_for(exercise_id) {
+        return Ok((GuidedOutcome::CheckEnv(checked), Some(MISSING.to_string())));
+    }
+    let listening = run::measure(first, config, listener);
+    let then = async {
+        if tokio::time::timeout(LISTEN_WITHIN, listener.started.notified())
+            .await
+            .is_err()
+        {
+            return Err(WorkshopError::Other(anyhow::anyhow!(
+                "the listener did not start within {} s",
+                LISTEN_WITHIN.as_secs()
+            )));
+        }
+        Ok((run::measure(command, config, progress).await?, None))
+    };
+    let (listened, result) = tokio::join!(listening, then);
+    let summary = listened?;
+    listener.push_lines(summary.text_lines());
+    result
+}
+
+/// How long a listener may take to connect and read its first value.
+const LISTEN_WITHIN: Duration = Duration::from_secs(15);
+
+/// The run alongside: its lines (as its terminal would show them) and the
+/// changes it was served, collected from its events.
+struct Listener {
+    live: Arc<Mutex<Live>>,
+    lines: Mutex<Vec<String>>,
+    changes: Mutex<Vec<ServedChange>>,
+    started: tokio::sync::Notify,
+}
+
+impl Listener {
+    fn new(live: Arc<Mutex<Live>>) -> Listener {
+        Listener {
+            live,
+            lines: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
+            started: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn push_lines(&self, new: Vec<String>) {
+        if let Ok(mut live) = self.live.lock() {
+            live.notes.extend(new.iter().map(|l| format!("listener: {l}")));
+        }
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.extend(new);
+        }
+    }
+
+    fn take(&self) -> (Vec<String>, Vec<ServedChange>) {
+        let lines = self
+            .lines
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        let changes = self
+            .changes
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        (lines, changes)
+    }
+}
+
+impl RunProgress for Listener {
+    fn event(&self, event: RunEvent<'_>) {
+        let output = Output {
+            json: false,
+            color: false,
+            progress: false,
+        };
+        match event {
+            RunEvent::ListenStarted(start) => {
+                self.push_lines(capture::lines(|| {
+                    report::multi_level::show_listen_start(start, &output)
+                }));
+                self.started.notify_one();
+            }
+            RunEvent::ServedChanged(change) => {
+                self.push_lines(capture::lines(|| {
+                    report::multi_level::show_listen_change(change, &output)
+                }));
+                if let Ok(mut changes) = self.changes.lock() {
+                    changes.push(change.clone());
+                }
+            }
+            RunEvent::Warning(text) => self.push_lines(vec![format!("warning: {text}")]),
+            RunEvent::FleetMemberReady => {}
+        }
+    }
+}
+
+/// What the listener saw: the first change is the value it started with.
+fn listener_takeaway(changes: &[ServedChange]) -> String {
+    match changes.get(1) {
+        Some(change) => format!(
+            "the listener was served the new price {} at +{:.1} s",
+            change.price.map_or_else(|| "(gone)".into(), |p| p.to_string()),
+            change.elapsed.as_secs_f64()
+        ),
+        None => "the listener kept serving the old row for its whole run".into(),
+    }
 }
 
 /// The app's [`RunProgress`]: what the run says, for the next draw.

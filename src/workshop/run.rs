@@ -35,9 +35,9 @@ pub fn not_in_process(args: &[String]) -> Option<String> {
         Some("serve") | Some("load") => Some(format!(
             "{line} runs until you stop it: start it in another terminal (the briefing shows how)"
         )),
-        Some("multi-level") if args.iter().any(|a| a == "--listen") => Some(format!(
-            "{line} listens until you stop it: start it in another terminal"
-        )),
+        Some("multi-level") if args.iter().any(|a| a == "--listen") && !args.iter().any(|a| a == "--duration") => Some(
+            format!("{line} listens until you stop it: start it in another terminal"),
+        ),
         Some("exercises") | Some("completions") => Some(format!("{line} is not an exercise")),
         _ => None,
     }

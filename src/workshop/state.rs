@@ -103,6 +103,8 @@ pub struct Finished {
     pub failure: Option<String>,
     /// Shown above the outcome (e.g. why the environment check stopped it).
     pub note: Option<String>,
+    /// What the run alongside showed (a listener's lines), beside the report.
+    pub beside: Option<Vec<String>>,
 }
 
 /// What the event loop must do after a key.
@@ -120,6 +122,8 @@ pub struct RunRequest {
     pub exercise_id: String,
     pub label: String,
     pub args: Vec<String>,
+    /// Started first and shown beside the run (a listener).
+    pub alongside: Option<Vec<String>>,
     pub question: Option<(Question, usize)>,
 }
 
@@ -135,6 +139,7 @@ impl Finished {
             checked: question.map(|(q, guess)| facts::check(q, *guess, &outcome)),
             failure,
             note,
+            beside: None,
             outcome,
         }
     }
@@ -398,18 +403,19 @@ impl State {
 }
 
 fn request(exercise: &Exercise, variant: &Variant, input: Option<&str>, question: Option<(Question, usize)>) -> Action {
-    let args = variant
-        .args
-        .iter()
-        .map(|a| match input {
-            Some(input) => a.replace(INPUT_PLACEHOLDER, input),
-            None => a.clone(),
-        })
-        .collect();
+    let fill = |args: &[String]| -> Vec<String> {
+        args.iter()
+            .map(|a| match input {
+                Some(input) => a.replace(INPUT_PLACEHOLDER, input),
+                None => a.clone(),
+            })
+            .collect()
+    };
     Action::Run(RunRequest {
         exercise_id: exercise.id.clone(),
         label: variant.label.clone(),
-        args,
+        args: fill(&variant.args),
+        alongside: variant.alongside.as_deref().map(fill),
         question,
     })
 }

@@ -59,10 +59,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State, run: &RunView, foc
     let [content_area, takeaway_area] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(takeaway_height)]).areas(inner);
     if let Some(takeaway) = takeaway {
-        frame.render_widget(
-            wrapped(takeaway).style(BOLD.fg(Color::Green)),
-            takeaway_area,
-        );
+        frame.render_widget(wrapped(takeaway).style(BOLD.fg(Color::Green)), takeaway_area);
     }
 
     let mut parts = vec![lines_part(vec![Line::from(Span::styled(
@@ -255,11 +252,38 @@ fn finished_parts(finished: &Finished, run: &RunView, width: u16, parts: &mut Ve
         }
         _ => {}
     }
-    parts.push(lines_part(
-        std::iter::once(Line::from(Span::styled("The report", BOLD)))
-            .chain(finished.lines.iter().map(|l| Line::from(l.clone())))
-            .collect(),
-    ));
+    let report: Vec<Line<'static>> = std::iter::once(Line::from(Span::styled("The report", BOLD)))
+        .chain(finished.lines.iter().map(|l| Line::from(l.clone())))
+        .collect();
+    match &finished.beside {
+        None => parts.push(lines_part(report)),
+        Some(beside) => {
+            let listener: Vec<Line<'static>> =
+                std::iter::once(Line::from(Span::styled("The listener (another process's view)", BOLD)))
+                    .chain(beside.iter().map(|l| Line::from(l.clone())))
+                    .collect();
+            parts.push(side_by_side(listener, report));
+        }
+    }
+}
+
+/// Two columns of lines, each as wide as its widest line.
+fn side_by_side(left: Vec<Line<'static>>, right: Vec<Line<'static>>) -> Part<'static> {
+    let left_width = left.iter().map(Line::width).max().unwrap_or(0) as u16;
+    let right_width = right.iter().map(Line::width).max().unwrap_or(0) as u16;
+    Part {
+        height: left.len().max(right.len()) as u16,
+        width: left_width + 3 + right_width,
+        render: Box::new(move |area, buf| {
+            let left_area = Rect::new(area.x, area.y, left_width.min(area.width), area.height);
+            Paragraph::new(left.clone()).render(left_area, buf);
+            let x = area.x + left_width + 3;
+            if x < area.x + area.width {
+                let right_area = Rect::new(x, area.y, area.x + area.width - x, area.height);
+                Paragraph::new(right.clone()).render(right_area, buf);
+            }
+        }),
+    }
 }
 
 fn table<const N: usize>(header: &[&str; N], rows: Vec<[String; N]>, widths: &[u16; N]) -> Part<'static> {
