@@ -180,7 +180,8 @@ async fn run_request(
         }
         Some(Ok((outcome, note))) => {
             let mut finished = Finished::new(outcome, request.question.as_ref(), note);
-            if request.alongside.is_some() {
+            // Beside the change only when it ran (not stopped by the environment check).
+            if request.alongside.is_some() && finished.note.is_none() {
                 let (lines, changes) = listener.take();
                 finished.takeaway = format!("{}; {}", listener_takeaway(&changes), finished.takeaway);
                 finished.beside = Some(lines);
@@ -235,23 +236,52 @@ async fn measure_beside(
         return Ok((GuidedOutcome::CheckEnv(checked), Some(MISSING.to_string())));
     }
     let listening = run::measure(first, config, listener);
-    let then = async {
-        if tokio::time::timeout(LISTEN_WITHIN, listener.started.notified())
-            .await
-            .is_err()
-        {
-            return Err(WorkshopError::Other(anyhow::anyhow!(
-                "the listener did not start within {} s",
-                LISTEN_WITHIN.as_secs()
-            )));
-        }
-        Ok((run::measure(command, config, progress).await?, None))
+    tokio::pin!(listening);
+    let ended_early = |listened: Result<GuidedOutcome>| match listened {
+        Err(error) => Err(error),
+        Ok(_) => Err(WorkshopError::Other(anyhow::anyhow!(
+            "the listener stopped before the change; give it a longer --duration"
+        ))),
     };
-    let (listened, result) = tokio::join!(listening, then);
-    let summary = listened?;
-    listener.push_lines(summary.text_lines());
-    result
+    tokio::select! {
+        listened = &mut listening => return ended_early(listened),
+        started = tokio::time::timeout(LISTEN_WITHIN, listener.started.notified()) => {
+            if started.is_err() {
+                return Err(WorkshopError::Other(anyhow::anyhow!(
+                    "the listener did not start within {} s",
+                    LISTEN_WITHIN.as_secs()
+                )));
+            }
+        }
+    }
+    let change = run::measure(command, config, progress);
+    tokio::pin!(change);
+    let outcome = tokio::select! {
+        listened = &mut listening => return ended_early(listened),
+        outcome = &mut change => outcome?,
+    };
+    // Then the listener goes on until it is served something new (at once
+    // with invalidation, after its L1 TTL without), or the grace runs out.
+    let seen = listener.changes.lock().map_or(0, |c| c.len());
+    let served_new = async {
+        while listener.changes.lock().map_or(0, |c| c.len()) <= seen {
+            listener.changed.notified().await;
+        }
+    };
+    tokio::select! {
+        listened = &mut listening => {
+            if let Ok(summary) = listened {
+                listener.push_lines(summary.text_lines());
+            }
+        }
+        () = served_new => {}
+        () = tokio::time::sleep(LISTEN_AFTER) => {}
+    }
+    Ok((outcome, None))
 }
+
+/// How long the listener goes on after the change when it sees nothing new.
+const LISTEN_AFTER: Duration = Duration::from_secs(10);
 
 /// How long a listener may take to connect and read its first value.
 const LISTEN_WITHIN: Duration = Duration::from_secs(15);
@@ -263,6 +293,7 @@ struct Listener {
     lines: Mutex<Vec<String>>,
     changes: Mutex<Vec<ServedChange>>,
     started: tokio::sync::Notify,
+    changed: tokio::sync::Notify,
 }
 
 impl Listener {
@@ -272,6 +303,7 @@ impl Listener {
             lines: Mutex::new(Vec::new()),
             changes: Mutex::new(Vec::new()),
             started: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -317,9 +349,15 @@ impl RunProgress for Listener {
                 self.push_lines(capture::lines(|| {
                     report::multi_level::show_listen_change(change, &output)
                 }));
-                if let Ok(mut changes) = self.changes.lock() {
+                let first = self.changes.lock().is_ok_and(|mut changes| {
                     changes.push(change.clone());
+                    changes.len() == 1
+                });
+                // Started once it was served the row as it is before the change.
+                if first {
+                    self.started.notify_one();
                 }
+                self.changed.notify_one();
             }
             RunEvent::Warning(text) => self.push_lines(vec![format!("warning: {text}")]),
             RunEvent::FleetMemberReady => {}
