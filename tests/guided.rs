@@ -30,6 +30,8 @@ fn press(session: &mut PtySession, key: &str) {
 struct Screen {
     session: PtySession,
     parser: vt100::Parser,
+    /// A run stopped by the environment check fails the test at once, with its rows.
+    missing_is_a_failure: bool,
 }
 
 impl Screen {
@@ -49,6 +51,7 @@ impl Screen {
         }
         Screen {
             session: guided(shell),
+            missing_is_a_failure: true,
             parser: vt100::Parser::new(
                 std::num::NonZeroU16::new(24).unwrap(),
                 std::num::NonZeroU16::new(80).unwrap(),
@@ -74,6 +77,9 @@ impl Screen {
             if self.contents().contains(text) {
                 return;
             }
+            if self.missing_is_a_failure && self.contents().contains("Something is missing") {
+                self.fail_with_the_environment_check(text);
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "no {text:?} on the screen:\n{}",
@@ -87,6 +93,24 @@ impl Screen {
 
     fn press(&mut self, key: &str) {
         press(&mut self.session, key);
+    }
+
+    /// The environment check stopped the run: show its rows (the pane
+    /// scrolled down) so the failure says which check failed.
+    fn fail_with_the_environment_check(&mut self, text: &str) -> ! {
+        let mut screens = vec![self.contents()];
+        for _ in 0..3 {
+            self.press(PAGE_DOWN);
+            std::thread::sleep(Duration::from_millis(300));
+            while let Some(byte) = self.session.try_read() {
+                self.parser.process(&[byte as u32 as u8]);
+            }
+            screens.push(self.contents());
+        }
+        panic!(
+            "waiting for {text:?}, the environment check stopped the run:\n{}",
+            screens.join("\n----\n")
+        );
     }
 }
 
@@ -260,6 +284,7 @@ async fn the_guided_workshop_shows_the_environment_check_instead_of_errors() {
         .env("VALKEY_URL", valkey_url())
         .env("WORKSHOP_STATE_FILE", dir.path().join("state.json"));
     let mut screen = Screen::start(command);
+    screen.missing_is_a_failure = false;
     screen.wait_for("the caching workshop");
     screen.press(DOWN);
     screen.press("\r");
