@@ -29,6 +29,9 @@ use serde::Serialize;
 /// an error of the run: what the reader did not want is dropped quietly
 /// (`println!` would panic), and the run ends with its own exit code.
 fn stdout_line(line: std::fmt::Arguments<'_>) {
+    if capture::take_line(line) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
 }
@@ -84,6 +87,9 @@ impl Output {
 
     /// A warning on stderr; in every mode, since it does not disturb stdout.
     pub fn warn(&self, message: &str) {
+        if capture::take_line(format_args!("warning: {message}")) {
+            return;
+        }
         if self.color && std::io::stderr().is_terminal() {
             eprintln!("\x1b[33mwarning:\x1b[0m {message}");
         } else {
@@ -96,4 +102,33 @@ impl Output {
 pub fn fatal(message: &str) {
     let one_line = message.lines().map(str::trim).collect::<Vec<_>>().join(" ");
     eprintln!("error: {one_line}");
+}
+
+/// The text view into lines instead of stdout, for the guided app's
+/// results pane (its generic view of an outcome it has no widget for).
+pub mod capture {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static LINES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `render` (a `show` with a plain-text `Output`) and returns the
+    /// lines it would have printed, warnings included.
+    pub fn lines(render: impl FnOnce()) -> Vec<String> {
+        LINES.with(|lines| *lines.borrow_mut() = Some(Vec::new()));
+        render();
+        LINES.with(|lines| lines.borrow_mut().take()).unwrap_or_default()
+    }
+
+    /// Keeps the line when a capture is on; `false` means print it.
+    pub(super) fn take_line(line: std::fmt::Arguments<'_>) -> bool {
+        LINES.with(|lines| match lines.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.extend(line.to_string().lines().map(str::to_string));
+                true
+            }
+            None => false,
+        })
+    }
 }

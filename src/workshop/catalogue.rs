@@ -10,7 +10,10 @@ use include_dir::{include_dir, Dir};
 static EXERCISES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/exercises");
 const CATALOGUE_FILE: &str = "catalogue.toml";
 /// The catalogue format this binary reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `[[exercise.variant]]` with its `prompt` and `question`.
+pub const FORMAT_VERSION: u32 = 2;
+/// The text a variant's `prompt` answer replaces in its `args`.
+pub const INPUT_PLACEHOLDER: &str = "{input}";
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 pub struct Catalogue {
@@ -19,7 +22,7 @@ pub struct Catalogue {
     pub exercises: Vec<Exercise>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct Exercise {
     pub id: String,
     pub number: u32,
@@ -31,6 +34,59 @@ pub struct Exercise {
     /// The `just` recipe that runs it.
     pub recipe: String,
     pub hints: Vec<String>,
+    /// The runs the briefing talks about; none means one: `command`.
+    #[serde(default, rename = "variant")]
+    pub variants: Vec<Variant>,
+}
+
+/// One run of an exercise the guided app offers (a key picks it).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Variant {
+    /// What the learner sees: "the busiest routes".
+    pub label: String,
+    /// The subcommand and its arguments, as typed after `workshop-cli`.
+    pub args: Vec<String>,
+    /// Asked before the run; the answer replaces `{input}` in `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// A run started first and shown beside this one (`multi-level --listen
+    /// --duration S`): the variant runs once it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alongside: Option<Vec<String>>,
+    /// Predict, then run: asked before the run, checked against its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Question {
+    pub ask: String,
+    /// The number or name the outcome answers with (see `workshop::facts`).
+    pub fact: String,
+    pub choices: Vec<Choice>,
+}
+
+/// One answer: right when the fact is a number in `min..=max` (either
+/// bound may be left out) or a name equal to `is`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Choice {
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is: Option<String>,
+}
+
+impl Choice {
+    pub fn matches_number(&self, value: f64) -> bool {
+        self.is.is_none() && self.min.is_none_or(|min| value >= min) && self.max.is_none_or(|max| value <= max)
+    }
+
+    pub fn matches_name(&self, value: &str) -> bool {
+        self.is.as_deref() == Some(value)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,19 +140,38 @@ impl Exercise {
         EXERCISES.get_file(&self.briefing).and_then(|f| f.contents_utf8())
     }
 
+    /// The runs to offer: the catalogue's variants, or the one `command`.
+    pub fn runs(&self) -> Vec<Variant> {
+        if !self.variants.is_empty() {
+            return self.variants.clone();
+        }
+        vec![Variant {
+            label: "the default run".into(),
+            args: self.command.clone(),
+            prompt: None,
+            alongside: None,
+            question: None,
+        }]
+    }
+
     /// The command line as a person would type it.
     pub fn command_line(&self) -> String {
-        let mut line = String::from("workshop-cli");
-        for arg in &self.command {
-            line.push(' ');
-            if arg.contains(char::is_whitespace) {
-                line.push_str(&format!("'{arg}'"));
-            } else {
-                line.push_str(arg);
-            }
-        }
-        line
+        command_line(&self.command)
     }
+}
+
+/// `workshop-cli` and `args`, quoted where an argument has a space.
+pub fn command_line(args: &[String]) -> String {
+    let mut line = String::from("workshop-cli");
+    for arg in args {
+        line.push(' ');
+        if arg.contains(char::is_whitespace) {
+            line.push_str(&format!("'{arg}'"));
+        } else {
+            line.push_str(arg);
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -143,7 +218,7 @@ mod tests {
         let err = Catalogue::parse("format_version = 99\nexercise = []\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the exercise catalogue has format version 99; this workshop-cli reads version 1"
+            "the exercise catalogue has format version 99; this workshop-cli reads version 2"
         );
     }
 
