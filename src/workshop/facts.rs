@@ -283,6 +283,7 @@ pub fn takeaway(outcome: &GuidedOutcome) -> String {
         }
         G::Seed(_) => "the fixtures are loaded: every exercise has its data".into(),
         G::Clean(_) => "what the workshop wrote is undone (the table says what)".into(),
+        G::Captured { takeaway, .. } => takeaway.clone(),
     }
 }
 

@@ -25,6 +25,32 @@ pub enum GuidedOutcome {
     RateLimit(exercises::rate_limit::RateLimitOutcome),
     Seed(crate::fixtures::SeedReport),
     Clean(exercises::clean::CleanOutcome),
+    /// An exercise the app has no widget for: its text report, captured as
+    /// it finished, its verdict and a one-line takeaway.
+    Captured {
+        lines: Vec<String>,
+        verdict: Option<Verdict>,
+        takeaway: String,
+    },
+}
+
+impl GuidedOutcome {
+    /// Captures what `view` prints for an outcome without a widget of its own.
+    pub fn captured(view: impl FnOnce(&Output), verdict: crate::error::Result<()>, takeaway: String) -> GuidedOutcome {
+        let output = Output {
+            json: false,
+            color: false,
+            progress: false,
+        };
+        GuidedOutcome::Captured {
+            lines: report::capture::lines(|| view(&output)),
+            verdict: Some(match verdict {
+                Ok(()) => Verdict::Complete,
+                Err(error) => Verdict::failed(error),
+            }),
+            takeaway,
+        }
+    }
 }
 
 /// Why a variant cannot run inside the app (it runs until stopped, or it
@@ -95,6 +121,15 @@ pub async fn measure(command: Command, config: &Config, progress: &dyn RunProgre
             GuidedOutcome::Seed(exercises::seed::measure(config, options, progress).await?)
         }
         Command::Clean(args) => GuidedOutcome::Clean(exercises::clean::measure(config, args.into(), progress).await?),
+        Command::Cluster(args) => {
+            let outcome = exercises::cluster::measure(config, args.into(), progress).await?;
+            let takeaway = "the keys spread over the primaries by hash slot; the table says how".to_string();
+            GuidedOutcome::captured(
+                |output| report::cluster::show(&outcome, output),
+                exercises::cluster::verdict(&outcome),
+                takeaway,
+            )
+        }
         Command::Serve(_) | Command::Load(_) | Command::Exercises(_) | Command::Completions { .. } => {
             return Err(WorkshopError::invalid(
                 "this command does not run inside the guided workshop; start it in another terminal",
@@ -130,6 +165,7 @@ impl GuidedOutcome {
             }
             GuidedOutcome::Seed(o) => report::seed::show(o, output),
             GuidedOutcome::Clean(o) => report::clean::show(o, output),
+            GuidedOutcome::Captured { lines, .. } => lines.iter().for_each(|line| output.text(line)),
         })
     }
 
@@ -150,6 +186,7 @@ impl GuidedOutcome {
             GuidedOutcome::RateLimit(_) => Verdict::Complete,
             GuidedOutcome::Seed(o) => o.verdict(),
             GuidedOutcome::Clean(o) => o.verdict(),
+            GuidedOutcome::Captured { verdict, .. } => verdict.take().unwrap_or_default(),
         }
     }
 }
