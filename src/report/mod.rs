@@ -4,6 +4,7 @@
 
 pub mod check_env;
 pub mod clean;
+pub mod grade;
 pub mod latency;
 pub mod leaderboard;
 pub mod load;
