@@ -322,10 +322,10 @@ fn statuses(list: &[Option<u16>]) -> String {
 }
 
 fn plural(n: u64, one: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {one}s")
+    match (n, one) {
+        (1, _) => format!("1 {one}"),
+        (_, "query") => format!("{n} queries"),
+        _ => format!("{n} {one}s"),
     }
 }
 
