@@ -49,7 +49,7 @@ impl StatementCounter {
             &config.database,
             PoolSettings {
                 max_connections: 1,
-                connect_timeout: config.connect_timeout,
+                connect_timeout: super::world::patient(config),
             },
         )
         .await?;

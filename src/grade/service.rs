@@ -91,7 +91,7 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
         }
         let name = config.database.database_name();
         let counter = StatementCounter::connect(config, &name).await?;
-        let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+        let valkey = Valkey::connect(&config.valkey, world::patient(config)).await?;
         let mut outcome = GradeOutcome::new(
             "service",
             options.urls.join(" "),
@@ -244,7 +244,7 @@ async fn product_ids(config: &Config, session: &Session<'_>) -> Result<Ids> {
                 &config.database,
                 PoolSettings {
                     max_connections: 1,
-                    connect_timeout: config.connect_timeout,
+                    connect_timeout: world::patient(config),
                 },
             )
             .await?

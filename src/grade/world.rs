@@ -15,6 +15,14 @@ use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
 use crate::fixtures::{self, NoProgress, SeedOptions, SeedPlan};
 
+/// The grader waits at least this long for its own connections: it times
+/// nothing, and a loaded machine (a test suite beside it) can be slow to accept.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn patient(config: &Config) -> Duration {
+    config.connect_timeout.max(PATIENCE)
+}
+
 /// A database of the grader's own, seeded at `scale`, dropped with the guard.
 pub struct GradeDatabase {
     pub name: String,
@@ -30,20 +38,21 @@ impl GradeDatabase {
     pub async fn create(config: &Config, scale: f64, progress: &dyn RunProgress) -> Result<GradeDatabase> {
         let plan = SeedPlan::new(SeedOptions { scale, reset: false })?;
         let admin = config.database.clone();
+        let connect_timeout = patient(config);
         let name = unique_name();
         progress.phase(&format!("creating database {name}"), None);
-        admin_execute(&admin, config.connect_timeout, &format!("CREATE DATABASE {name}")).await?;
+        admin_execute(&admin, connect_timeout, &format!("CREATE DATABASE {name}")).await?;
         let mut guard = PendingDrop {
             admin: Some(admin.clone()),
             name: name.clone(),
-            connect_timeout: config.connect_timeout,
+            connect_timeout,
         };
         let target = admin.with_database(&name);
         let db = Database::connect(
             &target,
             PoolSettings {
                 max_connections: 4,
-                connect_timeout: config.connect_timeout,
+                connect_timeout,
             },
         )
         .await?;
@@ -56,7 +65,7 @@ impl GradeDatabase {
             target,
             db,
             admin,
-            connect_timeout: config.connect_timeout,
+            connect_timeout,
         })
     }
 
@@ -205,8 +214,11 @@ impl PrivateValkey {
         Ok(server)
     }
 
+    /// The grader's own connection: patient, since it measures nothing.
     pub async fn connect(&self) -> Result<Valkey> {
-        Ok(Valkey::connect(&self.target, Duration::from_secs(2)).await?)
+        let mut target = self.target.clone();
+        target.command_timeout = PATIENCE;
+        Ok(Valkey::connect(&target, PATIENCE).await?)
     }
 
     pub fn program_env(&self) -> BTreeMap<&'static str, String> {
