@@ -1048,7 +1048,12 @@ pub struct GradeScriptArgs {
 #[derive(Debug, Args)]
 pub struct GradeServiceArgs {
     /// A running instance of the service (repeat for a second one: the invalidation check needs two)
-    #[arg(long = "url", value_name = "URL", required_unless_present = "command", conflicts_with = "command")]
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
     pub urls: Vec<String>,
 
     /// With a command: how many instances the grader starts

@@ -22,7 +22,11 @@ fn fixture(name: &str) -> String {
 fn grade(kind: DatabaseKind, args: &[&str]) -> JsonRun {
     let dir = tempfile::tempdir().expect("temporary folder");
     let mut command = workshop_cli(dir.path());
-    command.env("DATABASE_URL", admin_url(kind)).arg("--json").arg("grade").args(args);
+    command
+        .env("DATABASE_URL", admin_url(kind))
+        .arg("--json")
+        .arg("grade")
+        .args(args);
     if std::env::var_os("WORKSHOP_VALKEY_SERVER").is_none() {
         let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/bin/valkey-server");
         if std::path::Path::new(local).exists() {
@@ -38,7 +42,12 @@ fn statuses(run: &JsonRun) -> BTreeMap<String, String> {
         .as_array()
         .unwrap_or_else(|| panic!("no checks in {}\nstderr: {}", run.stdout, run.stderr))
         .iter()
-        .map(|c| (c["id"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -118,7 +127,10 @@ async fn a_per_process_key_fails_only_the_second_process_check() {
         let run = grade(kind, &["script", "--exercise", "cache-aside", "--", &script]);
         assert_fails_exactly(&run, &["second-process-hits-cache"], &format!("{kind:?}"));
         assert_eq!(step(&run, "2 new process")["queries"], 1, "{kind:?}");
-        assert_eq!(step(&run, "2 new process")["new_keys"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            step(&run, "2 new process")["new_keys"].as_array().map(Vec::len),
+            Some(1)
+        );
     }
 }
 
@@ -137,7 +149,10 @@ async fn a_correct_write_through_script_passes_every_check() {
         let script = fixture("write_through_good.sh");
         let run = grade(kind, &["script", "--exercise", "write-through", "--", &script]);
         assert_fails_exactly(&run, &[], &format!("{kind:?}"));
-        assert_eq!(step(&run, "3 a write the database refuses")["new_keys"], Value::Array(vec![]));
+        assert_eq!(
+            step(&run, "3 a write the database refuses")["new_keys"],
+            Value::Array(vec![])
+        );
         assert_dropped(kind, &run).await;
     }
 }
@@ -160,7 +175,10 @@ async fn workshop_cli_serve_passes_every_service_check() {
         assert_fails_exactly(&run, &[], &format!("{kind:?}"));
         let stampede = step(&run, "100 concurrent GETs of a cold id");
         assert!(stampede["queries"].as_u64() <= Some(2), "{kind:?}: {stampede}");
-        assert!(stampede["queries"].as_u64() >= Some(1), "{kind:?}: the load was not counted: {stampede}");
+        assert!(
+            stampede["queries"].as_u64() >= Some(1),
+            "{kind:?}: the load was not counted: {stampede}"
+        );
         assert_dropped(kind, &run).await;
     }
 }
@@ -192,7 +210,15 @@ fn grade_service_needs_a_url_or_a_command() {
     let output = workshop_cli(dir.path()).args(["grade", "service"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let output = workshop_cli(dir.path())
-        .args(["grade", "service", "--url", "http://127.0.0.1:1", "--", "python3", "x.py"])
+        .args([
+            "grade",
+            "service",
+            "--url",
+            "http://127.0.0.1:1",
+            "--",
+            "python3",
+            "x.py",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));

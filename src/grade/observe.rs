@@ -291,7 +291,10 @@ pub async fn cached_json(valkey: &Valkey, key: &KeyInfo) -> Result<Option<serde_
         "hash" => {
             let fields: BTreeMap<String, String> = valkey.query("HGETALL", redis::cmd("HGETALL").arg(&key.key)).await?;
             Ok(Some(serde_json::Value::Object(
-                fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
             )))
         }
         _ => Ok(None),
@@ -304,7 +307,9 @@ mod tests {
 
     #[test]
     fn data_statements_are_told_from_session_set_up() {
-        assert!(is_data_statement("SELECT `airport_id` , `name` FROM `airport` WHERE `airport_id` = ?"));
+        assert!(is_data_statement(
+            "SELECT `airport_id` , `name` FROM `airport` WHERE `airport_id` = ?"
+        ));
         assert!(is_data_statement("select * from airport where airport_id = $1"));
         assert!(is_data_statement("INSERT INTO passenger (passportno) VALUES ($1)"));
         assert!(is_data_statement("UPDATE products SET price = ? WHERE id = ?"));
@@ -313,7 +318,9 @@ mod tests {
         assert!(!is_data_statement("SELECT VERSION ( )"));
         assert!(!is_data_statement("SELECT @@`version_comment` LIMIT ?"));
         assert!(!is_data_statement("SET SESSION `max_statement_time` = ?"));
-        assert!(!is_data_statement("SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()"));
+        assert!(!is_data_statement(
+            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ));
         assert!(!is_data_statement("SELECT CONNECTION_ID ( )"));
         assert!(!is_data_statement("BEGIN"));
         assert!(is_data_statement(PREPARED_EXECUTE));
@@ -342,7 +349,10 @@ mod tests {
         let stats = |hits: &str| BTreeMap::from([("keyspace_hits".to_string(), hits.to_string())]);
         let cmds = |get: &str| {
             BTreeMap::from([
-                ("cmdstat_get".to_string(), format!("calls={get},usec=10,usec_per_call=1.00")),
+                (
+                    "cmdstat_get".to_string(),
+                    format!("calls={get},usec=10,usec_per_call=1.00"),
+                ),
                 ("cmdstat_info".to_string(), format!("calls={get},usec=10")),
             ])
         };

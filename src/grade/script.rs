@@ -174,7 +174,11 @@ pub async fn grade(config: &Config, options: ScriptGradeOptions, progress: &dyn 
     let mut outcome = GradeOutcome::new(
         options.exercise.id(),
         options.command.join(" "),
-        format!("{} (database {}, dropped at the end)", config.database.kind.label(), db.name),
+        format!(
+            "{} (database {}, dropped at the end)",
+            config.database.kind.label(),
+            db.name
+        ),
         format!(
             "{}; a private valkey-server on port {} (INFO stats, commandstats, SCAN)",
             counter.source(),
@@ -405,18 +409,25 @@ async fn write_through(session: &mut Session<'_>, outcome: &mut GradeOutcome) ->
     let id_check = match &row1 {
         None => id_check.judged(
             false,
-            format!("{}; no passenger with passport {passport} in the database after run 1", exit_text(&run1)),
+            format!(
+                "{}; no passenger with passport {passport} in the database after run 1",
+                exit_text(&run1)
+            ),
         ),
         Some(row) => match cached_for(&cached1, &passport) {
             None => id_check.judged(false, format!("no key holds a passenger with passportno {passport}")),
             Some((key, value)) => {
-                let ok = value.get("passenger_id").is_some_and(|id| same_value(id, &row["passenger_id"]));
+                let ok = value
+                    .get("passenger_id")
+                    .is_some_and(|id| same_value(id, &row["passenger_id"]));
                 id_check.judged(
                     ok,
                     format!(
                         "{}: passenger_id {}, the database's {}",
                         key.key,
-                        value.get("passenger_id").map_or("missing".to_string(), Value::to_string),
+                        value
+                            .get("passenger_id")
+                            .map_or("missing".to_string(), Value::to_string),
                         row["passenger_id"]
                     ),
                 )
@@ -565,7 +576,12 @@ fn as_row_object(value: &Value) -> Option<Map<String, Value>> {
 
 /// Every column of `row` with the same value and type in `value`.
 fn compare(value: &Value, row: &Map<String, Value>, what: &str) -> std::result::Result<(), String> {
-    let object = as_row_object(value).ok_or_else(|| format!("the {what} value is not a JSON object: {}", tail(&value.to_string(), 50)))?;
+    let object = as_row_object(value).ok_or_else(|| {
+        format!(
+            "the {what} value is not a JSON object: {}",
+            tail(&value.to_string(), 50)
+        )
+    })?;
     for (column, expected) in row {
         match object.get(column) {
             None => return Err(format!("{what} value has no {column}")),
@@ -608,7 +624,12 @@ fn type_name(value: &Value) -> &'static str {
 fn output_json(stdout: &str) -> Option<Value> {
     serde_json::from_str(stdout.trim())
         .ok()
-        .or_else(|| stdout.lines().rev().find_map(|line| serde_json::from_str(line.trim()).ok()))
+        .or_else(|| {
+            stdout
+                .lines()
+                .rev()
+                .find_map(|line| serde_json::from_str(line.trim()).ok())
+        })
         .filter(|v: &Value| v.is_object() || v.is_array())
 }
 
@@ -677,17 +698,38 @@ mod tests {
 
     #[test]
     fn a_cached_copy_must_keep_the_types() {
-        assert!(compare(&json!({"airport_id": 3797, "iata": null, "icao": "FSFA", "name": "FARQUHAR"}), &airport(), "cached").is_ok());
-        assert!(compare(&json!([{"airport_id": 3797, "iata": null, "icao": "FSFA", "name": "FARQUHAR"}]), &airport(), "cached").is_ok());
-        let error = compare(&json!({"airport_id": "3797", "iata": null, "icao": "FSFA", "name": "FARQUHAR"}), &airport(), "cached").unwrap_err();
+        assert!(compare(
+            &json!({"airport_id": 3797, "iata": null, "icao": "FSFA", "name": "FARQUHAR"}),
+            &airport(),
+            "cached"
+        )
+        .is_ok());
+        assert!(compare(
+            &json!([{"airport_id": 3797, "iata": null, "icao": "FSFA", "name": "FARQUHAR"}]),
+            &airport(),
+            "cached"
+        )
+        .is_ok());
+        let error = compare(
+            &json!({"airport_id": "3797", "iata": null, "icao": "FSFA", "name": "FARQUHAR"}),
+            &airport(),
+            "cached",
+        )
+        .unwrap_err();
         assert!(error.contains("airport_id is \"3797\" (a string)"), "{error}");
-        let error = compare(&json!({"airport_id": 3797, "iata": "", "icao": "FSFA", "name": "FARQUHAR"}), &airport(), "cached").unwrap_err();
+        let error = compare(
+            &json!({"airport_id": 3797, "iata": "", "icao": "FSFA", "name": "FARQUHAR"}),
+            &airport(),
+            "cached",
+        )
+        .unwrap_err();
         assert!(error.contains("iata"), "{error}");
     }
 
     #[test]
     fn the_workshops_own_columns_and_rows_form_is_understood() {
-        let cached = json!({"columns": ["airport_id", "iata", "icao", "name"], "rows": [[3797, null, "FSFA", "FARQUHAR"]]});
+        let cached =
+            json!({"columns": ["airport_id", "iata", "icao", "name"], "rows": [[3797, null, "FSFA", "FARQUHAR"]]});
         assert!(compare(&cached, &airport(), "cached").is_ok());
     }
 

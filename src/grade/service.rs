@@ -86,7 +86,9 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
     let (mut outcome, session) = if options.command.is_empty() {
         for url in &options.urls {
             reqwest::Url::parse(url).map_err(|e| {
-                WorkshopError::invalid(format!("--url {url} is not a URL ({e}); give e.g. http://127.0.0.1:8000"))
+                WorkshopError::invalid(format!(
+                    "--url {url} is not a URL ({e}); give e.g. http://127.0.0.1:8000"
+                ))
             })?;
         }
         let name = config.database.database_name();
@@ -102,7 +104,11 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
             "--url mode counts every statement run in database {name}, also by other clients; the grader's own world (`grade service -- COMMAND`) is exact"
         ));
         let session = Session {
-            urls: options.urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            urls: options
+                .urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
             http,
             counter,
             valkey: Some(valkey),
@@ -120,7 +126,11 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
         let mut outcome = GradeOutcome::new(
             "service",
             options.command.join(" "),
-            format!("{} (database {}, dropped at the end)", config.database.kind.label(), db.name),
+            format!(
+                "{} (database {}, dropped at the end)",
+                config.database.kind.label(),
+                db.name
+            ),
             format!(
                 "{}; a private valkey-server on port {} (SCAN, TTL)",
                 counter.source(),
@@ -221,7 +231,10 @@ async fn wait_until_answers(
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("did not answer on {url} within {} s (--timeout)", limit.as_secs()));
+            return Err(format!(
+                "did not answer on {url} within {} s (--timeout)",
+                limit.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -458,11 +471,9 @@ async fn run_checks(mut session: Session<'_>, ids: &Ids, outcome: &mut GradeOutc
         BRIEFING,
     );
     match session.owned.as_mut() {
-        None => outcome.push(
-            check
-                .optional()
-                .skipped("--url mode: the grader did not start this Valkey, so it cannot stop it (run `grade service -- COMMAND`)"),
-        ),
+        None => outcome.push(check.optional().skipped(
+            "--url mode: the grader did not start this Valkey, so it cannot stop it (run `grade service -- COMMAND`)",
+        )),
         Some(owned) => {
             session.progress.phase("stopping the private Valkey", None);
             owned.server.stop().await;
@@ -472,7 +483,8 @@ async fn run_checks(mut session: Session<'_>, ids: &Ids, outcome: &mut GradeOutc
             for instance in 0..instances {
                 for id in [ids.repeated, ids.after_stop] {
                     let (status, body, took) = session.get(instance, &format!("/products/{id}")).await;
-                    let right = status == Some(200) && body.as_ref().and_then(|b| b.get("id")).and_then(Value::as_i64) == Some(id);
+                    let right = status == Some(200)
+                        && body.as_ref().and_then(|b| b.get("id")).and_then(Value::as_i64) == Some(id);
                     ok &= right;
                     answers.push(format!(
                         "{} /products/{id} {} in {} ms",
@@ -494,7 +506,11 @@ impl Check {
         if keys.is_empty() {
             return self.judged(false, "no keys in Valkey: the service caches nothing there");
         }
-        let forever: Vec<&str> = keys.iter().filter(|k| k.ttl_ms.is_none()).map(|k| k.key.as_str()).collect();
+        let forever: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.ttl_ms.is_none())
+            .map(|k| k.key.as_str())
+            .collect();
         if forever.is_empty() {
             let shortest = keys.iter().filter_map(|k| k.ttl_ms).min().unwrap_or(0);
             let longest = keys.iter().filter_map(|k| k.ttl_ms).max().unwrap_or(0);
@@ -633,7 +649,11 @@ async fn check_metrics(session: &Session<'_>, id: i64) -> Check {
             format!(
                 "parses ({} samples), but no counter rose by {REQUESTS} for {REQUESTS} GETs ({})",
                 after.samples.len(),
-                if seen.is_empty() { "none rose".to_string() } else { seen.join(", ") }
+                if seen.is_empty() {
+                    "none rose".to_string()
+                } else {
+                    seen.join(", ")
+                }
             ),
         )
     } else {

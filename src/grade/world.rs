@@ -185,14 +185,25 @@ impl PrivateValkey {
         std::fs::create_dir_all(&dir)
             .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
         let child = std::process::Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| WorkshopError::invalid(format!("cannot start {}: {e}; {NO_VALKEY_SERVER}", binary.display())))?;
+            .map_err(|e| {
+                WorkshopError::invalid(format!("cannot start {}: {e}; {NO_VALKEY_SERVER}", binary.display()))
+            })?;
         let mut target = ValkeyTarget::parse(&format!("redis://127.0.0.1:{port}"), Source::Flag)?;
         target.command_timeout = config.valkey.command_timeout;
         let server = PrivateValkey {
@@ -283,7 +294,11 @@ pub fn program_command(
 ) -> tokio::process::Command {
     let mut child = tokio::process::Command::new(&command[0]);
     child.args(&command[1..]);
-    for var in ["WORKSHOP_KEY_PREFIX", "WORKSHOP_QUERY_TIMEOUT", "WORKSHOP_CACHE_TIMEOUT"] {
+    for var in [
+        "WORKSHOP_KEY_PREFIX",
+        "WORKSHOP_QUERY_TIMEOUT",
+        "WORKSHOP_CACHE_TIMEOUT",
+    ] {
         child.env_remove(var);
     }
     child
@@ -313,7 +328,11 @@ pub async fn run_program(mut command: tokio::process::Command, limit: Duration) 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| WorkshopError::invalid(format!("cannot start the program to grade: {e}; check the command after `--`")))?;
+        .map_err(|e| {
+            WorkshopError::invalid(format!(
+                "cannot start the program to grade: {e}; check the command after `--`"
+            ))
+        })?;
     match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(output)) => Ok(ProgramRun {
             exit_code: output.status.code(),
@@ -322,7 +341,9 @@ pub async fn run_program(mut command: tokio::process::Command, limit: Duration) 
             duration: started.elapsed(),
             timed_out: false,
         }),
-        Ok(Err(e)) => Err(WorkshopError::Other(anyhow::anyhow!("waiting for the graded program: {e}"))),
+        Ok(Err(e)) => Err(WorkshopError::Other(anyhow::anyhow!(
+            "waiting for the graded program: {e}"
+        ))),
         // The child was moved into the timed-out future; dropping it kills it (kill_on_drop).
         Err(_) => Ok(ProgramRun {
             exit_code: None,
