@@ -113,6 +113,9 @@ enum Fill {
     IfAbsent,
 }
 
+/// A value found below L1, and the layer it came from (what a flight shares).
+type Found<V> = (Arc<Option<V>>, Layer);
+
 /// L1 → L2 → database for values of type `V`. Cheap to clone; clones share
 /// the same L1 and counters.
 #[derive(Clone)]
@@ -123,7 +126,7 @@ pub struct TwoLevelCache<V: Clone + Send + Sync + 'static> {
     counters: Arc<LayerCounters>,
     /// With [`TwoLevelCache::with_single_flight`]: concurrent misses of one key
     /// share one L2 lookup and one load (serve's cold-key stampede).
-    flights: Option<Arc<SingleFlight<(Arc<Option<V>>, Layer)>>>,
+    flights: Option<Arc<SingleFlight<Found<V>>>>,
 }
 
 impl<V> TwoLevelCache<V>
@@ -205,7 +208,7 @@ where
     }
 
     /// L2, then the database; fills L1 (and L2 after a load) before it returns.
-    async fn below_l1<F, Fut, E>(&self, key: &str, load: F) -> Result<(Arc<Option<V>>, Layer), E>
+    async fn below_l1<F, Fut, E>(&self, key: &str, load: F) -> Result<Found<V>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<V>, E>>,
