@@ -223,3 +223,71 @@ fn grade_service_needs_a_url_or_a_command() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+/// Ctrl-C while the graded program runs: the grader's database is dropped
+/// and its private Valkey stopped before it exits 130.
+#[tokio::test]
+async fn ctrl_c_drops_the_graders_database() {
+    let kind = DatabaseKind::Postgres;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow.sh");
+    let started = dir.path().join("started");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch '{}'\nexec sleep 60\n", started.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut command = workshop_cli(dir.path());
+    command
+        .env("DATABASE_URL", admin_url(kind))
+        .args(["grade", "script", "--exercise", "cache-aside", "--"])
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if std::env::var_os("WORKSHOP_VALKEY_SERVER").is_none() {
+        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/bin/valkey-server");
+        if std::path::Path::new(local).exists() {
+            command.env("WORKSHOP_VALKEY_SERVER", local);
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let pattern = format!("workshop_grade_{}_%", child.id());
+    let admin = workshop_cli::config::DatabaseTarget::parse(&admin_url(kind), workshop_cli::config::Source::Flag)
+        .unwrap()
+        .connect_url();
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    async fn count(conn: &mut sqlx::PgConnection, pattern: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE $1")
+            .bind(pattern)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+    // Wait until the database exists and the program runs (its `sleep`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let running = loop {
+        let sleeping = started.exists();
+        if count(&mut conn, &pattern).await == 1 && sleeping {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(running, "the grader never reached its first run");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130));
+    assert_eq!(
+        count(&mut conn, &pattern).await,
+        0,
+        "the grader's database was left behind"
+    );
+}

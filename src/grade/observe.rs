@@ -64,7 +64,7 @@ impl StatementCounter {
 
     pub fn source(&self) -> &'static str {
         match self.kind {
-            DatabaseKind::MySql => "performance_schema.events_statements_summary_by_digest (SCHEMA_NAME)",
+            DatabaseKind::MySql => "performance_schema statement digests (SCHEMA_NAME)",
             DatabaseKind::Postgres => "pg_stat_statements (dbid)",
         }
     }

@@ -174,13 +174,9 @@ pub async fn grade(config: &Config, options: ScriptGradeOptions, progress: &dyn 
     let mut outcome = GradeOutcome::new(
         options.exercise.id(),
         options.command.join(" "),
+        format!("{} {} (dropped at the end)", config.database.kind.label(), db.name),
         format!(
-            "{} (database {}, dropped at the end)",
-            config.database.kind.label(),
-            db.name
-        ),
-        format!(
-            "{}; a private valkey-server on port {} (INFO stats, commandstats, SCAN)",
+            "{}; a private valkey-server on port {} (INFO, SCAN)",
             counter.source(),
             server.port
         ),

@@ -97,7 +97,7 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
         let mut outcome = GradeOutcome::new(
             "service",
             options.urls.join(" "),
-            format!("{} (database {name})", config.database.kind.label()),
+            format!("{} {name}", config.database.kind.label()),
             format!("{}; Valkey {} (SCAN, TTL)", counter.source(), config.valkey.masked()),
         );
         outcome.warnings.push(format!(
@@ -126,11 +126,7 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
         let mut outcome = GradeOutcome::new(
             "service",
             options.command.join(" "),
-            format!(
-                "{} (database {}, dropped at the end)",
-                config.database.kind.label(),
-                db.name
-            ),
+            format!("{} {} (dropped at the end)", config.database.kind.label(), db.name),
             format!(
                 "{}; a private valkey-server on port {} (SCAN, TTL)",
                 counter.source(),

@@ -17,7 +17,10 @@ pub fn show(outcome: &GradeOutcome, output: &Output) {
     }
     output.heading(&format!("Grade · {} · {}", outcome.exercise, outcome.graded));
     output.text(format!("database: {}", outcome.database));
-    output.text(format!("counted with: {}", outcome.observed_with));
+    // One short line per source, so the header fits 80 columns too.
+    for source in outcome.observed_with.split("; ") {
+        output.text(format!("observed: {source}"));
+    }
     output.text(checks_table(output, outcome));
     if !outcome.steps.is_empty() {
         output.heading("What the servers saw, per step");
