@@ -1013,8 +1013,14 @@ pub struct GradeArgs {
 #[derive(Debug, Subcommand)]
 pub enum GradeTarget {
     /// Run your cache-aside or write-through program several times and judge each run
+    #[command(
+        after_help = "Examples:\n  workshop-cli grade script --exercise cache-aside -- python3 my_cache_aside.py\n  workshop-cli grade script --exercise write-through -- ./write_through.sh\n  workshop-cli grade script --exercise cache-aside --timeout 60 --json -- node cache_aside.js\n\ncache-aside: read airport AIRPORT_ID through the cache, print the row as JSON.\nwrite-through: create or update the passenger with passport PASSPORTNO\n(FIRSTNAME, LASTNAME), database first, then Valkey; print it as JSON."
+    )]
     Script(GradeScriptArgs),
     /// Judge a product API of exercise 7's shape (GET/PUT /products/{id}, /metrics)
+    #[command(
+        after_help = "Examples:\n  workshop-cli grade service -- python3 app.py --port {port}     2 instances in the grader's world\n  workshop-cli grade service --instances 1 -- ./my-service\n  workshop-cli grade service --url http://127.0.0.1:8000 --url http://127.0.0.1:8001"
+    )]
     Service(GradeServiceArgs),
 }
 
