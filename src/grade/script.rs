@@ -181,6 +181,7 @@ pub async fn grade(config: &Config, options: ScriptGradeOptions, progress: &dyn 
             server.port
         ),
     );
+    outcome.warnings.extend(counter.notes().iter().cloned());
     let mut session = Session {
         options: &options,
         ttl: config.ttl,

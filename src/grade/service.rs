@@ -100,6 +100,7 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
             format!("{} {name}", config.database.kind.label()),
             format!("{}; Valkey {} (SCAN, TTL)", counter.source(), config.valkey.masked()),
         );
+        outcome.warnings.extend(counter.notes().iter().cloned());
         outcome.warnings.push(format!(
             "--url mode counts every statement run in database {name}, also by other clients; the grader's own world (`grade service -- COMMAND`) is exact"
         ));
@@ -133,6 +134,7 @@ pub async fn grade(config: &Config, options: ServiceGradeOptions, progress: &dyn
                 server.port
             ),
         );
+        outcome.warnings.extend(counter.notes().iter().cloned());
         let mut children = Vec::new();
         let mut urls = Vec::new();
         for instance in 1..=options.instances {

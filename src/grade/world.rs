@@ -157,7 +157,16 @@ fn drop_database(admin: &DatabaseTarget, name: &str, connect_timeout: Duration) 
     let admin = admin.clone();
     let _ = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let _ = runtime.block_on(admin_execute(&admin, connect_timeout, &statement));
+        // A busy server may refuse a connection once; a database left behind costs more than a retry.
+        for _ in 0..3 {
+            if runtime
+                .block_on(admin_execute(&admin, connect_timeout, &statement))
+                .is_ok()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         Ok::<(), std::io::Error>(())
     })
     .join();
