@@ -221,6 +221,20 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             crate::report::serve::show_summary(&summary, &output);
             Ok(())
         }
+        Command::Grade(args) => {
+            // The grader's world (database, private Valkey, the program) is
+            // dropped with this future, also when a signal ends the run.
+            let start = std::env::current_dir().unwrap_or_default();
+            let outcome = match args.target {
+                crate::cli::GradeTarget::Script(args) => {
+                    crate::grade::script::grade(&config, args.options(&start), progress).await?
+                }
+                crate::cli::GradeTarget::Service(args) => {
+                    crate::grade::service::grade(&config, args.options(&start), progress).await?
+                }
+            };
+            finish(outcome, &output, report::grade::show)
+        }
     }
 }
 

@@ -201,6 +201,12 @@ pub enum Command {
     )]
     Load(LoadArgs),
 
+    /// Grade your own caching code by what the database and Valkey saw it do
+    #[command(
+        after_help = "Examples:\n  workshop-cli grade script --exercise cache-aside -- python3 my_cache_aside.py\n  workshop-cli grade script --exercise write-through -- ./write_through.sh\n  workshop-cli grade service -- python3 app.py --port {port}     the grader starts 2 instances\n  workshop-cli grade service --url http://127.0.0.1:8000 --url http://127.0.0.1:8001\n  workshop-cli grade script --exercise cache-aside --json -- node cache_aside.js\n\nThe program gets DATABASE_URL, VALKEY_URL and DB_ENGINE/DB_HOST/DB_PORT/DB_USER/\nDB_PASSWORD/DB_NAME/CACHE_HOST/CACHE_PORT/CACHE_TTL pointing at a database and a\nValkey the grader creates for the run (see the README, \"Grading your own code\").\nExit 0 when every required check passed, 9 when one failed."
+    )]
+    Grade(GradeArgs),
+
     /// List the workshop's exercises with your progress, show a briefing, or reset progress
     #[command(
         after_help = "Examples:\n  workshop-cli exercises\n  workshop-cli exercises show 1\n  workshop-cli exercises reset      clear all progress\n  workshop-cli exercises reset 2    clear exercise 2 only\n\nRun `workshop-cli` with no arguments on a terminal for the guided workshop."
@@ -1030,6 +1036,120 @@ impl From<&LoadArgs> for crate::exercises::load::LoadOptions {
             first_id: args.ids.0,
             last_id: args.ids.1,
             seed: 42,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    #[command(subcommand)]
+    pub target: GradeTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GradeTarget {
+    /// Run your cache-aside or write-through program several times and judge each run
+    #[command(
+        after_help = "Examples:\n  workshop-cli grade script --exercise cache-aside -- python3 my_cache_aside.py\n  workshop-cli grade script --exercise write-through -- ./write_through.sh\n  workshop-cli grade script --exercise cache-aside --timeout 60 --json -- node cache_aside.js\n\ncache-aside: read airport AIRPORT_ID through the cache, print the row as JSON.\nwrite-through: create or update the passenger with passport PASSPORTNO\n(FIRSTNAME, LASTNAME), database first, then Valkey; print it as JSON."
+    )]
+    Script(GradeScriptArgs),
+    /// Judge a product API of exercise 7's shape (GET/PUT /products/{id}, /metrics)
+    #[command(
+        after_help = "Examples:\n  workshop-cli grade service -- python3 app.py --port {port}     2 instances in the grader's world\n  workshop-cli grade service --instances 1 -- ./my-service\n  workshop-cli grade service --url http://127.0.0.1:8000 --url http://127.0.0.1:8001"
+    )]
+    Service(GradeServiceArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GradedScript {
+    /// Reads airport AIRPORT_ID through the cache and prints the row as JSON
+    CacheAside,
+    /// Creates or updates the passenger with passport PASSPORTNO (FIRSTNAME, LASTNAME), database then cache
+    WriteThrough,
+}
+
+#[derive(Debug, Args)]
+pub struct GradeScriptArgs {
+    /// Which exercise the program implements
+    #[arg(long, value_enum)]
+    pub exercise: GradedScript,
+
+    /// Seconds one run of the program may take; then it is killed and the step fails
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub timeout: Duration,
+
+    /// Size of the data set seeded into the grader's database
+    #[arg(long, default_value_t = 0.02)]
+    pub scale: f64,
+
+    /// The program and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GradeServiceArgs {
+    /// A running instance of the service (repeat for a second one: the invalidation check needs two)
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
+    pub urls: Vec<String>,
+
+    /// With a command: how many instances the grader starts
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_count, allow_negative_numbers = true)]
+    pub instances: u64,
+
+    /// Seconds an instance may take to answer after it starts
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub timeout: Duration,
+
+    /// Size of the data set seeded into the grader's database (with a command)
+    #[arg(long, default_value_t = 0.02)]
+    pub scale: f64,
+
+    /// With --url: the prefix of the service's Valkey keys [default: the key prefix]
+    #[arg(long = "service-key-prefix", value_name = "PREFIX")]
+    pub service_key_prefix: Option<String>,
+
+    /// The command that starts the service, after `--`; `{port}` in it (and PORT) is its port
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl From<GradedScript> for crate::grade::script::ScriptExercise {
+    fn from(exercise: GradedScript) -> Self {
+        match exercise {
+            GradedScript::CacheAside => crate::grade::script::ScriptExercise::CacheAside,
+            GradedScript::WriteThrough => crate::grade::script::ScriptExercise::WriteThrough,
+        }
+    }
+}
+
+impl GradeScriptArgs {
+    pub fn options(self, start: &std::path::Path) -> crate::grade::script::ScriptGradeOptions {
+        crate::grade::script::ScriptGradeOptions {
+            exercise: self.exercise.into(),
+            command: self.command,
+            timeout: self.timeout,
+            scale: self.scale,
+            start: start.to_path_buf(),
+        }
+    }
+}
+
+impl GradeServiceArgs {
+    pub fn options(self, start: &std::path::Path) -> crate::grade::service::ServiceGradeOptions {
+        crate::grade::service::ServiceGradeOptions {
+            urls: self.urls,
+            command: self.command,
+            instances: self.instances,
+            timeout: self.timeout,
+            scale: self.scale,
+            key_prefix: self.service_key_prefix,
+            start: start.to_path_buf(),
         }
     }
 }

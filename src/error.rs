@@ -28,6 +28,8 @@ pub mod exit {
     /// The run finished but could not do all it promised (e.g. the cache write
     /// after a database commit failed, or no cache read succeeded to compare).
     pub const INCOMPLETE: u8 = 8;
+    /// `grade`: at least one required check of the graded program failed.
+    pub const GRADE_FAILED: u8 = 9;
     /// Stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
     pub const INTERRUPTED: u8 = 130;
     /// Stopped by SIGTERM: 128 + 15.
@@ -70,6 +72,8 @@ pub enum WorkshopError {
     Incomplete(#[from] IncompleteError),
     #[error("{failed} required check(s) failed; fix the rows marked ✗ above and run `workshop-cli check-env` again")]
     ChecksFailed { failed: usize },
+    #[error("{failed} of {total} required grade check(s) failed; fix what the rows marked ✗ say and run the same `workshop-cli grade` again")]
+    GradeFailed { failed: usize, total: usize },
     #[error("interrupted by {signal}; {}", cancelled_queries(*cancelled))]
     Interrupted { signal: Signal, cancelled: u64 },
     #[error("{0:#}")]
@@ -122,6 +126,7 @@ impl WorkshopError {
             WorkshopError::Input(_) => exit::INPUT,
             WorkshopError::Incomplete(_) => exit::INCOMPLETE,
             WorkshopError::ChecksFailed { .. } => exit::CHECKS_FAILED,
+            WorkshopError::GradeFailed { .. } => exit::GRADE_FAILED,
             WorkshopError::Interrupted {
                 signal: Signal::Interrupt,
                 ..

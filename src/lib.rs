@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod exercises;
 pub mod fixtures;
+pub mod grade;
 pub mod measure;
 pub mod patterns;
 pub mod protocol;

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Valkey;
+use crate::patterns::stampede::SingleFlight;
 
 /// The layer that served a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -112,6 +113,9 @@ enum Fill {
     IfAbsent,
 }
 
+/// A value found below L1, and the layer it came from (what a flight shares).
+type Found<V> = (Arc<Option<V>>, Layer);
+
 /// L1 → L2 → database for values of type `V`. Cheap to clone; clones share
 /// the same L1 and counters.
 #[derive(Clone)]
@@ -120,6 +124,9 @@ pub struct TwoLevelCache<V: Clone + Send + Sync + 'static> {
     l2: Option<Valkey>,
     l2_ttl: Duration,
     counters: Arc<LayerCounters>,
+    /// With [`TwoLevelCache::with_single_flight`]: concurrent misses of one key
+    /// share one L2 lookup and one load (serve's cold-key stampede).
+    flights: Option<Arc<SingleFlight<Found<V>>>>,
 }
 
 impl<V> TwoLevelCache<V>
@@ -139,7 +146,16 @@ where
             l2,
             l2_ttl: settings.l2_ttl,
             counters: Arc::new(LayerCounters::default()),
+            flights: None,
         }
+    }
+
+    /// Concurrent L1 misses of one key join one flight: one L2 lookup, at most
+    /// one load, and the L2 fill happens inside the flight, so a request that
+    /// arrives just after it landed finds L2 filled instead of loading again.
+    pub fn with_single_flight(mut self) -> Self {
+        self.flights = Some(Arc::new(SingleFlight::default()));
+        self
     }
 
     pub fn counters(&self) -> &Arc<LayerCounters> {
@@ -180,6 +196,23 @@ where
             bump(&self.counters.l1_misses);
         }
 
+        let (value, layer) = match &self.flights {
+            Some(flights) => flights.run(key, || self.below_l1(key, load)).await?.0,
+            None => self.below_l1(key, load).await?,
+        };
+        Ok(Served {
+            value,
+            layer,
+            latency: started.elapsed(),
+        })
+    }
+
+    /// L2, then the database; fills L1 (and L2 after a load) before it returns.
+    async fn below_l1<F, Fut, E>(&self, key: &str, load: F) -> Result<Found<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+    {
         let mut l2_answered = false;
         if let Some(l2) = &self.l2 {
             match l2.get(key).await {
@@ -188,11 +221,7 @@ where
                         let value = Arc::new(decoded);
                         self.fill_l1(key, &value).await;
                         bump(&self.counters.l2_hits);
-                        return Ok(Served {
-                            value,
-                            layer: Layer::L2,
-                            latency: started.elapsed(),
-                        });
+                        return Ok((value, Layer::L2));
                     }
                     // An entry that no longer decodes is a miss; it is dropped so
                     // the fill below (NX) can replace it.
@@ -215,11 +244,7 @@ where
             self.fill_l2(key, &value, Fill::IfAbsent).await;
         }
         self.fill_l1(key, &value).await;
-        Ok(Served {
-            value,
-            layer: Layer::Database,
-            latency: started.elapsed(),
-        })
+        Ok((value, Layer::Database))
     }
 
     /// Puts a value in both layers (write-through, cache warming).
