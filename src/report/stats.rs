@@ -217,7 +217,8 @@ fn show_run(run: &RunStats, settings: &Settings, output: &Output) {
     output.text(timeline_text(&run.timeline));
 }
 
-/// The writes of a mixed run: how many, how long, and the stale reads seen.
+/// The writes of a mixed run: how many, how long, and the stale reads seen
+/// (each line within 80 columns).
 fn writes_text(writes: &crate::exercises::stats::writes::WriteStats) -> String {
     let total = writes.reads + writes.writes;
     let share = if total == 0 {
@@ -225,29 +226,32 @@ fn writes_text(writes: &crate::exercises::stats::writes::WriteStats) -> String {
     } else {
         writes.writes as f64 / total as f64 * 100.0
     };
-    let latency = writes.latency.as_ref().map_or_else(String::new, |s| {
-        format!(" · write p50 {} ms, p99 {} ms", ms(s.p50), ms(s.p99))
-    });
     let mut lines = vec![format!(
-        "mixed traffic (--read-ratio {}): {} reads, {} writes ({share:.1} %), {} on write{latency}",
-        writes.read_ratio,
+        "mixed traffic, {} on write: {} reads, {} writes ({share:.1} %)",
+        writes.mode.label(),
         count(writes.reads),
-        count(writes.writes),
-        writes.mode.label()
+        count(writes.writes)
     )];
+    if let Some(latency) = &writes.latency {
+        lines.push(format!(
+            "a write (database + cache step): p50 {} ms · p99 {} ms",
+            ms(latency.p50),
+            ms(latency.p99)
+        ));
+    }
+    let unjudged = if writes.unjudged_reads > 0 {
+        format!(" ({} not judged)", count(writes.unjudged_reads))
+    } else {
+        String::new()
+    };
     lines.push(format!(
-        "stale reads: {} of {} (an older price than the database held when the read began){}",
+        "stale reads: {} of {}{unjudged}: older than the database at their start",
         count(writes.stale_reads),
-        count(writes.reads),
-        if writes.unjudged_reads > 0 {
-            format!("; {} not judged", count(writes.unjudged_reads))
-        } else {
-            String::new()
-        }
+        count(writes.reads)
     ));
     if writes.cache_step_failures > 0 {
         lines.push(format!(
-            "{} cache step(s) after a commit failed (the key was deleted instead)",
+            "{} cache step(s) after a commit failed: the key was deleted instead",
             count(writes.cache_step_failures)
         ));
     }
