@@ -36,6 +36,9 @@ const SVG_COLOURS: [(u8, u8, u8); 6] = [
     (140, 86, 75),
 ];
 
+/// The points of one line in a chart (`(second, value)`), with its ANSI colour if any.
+pub type ChartLine = (Vec<(u64, f64)>, Option<u8>);
+
 /// One line of a chart: a saved series and the label the legend gives it.
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -228,7 +231,7 @@ pub fn terminal_text(lines: &[Line], metrics: &[Metric], color: bool) -> String 
         if color || drawn.len() == 1 {
             out.push(String::new());
             out.push(title(metric.title(), color));
-            let points: Vec<(Vec<(u64, f64)>, Option<u8>)> = drawn
+            let points: Vec<ChartLine> = drawn
                 .iter()
                 .map(|(i, l)| (l.points(*metric), color.then_some(ANSI[i % ANSI.len()])))
                 .collect();
@@ -256,7 +259,7 @@ fn title(text: &str, color: bool) -> String {
 /// One braille chart: `CHART_ROWS` rows of `CHART_COLUMNS` cells under a
 /// y axis from 0 to `y_max`, an x axis from 0 to `x_max` seconds. Each line
 /// has an optional ANSI colour; where lines cross, the later one shows.
-pub fn chart(lines: &[(Vec<(u64, f64)>, Option<u8>)], x_max: u64, y_max: f64) -> Vec<String> {
+pub fn chart(lines: &[ChartLine], x_max: u64, y_max: f64) -> Vec<String> {
     let (width, height) = (CHART_COLUMNS * 2, CHART_ROWS * 4);
     let mut dots = vec![vec![0u8; CHART_COLUMNS]; CHART_ROWS];
     let mut owner: Vec<Vec<Option<u8>>> = vec![vec![None; CHART_COLUMNS]; CHART_ROWS];
