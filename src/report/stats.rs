@@ -172,7 +172,13 @@ fn show_run(run: &RunStats, settings: &Settings, output: &Output) {
         "—".to_string(),
     ]);
     table.add_row(vec![
-        "all requests".to_string(),
+        // With --read-ratio the writes are counted apart: this row is the reads'.
+        if run.writes.is_some() {
+            "all reads"
+        } else {
+            "all requests"
+        }
+        .to_string(),
         count(run.requests),
         count(c.l1_hits + c.l2_hits),
         count(c.database_loads),
