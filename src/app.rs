@@ -42,6 +42,8 @@ pub fn main(
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "workshop-cli", &mut std::io::stdout());
         }
+        // Reads files only: no configuration, services or runtime needed.
+        Some(Command::Plot(args)) => report::plot::run(&args.into(), &output)?,
         Some(Command::Exercises(args)) => match args.action {
             None => commands::list(start, &output)?,
             Some(ExercisesAction::Show { exercise }) => commands::show(start, &exercise, &output)?,
@@ -128,7 +130,7 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
     let progress = &progress;
     match command {
         // Run in `main` without services; never dispatched here.
-        Command::Exercises(_) | Command::Completions { .. } => Ok(()),
+        Command::Exercises(_) | Command::Completions { .. } | Command::Plot(_) => Ok(()),
         Command::CheckEnv => {
             let outcome = exercises::check_env::measure(&config, progress).await?;
             finish(outcome, &output, report::check_env::show)
@@ -158,6 +160,10 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             finish(outcome, &output, report::multi_level::show)
         }
         Command::Stats(args) => {
+            let out = args.out.clone();
+            if let Some(path) = &out {
+                report::saved_run::check_out_path(path)?;
+            }
             // `--format json` keeps stderr as quiet as `--json` does.
             let quiet = matches!(args.format, Some(crate::cli::StatsFormatArg::Json));
             let mut options: exercises::stats::StatsOptions = args.into();
@@ -165,6 +171,9 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             let silent = exercises::progress::Silent;
             let progress: &dyn exercises::progress::RunProgress = if quiet { &silent } else { progress };
             let outcome = exercises::stats::measure(&config, options, progress).await?;
+            if let Some(path) = &out {
+                report::saved_run::save(&report::saved_run::from_stats(&outcome), path)?;
+            }
             finish(outcome, &output, report::stats::show)
         }
         Command::WriteBehind(args) => {
@@ -185,8 +194,15 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             outcome.verdict()
         }
         Command::RateLimit(args) => {
+            let out = args.out.clone();
+            if let Some(path) = &out {
+                report::saved_run::check_out_path(path)?;
+            }
             let progress = crate::report::progress::BarProgress::new(&output);
             let outcome = exercises::rate_limit::measure(&config, args.into(), &progress).await?;
+            if let Some(path) = &out {
+                report::saved_run::save(&report::saved_run::from_rate_limit(&outcome), path)?;
+            }
             crate::report::rate_limit::show(&outcome, &output);
             for warning in &outcome.warnings {
                 output.warn(warning);
@@ -194,21 +210,26 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             Ok(())
         }
         Command::Load(args) => {
+            if let Some(path) = &args.out {
+                report::saved_run::check_out_path(path)?;
+            }
             let progress = crate::report::progress::BarProgress::new(&output);
             let outcome = exercises::load::measure(&config, (&args).into(), &progress).await?;
             if let Some(path) = &args.out {
-                crate::report::load::save(&outcome, path).map_err(|e| {
-                    crate::error::WorkshopError::invalid(format!(
-                        "cannot write {}: {e}; choose another --out path",
-                        path.display()
-                    ))
-                })?;
+                report::saved_run::save(&report::saved_run::from_load(&outcome), path)?;
             }
             crate::report::load::show(&outcome, &output);
             Ok(())
         }
         Command::Cluster(args) => {
+            let out = args.out.clone();
+            if let Some(path) = &out {
+                report::saved_run::check_out_path(path)?;
+            }
             let outcome = exercises::cluster::measure(&config, args.into(), progress).await?;
+            if let Some(path) = &out {
+                report::saved_run::save(&report::saved_run::from_cluster(&outcome), path)?;
+            }
             report::cluster::show(&outcome, &output);
             exercises::cluster::verdict(&outcome)
         }

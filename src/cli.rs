@@ -150,7 +150,7 @@ pub enum Command {
 
     /// Exercise 3: cache statistics: hit rates and latency per layer, Valkey's INFO, Prometheus, eviction
     #[command(
-        after_help = "Examples:\n  workshop-cli stats                        20,000 skewed requests: L1, Valkey, database\n  workshop-cli stats --no-l1 --skew 0       uniform keys, Valkey only\n  workshop-cli stats --duration 30 --rate 2000 --ttl 5 --fresh   cold start and expiries over time\n  workshop-cli stats --format prometheus    the same numbers as Prometheus metrics\n  workshop-cli stats --maxmemory 2mb --policy allkeys-lru,allkeys-lfu   eviction policies compared"
+        after_help = "Examples:\n  workshop-cli stats                        20,000 skewed requests: L1, Valkey, database\n  workshop-cli stats --no-l1 --skew 0       uniform keys, Valkey only\n  workshop-cli stats --duration 30 --rate 2000 --ttl 5 --fresh   cold start and expiries over time\n  workshop-cli stats --format prometheus    the same numbers as Prometheus metrics\n  workshop-cli stats --maxmemory 2mb --policy allkeys-lru,allkeys-lfu   eviction policies compared\n  workshop-cli stats --read-ratio 80 --write-mode invalidate   20 % writes; hit rate and stale reads\n  workshop-cli stats --duration 20 --rate 2000 --out run.json   save the per-second series; `workshop-cli plot run.json`"
     )]
     Stats(StatsArgs),
 
@@ -185,7 +185,7 @@ pub enum Command {
 
     /// Exercise 11: rate limiting: fixed window, sliding log and token bucket in Valkey, measured
     #[command(
-        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json\n  workshop-cli rate-limit --processes 4 --clients 5   the limit holds across 4 processes"
+        after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json\n  workshop-cli rate-limit --processes 4 --clients 5   the limit holds across 4 processes\n  workshop-cli rate-limit --out limits.json && workshop-cli plot limits.json"
     )]
     RateLimit(RateLimitArgs),
 
@@ -194,6 +194,12 @@ pub enum Command {
         after_help = "Examples:\n  workshop-cli serve                                  http://127.0.0.1:8080\n  curl -i http://127.0.0.1:8080/products/42            X-Cache: DB, then L2 or L1\n  curl -X PUT -d '{\"price\": \"24.99\"}' http://127.0.0.1:8080/products/42\n  workshop-cli serve --listen 127.0.0.1:8081 --log info   a second server; watch its requests\n  workshop-cli serve --invalidation off               PUTs on another server leave this L1 stale\n  workshop-cli serve --l1-capacity 0                  every read goes to Valkey\n  workshop-cli serve --listen 0.0.0.0:8080 --public   reachable from other machines"
     )]
     Serve(ServeArgs),
+
+    /// Draw saved runs (`--out run.json`): req/s, hit rate, p50 and p99 per second, in the terminal or as SVG
+    #[command(
+        after_help = "Examples:\n  workshop-cli stats --duration 20 --rate 2000 --out a.json\n  workshop-cli stats --duration 20 --rate 2000 --read-ratio 80 --write-mode invalidate --out b.json\n  workshop-cli plot a.json                       line charts in the terminal\n  workshop-cli plot a.json b.json                two runs compared, same scales\n  workshop-cli plot a.json b.json --svg ab.svg   one SVG, one line per run, with a legend\n  NO_COLOR=1 workshop-cli plot a.json b.json     one chart per run instead of colours"
+    )]
+    Plot(PlotArgs),
 
     /// Load a catalogue service (`serve`): GETs and PUTs on /products/{id}, latency by X-Cache layer, per second
     #[command(
@@ -549,6 +555,28 @@ pub struct StatsArgs {
     /// [default: allkeys-lru,allkeys-lfu]
     #[arg(long = "policy", value_name = "POLICY", value_delimiter = ',')]
     pub policies: Vec<String>,
+
+    /// Percent of requests that read (0-100); the rest update the price of the product they drew
+    /// (recorded, so `workshop-cli clean` restores it)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "PERCENT", default_value_t = 100)]
+    pub read_ratio: u64,
+
+    /// What a write does to the cache after the database commit [default: write-through]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub write_mode: Option<WriteModeArg>,
+
+    /// Save the run's per-second series (req/s, hit rate, p50/p99) as JSON, for `workshop-cli plot`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// `stats --write-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteModeArg {
+    /// Put the committed row into Valkey and L1
+    WriteThrough,
+    /// Delete the key from Valkey and L1; the next read loads the row
+    Invalidate,
 }
 
 impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
@@ -576,6 +604,36 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
             maxmemory: args.maxmemory,
             policies: args.policies,
             json: false,
+            read_ratio: args.read_ratio,
+            write_mode: args.write_mode.map(|mode| match mode {
+                WriteModeArg::WriteThrough => crate::exercises::stats::writes::WriteMode::WriteThrough,
+                WriteModeArg::Invalidate => crate::exercises::stats::writes::WriteMode::Invalidate,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Saved runs (written by `--out` of stats, load, rate-limit or cluster)
+    #[arg(required = true, value_name = "RUN.json")]
+    pub runs: Vec<std::path::PathBuf>,
+
+    /// Write the charts as one SVG file (plotters) instead of drawing them in the terminal
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+
+    /// PNG is not built in (it needs font files); use --svg and convert it
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<std::path::PathBuf>,
+}
+
+impl From<PlotArgs> for crate::report::plot::PlotOptions {
+    fn from(args: PlotArgs) -> Self {
+        crate::report::plot::PlotOptions {
+            runs: args.runs,
+            svg: args.svg,
+            png: args.png,
         }
     }
 }
@@ -783,6 +841,10 @@ pub struct ClusterArgs {
     /// Show the key layout and hash tags only; freeze no node
     #[arg(long)]
     pub no_failover: bool,
+
+    /// Save the reads per second and hit rate through the failover as JSON, for `workshop-cli plot`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 impl From<ClusterArgs> for crate::exercises::cluster::ClusterOptions {
@@ -882,6 +944,10 @@ pub struct RateLimitArgs {
     /// Internal: set in the copies `--processes` starts (when their first limiter starts, Unix ms)
     #[arg(long, hide = true)]
     pub fleet_member_start_ms: Option<u64>,
+
+    /// Save each limiter's allowed requests per second as JSON, for `workshop-cli plot`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 impl From<RateLimitArgs> for crate::exercises::rate_limit::RateLimitOptions {

@@ -135,3 +135,36 @@ fn the_token_bucket_limit_holds_fleet_wide_across_three_processes() {
     assert!(bucket["requests"].as_u64().unwrap() > 900, "{bucket}");
     assert!(prefix.keys().is_empty(), "{:?}", prefix.keys());
 }
+
+#[test]
+fn out_saves_each_limiters_allowed_per_second_as_a_saved_run() {
+    let prefix = TestPrefix::new("rate_out");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("limits.json");
+    let run = rate_limit(
+        &prefix,
+        &["--limiter", "all", "--duration", "2", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(saved["format"], "workshop-cli saved run");
+    assert_eq!(saved["command"], "rate-limit");
+    let series = saved["series"].as_array().unwrap();
+    assert_eq!(series.len(), 3, "one series per limiter: {saved}");
+    for (series, outcome) in series.iter().zip(run.json["limiters"].as_array().unwrap()) {
+        let allowed: Vec<u64> = series["requests_per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as u64)
+            .collect();
+        let expected: Vec<u64> = outcome["allowed_each_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(allowed, expected, "{series}");
+        assert_eq!(series["hit_rate"], serde_json::json!([]), "a limiter has no hit rate");
+    }
+}

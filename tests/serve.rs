@@ -614,7 +614,24 @@ async fn load_reports_the_counts_the_server_counted() {
         assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
         let run: Value = serde_json::from_str(&stdout(&output)).expect("one JSON document");
         let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-        assert_eq!(saved["requests"], run["requests"]);
+        assert_eq!(saved["format"], "workshop-cli saved run");
+        assert_eq!(
+            (saved["version"].as_u64(), saved["command"].as_str()),
+            (Some(1), Some("load"))
+        );
+        assert_eq!(saved["outcome"]["requests"], run["requests"]);
+        let series = &saved["series"][0];
+        let saved_requests: f64 = series["requests_per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert_eq!(saved_requests as u64, run["requests"].as_u64().unwrap(), "{series}");
+        assert_eq!(
+            series["p50_ms"].as_array().unwrap().len(),
+            series["second"].as_array().unwrap().len()
+        );
         assert_eq!(run["failed"], 0);
         assert!(run["reads"].as_u64().unwrap() > 10, "{run}");
         assert!(run["writes"].as_u64().unwrap() > 0, "{run}");

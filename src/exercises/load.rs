@@ -35,6 +35,8 @@ pub struct LoadSecond {
     pub requests: u64,
     /// L1 + L2 answers over all GETs answered with an `X-Cache` header.
     pub hit_rate: f64,
+    #[serde(serialize_with = "crate::measure::as_optional_millis", rename = "p50_ms")]
+    pub p50: Option<Duration>,
     #[serde(serialize_with = "crate::measure::as_optional_millis", rename = "p99_ms")]
     pub p99: Option<Duration>,
 }
@@ -253,6 +255,7 @@ pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunP
                 } else {
                     s.hits as f64 / s.layered as f64
                 },
+                p50: s.latency.summary().map(|summary| summary.p50),
                 p99: s.latency.summary().map(|summary| summary.p99),
             })
             .collect(),

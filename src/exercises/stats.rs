@@ -7,6 +7,7 @@ pub mod eviction;
 pub mod server;
 pub mod settings_record;
 pub mod workload;
+pub mod writes;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings
 use server::{ServerAdmin, ServerView};
 use settings_record::SettingsRecord;
 use workload::{RunStats, Stop, Workload};
+use writes::{WriteMix, WriteMode};
 
 pub const DEFAULT_REQUESTS: u64 = 20_000;
 pub const DEFAULT_KEYS: u64 = 1000;
@@ -78,6 +80,10 @@ pub struct StatsOptions {
     pub policies: Vec<String>,
     /// The global `--json` (the same as `--format json`).
     pub json: bool,
+    /// Percent of requests that read (100: no writes).
+    pub read_ratio: u64,
+    /// What a write does to the cache; `None`: write-through.
+    pub write_mode: Option<WriteMode>,
 }
 
 impl Default for StatsOptions {
@@ -96,6 +102,8 @@ impl Default for StatsOptions {
             maxmemory: None,
             json: false,
             policies: Vec::new(),
+            read_ratio: 100,
+            write_mode: None,
         }
     }
 }
@@ -115,6 +123,7 @@ pub struct StatsPlan {
     pub fresh: bool,
     pub format: StatsFormat,
     pub eviction: Option<EvictionPlan>,
+    pub writes: Option<WriteMix>,
 }
 
 pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
@@ -184,6 +193,25 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
         }
         None => None,
     };
+    if options.read_ratio > 100 {
+        return Err(WorkshopError::invalid(format!(
+            "--read-ratio must be from 0 to 100 percent reads (got {}); e.g. --read-ratio 80",
+            options.read_ratio
+        )));
+    }
+    let writes = match (options.read_ratio, options.write_mode) {
+        (100, Some(mode)) => {
+            return Err(WorkshopError::invalid(format!(
+                "--write-mode {} needs writes: add --read-ratio below 100 (e.g. --read-ratio 80)",
+                mode.label()
+            )))
+        }
+        (100, None) => None,
+        (read_ratio, mode) => Some(WriteMix {
+            read_ratio,
+            mode: mode.unwrap_or_default(),
+        }),
+    };
     if eviction.is_some() && format == StatsFormat::Prometheus {
         return Err(WorkshopError::invalid(
             "--format prometheus shows one run; the eviction comparison (--maxmemory) is shown as a table or with --json",
@@ -200,6 +228,7 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
         fresh: options.fresh,
         format,
         eviction,
+        writes,
     })
 }
 
@@ -231,6 +260,10 @@ pub struct Settings {
     pub l2_ttl_seconds: u64,
     pub key_prefix: String,
     pub fresh: bool,
+    /// Percent of requests that read; the rest update a price (100: reads only).
+    pub read_ratio: u64,
+    /// What a write does to the cache (`null` without writes).
+    pub write_mode: Option<WriteMode>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -431,6 +464,8 @@ async fn measure_run(
         l2_ttl_seconds: config.ttl.as_secs(),
         key_prefix: config.key_prefix.clone(),
         fresh: plan.fresh,
+        read_ratio: plan.writes.map_or(100, |mix| mix.read_ratio),
+        write_mode: plan.writes.map(|mix| mix.mode),
     };
     let bench = Bench {
         db: db.clone(),
@@ -448,6 +483,7 @@ async fn measure_run(
             rate: plan.rate,
             concurrency: plan.concurrency,
             sampler,
+            writes: plan.writes,
         },
         progress,
     };
@@ -709,6 +745,38 @@ mod tests {
             validate(&timed, false).unwrap().stop,
             Stop::AfterTime(Duration::from_secs(5))
         );
+    }
+
+    #[test]
+    fn a_read_ratio_over_100_or_a_write_mode_without_writes_is_rejected() {
+        let over = StatsOptions {
+            read_ratio: 101,
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            message(&over),
+            "--read-ratio must be from 0 to 100 percent reads (got 101); e.g. --read-ratio 80"
+        );
+        let no_writes = StatsOptions {
+            write_mode: Some(WriteMode::Invalidate),
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            message(&no_writes),
+            "--write-mode invalidate needs writes: add --read-ratio below 100 (e.g. --read-ratio 80)"
+        );
+        let mixed = StatsOptions {
+            read_ratio: 80,
+            ..StatsOptions::default()
+        };
+        assert_eq!(
+            validate(&mixed, false).unwrap().writes,
+            Some(WriteMix {
+                read_ratio: 80,
+                mode: WriteMode::WriteThrough
+            })
+        );
+        assert_eq!(validate(&StatsOptions::default(), false).unwrap().writes, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! so percentiles are exact to 0.1 % however many samples a run takes.
 
 pub mod buckets;
+pub mod saved_run;
 pub mod timeline;
 pub mod zipf;
 

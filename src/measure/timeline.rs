@@ -20,6 +20,8 @@ const SHORTEST_TAIL: Duration = Duration::from_millis(200);
 struct SecondBucket {
     requests: u64,
     hits: u64,
+    /// Writes of a mixed workload (`stats --read-ratio`): counted, not in the read histogram.
+    writes: u64,
     histogram: Histogram<u32>,
 }
 
@@ -28,6 +30,7 @@ impl SecondBucket {
         SecondBucket {
             requests: 0,
             hits: 0,
+            writes: 0,
             // Constant bounds within hdrhistogram's limits.
             histogram: Histogram::new_with_bounds(1, HIGHEST_NANOS, SIGNIFICANT_DIGITS)
                 .expect("constant histogram bounds are valid"),
@@ -37,6 +40,7 @@ impl SecondBucket {
     fn absorb(&mut self, other: SecondBucket) {
         self.requests += other.requests;
         self.hits += other.hits;
+        self.writes += other.writes;
         let _ = self.histogram.add(&other.histogram);
     }
 }
@@ -66,6 +70,10 @@ pub struct SecondStats {
     /// `hits / requests`; `None` for a second without requests.
     pub hit_rate: Option<f64>,
     pub throughput_per_second: f64,
+    /// Writes in this second (a mixed workload); not part of `requests`.
+    pub writes: u64,
+    #[serde(serialize_with = "as_optional_millis", rename = "p50_ms")]
+    pub p50: Option<Duration>,
     #[serde(serialize_with = "as_optional_millis", rename = "p99_ms")]
     pub p99: Option<Duration>,
     /// Valkey timeouts and circuit-breaker openings in this second (filled
@@ -78,14 +86,23 @@ impl Timeline {
         Timeline::default()
     }
 
-    /// A request that finished `at` after the start, took `latency`, and was
-    /// (`hit`) or was not served by a cache.
-    pub fn record(&mut self, at: Duration, latency: Duration, hit: bool) {
+    fn bucket(&mut self, at: Duration) -> &mut SecondBucket {
         let index = at.as_secs() as usize;
         while self.seconds.len() <= index {
             self.seconds.push(SecondBucket::new());
         }
-        let bucket = &mut self.seconds[index];
+        &mut self.seconds[index]
+    }
+
+    /// A write of a mixed workload that finished `at` after the start.
+    pub fn record_write(&mut self, at: Duration) {
+        self.bucket(at).writes += 1;
+    }
+
+    /// A request that finished `at` after the start, took `latency`, and was
+    /// (`hit`) or was not served by a cache.
+    pub fn record(&mut self, at: Duration, latency: Duration, hit: bool) {
+        let bucket = self.bucket(at);
         bucket.requests += 1;
         if hit {
             bucket.hits += 1;
@@ -135,6 +152,8 @@ impl Timeline {
                 } else {
                     0.0
                 },
+                writes: bucket.writes,
+                p50: (bucket.requests > 0).then(|| Duration::from_nanos(bucket.histogram.value_at_quantile(0.5))),
                 p99: (bucket.requests > 0).then(|| Duration::from_nanos(bucket.histogram.value_at_quantile(0.99))),
                 valkey_faults: BreakerCounts::default(),
             })

@@ -1,5 +1,5 @@
 //! `load`'s tables: throughput and status codes, latency overall and per
-//! `X-Cache` layer, and the per-second timeline; `--json`; `--out` writes the JSON.
+//! `X-Cache` layer, and the per-second timeline; `--json` (`--out`: `report::saved_run`).
 
 use super::Output;
 use crate::exercises::load::LoadOutcome;
@@ -59,10 +59,4 @@ pub fn show(outcome: &LoadOutcome, output: &Output) {
             second.p99.map_or("-".to_string(), |p| format!("{:.3}", millis(p)))
         );
     }
-}
-
-/// `--out run.json`: the whole outcome, time series included.
-pub fn save(outcome: &LoadOutcome, path: &std::path::Path) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(outcome).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
 }

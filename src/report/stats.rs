@@ -172,7 +172,13 @@ fn show_run(run: &RunStats, settings: &Settings, output: &Output) {
         "—".to_string(),
     ]);
     table.add_row(vec![
-        "all requests".to_string(),
+        // With --read-ratio the writes are counted apart: this row is the reads'.
+        if run.writes.is_some() {
+            "all reads"
+        } else {
+            "all requests"
+        }
+        .to_string(),
         count(run.requests),
         count(c.l1_hits + c.l2_hits),
         count(c.database_loads),
@@ -190,6 +196,9 @@ fn show_run(run: &RunStats, settings: &Settings, output: &Output) {
         count(run.served.l2),
         count(run.served.database)
     ));
+    if let Some(writes) = &run.writes {
+        output.text(writes_text(writes));
+    }
     if let Some(size) = &run.l1_size {
         output.text(format!(
             "L1 at the end: {} entries × {:.0} B of JSON ≈ {} (an estimate; the process spends more per entry)",
@@ -212,6 +221,51 @@ fn show_run(run: &RunStats, settings: &Settings, output: &Output) {
 
     output.heading("Timeline");
     output.text(timeline_text(&run.timeline));
+}
+
+/// The writes of a mixed run: how many, how long, and the stale reads seen
+/// (each line within 80 columns).
+fn writes_text(writes: &crate::exercises::stats::writes::WriteStats) -> String {
+    let total = writes.reads + writes.writes;
+    let share = if total == 0 {
+        0.0
+    } else {
+        writes.writes as f64 / total as f64 * 100.0
+    };
+    let mut lines = vec![format!(
+        "mixed traffic, {} on write: {} reads, {} writes ({share:.1} %)",
+        writes.mode.label(),
+        count(writes.reads),
+        count(writes.writes)
+    )];
+    if let Some(latency) = &writes.latency {
+        lines.push(format!(
+            "a write (database + cache step): p50 {} ms · p99 {} ms",
+            ms(latency.p50),
+            ms(latency.p99)
+        ));
+    }
+    let unjudged = if writes.unjudged_reads > 0 {
+        format!(" ({} not judged)", count(writes.unjudged_reads))
+    } else {
+        String::new()
+    };
+    lines.push(format!(
+        "stale reads: {} of {}{unjudged}: older than the database at their start",
+        count(writes.stale_reads),
+        count(writes.reads)
+    ));
+    if writes.cache_step_failures > 0 {
+        lines.push(format!(
+            "{} cache step(s) after a commit failed: the key was deleted instead",
+            count(writes.cache_step_failures)
+        ));
+    }
+    lines.push(format!(
+        "{} product price(s) changed: `workshop-cli clean` restores them",
+        count(writes.products_changed)
+    ));
+    lines.join("\n")
 }
 
 /// Latency summaries side by side in microseconds (an L1 hit is well under one millisecond).
@@ -564,6 +618,8 @@ mod tests {
             hits,
             hit_rate: (requests > 0).then(|| hits as f64 / requests as f64),
             throughput_per_second: requests as f64,
+            writes: 0,
+            p50: None,
             p99: (requests > 0).then(|| Duration::from_micros(p99_micros)),
         }
     }

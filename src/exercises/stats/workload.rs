@@ -24,11 +24,15 @@ use crate::measure::zipf::KeySampler;
 use crate::exercises::multi_level::layers::MicrosSummary;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 
+use super::writes::{price_from, Freshness, ReadCheck, WriteMix, WriteMode, WriteStats};
+
 /// Values whose JSON size is measured, for the L1 size estimate.
 const SIZE_SAMPLES: u64 = 1000;
 /// The random stream of the workload; each task draws from its own row of it,
 /// so the same options ask for the same keys in every run.
 const KEY_STREAM: u64 = 0x5747_4154_5333;
+/// The stream that decides read or write, and the new prices.
+const WRITE_STREAM: u64 = 0x5747_5752_4954;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Stop {
@@ -43,6 +47,8 @@ pub struct Workload {
     pub rate: Option<f64>,
     pub concurrency: u64,
     pub sampler: Arc<KeySampler>,
+    /// `--read-ratio` below 100: some requests write.
+    pub writes: Option<WriteMix>,
 }
 
 /// Requests counted by the source that answered them.
@@ -151,6 +157,9 @@ pub struct RunStats {
     pub l1_size: Option<L1Size>,
     /// Valkey timeouts and circuit-breaker openings over the run.
     pub valkey_faults: Option<BreakerCounts>,
+    /// The writes of a mixed run (`--read-ratio`); `requests` above counts the reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes: Option<WriteStats>,
     pub timeline: Vec<SecondStats>,
     #[serde(skip)]
     pub durations: SourceBuckets,
@@ -169,6 +178,12 @@ struct Recorded {
     timeline: Timeline,
     json_bytes: u64,
     json_samples: u64,
+    writes: LatencyRecorder,
+    freshness: Freshness,
+    stale_reads: u64,
+    unjudged_reads: u64,
+    cache_step_failures: u64,
+    changed: std::collections::BTreeSet<i64>,
 }
 
 impl Recorded {
@@ -232,6 +247,7 @@ pub async fn run(
         let done = done.clone();
         tasks.spawn(async move {
             let mut rng = SplitMix64::for_row(KEY_STREAM, task);
+            let mut mix_rng = SplitMix64::for_row(WRITE_STREAM, task);
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if !may_start(&workload, index, started).await {
@@ -239,8 +255,28 @@ pub async fn run(
                 }
                 let id = workload.sampler.sample(&mut rng) as i64;
                 let key = keys.product(id);
+                if let Some(mix) = workload.writes {
+                    if !mix_rng.percent(mix.read_ratio) {
+                        write(&cache, &db, &key, id, mix.mode, mix_rng.next_u64(), &recorded, started).await?;
+                        match workload.stop {
+                            Stop::AfterRequests(_) => done.add(1),
+                            Stop::AfterTime(_) => done.raise_to(started.elapsed().as_secs()),
+                        }
+                        continue;
+                    }
+                }
+                let read_started = Instant::now();
                 let served = cache.get(&key, || db.product(id)).await?;
                 let finished_at = started.elapsed();
+                if workload.writes.is_some() {
+                    let price = served.value.as_ref().as_ref().map(|row| row.price);
+                    let mut recorded = recorded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    match recorded.freshness.check(id, read_started, price) {
+                        ReadCheck::Fresh => {}
+                        ReadCheck::Stale => recorded.stale_reads += 1,
+                        ReadCheck::Unknown => recorded.unjudged_reads += 1,
+                    }
+                }
                 // Measured after the timed read, for the L1 size estimate only.
                 let json_size = (index < SIZE_SAMPLES)
                     .then(|| serde_json::to_string(served.value.as_ref()).map_or(0, |text| text.len()));
@@ -304,12 +340,69 @@ pub async fn run(
         latency,
         l1_size,
         valkey_faults: final_faults.map(|last| last.since(marks.first().unwrap_or(&last))),
+        writes: workload.writes.map(|mix| WriteStats {
+            mode: mix.mode,
+            read_ratio: mix.read_ratio,
+            reads: requests,
+            writes: recorded.writes.count(),
+            latency: recorded.writes.summary(),
+            stale_reads: recorded.stale_reads,
+            unjudged_reads: recorded.unjudged_reads,
+            cache_step_failures: recorded.cache_step_failures,
+            products_changed: recorded.changed.len() as u64,
+        }),
         timeline: match final_faults {
             Some(last) => with_faults(recorded.timeline.finish(wall_time), &marks, last),
             None => recorded.timeline.finish(wall_time),
         },
         durations: recorded.buckets,
     })
+}
+
+/// One write of a mixed run: the price in the database (a transaction with
+/// its ledger row), then the cache step of `mode`; timed as a whole. A cache
+/// step Valkey refuses is counted, and a write-through that failed deletes the
+/// old entry instead (as `multi-level --update` does), so no old row stays.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    cache: &TwoLevelCache<ProductRow>,
+    db: &Database,
+    key: &str,
+    id: i64,
+    mode: WriteMode,
+    draw: u64,
+    recorded: &Mutex<Recorded>,
+    started: Instant,
+) -> Result<()> {
+    let began = Instant::now();
+    let Some(row) = db.update_product_price(id, price_from(draw)).await? else {
+        // A product deleted meanwhile: nothing was written, nothing to count.
+        return Ok(());
+    };
+    let committed = Instant::now();
+    let errors = cache.counters().snapshot().l2_errors;
+    let price = row.price;
+    let cache_ok = match mode {
+        WriteMode::WriteThrough => {
+            cache.put(key, Some(row)).await;
+            let stored = cache.counters().snapshot().l2_errors == errors;
+            if !stored {
+                let _ = cache.remove(key).await;
+            }
+            stored
+        }
+        WriteMode::Invalidate => cache.remove(key).await.is_ok(),
+    };
+    let latency = began.elapsed();
+    let mut recorded = recorded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    recorded.writes.record(latency);
+    recorded.timeline.record_write(started.elapsed());
+    recorded.freshness.committed(id, committed, price);
+    recorded.changed.insert(id);
+    if !cache_ok {
+        recorded.cache_step_failures += 1;
+    }
+    Ok(())
 }
 
 /// Fills each second's Valkey faults from the breaker's counts at every
@@ -446,6 +539,7 @@ mod tests {
             rate: None,
             concurrency: 1,
             sampler: Arc::new(KeySampler::new(10, 1.0)),
+            writes: None,
         };
         let started = Instant::now();
         assert!(may_start(&workload, 2, started).await);
@@ -459,6 +553,7 @@ mod tests {
             rate: Some(100.0),
             concurrency: 1,
             sampler: Arc::new(KeySampler::new(10, 0.0)),
+            writes: None,
         };
         let started = Instant::now();
         assert!(may_start(&workload, 5, started).await);
