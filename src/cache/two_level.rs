@@ -99,7 +99,8 @@ pub struct TwoLevelSettings {
     pub use_l1: bool,
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
-    pub l2_ttl: Duration,
+    /// `--ttl` ± `--ttl-jitter`, drawn per Valkey write.
+    pub l2_ttl: crate::cache::TtlPolicy,
 }
 
 /// How a value goes into L2.
@@ -118,7 +119,7 @@ enum Fill {
 pub struct TwoLevelCache<V: Clone + Send + Sync + 'static> {
     l1: Option<Cache<String, Arc<Option<V>>>>,
     l2: Option<Valkey>,
-    l2_ttl: Duration,
+    l2_ttl: crate::cache::TtlPolicy,
     counters: Arc<LayerCounters>,
 }
 
@@ -263,8 +264,8 @@ where
         if let Some(l2) = &self.l2 {
             let text = serde_json::to_string(value.as_ref()).unwrap_or_else(|_| "null".into());
             let written = match fill {
-                Fill::Overwrite => l2.set_with_ttl(key, &text, self.l2_ttl).await,
-                Fill::IfAbsent => l2.set_if_absent(key, &text, self.l2_ttl).await.map(drop),
+                Fill::Overwrite => l2.set_with_ttl(key, &text, self.l2_ttl.pick()).await,
+                Fill::IfAbsent => l2.set_if_absent(key, &text, self.l2_ttl.pick()).await.map(drop),
             };
             if written.is_err() {
                 bump(&self.counters.l2_errors);
