@@ -221,7 +221,10 @@ impl Valkey {
             reason: first_line(&e.to_string()),
         };
         let info = redis::IntoConnectionInfo::into_connection_info(target.connect_url()).map_err(unreachable)?;
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings)).map_err(unreachable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -261,7 +264,8 @@ impl Valkey {
         };
         let mut conn = connection.clone();
         let channel = channel.to_string();
-        self.send("SUBSCRIBE", async move { conn.subscribe(channel).await }).await
+        self.send("SUBSCRIBE", async move { conn.subscribe(channel).await })
+            .await
     }
 
     /// Spoken to as a cluster (several nodes, `VALKEY_CLUSTER=true`, or a node

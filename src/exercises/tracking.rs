@@ -50,6 +50,7 @@ pub enum TrackingMode {
     /// `CLIENT TRACKING on BCAST PREFIX p`.
     Bcast,
     /// Exercise 4's pub/sub invalidation.
+    #[serde(rename = "pubsub")]
     PubSub,
 }
 
@@ -201,11 +202,7 @@ fn validate(options: &TrackingOptions) -> Result<()> {
     Ok(())
 }
 
-pub async fn measure(
-    config: &Config,
-    options: TrackingOptions,
-    progress: &dyn RunProgress,
-) -> Result<TrackingOutcome> {
+pub async fn measure(config: &Config, options: TrackingOptions, progress: &dyn RunProgress) -> Result<TrackingOutcome> {
     validate(&options)?;
     progress.phase("connecting", None);
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
@@ -285,9 +282,8 @@ impl ReaderProcess {
     }
 
     async fn answer(&mut self, within: Duration) -> Result<ReaderReply> {
-        let lost = |why: String| {
-            WorkshopError::incomplete(format!("the reader process {why}; its error (if any) is above"))
-        };
+        let lost =
+            |why: String| WorkshopError::incomplete(format!("the reader process {why}; its error (if any) is above"));
         let line = tokio::time::timeout(within, self.lines.next_line())
             .await
             .map_err(|_| lost(format!("did not answer within {} s", within.as_secs())))?
@@ -356,7 +352,9 @@ async fn run_mode(
 ) -> Result<ModeOutcome> {
     let ttl = config.ttl_policy();
     for (id, text) in rows {
-        valkey.set_with_ttl(&keys.tracking_product(run, *id), text, ttl.pick()).await?;
+        valkey
+            .set_with_ttl(&keys.tracking_product(run, *id), text, ttl.pick())
+            .await?;
     }
     let channel = keys.tracking_channel(run);
     let mut reader = ReaderProcess::start(config, mode, run)?;
@@ -432,7 +430,14 @@ mod tests {
     #[test]
     fn a_signed_summary_keeps_windows_before_the_write_returned() {
         let summary = SignedSummary::of(vec![120, -40, 15]).unwrap();
-        assert_eq!(summary, SignedSummary { min: -40, p50: 15, max: 120 });
+        assert_eq!(
+            summary,
+            SignedSummary {
+                min: -40,
+                p50: 15,
+                max: 120
+            }
+        );
         assert_eq!(SignedSummary::of(Vec::new()), None);
     }
 

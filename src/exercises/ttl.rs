@@ -347,9 +347,11 @@ impl<K: Fn(i64) -> String> Storm<'_, K> {
         let keys: Vec<String> = self.rows.iter().map(|(id, _)| (self.key)(*id)).collect();
         // Every key is written as close to one instant as the connection allows.
         let origin = Instant::now();
-        futures_util::stream::iter(keys.iter().zip(self.rows).map(|(key, (_, text))| {
-            self.valkey.set_with_ttl(key, text, self.policy.pick())
-        }))
+        futures_util::stream::iter(
+            keys.iter()
+                .zip(self.rows)
+                .map(|(key, (_, text))| self.valkey.set_with_ttl(key, text, self.policy.pick())),
+        )
         .buffer_unordered(WARM_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
@@ -423,7 +425,9 @@ fn summarise(
     duration: Duration,
     events: Vec<ReadEvent>,
 ) -> ScenarioOutcome {
-    let seconds_count = usize::try_from(duration.as_secs_f64().ceil() as u64).unwrap_or(1).max(1);
+    let seconds_count = usize::try_from(duration.as_secs_f64().ceil() as u64)
+        .unwrap_or(1)
+        .max(1);
     let mut seconds: Vec<StormSecond> = (0..seconds_count)
         .map(|second| StormSecond {
             second: second as u64,

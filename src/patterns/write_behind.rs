@@ -177,7 +177,11 @@ impl WriteQueue {
         let mut write = redis::pipe();
         write
             .atomic()
-            .pset_ex(&key, cached, u64::try_from(self.ttl.pick().as_millis()).unwrap_or(u64::MAX).max(1))
+            .pset_ex(
+                &key,
+                cached,
+                u64::try_from(self.ttl.pick().as_millis()).unwrap_or(u64::MAX).max(1),
+            )
             .ignore()
             .xadd(self.keys.write_behind_stream(), "*", &fields);
         let (entry_id,): (String,) = self

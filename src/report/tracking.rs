@@ -41,7 +41,15 @@ fn window(mode: &ModeOutcome) -> String {
 fn invalidation_table(output: &Output, outcome: &TrackingOutcome) -> Table {
     let mut table = new_table(
         output,
-        &["mode", "in time", "stale", "window p50/max", "cmds", "write p50 ms", "unannounced"],
+        &[
+            "mode",
+            "in time",
+            "stale",
+            "window p50/max",
+            "cmds",
+            "write p50 ms",
+            "unannounced",
+        ],
     );
     for mode in &outcome.modes {
         table.add_row(vec![

@@ -26,7 +26,12 @@ fn show_text(outcome: &TtlOutcome, output: &Output) {
     ));
     output.text(format!(
         "{} readers, {:.0} reads/s for {:.0} s per scenario; ttl from {}, jitter ± {} % from {}",
-        outcome.clients, outcome.rate, outcome.duration_s, outcome.ttl_from, outcome.jitter_percent, outcome.jitter_from
+        outcome.clients,
+        outcome.rate,
+        outcome.duration_s,
+        outcome.ttl_from,
+        outcome.jitter_percent,
+        outcome.jitter_from
     ));
     output.text(scenario_table(output, outcome));
     for scenario in &outcome.scenarios {
@@ -65,7 +70,15 @@ fn lifetime(scenario: &ScenarioOutcome) -> String {
 fn scenario_table(output: &Output, outcome: &TtlOutcome) -> Table {
     let mut table = new_table(
         output,
-        &["scenario", "lifetime s", "misses", "peak/s", "at s", "spread s", "db p99 ms"],
+        &[
+            "scenario",
+            "lifetime s",
+            "misses",
+            "peak/s",
+            "at s",
+            "spread s",
+            "db p99 ms",
+        ],
     );
     for scenario in &outcome.scenarios {
         table.add_row(vec![

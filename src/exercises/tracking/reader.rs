@@ -137,8 +137,8 @@ pub async fn run(config: &Config, mode: &str, run: Option<&str>) -> Result<()> {
     reply(&mut out, &ReaderReply::Ready).await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.map_err(|e| WorkshopError::Other(e.into()))? {
-        let request: ReaderRequest = serde_json::from_str(&line)
-            .map_err(|e| WorkshopError::invalid(format!("the reader got '{line}': {e}")))?;
+        let request: ReaderRequest =
+            serde_json::from_str(&line).map_err(|e| WorkshopError::invalid(format!("the reader got '{line}': {e}")))?;
         match request {
             ReaderRequest::Read { id } => {
                 let key = keys.tracking_product(run, id);
@@ -158,7 +158,14 @@ pub async fn run(config: &Config, mode: &str, run: Option<&str>) -> Result<()> {
                     }
                     "L2"
                 };
-                reply(&mut out, &ReaderReply::Read { id, layer: layer.into() }).await?;
+                reply(
+                    &mut out,
+                    &ReaderReply::Read {
+                        id,
+                        layer: layer.into(),
+                    },
+                )
+                .await?;
             }
             ReaderRequest::Check { id } => {
                 // One round trip on the reader's own connection: a push the
