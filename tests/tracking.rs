@@ -80,3 +80,28 @@ async fn zero_updates_are_refused_before_anything_runs() {
     assert!(run.stdout.is_empty());
     assert!(prefix.keys().is_empty());
 }
+
+#[tokio::test]
+async fn the_text_tables_fit_eighty_columns() {
+    if is_cluster(&valkey_url()) {
+        return;
+    }
+    let db = seeded_database(BOTH[0], "tracking_text").await;
+    let prefix = TestPrefix::new("tracking_text");
+    let dir = tempfile::tempdir().unwrap();
+    let output = support::cli_against(
+        dir.path(),
+        &db.url(),
+        &prefix,
+        &valkey_url(),
+        &["tracking", "--updates", "3", "--keys", "2"],
+    )
+    .output()
+    .unwrap();
+    let text = support::stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", support::stderr(&output));
+    assert!(text.contains("Exercise 13"), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+    }
+}

@@ -145,3 +145,37 @@ async fn the_global_jitter_spreads_the_ttls_of_warmed_keys_on_both_databases() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_text_tables_fit_eighty_columns() {
+    let db = seeded_database(BOTH[1], "ttl_text").await;
+    let prefix = TestPrefix::new("ttl_text");
+    let dir = tempfile::tempdir().unwrap();
+    let output = support::cli_against(
+        dir.path(),
+        &db.url(),
+        &prefix,
+        &valkey_url(),
+        &[
+            "--ttl",
+            "1",
+            "ttl",
+            "--keys",
+            "50",
+            "--rate",
+            "500",
+            "--duration",
+            "2.5",
+            "--clients",
+            "2",
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = support::stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", support::stderr(&output));
+    assert!(text.contains("Misses per second"), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+    }
+}

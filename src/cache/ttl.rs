@@ -27,7 +27,7 @@ pub struct TtlPolicy {
 
 impl TtlPolicy {
     /// Every write lives exactly `base`.
-    pub fn fixed(base: Duration) -> TtlPolicy {
+    pub const fn fixed(base: Duration) -> TtlPolicy {
         TtlPolicy {
             base,
             jitter_percent: 0,

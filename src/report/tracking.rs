@@ -21,8 +21,9 @@ pub fn show(outcome: &TrackingOutcome, output: &Output) {
     output.text(invalidation_table(output, outcome));
     output.text(
         "in time: L1 entry gone one reader round trip after the write returned ·\n\
-         window: invalidation received − write returned, µs (negative: before the\n\
-         writer had its answer) · unannounced: a last write that publishes nothing",
+         window: invalidation received − write returned, p50 / max (negative: before\n\
+         the writer had its answer) · write ms: the writer's p50 per update ·\n\
+         unannounced: a last write that publishes nothing",
     );
     output.heading("Counted by the reader");
     output.text(reader_table(output, outcome));

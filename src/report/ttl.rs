@@ -25,7 +25,7 @@ fn show_text(outcome: &TtlOutcome, output: &Output) {
         outcome.database
     ));
     output.text(format!(
-        "{} readers, {:.0} reads/s for {:.0} s per scenario; ttl from {}, jitter ± {} % from {}",
+        "{} readers, {:.0} reads/s for {:.1} s per scenario\nttl from {}, jitter ± {} % from {}",
         outcome.clients,
         outcome.rate,
         outcome.duration_s,
@@ -36,7 +36,7 @@ fn show_text(outcome: &TtlOutcome, output: &Output) {
     output.text(scenario_table(output, outcome));
     for scenario in &outcome.scenarios {
         output.text(format!(
-            "  {}: {} reads, {} hits; cached in {} ms; at most {} database queries in flight",
+            "  {}: {} reads · {} hits · warm {} ms · {} in flight at most",
             scenario.scenario,
             count(scenario.reads),
             count(scenario.hits),

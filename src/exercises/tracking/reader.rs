@@ -74,12 +74,12 @@ impl L1 {
                     }
                 }
             }
-            (PushKind::Message, TrackingMode::PubSub) => {
-                if push.data.first().and_then(text).as_deref() == Some(channel) {
-                    self.messages.fetch_add(1, Ordering::Relaxed);
-                    if let Some(key) = push.data.get(1).and_then(text) {
-                        self.drop_key(&key, at);
-                    }
+            (PushKind::Message, TrackingMode::PubSub)
+                if push.data.first().and_then(text).as_deref() == Some(channel) =>
+            {
+                self.messages.fetch_add(1, Ordering::Relaxed);
+                if let Some(key) = push.data.get(1).and_then(text) {
+                    self.drop_key(&key, at);
                 }
             }
             // Invalidations may have been missed while disconnected: start empty.
