@@ -46,9 +46,9 @@ fn invalidation_table(output: &Output, outcome: &TrackingOutcome) -> Table {
             "mode",
             "in time",
             "stale",
-            "window p50/max",
+            "window µs",
             "cmds",
-            "write p50 ms",
+            "write ms",
             "unannounced",
         ],
     );
