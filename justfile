@@ -107,6 +107,12 @@ exercise-9: up seed
 # Exercise 11: rate limiting (fixed window, sliding log, token bucket) under three times the allowed load
 exercise-11: up build
     ./target/release/workshop-cli rate-limit
+# Exercise 12: TTL and jitter (500 keys expire together, then spread by ± 50 %)
+exercise-12: up seed
+    ./target/release/workshop-cli ttl --ttl 3
+# Exercise 13: client-side caching with CLIENT TRACKING (default, BCAST) next to pub/sub (single Valkey node)
+exercise-13: up seed
+    ./target/release/workshop-cli tracking
 # Exercise 7: the catalogue as an HTTP service: starts serve, reads a product with curl, runs load for 20 s, stops serve
 exercise-7: up seed
     #!/usr/bin/env bash

@@ -233,6 +233,18 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             report::cluster::show(&outcome, &output);
             exercises::cluster::verdict(&outcome)
         }
+        Command::Ttl(args) => {
+            let outcome = exercises::ttl::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::ttl::show)
+        }
+        Command::Tracking(args) => match args.reader.clone() {
+            // The reader process a run starts: JSON lines on stdin and stdout.
+            Some(mode) => exercises::tracking::reader::run(&config, &mode, args.run.as_deref()).await,
+            None => {
+                let outcome = exercises::tracking::measure(&config, args.into(), progress).await?;
+                finish(outcome, &output, report::tracking::show)
+            }
+        },
         Command::Serve(args) => {
             crate::serve::init_logging(&args.log);
             let summary = crate::serve::run(&config, (&args).into(), |ready| {

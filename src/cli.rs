@@ -55,6 +55,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "CACHE_TTL", value_name = "SECONDS")]
     pub ttl: Option<String>,
 
+    /// Every cache write lives --ttl ± PCT % (uniform), so keys written together do not expire together [default: 0]
+    #[arg(long, global = true, env = "CACHE_TTL_JITTER", value_name = "PCT")]
+    pub ttl_jitter: Option<String>,
+
     /// Prefix of every Valkey key the workshop writes [default: workshop:]
     #[arg(long, global = true, env = "WORKSHOP_KEY_PREFIX", value_name = "PREFIX")]
     pub key_prefix: Option<String>,
@@ -81,6 +85,7 @@ impl GlobalArgs {
             database_url: self.database_url.clone(),
             valkey_url: self.valkey_url.clone(),
             ttl: self.ttl.clone(),
+            ttl_jitter: self.ttl_jitter.clone(),
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Some(self.connect_timeout),
             query_timeout: Some((!self.query_timeout.is_zero()).then_some(self.query_timeout)),
@@ -188,6 +193,18 @@ pub enum Command {
         after_help = "Examples:\n  workshop-cli rate-limit                                   all three, 10 clients × 30/s against 100/s\n  workshop-cli rate-limit --limiter token-bucket --limit 100/s --duration 3\n  workshop-cli rate-limit --limiter fixed-window --clients 50 --rate 10\n  workshop-cli rate-limit --limit 6000/min --duration 10\n  workshop-cli rate-limit --limiter token-bucket --burst 50 --json\n  workshop-cli rate-limit --processes 4 --clients 5   the limit holds across 4 processes\n  workshop-cli rate-limit --out limits.json && workshop-cli plot limits.json"
     )]
     RateLimit(RateLimitArgs),
+
+    /// Exercise 12: TTL, jitter and expiry storms: keys cached together expire together, unless jittered
+    #[command(
+        after_help = "Examples:\n  workshop-cli ttl                                    500 keys, ttl 3 s: together, then ± 50 %\n  workshop-cli ttl --ttl 5 --ttl-jitter 20 --duration 16\n  workshop-cli ttl --keys 2000 --rate 8000 --clients 16\n  workshop-cli ttl --json\n  workshop-cli --ttl-jitter 20 stats                  the same jitter on every cache write of stats"
+    )]
+    Ttl(TtlArgs),
+
+    /// Exercise 13: client-side caching with CLIENT TRACKING: Valkey invalidates a reader's L1 over RESP3
+    #[command(
+        after_help = "Examples:\n  workshop-cli tracking                               default mode, BCAST and pub/sub side by side\n  workshop-cli tracking --mode bcast --updates 50\n  workshop-cli tracking --mode pubsub                 exercise 4's way, for comparison\n  workshop-cli tracking --json"
+    )]
+    Tracking(TrackingArgs),
 
     /// Exercise 7: the product catalogue as an HTTP service over L1 → Valkey → database
     #[command(
@@ -1216,6 +1233,93 @@ impl GradeServiceArgs {
             scale: self.scale,
             key_prefix: self.service_key_prefix,
             start: start.to_path_buf(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TtlArgs {
+    /// Products cached at once (1 to 100000)
+    #[arg(long, default_value_t = 500, value_parser = parse_count)]
+    pub keys: u64,
+
+    /// Concurrent readers (1 to 256)
+    #[arg(long, default_value_t = 8, value_parser = parse_count)]
+    pub clients: u64,
+
+    /// Reads per second of all readers together
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+
+    /// Seconds each scenario runs [default: 3 × the TTL + 1]
+    #[arg(long)]
+    pub duration: Option<f64>,
+
+    /// Seed of the keys the readers pick
+    #[arg(long, default_value_t = 12)]
+    pub seed: u64,
+}
+
+impl From<TtlArgs> for crate::exercises::ttl::TtlOptions {
+    fn from(args: TtlArgs) -> Self {
+        crate::exercises::ttl::TtlOptions {
+            keys: args.keys,
+            clients: args.clients,
+            rate: args.rate,
+            duration_s: args.duration,
+            seed: args.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrackingModeArg {
+    /// CLIENT TRACKING on: Valkey remembers the keys the reader read
+    Default,
+    /// CLIENT TRACKING on BCAST PREFIX: every change under the prefix
+    Bcast,
+    /// Exercise 4's way: the writer publishes the key after its write
+    Pubsub,
+    /// All three, one after the other
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackingArgs {
+    /// How the reader's L1 learns of changes
+    #[arg(long, value_enum, default_value_t = TrackingModeArg::All)]
+    pub mode: TrackingModeArg,
+
+    /// Writes the writer makes per mode, each checked in the reader (1 to 1000)
+    #[arg(long, default_value_t = 20, value_parser = parse_count)]
+    pub updates: u64,
+
+    /// Products the reader caches in L1 (1 to 1000); the writes go round them
+    #[arg(long, default_value_t = 10, value_parser = parse_count)]
+    pub keys: u64,
+
+    /// Internal: run as the reader process of a run (its mode, the run's key tag)
+    #[arg(long, hide = true, value_name = "MODE")]
+    pub reader: Option<String>,
+
+    /// Internal: the run's key tag, for the reader process
+    #[arg(long, hide = true)]
+    pub run: Option<String>,
+}
+
+impl From<TrackingArgs> for crate::exercises::tracking::TrackingOptions {
+    fn from(args: TrackingArgs) -> Self {
+        use crate::exercises::tracking::TrackingMode;
+        let modes = match args.mode {
+            TrackingModeArg::Default => vec![TrackingMode::Default],
+            TrackingModeArg::Bcast => vec![TrackingMode::Bcast],
+            TrackingModeArg::Pubsub => vec![TrackingMode::PubSub],
+            TrackingModeArg::All => TrackingMode::ALL.to_vec(),
+        };
+        crate::exercises::tracking::TrackingOptions {
+            modes,
+            updates: args.updates,
+            keys: args.keys,
         }
     }
 }

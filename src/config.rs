@@ -161,6 +161,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub valkey_url: Option<String>,
     pub ttl: Option<String>,
+    /// `--ttl-jitter` / `CACHE_TTL_JITTER`, a percentage as typed.
+    pub ttl_jitter: Option<String>,
     pub key_prefix: Option<String>,
     pub connect_timeout: Option<Duration>,
     /// `--query-timeout`: `Some(None)` is `0`, no limit.
@@ -469,6 +471,8 @@ pub struct Config {
     pub valkey: ValkeyTarget,
     pub ttl: Duration,
     pub ttl_source: Source,
+    /// `--ttl-jitter`: every cache write lives `ttl` ± this many percent.
+    pub ttl_jitter_percent: u8,
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub dotenv_path: Option<PathBuf>,
@@ -538,6 +542,10 @@ impl Config {
             Some(raw) => (parse_ttl(raw)?, source_of("CACHE_TTL", raw)),
             None => (DEFAULT_TTL_SECONDS, Source::Default),
         };
+        let ttl_jitter_percent = match overrides.ttl_jitter.as_deref() {
+            Some(raw) => parse_ttl_jitter(raw)?,
+            None => 0,
+        };
 
         let key_prefix = overrides
             .key_prefix
@@ -550,6 +558,7 @@ impl Config {
             valkey,
             ttl: Duration::from_secs(ttl_seconds),
             ttl_source,
+            ttl_jitter_percent,
             key_prefix,
             connect_timeout: overrides.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             dotenv_path: dotenv.path.clone(),
@@ -586,6 +595,27 @@ pub fn parse_ttl(raw: &str) -> Result<u64, ConfigError> {
             expected: "a whole number of seconds from 1 to 31536000",
             value: raw.to_string(),
         })
+}
+
+/// `--ttl-jitter PCT`: a whole percentage from 0 (no jitter) to 100.
+pub fn parse_ttl_jitter(raw: &str) -> Result<u8, ConfigError> {
+    raw.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= crate::cache::ttl::MAX_JITTER_PERCENT)
+        .ok_or_else(|| ConfigError::InvalidValue {
+            var: "CACHE_TTL_JITTER",
+            expected: "a whole percentage from 0 to 100, e.g. --ttl-jitter 20",
+            value: raw.to_string(),
+        })
+}
+
+impl Config {
+    /// The lifetime of every cache write: `--ttl` ± `--ttl-jitter` %.
+    pub fn ttl_policy(&self) -> crate::cache::TtlPolicy {
+        crate::cache::TtlPolicy::jittered(self.ttl, self.ttl_jitter_percent)
+    }
 }
 
 fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
@@ -769,6 +799,16 @@ mod tests {
             err.to_string(),
             "DB_ENGINE 'sqlite' is not supported; use one of: mysql, mariadb, postgresql"
         );
+    }
+
+    #[test]
+    fn ttl_jitter_is_a_whole_percentage_up_to_one_hundred() {
+        assert_eq!(parse_ttl_jitter("20").unwrap(), 20);
+        assert_eq!(parse_ttl_jitter("35%").unwrap(), 35);
+        assert_eq!(parse_ttl_jitter("0").unwrap(), 0);
+        assert!(parse_ttl_jitter("101").is_err());
+        assert!(parse_ttl_jitter("-5").is_err());
+        assert!(parse_ttl_jitter("2.5").is_err());
     }
 
     #[test]

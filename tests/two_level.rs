@@ -16,7 +16,7 @@ const SETTINGS: TwoLevelSettings = TwoLevelSettings {
     use_l1: true,
     l1_capacity: 1000,
     l1_ttl: Duration::from_secs(60),
-    l2_ttl: Duration::from_secs(60),
+    l2_ttl: workshop_cli::cache::TtlPolicy::fixed(Duration::from_secs(60)),
 };
 
 async fn valkey(url: &str) -> Valkey {

@@ -197,6 +197,36 @@ impl KeyScheme {
         format!("{}rate-limit:{limiter}:{subject}", self.root)
     }
 
+    /// `{source prefix}ttl-storm:{run}:`: every key of one run of exercise 12
+    /// (`run` tells concurrent runs apart); deleted at the end of the run.
+    pub fn ttl_storm_prefix(&self, run: &str) -> String {
+        format!("{}ttl-storm:{run}:", self.root)
+    }
+
+    /// `{source prefix}ttl-storm:{run}:{scenario}:product:{id}`: one product
+    /// cached by exercise 12 in one scenario (together or jittered).
+    pub fn ttl_storm(&self, run: &str, scenario: &str, product_id: i64) -> String {
+        format!("{}{scenario}:product:{product_id}", self.ttl_storm_prefix(run))
+    }
+
+    /// `{source prefix}tracking:{run}:product:{id}`: a product read through
+    /// exercise 13's client-side cache; every key of one run shares the
+    /// prefix `BCAST` tracks.
+    pub fn tracking_product(&self, run: &str, product_id: i64) -> String {
+        format!("{}product:{product_id}", self.tracking_prefix(run))
+    }
+
+    /// `{source prefix}tracking-invalidate:{run}`: exercise 13's pub/sub
+    /// channel (outside the tracked prefix, so BCAST never sees it).
+    pub fn tracking_channel(&self, run: &str) -> String {
+        format!("{}tracking-invalidate:{run}", self.root)
+    }
+
+    /// `{source prefix}tracking:{run}:`: what exercise 13's keys start with.
+    pub fn tracking_prefix(&self, run: &str) -> String {
+        format!("{}tracking:{run}:", self.root)
+    }
+
     /// A key for `check-env`'s write/read/delete probe, unique per process.
     pub fn probe(&self) -> String {
         let nanos = std::time::SystemTime::now()

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod invalidation;
 pub mod keys;
 pub mod popularity;
+pub mod ttl;
 pub mod two_level;
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,6 +27,7 @@ pub use breaker::BreakerCounts;
 use breaker::{Admission, Breaker, BreakerSettings};
 use cluster::{ClusterNode, Link, NodeRole};
 pub use keys::KeyScheme;
+pub use ttl::TtlPolicy;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
@@ -201,6 +203,71 @@ impl Valkey {
         })
     }
 
+    /// A single-node connection of its own that speaks RESP3, so the
+    /// server's push messages (CLIENT TRACKING invalidations, pub/sub
+    /// messages) go to `pushes`. The connection's driver calls it as it reads
+    /// each push, so a push that came before a reply has been handled when
+    /// that reply's command returns. Refused on a cluster: tracking and
+    /// subscriptions are per node.
+    pub async fn connect_with_pushes(
+        target: &ValkeyTarget,
+        timeout: Duration,
+        pushes: impl redis::aio::AsyncPushSender,
+    ) -> Result<Valkey, CacheError> {
+        let shown = target.masked();
+        let started = Instant::now();
+        let unreachable = |e: redis::RedisError| CacheError::Unreachable {
+            target: shown.clone(),
+            reason: first_line(&e.to_string()),
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(target.connect_url()).map_err(unreachable)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(unreachable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(target.command_timeout.max(timeout)))
+            .set_number_of_retries(0)
+            .set_automatic_resubscription()
+            .set_push_sender(pushes);
+        let connection = tokio::time::timeout(
+            timeout + Duration::from_millis(250),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| CacheError::Unreachable {
+            target: shown.clone(),
+            reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+        })?
+        .map_err(|e| classify(&e, &shown))?;
+        Ok(Valkey {
+            connection: Link::Single(connection),
+            target: shown,
+            connect_time: started.elapsed(),
+            address: target.address(),
+            compare_and_delete: Arc::default(),
+            command_timeout: target.command_timeout,
+            breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
+        })
+    }
+
+    /// `SUBSCRIBE channel` on a RESP3 connection ([`Valkey::connect_with_pushes`]):
+    /// its messages arrive as pushes.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), CacheError> {
+        let Link::Single(connection) = &self.connection else {
+            return Err(CacheError::Command {
+                command: "SUBSCRIBE",
+                reason: "a cluster connection cannot subscribe here".into(),
+            });
+        };
+        let mut conn = connection.clone();
+        let channel = channel.to_string();
+        self.send("SUBSCRIBE", async move { conn.subscribe(channel).await })
+            .await
+    }
+
     /// Spoken to as a cluster (several nodes, `VALKEY_CLUSTER=true`, or a node
     /// that reported `cluster_enabled:1`).
     pub fn is_cluster(&self) -> bool {
@@ -347,13 +414,13 @@ impl Valkey {
         self.send("GET", async move { conn.get(key).await }).await
     }
 
+    /// `SET key value PX ttl`: milliseconds, so a jittered TTL
+    /// ([`TtlPolicy`]) keeps its spread on short lifetimes.
     pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         let mut conn = self.connection.clone();
-        self.send(
-            "SET",
-            async move { conn.set_ex(key, value, ttl.as_secs().max(1)).await },
-        )
-        .await
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.send("SET", async move { conn.pset_ex(key, value, millis).await })
+            .await
     }
 
     /// Deletes a key; true when it existed.

@@ -100,7 +100,8 @@ pub struct TwoLevelSettings {
     pub use_l1: bool,
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
-    pub l2_ttl: Duration,
+    /// `--ttl` ± `--ttl-jitter`, drawn per Valkey write.
+    pub l2_ttl: crate::cache::TtlPolicy,
 }
 
 /// How a value goes into L2.
@@ -122,7 +123,7 @@ type Found<V> = (Arc<Option<V>>, Layer);
 pub struct TwoLevelCache<V: Clone + Send + Sync + 'static> {
     l1: Option<Cache<String, Arc<Option<V>>>>,
     l2: Option<Valkey>,
-    l2_ttl: Duration,
+    l2_ttl: crate::cache::TtlPolicy,
     counters: Arc<LayerCounters>,
     /// With [`TwoLevelCache::with_single_flight`]: concurrent misses of one key
     /// share one L2 lookup and one load (serve's cold-key stampede).
@@ -288,8 +289,8 @@ where
         if let Some(l2) = &self.l2 {
             let text = serde_json::to_string(value.as_ref()).unwrap_or_else(|_| "null".into());
             let written = match fill {
-                Fill::Overwrite => l2.set_with_ttl(key, &text, self.l2_ttl).await,
-                Fill::IfAbsent => l2.set_if_absent(key, &text, self.l2_ttl).await.map(drop),
+                Fill::Overwrite => l2.set_with_ttl(key, &text, self.l2_ttl.pick()).await,
+                Fill::IfAbsent => l2.set_if_absent(key, &text, self.l2_ttl.pick()).await.map(drop),
             };
             if written.is_err() {
                 bump(&self.counters.l2_errors);

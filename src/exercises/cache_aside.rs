@@ -219,7 +219,10 @@ async fn measure_run(
         CacheLink::Connected(valkey) => Some(valkey.clone()),
         _ => None,
     };
-    let pattern = CacheAside { cache, ttl: config.ttl };
+    let pattern = CacheAside {
+        cache,
+        ttl: config.ttl_policy(),
+    };
 
     // Pools warm before the first timed read; connection set-up is reported apart.
     let warm_started = Instant::now();

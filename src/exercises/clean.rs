@@ -88,7 +88,11 @@ impl Outcome for CleanOutcome {}
 /// Refuses (exit 6, nothing changed) while the write-behind stream holds
 /// acknowledged writes the database does not have, unless `force`.
 pub async fn clean(db: &Database, valkey: &Valkey, keys: &KeyScheme, options: CleanOptions) -> Result<CleanOutcome> {
-    let queue = WriteQueue::new(valkey.clone(), keys.clone(), std::time::Duration::from_secs(1));
+    let queue = WriteQueue::new(
+        valkey.clone(),
+        keys.clone(),
+        crate::cache::TtlPolicy::fixed(std::time::Duration::from_secs(1)),
+    );
     let unflushed = queue.depth().await?.entries;
     if unflushed > 0 && !options.force && !options.dry_run {
         return Err(WorkshopError::invalid(format!(

@@ -196,7 +196,7 @@ pub async fn measure(config: &Config, options: ClusterOptions, progress: &dyn Ru
     let reads = ReadSet::new(&db, &keys, options.keys)?;
     let pattern = CacheAside {
         cache: CacheLink::Connected(valkey.clone()),
-        ttl: config.ttl,
+        ttl: config.ttl_policy(),
     };
 
     progress.phase("caching the keys", Some(options.keys));

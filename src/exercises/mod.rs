@@ -22,6 +22,9 @@ pub mod stampede;
 pub mod stats;
 pub mod write_behind;
 pub mod write_through;
+// Issue 11: exercises 12 and 13.
+pub mod tracking;
+pub mod ttl;
 
 use std::sync::Arc;
 

@@ -27,6 +27,8 @@ pub fn tables_needed(exercise_id: &str) -> &'static [&'static str] {
         "write-through" | "write-behind" => &["passenger", "passengerdetails", "booking"],
         "stats" | "multi-level" | "serve" => &["products"],
         "cluster" => &["airport"],
+        // Issue 11: both cache products (and refuse an empty catalogue).
+        "ttl" | "tracking" => &["products"],
         _ => &[],
     }
 }
@@ -39,6 +41,7 @@ pub fn rows_needed(exercise_id: &str) -> &'static [&'static str] {
     match exercise_id {
         "cache-aside" => &["airport"],
         "stats" | "multi-level" | "serve" => &["products"],
+        "ttl" | "tracking" => &["products"],
         _ => &[],
     }
 }

@@ -421,7 +421,15 @@ async fn connect(
         }
         None => options.plan(Duration::ZERO),
     };
-    let cache = StampedeCache::new(loader, valkey, locks, keys, config.ttl, plan.lock, options.beta);
+    let cache = StampedeCache::new(
+        loader,
+        valkey,
+        locks,
+        keys,
+        config.ttl_policy(),
+        plan.lock,
+        options.beta,
+    );
     Ok(Services {
         db,
         database: format!("{} {}", server.product, server.version),

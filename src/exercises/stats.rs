@@ -476,7 +476,7 @@ async fn measure_run(
             use_l1: plan.use_l1,
             l1_capacity: plan.l1_capacity,
             l1_ttl,
-            l2_ttl: config.ttl,
+            l2_ttl: config.ttl_policy(),
         },
         workload: Workload {
             stop: plan.stop,

@@ -300,10 +300,10 @@ pub async fn measure(
         .await?
         .get("aof_enabled")
         .map(|flag| flag == "1");
-    let producer_queue = WriteQueue::new(valkey.clone(), keys.clone(), config.ttl);
+    let producer_queue = WriteQueue::new(valkey.clone(), keys.clone(), config.ttl_policy());
     // The flusher's blocking reads get a connection of their own.
     let flusher_valkey = Valkey::connect_dedicated(&config.valkey, config.connect_timeout, plan.flush_interval).await?;
-    let flusher_queue = WriteQueue::new(flusher_valkey, keys.clone(), config.ttl);
+    let flusher_queue = WriteQueue::new(flusher_valkey, keys.clone(), config.ttl_policy());
     producer_queue.ensure_group().await?;
     let queue_before = producer_queue.depth().await?;
 
@@ -324,7 +324,7 @@ pub async fn measure(
         db: db.clone(),
         valkey: valkey.clone(),
         keys: keys.clone(),
-        ttl: config.ttl,
+        ttl: config.ttl_policy(),
     });
     let flusher = db.as_ref().filter(|_| plan.mode.flushes()).map(|db| Flusher {
         queue: flusher_queue.clone(),
@@ -538,7 +538,7 @@ async fn clean_up_run(
         }
     }
     if !problems.is_empty() {
-        let queued = WriteQueue::new(valkey.clone(), keys.clone(), config.ttl)
+        let queued = WriteQueue::new(valkey.clone(), keys.clone(), config.ttl_policy())
             .depth()
             .await
             .map_or(1, |depth| depth.entries);

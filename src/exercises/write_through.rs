@@ -160,7 +160,7 @@ pub async fn measure(
         db: db.clone(),
         valkey,
         keys: KeyScheme::new(&config.key_prefix, &config.database),
-        ttl: config.ttl,
+        ttl: config.ttl_policy(),
     };
     db.warm_up(1).await?;
 
@@ -527,7 +527,7 @@ async fn run_creates(
             Ok(written) => written,
             Err((committed, error)) => {
                 created.extend(committed);
-                let outcome = tally.outcome("create", run - 1, pattern.ttl);
+                let outcome = tally.outcome("create", run - 1, pattern.ttl.base());
                 return Err(Aborted {
                     outcome,
                     created,
@@ -540,7 +540,7 @@ async fn run_creates(
         match write_record(pattern, run, written).await {
             Ok(record) => tally.add(record),
             Err(error) => {
-                let outcome = tally.outcome("create", run - 1, pattern.ttl);
+                let outcome = tally.outcome("create", run - 1, pattern.ttl.base());
                 return Err(Aborted {
                     outcome,
                     created,
@@ -550,7 +550,7 @@ async fn run_creates(
             }
         }
     }
-    Ok((tally.outcome("create", options.runs, pattern.ttl), created))
+    Ok((tally.outcome("create", options.runs, pattern.ttl.base()), created))
 }
 
 /// Creates one passenger; a generated passport number that happens to be
@@ -628,7 +628,7 @@ async fn run_updates(
         last = written.row.clone();
         tally.add(write_record(pattern, run, written).await?);
     }
-    let mut outcome = tally.outcome("update", options.runs, pattern.ttl);
+    let mut outcome = tally.outcome("update", options.runs, pattern.ttl.base());
     outcome.stale_comparison = Some(StaleComparison {
         passenger_id,
         cache_aside_serves: before,

@@ -62,7 +62,8 @@ pub enum CacheLink {
 #[derive(Clone)]
 pub struct CacheAside {
     pub cache: CacheLink,
-    pub ttl: Duration,
+    /// `--ttl` ± `--ttl-jitter`, drawn per write.
+    pub ttl: crate::cache::TtlPolicy,
 }
 
 impl CacheAside {
@@ -152,7 +153,7 @@ impl CacheAside {
         let started = Instant::now();
         // Serialising our own ResultSet cannot fail: it holds only JSON values.
         let text = serde_json::to_string(rows).unwrap_or_default();
-        match valkey.set_with_ttl(key, &text, self.ttl).await {
+        match valkey.set_with_ttl(key, &text, self.ttl.pick()).await {
             Ok(()) => (Some(started.elapsed()), None),
             Err(error) => (None, Some(error)),
         }

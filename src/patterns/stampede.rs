@@ -368,8 +368,8 @@ pub struct StampedeCache {
     /// `None` when Valkey could not be reached.
     pub locks: Option<ValkeyLocks>,
     pub keys: StampedeKeys,
-    /// Time-to-live of the cached rows.
-    pub ttl: Duration,
+    /// Time-to-live of the cached rows (`--ttl` ± `--ttl-jitter`, drawn per write).
+    pub ttl: crate::cache::TtlPolicy,
     pub lock: LockSettings,
     pub xfetch_beta: f64,
     flights: Arc<SingleFlight<Flight>>,
@@ -381,7 +381,7 @@ impl StampedeCache {
         valkey: Option<Valkey>,
         locks: Option<ValkeyLocks>,
         keys: StampedeKeys,
-        ttl: Duration,
+        ttl: crate::cache::TtlPolicy,
         lock: LockSettings,
         xfetch_beta: f64,
     ) -> Self {
@@ -639,8 +639,9 @@ impl StampedeCache {
             None => Path::Loaded,
         };
         let (rows, delta) = self.loader.load().await?;
-        let text = xfetch_text(rows.clone(), delta, self.ttl);
-        let stored = valkey.set_with_ttl(&self.keys.xfetch, &text, self.ttl).await.is_ok();
+        let ttl = self.ttl.pick();
+        let text = xfetch_text(rows.clone(), delta, ttl);
+        let stored = valkey.set_with_ttl(&self.keys.xfetch, &text, ttl).await.is_ok();
         Ok(Served {
             cache_unavailable: !stored,
             ..served(path, Arc::new(rows))
@@ -662,7 +663,7 @@ impl StampedeCache {
     /// Fills the cache; false when Valkey did not take it.
     async fn store(&self, valkey: &Valkey, rows: &ResultSet) -> bool {
         valkey
-            .set_with_ttl(&self.keys.value, &plain_text(rows), self.ttl)
+            .set_with_ttl(&self.keys.value, &plain_text(rows), self.ttl.pick())
             .await
             .is_ok()
     }

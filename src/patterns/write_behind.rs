@@ -110,7 +110,8 @@ pub struct Rejected {
 pub struct WriteQueue {
     valkey: Valkey,
     keys: KeyScheme,
-    ttl: Duration,
+    /// `--ttl` ± `--ttl-jitter`, drawn per write.
+    ttl: crate::cache::TtlPolicy,
 }
 
 fn micros_since_epoch(at: SystemTime) -> u64 {
@@ -127,7 +128,7 @@ impl WriteQueue {
     /// The queue over `valkey`. A flusher that reads with BLOCK needs a
     /// connection of its own ([`Valkey::connect_dedicated`]); the producer
     /// can use the shared one.
-    pub fn new(valkey: Valkey, keys: KeyScheme, ttl: Duration) -> WriteQueue {
+    pub fn new(valkey: Valkey, keys: KeyScheme, ttl: crate::cache::TtlPolicy) -> WriteQueue {
         WriteQueue { valkey, keys, ttl }
     }
 
@@ -176,7 +177,11 @@ impl WriteQueue {
         let mut write = redis::pipe();
         write
             .atomic()
-            .set_ex(&key, cached, self.ttl.as_secs().max(1))
+            .pset_ex(
+                &key,
+                cached,
+                u64::try_from(self.ttl.pick().as_millis()).unwrap_or(u64::MAX).max(1),
+            )
             .ignore()
             .xadd(self.keys.write_behind_stream(), "*", &fields);
         let (entry_id,): (String,) = self

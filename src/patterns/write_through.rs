@@ -65,7 +65,8 @@ pub struct WriteThrough {
     pub db: Database,
     pub valkey: Valkey,
     pub keys: KeyScheme,
-    pub ttl: Duration,
+    /// `--ttl` ± `--ttl-jitter`, drawn per write.
+    pub ttl: crate::cache::TtlPolicy,
 }
 
 impl WriteThrough {
@@ -97,7 +98,7 @@ impl WriteThrough {
     pub async fn cache_row(&self, row: &PassengerRow) -> Result<(), CacheError> {
         let text = serde_json::to_string(row).unwrap_or_default();
         self.valkey
-            .set_with_ttl(&self.keys.passenger(row.passenger_id), &text, self.ttl)
+            .set_with_ttl(&self.keys.passenger(row.passenger_id), &text, self.ttl.pick())
             .await
     }
 
@@ -116,7 +117,7 @@ impl WriteThrough {
         let key = self.keys.passenger(row.passenger_id);
         let text = serde_json::to_string(&row).unwrap_or_default();
         let started = Instant::now();
-        match self.valkey.set_with_ttl(&key, &text, self.ttl).await {
+        match self.valkey.set_with_ttl(&key, &text, self.ttl.pick()).await {
             Ok(()) => Ok(Written {
                 row,
                 key,

@@ -23,6 +23,9 @@ pub mod table;
 pub mod workshop;
 pub mod write_behind;
 pub mod writes;
+// Issue 11: exercises 12 and 13.
+pub mod tracking;
+pub mod ttl;
 
 use std::io::{IsTerminal, Write};
 

@@ -125,7 +125,7 @@ pub async fn run(config: &Config, options: ServeOptions, on_ready: impl FnOnce(&
             use_l1: options.l1_capacity > 0,
             l1_capacity: options.l1_capacity,
             l1_ttl: options.l1_ttl,
-            l2_ttl: config.ttl,
+            l2_ttl: config.ttl_policy(),
         },
         valkey.clone(),
     )
@@ -136,7 +136,7 @@ pub async fn run(config: &Config, options: ServeOptions, on_ready: impl FnOnce(&
             use_l1: options.l1_capacity > 0,
             l1_capacity: options.l1_capacity.clamp(1, 1000),
             l1_ttl: options.page_ttl,
-            l2_ttl: options.page_ttl,
+            l2_ttl: crate::cache::TtlPolicy::jittered(options.page_ttl, config.ttl_jitter_percent),
         },
         valkey.clone(),
     );

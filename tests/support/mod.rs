@@ -293,6 +293,7 @@ pub fn workshop_cli(dir: &Path) -> Command {
         "DATABASE_URL",
         "VALKEY_URL",
         "CACHE_TTL",
+        "CACHE_TTL_JITTER",
         "WORKSHOP_KEY_PREFIX",
         "WORKSHOP_QUERY_TIMEOUT",
         "WORKSHOP_CACHE_TIMEOUT",

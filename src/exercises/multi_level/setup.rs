@@ -141,7 +141,7 @@ pub(super) async fn open_cache(
             use_l1: true,
             l1_capacity: shape.l1_capacity,
             l1_ttl: shape.l1_ttl,
-            l2_ttl: config.ttl,
+            l2_ttl: config.ttl_policy(),
         },
         valkey.clone(),
     );

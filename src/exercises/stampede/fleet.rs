@@ -407,6 +407,7 @@ pub(crate) fn member_env(config: &Config) -> Vec<(&'static str, String)> {
         ("VALKEY_URL", config.valkey.connect_url()),
         ("WORKSHOP_KEY_PREFIX", config.key_prefix.clone()),
         ("CACHE_TTL", config.ttl.as_secs().to_string()),
+        ("CACHE_TTL_JITTER", config.ttl_jitter_percent.to_string()),
         (
             "WORKSHOP_CACHE_TIMEOUT",
             config.valkey.command_timeout.as_millis().to_string(),
