@@ -138,7 +138,12 @@ fn a_latency_range_backwards_is_rejected_with_its_form() {
     );
     let run = api_cache(&prefix, &["--upstream", "http://127.0.0.1:9", "--latency", "1..2"]);
     assert_eq!(run.code, Some(6));
-    assert!(run.stderr.starts_with("error: --latency shapes the built-in upstream only"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: --latency shapes the built-in upstream only"),
+        "{}",
+        run.stderr
+    );
     let run = api_cache(&prefix, &["--upstream", "ftp://example.com"]);
     assert_eq!(run.code, Some(6), "{}", run.stderr);
     let run = api_cache(&prefix, &["--requests", "-5"]);
@@ -152,7 +157,14 @@ fn an_upstream_that_answers_nothing_ends_the_run_incomplete() {
     // Port 9 (discard) on loopback: nothing listens, every call is refused at once.
     let run = api_cache(
         &prefix,
-        &["--upstream", "http://127.0.0.1:9", "--requests", "10", "--stampede", "3"],
+        &[
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--requests",
+            "10",
+            "--stampede",
+            "3",
+        ],
     );
     assert_eq!(run.code, Some(8), "{}", run.stderr);
     assert_eq!(n(&run.json["without_cache"]["failed"]), 10, "{}", run.json);

@@ -52,7 +52,10 @@ async fn a_session_slides_is_shared_across_processes_and_expires_while_the_table
         let ticks = json["expiry"].as_array().unwrap();
         assert_eq!(ticks[0]["action"], "login");
         assert_eq!(ticks.last().unwrap()["action"], "expired", "{ticks:?}");
-        let read = ticks.iter().position(|t| t["action"] == "read").expect("a sliding read");
+        let read = ticks
+            .iter()
+            .position(|t| t["action"] == "read")
+            .expect("a sliding read");
         let ttl = |i: usize| ticks[i]["ttl_ms"].as_i64().unwrap();
         assert!(ttl(read) > ttl(read - 1), "{ticks:?}");
         assert!(ttl(read) > 900, "{ticks:?}");
@@ -95,7 +98,16 @@ async fn clean_removes_the_rows_of_a_session_run_that_was_killed() {
             &db.url(),
             &prefix,
             &valkey_url(),
-            &["session", "--sessions", "20", "--session-ttl", "600", "--interval", "60", "--json"],
+            &[
+                "session",
+                "--sessions",
+                "20",
+                "--session-ttl",
+                "600",
+                "--interval",
+                "60",
+                "--json",
+            ],
         )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

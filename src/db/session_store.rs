@@ -121,9 +121,13 @@ impl Database {
 
     /// Log out: DELETE of one row; true when it was there.
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, DbError> {
-        let sql = numbered(self.kind(), &format!("DELETE FROM {SESSIONS_TABLE} WHERE session_id = ?"));
-        let done = on_pool!(self, pool => sqlx::query(&sql).bind(session_id).execute(pool).await.map(|r| r.rows_affected()))
-            .map_err(|e| self.query_error(e))?;
+        let sql = numbered(
+            self.kind(),
+            &format!("DELETE FROM {SESSIONS_TABLE} WHERE session_id = ?"),
+        );
+        let done =
+            on_pool!(self, pool => sqlx::query(&sql).bind(session_id).execute(pool).await.map(|r| r.rows_affected()))
+                .map_err(|e| self.query_error(e))?;
         Ok(done > 0)
     }
 
@@ -133,8 +137,9 @@ impl Database {
             self.kind(),
             &format!("SELECT COUNT(*) FROM {SESSIONS_TABLE} WHERE run_id = ? AND expires_at_ms <= ?"),
         );
-        let count: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql).bind(run_id).bind(now_ms).fetch_one(pool).await)
-            .map_err(|e| self.query_error(e))?;
+        let count: i64 =
+            on_pool!(self, pool => sqlx::query_scalar(&sql).bind(run_id).bind(now_ms).fetch_one(pool).await)
+                .map_err(|e| self.query_error(e))?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 

@@ -283,11 +283,7 @@ fn upstream_url(template: &str, country: &str, city: &str) -> String {
         .replace("{city}", &encode(city))
 }
 
-pub async fn measure(
-    config: &Config,
-    options: ApiCacheOptions,
-    progress: &dyn RunProgress,
-) -> Result<ApiCacheOutcome> {
+pub async fn measure(config: &Config, options: ApiCacheOptions, progress: &dyn RunProgress) -> Result<ApiCacheOutcome> {
     let (latency_range, failure_rate) = validate(&options)?;
     let template = options.upstream.as_deref().map(upstream_template).transpose()?;
     progress.phase("connecting", None);
@@ -306,7 +302,9 @@ pub async fn measure(
         ),
         _ => None,
     };
-    let template = template.or_else(|| fake.as_ref().map(upstream::FakeUpstream::url)).unwrap_or_default();
+    let template = template
+        .or_else(|| fake.as_ref().map(upstream::FakeUpstream::url))
+        .unwrap_or_default();
     // A call may take the slowest latency and then some; a real API gets 10 s.
     let slowest = latency_range.map_or(Duration::from_secs(10), |r| Duration::from_millis(r.max_ms));
     let http = reqwest::Client::builder()
@@ -599,7 +597,12 @@ impl ApiCache {
     /// One HTTP GET; the body when the upstream answered 2xx.
     async fn call(&self, (country, city): (&str, &str)) -> Option<String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let response = self.http.get(upstream_url(&self.template, country, city)).send().await.ok()?;
+        let response = self
+            .http
+            .get(upstream_url(&self.template, country, city))
+            .send()
+            .await
+            .ok()?;
         if !response.status().is_success() {
             return None;
         }

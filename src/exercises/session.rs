@@ -198,9 +198,8 @@ pub async fn measure(config: &Config, options: SessionOptions, progress: &dyn Ru
     let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
     valkey.round_trip().await?;
     db.ensure_sessions_table().await?;
-    let mut rng = SplitMix64::new(
-        u64::from(std::process::id()) ^ (unix_millis() as u64).rotate_left(20) ^ options.sessions,
-    );
+    let mut rng =
+        SplitMix64::new(u64::from(std::process::id()) ^ (unix_millis() as u64).rotate_left(20) ^ options.sessions);
     let run_id = i64::try_from(rng.below(i32::MAX as u64) + 1).unwrap_or(1);
     db.record_session_run(run_id).await?;
     let store = Store {
@@ -515,10 +514,19 @@ mod second_process {
 
     pub(super) async fn peek(store: &Store<'_>, id: &str) -> Result<Peek> {
         let program = std::env::current_exe().map_err(|e| {
-            WorkshopError::Other(anyhow::anyhow!("cannot find this program to start a second process: {e}"))
+            WorkshopError::Other(anyhow::anyhow!(
+                "cannot find this program to start a second process: {e}"
+            ))
         })?;
         let output = tokio::process::Command::new(program)
-            .args(["--json", "session", "--session-ttl", &store.ttl.to_string(), "--peek", id])
+            .args([
+                "--json",
+                "session",
+                "--session-ttl",
+                &store.ttl.to_string(),
+                "--peek",
+                id,
+            ])
             .envs(store.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -529,14 +537,20 @@ mod second_process {
             .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot start the second process: {e}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let reason = stderr.lines().last().unwrap_or("no message").trim_start_matches("error: ");
+            let reason = stderr
+                .lines()
+                .last()
+                .unwrap_or("no message")
+                .trim_start_matches("error: ");
             return Err(WorkshopError::incomplete(format!(
                 "the second process failed ({}): {reason}",
                 output.status
             )));
         }
         serde_json::from_slice(&output.stdout).map_err(|e| {
-            WorkshopError::Other(anyhow::anyhow!("the second process sent a report that does not parse: {e}"))
+            WorkshopError::Other(anyhow::anyhow!(
+                "the second process sent a report that does not parse: {e}"
+            ))
         })
     }
 }

@@ -571,7 +571,11 @@ impl StampedeCache {
             Lookup::Miss => {}
             Lookup::Failed => return self.fall_back(Fallback::LockUnavailable, None).await,
         }
-        match acquire_or_wait(locks, &self.keys.lock, &self.lock, request, started, || self.lookup(valkey)).await {
+        match acquire_or_wait(locks, &self.keys.lock, &self.lock, request, started, || {
+            self.lookup(valkey)
+        })
+        .await
+        {
             LockWait::Acquired { token, polls } => self.load_holding_lock(valkey, locks, &token, polls).await,
             LockWait::Filled { value, polls } => Ok(Served {
                 polls,

@@ -43,9 +43,7 @@ pub fn show(outcome: &ApiCacheOutcome, output: &Output) {
         .hit_latency
         .as_ref()
         .map_or(String::new(), |s| format!("\na hit takes {} ms (p50)", ms(s.p50)));
-    output.text(
-        "calls: upstream calls · stale: served stale after a failed call (stale-if-error)",
-    );
+    output.text("calls: upstream calls · stale: served stale after a failed call (stale-if-error)");
     output.text(format!(
         "the cache avoided {} of {} upstream calls{speedup}{hit_p50}",
         count(outcome.calls_avoided),

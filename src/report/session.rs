@@ -36,17 +36,11 @@ pub fn show(outcome: &SessionOutcome, output: &Output) {
     ));
     let mut table = new_table(
         output,
-        &[
-            "operation",
-            "Valkey p50",
-            "p99 ms",
-            "database p50",
-            "p99 ms",
-            "×",
-        ],
+        &["operation", "Valkey p50", "p99 ms", "database p50", "p99 ms", "×"],
     );
     for timing in &run.timings {
-        let p = |s: &Option<crate::measure::LatencySummary>, pick: fn(&crate::measure::LatencySummary) -> std::time::Duration| {
+        let p = |s: &Option<crate::measure::LatencySummary>,
+                 pick: fn(&crate::measure::LatencySummary) -> std::time::Duration| {
             s.as_ref().map_or("-".to_string(), |s| ms(pick(s)))
         };
         table.add_row(vec![

@@ -135,7 +135,10 @@ async fn weather(State(shared): State<Arc<Shared>>, Path((country, city)): Path<
     shared.served.fetch_add(1, Ordering::SeqCst);
     // The same city reads the same weather within a minute.
     let now_ms = crate::patterns::stampede::unix_millis() as u64;
-    let digest = mix64(city.bytes().fold(mix64(now_ms / 60_000), |h, b| mix64(h ^ u64::from(b))));
+    let digest = mix64(
+        city.bytes()
+            .fold(mix64(now_ms / 60_000), |h, b| mix64(h ^ u64::from(b))),
+    );
     let body = Weather {
         temperature_c: (digest % 400) as f64 / 10.0 - 5.0,
         conditions: CONDITIONS[(digest / 400 % CONDITIONS.len() as u64) as usize],
