@@ -380,11 +380,9 @@ async fn watch_expiry(
     let mut clock = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     for tick in 1..=MAX_TICKS {
         clock.tick().await;
-        if tick == SLIDING_READ_TICK {
-            if store.read(&id).await?.is_some() {
-                record("read", store.ttl_ms(&id).await?, &mut ticks);
-                continue;
-            }
+        if tick == SLIDING_READ_TICK && store.read(&id).await?.is_some() {
+            record("read", store.ttl_ms(&id).await?, &mut ticks);
+            continue;
         }
         match store.ttl_ms(&id).await? {
             Some(ttl) => record("ttl", Some(ttl), &mut ticks),
