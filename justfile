@@ -104,6 +104,14 @@ exercise-6: up seed
 exercise-9: up seed
     ./target/release/workshop-cli leaderboard
 
+# Exercise 8: cache-aside around a slow HTTP API (a built-in fake upstream): calls avoided, stale-if-error, stampede modes
+exercise-8: up build
+    ./target/release/workshop-cli api-cache
+
+# Exercise 10: a session store: hashes with a sliding expiry versus a database table
+exercise-10: up build
+    ./target/release/workshop-cli session
+
 # Exercise 11: rate limiting (fixed window, sliding log, token bucket) under three times the allowed load
 exercise-11: up build
     ./target/release/workshop-cli rate-limit

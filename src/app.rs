@@ -184,6 +184,14 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             let outcome = exercises::stampede::measure(&config, args.into(), progress).await?;
             finish(outcome, &output, report::stampede::show_run)
         }
+        Command::ApiCache(args) => {
+            let outcome = exercises::api_cache::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::api_cache::show)
+        }
+        Command::Session(args) => {
+            let outcome = exercises::session::measure(&config, args.into(), progress).await?;
+            finish(outcome, &output, report::session::show)
+        }
         Command::Leaderboard(args) => {
             let progress = crate::report::progress::BarProgress::new(&output);
             let outcome = exercises::leaderboard::measure(&config, args.into(), &progress).await?;

@@ -182,11 +182,23 @@ pub enum Command {
         after_help = "Examples:\n  just up-cluster                                        start a local cluster first\n  VALKEY_URL=redis://127.0.0.1:7001 workshop-cli cluster\n  workshop-cli cluster --no-failover                     the key layout and hash tags only\n  workshop-cli cluster --concurrency 50 --duration 30 --freeze 8\n  workshop-cli cluster --json"
     )]
     Cluster(ClusterArgs),
+    /// Exercise 8: caching a slow external API: calls avoided, latency, stale-if-error, stampede modes
+    #[command(
+        after_help = "Examples:\n  workshop-cli api-cache                                  built-in upstream, 250..750 ms\n  workshop-cli api-cache --latency 50..150 --failure-rate 0.2 --stale-if-error 60\n  workshop-cli api-cache --mode lock --stampede 100       one upstream call for 100 requests\n  workshop-cli api-cache --upstream http://127.0.0.1:9000  a real API: GET /weather/{country}/{city}\n  workshop-cli api-cache --upstream 'https://api.example.com/w?q={city},{country}'\n  workshop-cli api-cache --json"
+    )]
+    ApiCache(ApiCacheArgs),
+
     /// Exercise 9: a leaderboard: the busiest airports as a sorted set versus the SQL aggregate
     #[command(
         after_help = "Examples:\n  workshop-cli leaderboard                         top 10, 1000 new bookings, both sides timed\n  workshop-cli leaderboard --top 20 --airport 3797  one airport's rank on both sides\n  workshop-cli leaderboard --bookings 0 --runs 100  reads only\n  workshop-cli leaderboard --keep                   keep bookings and key (`clean` removes them)\n  workshop-cli leaderboard --json"
     )]
     Leaderboard(LeaderboardArgs),
+
+    /// Exercise 10: a session store: a hash with a sliding expiry versus a database table
+    #[command(
+        after_help = "Examples:\n  workshop-cli session                          1000 sessions each side, a 5 s session seen expiring\n  workshop-cli session --session-ttl 10 --interval 0.5\n  workshop-cli session --sessions 5000 --json\n  DATABASE_URL=postgres://workshop:workshop@127.0.0.1:5432/workshop workshop-cli session"
+    )]
+    Session(SessionArgs),
 
     /// Exercise 11: rate limiting: fixed window, sliding log and token bucket in Valkey, measured
     #[command(
@@ -1320,6 +1332,120 @@ impl From<TrackingArgs> for crate::exercises::tracking::TrackingOptions {
             modes,
             updates: args.updates,
             keys: args.keys,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiCacheModeName {
+    /// Plain cache-aside: every request that misses calls the upstream
+    None,
+    /// One call per city per process; the other requests await it
+    SingleFlight,
+    /// One call per city per fleet: SET NX PX lock, waiters poll the cache
+    Lock,
+    /// The three, one after the other
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiCacheArgs {
+    /// A real API instead of the built-in one: {country} and {city} are filled in (without them, /weather/{country}/{city} is appended)
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// The built-in upstream's latency, MIN..MAX milliseconds (uniform) [default: 250..750]
+    #[arg(long, value_name = "MIN..MAX")]
+    pub latency: Option<String>,
+
+    /// Share of the built-in upstream's calls that fail with 503, 0 to 1 [default: 0]
+    #[arg(long, value_name = "SHARE", allow_negative_numbers = true)]
+    pub failure_rate: Option<f64>,
+
+    /// Requests, sent without the cache and then through it (1 to 100000)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 200)]
+    pub requests: u64,
+
+    /// Cities the requests ask for, Zipf-skewed (1 to 24)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 20)]
+    pub cities: u64,
+
+    /// Requests in flight at once (1 to 1000)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 20)]
+    pub concurrency: u64,
+
+    /// Seconds a cached answer is fresh (1 to 86400)
+    #[arg(long, value_name = "SECONDS", value_parser = parse_count, allow_negative_numbers = true, default_value_t = 5)]
+    pub max_age: u64,
+
+    /// Seconds past max-age a cached answer is still served when the upstream fails (0: never)
+    #[arg(long, value_name = "SECONDS", value_parser = parse_count, allow_negative_numbers = true, default_value_t = 60)]
+    pub stale_if_error: u64,
+
+    /// Stampede protection for the cold city
+    #[arg(long, value_enum, default_value_t = ApiCacheModeName::All)]
+    pub mode: ApiCacheModeName,
+
+    /// Requests sent at once for one cold city (1 to 1000)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 50)]
+    pub stampede: u64,
+
+    /// Seed of the request mix and the built-in upstream's latencies
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl From<ApiCacheArgs> for crate::exercises::api_cache::ApiCacheOptions {
+    fn from(args: ApiCacheArgs) -> Self {
+        use crate::patterns::stampede::Protection;
+        let modes = match args.mode {
+            ApiCacheModeName::None => vec![Protection::None],
+            ApiCacheModeName::SingleFlight => vec![Protection::SingleFlight],
+            ApiCacheModeName::Lock => vec![Protection::Lock],
+            ApiCacheModeName::All => vec![Protection::None, Protection::SingleFlight, Protection::Lock],
+        };
+        crate::exercises::api_cache::ApiCacheOptions {
+            upstream: args.upstream,
+            latency: args.latency,
+            failure_rate: args.failure_rate,
+            requests: args.requests,
+            cities: args.cities,
+            concurrency: args.concurrency,
+            max_age: args.max_age,
+            stale_if_error: args.stale_if_error,
+            modes,
+            stampede: args.stampede,
+            seed: args.seed,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Sessions logged in, read and (half of them) logged out on each side, timed (1 to 100000)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1000)]
+    pub sessions: u64,
+
+    /// Seconds a session lives without a read; each read extends it again (1 to 3600)
+    #[arg(long, value_name = "SECONDS", value_parser = parse_count, allow_negative_numbers = true, default_value_t = 5)]
+    pub session_ttl: u64,
+
+    /// Seconds between two looks at the expiring session's TTL (0.1 to 60)
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub interval: f64,
+
+    /// Internal: the second process reads this session and reports what it found
+    #[arg(long, hide = true, value_name = "SESSION_ID")]
+    pub peek: Option<String>,
+}
+
+impl From<SessionArgs> for crate::exercises::session::SessionOptions {
+    fn from(args: SessionArgs) -> Self {
+        crate::exercises::session::SessionOptions {
+            sessions: args.sessions,
+            session_ttl: args.session_ttl,
+            interval: args.interval,
+            peek: args.peek,
         }
     }
 }

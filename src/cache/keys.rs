@@ -227,6 +227,18 @@ impl KeyScheme {
         format!("{}tracking:{run}:", self.root)
     }
 
+    /// `{source prefix}weather:{country}:{city}`: the api-cache exercise's cached
+    /// upstream answer for one city (names lower-cased, spaces as `-`).
+    pub fn weather(&self, country: &str, city: &str) -> String {
+        let part = |text: &str| text.trim().to_lowercase().replace(char::is_whitespace, "-");
+        format!("{}weather:{}:{}", self.root, part(country), part(city))
+    }
+
+    /// `{source prefix}session:{session id}`: the session exercise's hash of one session.
+    pub fn session(&self, session_id: &str) -> String {
+        format!("{}session:{session_id}", self.root)
+    }
+
     /// A key for `check-env`'s write/read/delete probe, unique per process.
     pub fn probe(&self) -> String {
         let nanos = std::time::SystemTime::now()

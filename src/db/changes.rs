@@ -432,6 +432,7 @@ impl Database {
         match row.table.as_str() {
             PASSENGER_TABLE => self.undo_passenger(row).await,
             PRODUCTS_TABLE => self.undo_product(row).await,
+            super::session_store::SESSIONS_TABLE => self.undo_session_run(row).await,
             other => Err(DbError::Query(format!(
                 "the ledger names table '{other}', which this version of workshop-cli does not write"
             ))),
@@ -491,6 +492,50 @@ impl Database {
                     .map_err(error)?;
                     Undone::Restored
                 }
+            };
+            forget!(&mut *tx, kind, &changes.change_ids).await.map_err(error)?;
+            tx.commit().await.map_err(error)?;
+            Ok(undone)
+        })
+    }
+
+    /// Records a session run (its rows carry `run_id`) before it writes any,
+    /// in a transaction of its own: `clean` then deletes whatever rows a run
+    /// that was killed left in `workshop_sessions`.
+    pub async fn record_session_run(&self, run_id: i64) -> Result<(), DbError> {
+        self.ensure_change_ledger().await?;
+        let kind = self.kind();
+        let error = |e: sqlx::Error| self.query_error(e);
+        let record = [ChangeRecord {
+            table: super::session_store::SESSIONS_TABLE,
+            row_id: run_id,
+            kind: ChangeKind::Created,
+            old_values: None,
+            new_values: format!("{{\"run_id\":{run_id}}}"),
+        }];
+        in_transaction!(self, tx => {
+            record_changes!(&mut *tx, kind, self.command, &record).await.map_err(error)?;
+            tx.commit().await.map_err(error)
+        })
+    }
+
+    /// Deletes a session run's rows (the ledger's `row_id` is the run) and its entry.
+    async fn undo_session_run(&self, changes: &RowChanges) -> Result<Undone, DbError> {
+        let kind = self.kind();
+        let error = |e: sqlx::Error| self.query_error(e);
+        let table = super::session_store::SESSIONS_TABLE;
+        // A run recorded here created the table; should someone have dropped it,
+        // an empty one lets the DELETE below run (PostgreSQL would abort the transaction).
+        self.ensure_sessions_table().await?;
+        in_transaction!(self, tx => {
+            let deleted = sqlx::query(&numbered(kind, &format!("DELETE FROM {table} WHERE run_id = ?")))
+                .bind(changes.row_id)
+                .execute(&mut *tx)
+                .await;
+            let undone = match deleted {
+                Ok(done) if done.rows_affected() > 0 => Undone::Deleted,
+                Ok(_) => Undone::AlreadyGone,
+                Err(e) => return Err(error(e)),
             };
             forget!(&mut *tx, kind, &changes.change_ids).await.map_err(error)?;
             tx.commit().await.map_err(error)?;

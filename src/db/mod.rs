@@ -11,6 +11,7 @@ pub mod passengers;
 pub mod products;
 pub mod read_only;
 pub mod rows;
+pub mod session_store;
 pub mod write_behind;
 
 use std::sync::Arc;

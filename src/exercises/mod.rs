@@ -6,6 +6,7 @@
 //! `app.rs` hands the outcome to a view and turns its [`Verdict`] into the
 //! exit code.
 
+pub mod api_cache;
 pub mod cache_aside;
 pub mod check_env;
 pub mod clean;
@@ -18,6 +19,7 @@ pub mod queries;
 pub mod rate_limit;
 pub mod readiness;
 pub mod seed;
+pub mod session;
 pub mod stampede;
 pub mod stats;
 pub mod write_behind;

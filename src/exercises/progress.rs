@@ -36,6 +36,8 @@ pub enum RunEvent<'a> {
     ServedChanged(&'a crate::exercises::multi_level::listen::ServedChange),
     /// A `stampede --processes` copy is connected and waits for "go".
     FleetMemberReady,
+    /// `session`: one look at the watched session's TTL.
+    SessionTick(&'a crate::exercises::session::SessionTick),
 }
 
 /// For callers that show nothing: tests, `--json`, library use.

@@ -233,8 +233,12 @@ mod tests {
         let catalogue = Catalogue::builtin().unwrap();
         for exercise in &catalogue.exercises {
             let needs = tables_needed(&exercise.id);
-            // Only the environment check and the Valkey-only rate limiter read no table.
-            let reads_no_table = matches!(exercise.id.as_str(), "check-env" | "rate-limit");
+            // Only the environment check, the Valkey-only rate limiter and api-cache, and
+            // session (which creates its own table) read no table.
+            let reads_no_table = matches!(
+                exercise.id.as_str(),
+                "check-env" | "rate-limit" | "api-cache" | "session"
+            );
             assert_eq!(needs.is_empty(), reads_no_table, "{}", exercise.id);
             for table in needs {
                 assert!(TABLES.iter().any(|t| t.name == *table), "{table}");

@@ -344,10 +344,69 @@ pub fn request_rng(request: u64) -> SplitMix64 {
     SplitMix64::new(mix64(u64::from(std::process::id()) ^ mix64(request) ^ nanos))
 }
 
-enum Lookup<T> {
+/// What one cache lookup found.
+pub enum Lookup<T> {
     Hit(T),
     Miss,
+    /// Valkey did not answer.
     Failed,
+}
+
+/// How a lock-mode request's wait for the lock ended.
+pub enum LockWait<T> {
+    /// This request holds the lock (with `token`): it loads, then releases.
+    Acquired { token: String, polls: u32 },
+    /// Another request's load filled the cache while this one waited.
+    Filled { value: T, polls: u32 },
+    /// It waited as long as it may ([`LockSettings::wait`] from `started`).
+    TimedOut { polls: u32 },
+    /// Valkey did not answer a lock command or a lookup.
+    Unavailable,
+}
+
+/// The lock protocol's waiting half, for any cached value: `SET NX PX` the
+/// lock; when another request holds it, poll `lookup` with doubling,
+/// jittered pauses (0.5x to 1.5x, so waiters do not poll in lockstep) until
+/// the value appears, the lock is free to take, or the wait runs out.
+/// `request` numbers the request (its token and random numbers). The caller
+/// has already looked once and missed.
+pub async fn acquire_or_wait<T, F, Fut>(
+    locks: &ValkeyLocks,
+    lock_key: &str,
+    settings: &LockSettings,
+    request: u64,
+    started: Instant,
+    mut lookup: F,
+) -> LockWait<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Lookup<T>>,
+{
+    let token = format!("{}:{request}:{}", std::process::id(), unix_millis());
+    let mut rng = request_rng(request);
+    let deadline = started + settings.wait;
+    let mut pause = settings.first_poll;
+    let mut polls = 0;
+    loop {
+        match locks.try_acquire(lock_key, &token, settings.ttl).await {
+            Err(_) => return LockWait::Unavailable,
+            Ok(true) => return LockWait::Acquired { token, polls },
+            Ok(false) => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return LockWait::TimedOut { polls };
+        }
+        let jittered = pause.mul_f64(0.5 + uniform(&mut rng));
+        tokio::time::sleep(jittered.min(deadline - now)).await;
+        pause = (pause * 2).min(settings.max_poll);
+        polls += 1;
+        match lookup().await {
+            Lookup::Hit(value) => return LockWait::Filled { value, polls },
+            Lookup::Miss => {}
+            Lookup::Failed => return LockWait::Unavailable,
+        }
+    }
 }
 
 /// The result of one single flight, shared by everyone who awaited it.
@@ -512,38 +571,22 @@ impl StampedeCache {
             Lookup::Miss => {}
             Lookup::Failed => return self.fall_back(Fallback::LockUnavailable, None).await,
         }
-        let token = format!("{}:{request}:{}", std::process::id(), unix_millis());
-        let mut rng = request_rng(request);
-        let deadline = started + self.lock.wait;
-        let mut pause = self.lock.first_poll;
-        let mut polls = 0;
-        loop {
-            match locks.try_acquire(&self.keys.lock, &token, self.lock.ttl).await {
-                Err(_) => return self.fall_back(Fallback::LockUnavailable, None).await,
-                Ok(true) => return self.load_holding_lock(valkey, locks, &token, polls).await,
-                Ok(false) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
+        match acquire_or_wait(locks, &self.keys.lock, &self.lock, request, started, || {
+            self.lookup(valkey)
+        })
+        .await
+        {
+            LockWait::Acquired { token, polls } => self.load_holding_lock(valkey, locks, &token, polls).await,
+            LockWait::Filled { value, polls } => Ok(Served {
+                polls,
+                ..served(Path::Waited, value)
+            }),
+            LockWait::TimedOut { polls } => {
                 let mut fell_back = self.fall_back(Fallback::WaitExpired, Some(valkey)).await?;
                 fell_back.polls = polls;
-                return Ok(fell_back);
+                Ok(fell_back)
             }
-            // Jitter (0.5x to 1.5x) keeps the waiters from polling in lockstep.
-            let jittered = pause.mul_f64(0.5 + uniform(&mut rng));
-            tokio::time::sleep(jittered.min(deadline - now)).await;
-            pause = (pause * 2).min(self.lock.max_poll);
-            polls += 1;
-            match self.lookup(valkey).await {
-                Lookup::Hit(rows) => {
-                    return Ok(Served {
-                        polls,
-                        ..served(Path::Waited, rows)
-                    })
-                }
-                Lookup::Miss => {}
-                Lookup::Failed => return self.fall_back(Fallback::LockUnavailable, None).await,
-            }
+            LockWait::Unavailable => self.fall_back(Fallback::LockUnavailable, None).await,
         }
     }
 

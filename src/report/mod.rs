@@ -2,6 +2,7 @@
 //! warnings and the one fatal error line. Domain code returns data; the
 //! functions here render it.
 
+pub mod api_cache;
 pub mod check_env;
 pub mod clean;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod rate_limit;
 pub mod saved_run;
 pub mod seed;
 pub mod serve;
+pub mod session;
 pub mod stampede;
 pub mod stats;
 pub mod table;

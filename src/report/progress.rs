@@ -130,6 +130,15 @@ impl crate::exercises::progress::RunProgress for BarProgress {
             RunEvent::ListenStarted(start) => super::multi_level::show_listen_start(start, &self.output),
             RunEvent::ServedChanged(change) => super::multi_level::show_listen_change(change, &self.output),
             RunEvent::FleetMemberReady => super::stampede::fleet_ready(),
+            RunEvent::SessionTick(tick) => {
+                if self.output.progress {
+                    let line = super::session::tick_line(tick);
+                    self.with_bar(|current| match current {
+                        Some(bar) => bar.println(&line),
+                        None => eprintln!("{line}"),
+                    });
+                }
+            }
         }
     }
 }
