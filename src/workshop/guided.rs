@@ -360,7 +360,7 @@ impl RunProgress for Listener {
                 self.changed.notify_one();
             }
             RunEvent::Warning(text) => self.push_lines(vec![format!("warning: {text}")]),
-            RunEvent::FleetMemberReady => {}
+            RunEvent::FleetMemberReady | RunEvent::SessionTick(_) => {}
         }
     }
 }

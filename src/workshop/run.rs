@@ -34,6 +34,21 @@ pub enum GuidedOutcome {
     },
 }
 
+/// An outcome the app has no widget for, captured as its text view.
+fn captured<O: Outcome>(mut outcome: O, view: fn(&O, &Output), takeaway: &str) -> GuidedOutcome {
+    let verdict = outcome.verdict();
+    let output = Output {
+        json: false,
+        color: false,
+        progress: false,
+    };
+    GuidedOutcome::Captured {
+        lines: report::capture::lines(|| view(&outcome, &output)),
+        verdict: Some(verdict),
+        takeaway: takeaway.to_string(),
+    }
+}
+
 impl GuidedOutcome {
     /// Captures what `view` prints for an outcome without a widget of its own.
     pub fn captured(view: impl FnOnce(&Output), verdict: crate::error::Result<()>, takeaway: String) -> GuidedOutcome {
@@ -121,6 +136,26 @@ pub async fn measure(command: Command, config: &Config, progress: &dyn RunProgre
             GuidedOutcome::Seed(exercises::seed::measure(config, options, progress).await?)
         }
         Command::Clean(args) => GuidedOutcome::Clean(exercises::clean::measure(config, args.into(), progress).await?),
+        Command::ApiCache(args) => captured(
+            exercises::api_cache::measure(config, args.into(), progress).await?,
+            report::api_cache::show,
+            "upstream calls avoided and latency with and without the cache: the table says how many",
+        ),
+        Command::Session(args) => captured(
+            exercises::session::measure(config, args.into(), progress).await?,
+            report::session::show,
+            "a session in Valkey slides and expires by itself; the table needs a DELETE",
+        ),
+        Command::Ttl(args) => captured(
+            exercises::ttl::measure(config, args.into(), progress).await?,
+            report::ttl::show,
+            "keys written together expire together: jitter spreads the misses",
+        ),
+        Command::Tracking(args) if args.reader.is_none() => captured(
+            exercises::tracking::measure(config, args.into(), progress).await?,
+            report::tracking::show,
+            "Valkey itself tells a tracking client which keys changed",
+        ),
         Command::Cluster(args) => {
             let outcome = exercises::cluster::measure(config, args.into(), progress).await?;
             let takeaway = "the keys spread over the primaries by hash slot; the table says how".to_string();
@@ -130,7 +165,13 @@ pub async fn measure(command: Command, config: &Config, progress: &dyn RunProgre
                 takeaway,
             )
         }
-        Command::Serve(_) | Command::Load(_) | Command::Exercises(_) | Command::Completions { .. } => {
+        Command::Serve(_)
+        | Command::Load(_)
+        | Command::Tracking(_)
+        | Command::Grade(_)
+        | Command::Plot(_)
+        | Command::Exercises(_)
+        | Command::Completions { .. } => {
             return Err(WorkshopError::invalid(
                 "this command does not run inside the guided workshop; start it in another terminal",
             ))
