@@ -30,6 +30,8 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/", get(super::dashboard::page))
+        .route("/events", get(super::dashboard::events))
         .fallback(no_route)
         .with_state(state)
 }
@@ -344,6 +346,7 @@ async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes)
             match valkey.publish(&state.channel, &key).await {
                 Ok(n) => {
                     state.metrics.invalidations_published.inc();
+                    state.dashboard.sent.push(&key, n);
                     receivers = Some(n);
                 }
                 Err(error) => warnings.push(format!(
@@ -352,6 +355,7 @@ async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes)
             }
         }
     }
+    state.stats.record_write();
     let body = Changed {
         product: row,
         cached,
@@ -371,9 +375,11 @@ async fn metrics(State(state): Shared) -> Response {
         .metrics
         .invalidations_received
         .set(i64::try_from(counters.invalidations_received).unwrap_or(i64::MAX));
-    state
-        .metrics
-        .set_size("l1", None, Some(state.products.l1_entries().await));
+    state.metrics.set_size(
+        "l1",
+        Some(state.products.l1_bytes().await),
+        Some(state.products.l1_entries().await),
+    );
     if let Some(valkey) = &state.valkey {
         if let Ok(info) = valkey.info("memory").await {
             let used = info.get("used_memory").and_then(|v| v.parse::<u64>().ok());
