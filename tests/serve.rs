@@ -336,6 +336,9 @@ async fn metrics_parse_as_prometheus_text_and_agree_with_the_requests_made() {
         assert_eq!(value("http_responses_total", Some(("status", "404"))), 2.0, "{text}");
         assert_eq!(value("cache_entries", Some(("cache_type", "l1"))), 2.0, "{text}");
         assert!(value("cache_size_bytes", Some(("cache_type", "l2"))) > 0.0, "{text}");
+        // Two products in L1: their keys and JSON, some hundreds of bytes.
+        let l1_bytes = value("cache_size_bytes", Some(("cache_type", "l1")));
+        assert!((200.0..10_000.0).contains(&l1_bytes), "{text}");
         let count = scrape
             .samples
             .iter()
