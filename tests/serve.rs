@@ -119,6 +119,29 @@ async fn put(client: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
     (status, response.json::<Value>().await.unwrap_or(Value::Null))
 }
 
+/// The name and stock flag as stored, read past every cache.
+async fn stored_name_and_stock(db: &TestDatabase, id: i32) -> (String, String) {
+    let sql = "SELECT name, CASE WHEN in_stock THEN 'yes' ELSE 'no' END FROM products WHERE id = ";
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&db.url()).await.expect("connect");
+            sqlx::query_as(&format!("{sql}?"))
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .expect("name")
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url()).await.expect("connect");
+            sqlx::query_as(&format!("{sql}$1"))
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .expect("name")
+        }
+    }
+}
+
 /// The price as stored, read past every cache.
 async fn stored_price(db: &TestDatabase, id: i32) -> String {
     match db.kind {
@@ -243,8 +266,14 @@ async fn every_endpoint_answers_with_its_status_codes_and_x_cache_goes_db_l2_l1(
             ("{\"price\": \"lots\"}", 422, "is not a decimal number"),
             ("{\"price\": 100000000}", 422, "larger than 99999999.99"),
             ("{\"price\": 5, \"colour\": \"red\"}", 422, "unknown field `colour`"),
-            ("{\"name\": \"x\"}", 422, "unknown field `name`"),
-            ("{}", 422, "missing field `price`"),
+            ("{\"description\": \"x\"}", 422, "unknown field `description`"),
+            ("{}", 422, "nothing to change"),
+            ("{\"name\": \"   \"}", 422, "name is empty"),
+            ("{\"name\": 7}", 422, "name must be a string"),
+            (&format!("{{\"name\": \"{}\"}}", "n".repeat(201)), 422, "201 characters long, more than 200"),
+            ("{\"in_stock\": \"yes\"}", 422, "in_stock must be true or false"),
+            // One bad field spoils the change: the good price is not written either.
+            ("{\"price\": \"5.00\", \"in_stock\": 1}", 422, "in_stock must be true or false"),
         ] {
             let (got, answer) = put(&http, &first.at("/products/7"), body).await;
             assert_eq!(got, status, "{body}: {answer}");
@@ -963,5 +992,49 @@ async fn the_dashboard_draws_live_charts_in_a_real_browser_without_console_error
             .wait(Duration::from_secs(10))
             .expect("serve stops with a dashboard open");
         assert!(status.success(), "{status:?}: {}", server.stderr());
+    }
+}
+
+#[tokio::test]
+async fn a_put_of_name_and_in_stock_is_stored_served_everywhere_and_undone_by_clean() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_put_fields").await;
+        let prefix = TestPrefix::new("serve_put_fields");
+        let writer = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let reader = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let http = client();
+        let before = stored_name_and_stock(&db, 13).await;
+        let old_price = stored_price(&db, 13).await;
+        let old = get(&http, &reader.at("/products/13")).await.2;
+        assert_eq!(get(&http, &reader.at("/products/13")).await.1, "L1");
+        let new_stock = before.1 != "yes";
+        let change = json!({ "name": "  Renamed by the serve test  ", "in_stock": new_stock });
+        let (status, body) = put(&http, &writer.at("/products/13"), &change.to_string()).await;
+        assert_eq!(status, 200, "{kind:?}: {body}");
+        assert_eq!(body["product"]["name"], "Renamed by the serve test", "trimmed");
+        assert_eq!(body["product"]["in_stock"], new_stock);
+        assert_eq!(body["product"]["price"], old["price"], "the price is left alone");
+        let stock = if new_stock { "yes" } else { "no" };
+        assert_eq!(
+            stored_name_and_stock(&db, 13).await,
+            ("Renamed by the serve test".to_string(), stock.to_string())
+        );
+        assert_eq!(stored_price(&db, 13).await, old_price);
+        let (_, layer, product) = get(&http, &reader.at("/products/13")).await;
+        assert_eq!(
+            (product["name"].as_str(), product["in_stock"].as_bool()),
+            (Some("Renamed by the serve test"), Some(new_stock)),
+            "{kind:?}: served from {layer}"
+        );
+        // A second change, of the price, then clean: the row is back as it was before both.
+        let (status, _) = put(&http, &writer.at("/products/13"), &json!({ "price": other_price(&old_price) }).to_string()).await;
+        assert_eq!(status, 200);
+        let dir = tempfile::tempdir().unwrap();
+        let output = cli_against(dir.path(), &db.url(), &prefix, &valkey_url(), &["clean"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        assert_eq!(stored_name_and_stock(&db, 13).await, before, "{kind:?}: {}", stdout(&output));
+        assert_eq!(stored_price(&db, 13).await, old_price);
     }
 }
