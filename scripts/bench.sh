@@ -555,7 +555,7 @@ WRK="$(exe wrk)" || {
     fi
     exe wrk
 } || die "no wrk on PATH; install it: apt-get install wrk"
-WRK_VERSION="$("$WRK" --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+WRK_VERSION="$({ "$WRK" --version 2>&1 || true; } | head -n 1 | cut -d' ' -f1-2)" # it exits 1 after the version
 
 SERVE_PID=""
 stop_serve() {

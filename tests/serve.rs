@@ -270,10 +270,18 @@ async fn every_endpoint_answers_with_its_status_codes_and_x_cache_goes_db_l2_l1(
             ("{}", 422, "nothing to change"),
             ("{\"name\": \"   \"}", 422, "name is empty"),
             ("{\"name\": 7}", 422, "name must be a string"),
-            (&format!("{{\"name\": \"{}\"}}", "n".repeat(201)), 422, "201 characters long, more than 200"),
+            (
+                &format!("{{\"name\": \"{}\"}}", "n".repeat(201)),
+                422,
+                "201 characters long, more than 200",
+            ),
             ("{\"in_stock\": \"yes\"}", 422, "in_stock must be true or false"),
             // One bad field spoils the change: the good price is not written either.
-            ("{\"price\": \"5.00\", \"in_stock\": 1}", 422, "in_stock must be true or false"),
+            (
+                "{\"price\": \"5.00\", \"in_stock\": 1}",
+                422,
+                "in_stock must be true or false",
+            ),
         ] {
             let (got, answer) = put(&http, &first.at("/products/7"), body).await;
             assert_eq!(got, status, "{body}: {answer}");
@@ -1027,14 +1035,24 @@ async fn a_put_of_name_and_in_stock_is_stored_served_everywhere_and_undone_by_cl
             "{kind:?}: served from {layer}"
         );
         // A second change, of the price, then clean: the row is back as it was before both.
-        let (status, _) = put(&http, &writer.at("/products/13"), &json!({ "price": other_price(&old_price) }).to_string()).await;
+        let (status, _) = put(
+            &http,
+            &writer.at("/products/13"),
+            &json!({ "price": other_price(&old_price) }).to_string(),
+        )
+        .await;
         assert_eq!(status, 200);
         let dir = tempfile::tempdir().unwrap();
         let output = cli_against(dir.path(), &db.url(), &prefix, &valkey_url(), &["clean"])
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
-        assert_eq!(stored_name_and_stock(&db, 13).await, before, "{kind:?}: {}", stdout(&output));
+        assert_eq!(
+            stored_name_and_stock(&db, 13).await,
+            before,
+            "{kind:?}: {}",
+            stdout(&output)
+        );
         assert_eq!(stored_price(&db, 13).await, old_price);
     }
 }

@@ -105,7 +105,10 @@ impl ProductPrice {
     fn is_written(&self, current: &ProductPrice) -> bool {
         self.price == current.price
             && self.updated_at == current.updated_at
-            && self.name.as_ref().is_none_or(|name| Some(name) == current.name.as_ref())
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|name| Some(name) == current.name.as_ref())
             && self.in_stock.is_none_or(|flag| Some(flag) == current.in_stock)
     }
 }
@@ -572,7 +575,10 @@ mod tests {
 
     #[test]
     fn a_price_only_record_matches_whatever_name_the_row_has() {
-        let at = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap().and_hms_opt(3, 4, 5).unwrap();
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap();
         let current = ProductPrice {
             price: Decimal::new(1999, 2),
             name: Some("Kettle".into()),

@@ -160,7 +160,7 @@ fn invalidations(state: &AppState) -> Vec<InvalidationNote> {
             )
         }));
     }
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     all.into_iter()
         .take(SHOWN_INVALIDATIONS)
         .map(|(_, note)| note)

@@ -324,12 +324,9 @@ fn name_of(value: &serde_json::Value) -> Result<String, ApiError> {
 }
 
 fn in_stock_of(value: &serde_json::Value) -> Result<bool, ApiError> {
-    value.as_bool().ok_or_else(|| {
-        ApiError::unprocessable(
-            format!("in_stock must be true or false, not {value}"),
-            CHANGE_HINT,
-        )
-    })
+    value
+        .as_bool()
+        .ok_or_else(|| ApiError::unprocessable(format!("in_stock must be true or false, not {value}"), CHANGE_HINT))
 }
 
 fn change_of(body: &[u8]) -> Result<ProductUpdate, ApiError> {
