@@ -130,6 +130,7 @@ exercise-7: up seed
     for _ in $(seq 50); do curl -fs http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
     for _ in 1 2 3; do curl -si http://127.0.0.1:8080/products/42 | grep -iE '^(x-cache|server-timing):'; done
     echo "the service is at http://127.0.0.1:8080 (/stats, /metrics, /healthz); load runs for 20 s"
+    echo "watch it live: open the dashboard at http://127.0.0.1:8080/ in a browser"
     ./target/release/workshop-cli load --url http://127.0.0.1:8080 --duration 20 --read-ratio 95
 # Start a local Valkey Cluster (3 primaries + 3 replicas on 127.0.0.1:7001-7006) and wait for cluster_state:ok
 up-cluster:

@@ -11,6 +11,7 @@
 #   the same two on the Valkey Cluster (just up-cluster, 127.0.0.1:7001-7006): workshop-cli through its cluster client
 #                         vs  redis-benchmark -c 1 / -c 50 GET on the primary that holds the key (redis-benchmark
 #                         --cluster runs no custom command, and one key lives on one primary)
+#   serve (exercise 7)    see its block below: wrk, redis-benchmark, workshop-cli load, peak RSS
 #
 # Usage: scripts/bench.sh            (or `just bench`, which starts the services and seeds first)
 # Environment (all optional):
@@ -587,6 +588,193 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     parse redis "$TMP/crb50.$ROUND.csv" "crb50.$ROUND" "$TPUT_RUNS"
 done
 ROUND=0
+# ---------------------------------------------------------------- serve (exercise 7)
+# A self-contained block: its own phases, parser and report section (appended after the main one).
+#   cached GET, L1 hits    wrk on GET /products/{id}                   vs  wrk on the cheapest route (the HTTP ceiling)
+#   L2 only                wrk on serve --l1-capacity 0                vs  redis-benchmark -c 50 GET of the same key
+#   load generator         workshop-cli load on GET /products/{id}     vs  wrk on the same URL
+#   memory                 serve's peak RSS (VmHWM) after all that load, target < 64 MiB
+# BENCH_SERVE_DURATION (seconds per run, default 10) and BENCH_SERVE_ID (default 42) tune it.
+SERVE_SECS="${BENCH_SERVE_DURATION:-10}"
+SERVE_ID="${BENCH_SERVE_ID:-42}"
+is_count "$SERVE_SECS" || die "BENCH_SERVE_DURATION must be a whole number above 0 (got '$SERVE_SECS')"
+WRK="$(exe wrk)" || {
+    if [[ "$(id -u)" == 0 ]] && exe apt-get >/dev/null; then
+        say "… apt-get install wrk (the HTTP reference tool)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >"$TMP/wrk-install.log" 2>&1 </dev/null || true
+    fi
+    exe wrk
+} || die "no wrk on PATH; install it: apt-get install wrk"
+WRK_VERSION="$({ "$WRK" --version 2>&1 || true; } | head -n 1 | cut -d' ' -f1-2)" # it exits 1 after the version
+
+SERVE_PID=""
+stop_serve() {
+    if [[ -n "$SERVE_PID" ]]; then
+        kill -TERM "$SERVE_PID" 2>/dev/null || true
+        wait "$SERVE_PID" 2>/dev/null || true
+        SERVE_PID=""
+    fi
+}
+# start_serve NAME ARGS...: serve on a free port; sets SERVE_URL and SERVE_PID.
+start_serve() {
+    local name="$1"
+    shift
+    "$BIN" --database-url "$MYSQL_URL" --valkey-url "$VALKEY_URL" --key-prefix "$KEY_PREFIX" \
+        serve --listen 127.0.0.1:0 "$@" >"$TMP/$name.serve" 2>"$TMP/$name.serve.err" &
+    SERVE_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        SERVE_URL="$(sed -n 's/^serving \(http:[^ ]*\).*/\1/p' "$TMP/$name.serve")"
+        [[ -n "$SERVE_URL" ]] && return 0
+        kill -0 "$SERVE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$TMP/$name.serve.err" >&2
+    die "serve $* did not start"
+}
+# wrk_run LABEL PREFIX URL: wrk -c 50 -t 2 for SERVE_SECS seconds, parsed into PREFIX.
+wrk_run() {
+    run "$1" "$TMP/$2.wrk" "$WRK" -c 50 -t 2 -d "${SERVE_SECS}s" --latency "$3"
+    python3 "$TMP/bench_serve.py" wrk "$TMP/$2.wrk" "$2" "$4" >>"$RESULTS"
+}
+cat >"$TMP/bench_serve.py" <<'PY'
+import json, re, statistics, sys
+
+def fail(message):
+    print(f"✗ {message}", file=sys.stderr)
+    sys.exit(1)
+
+def unit_us(value, unit):
+    return float(value) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+def wrk(path, prefix, expect):
+    """wrk --latency: 'Requests/sec:', the latency distribution, errors; expect: 2xx or any."""
+    text = open(path).read()
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    total = re.search(r"^\s*(\d+) requests in", text, re.M)
+    if not rps or not total:
+        fail(f"{prefix}: no 'Requests/sec' in wrk's output:\n{text}")
+    if expect == "2xx" and re.search(r"Non-2xx or 3xx responses", text):
+        fail(f"{prefix}: wrk saw error statuses:\n{text}")
+    if re.search(r"Socket errors:.*(connect [1-9]|timeout [1-9])", text):
+        fail(f"{prefix}: wrk saw socket errors:\n{text}")
+    print(f"{prefix}_rps {rps.group(1)}")
+    print(f"{prefix}_count {total.group(1)}")
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+([0-9.]+)(us|ms|s)\b", text, re.M)
+        if m:
+            print(f"{prefix}_p{q}_us {unit_us(*m.groups())}")
+
+def load(path, prefix):
+    out = json.load(open(path))
+    if out["failed"] or set(out["statuses"]) != {"200"}:
+        fail(f"{prefix}: load had failures: failed {out['failed']}, statuses {out['statuses']}")
+    print(f"{prefix}_rps {out['throughput']}")
+    print(f"{prefix}_count {out['requests']}")
+    lat = out.get("latency") or {}
+    for q in ("p50", "p99"):
+        if q in lat:
+            print(f"{prefix}_{q}_us {lat[q] * 1000}")
+
+def rss(path, prefix):
+    text = open(path).read()
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    if not m:
+        fail(f"{prefix}: no VmHWM in {path}")
+    print(f"{prefix}_kib {m.group(1)}")
+
+def render(results, report, rounds, secs, wrk_version):
+    r = {}
+    for line in open(results):
+        name, _, value = line.strip().partition(" ")
+        r[name] = value
+    rounds = int(rounds)
+    def med(prefix, name):
+        return statistics.median(float(r[f"{prefix}.{i}_{name}"]) for i in range(1, rounds + 1))
+    def spread(a, b, name):
+        xs = [float(r[f"{a}.{i}_{name}"]) / float(r[f"{b}.{i}_{name}"]) for i in range(1, rounds + 1)]
+        return f"{min(xs):.2f}–{max(xs):.2f}"
+    per_s = lambda v: f"{v:,.0f}/s"
+    rows = []
+    for label, a, tool, b, limit in [
+        ("serve GET /products/{id}, L1 hits", "sl1", "wrk on the cheapest route (404 fallback)", "sceil", 0.8),
+        ("serve --l1-capacity 0 (L2 hits)", "sl2", "redis-benchmark -c 50 GET", "srb", 0.5),
+        ("workshop-cli load -c 50, L1 hits", "sload", "wrk -c 50 on the same URL", "swrk", 0.8),
+    ]:
+        ratio = med(a, "rps") / med(b, "rps")
+        rows.append((label, per_s(med(a, "rps")), tool, per_s(med(b, "rps")), f"{ratio:.2f}×", spread(a, b, "rps"),
+                     f"≥ {limit:g}×", "PASS" if ratio >= limit else "MISS"))
+    peak = max(float(r[f"srss.{i}_kib"]) for i in range(1, rounds + 1)) / 1024
+    rows.append(("serve peak RSS under this load", f"{peak:.1f} MiB", "—", "—", "—", "—", "< 64 MiB",
+                 "PASS" if peak < 64 else "MISS"))
+    head = ("Comparison", "workshop-cli", "Reference tool", "Reference", "Ratio", "Rounds", "Target", "Result")
+    widths = [max(len(row[i]) for row in [head] + rows) for i in range(len(head))]
+    right = {1, 3, 4, 5}
+    cell = lambda row, i: row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
+    lines = ["  ".join(cell(row, i) for i in range(len(head))).rstrip() for row in [head] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    print("\nserve (exercise 7): wrk -c 50 -t 2 -d %ss, medians of %d round%s" % (secs, rounds, "" if rounds == 1 else "s"))
+    print("\n".join(lines))
+    md = ["", "## serve (exercise 7)", "",
+          f"`workshop-cli serve` (MariaDB behind it; every read below is a cache hit) under `wrk -c 50 -t 2 -d {secs}s` ({wrk_version}), "
+          f"alternating with its reference, {rounds} round{'' if rounds == 1 else 's'}, medians. The HTTP ceiling is wrk on the "
+          "server's cheapest route, the 404 fallback for an unknown path (no I/O, a 150-byte JSON body), on the same process. "
+          "L2 only is a second `serve --l1-capacity 0`, every read a Valkey GET, against redis-benchmark `-c 50` GETs of the same "
+          "key. `workshop-cli load --concurrency 50 --read-ratio 100` and wrk read the same URL of the L1 server. RSS is the "
+          "serve processes' peak resident set (`VmHWM`) after all their runs.", "",
+          "| " + " | ".join(head) + " |", "|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    md += ["", "| Run | Round | Requests | p50 | p99 | Throughput |", "|---|---:|---:|---:|---:|---:|"]
+    for label, prefix in [("wrk, L1 hits", "sl1"), ("wrk, 404 fallback", "sceil"), ("wrk, --l1-capacity 0", "sl2"),
+                          ("redis-benchmark -c 50 GET", "srb"), ("workshop-cli load -c 50", "sload"), ("wrk, same URL", "swrk")]:
+        for i in range(1, rounds + 1):
+            g = lambda n: r.get(f"{prefix}.{i}_{n}")
+            us = lambda v: f"{float(v):,.0f} µs" if v else "—"
+            md.append(f"| {label} | {i} | {int(float(g('count') or 0)):,} | {us(g('p50_us'))} | {us(g('p99_us'))} | {per_s(float(g('rps')))} |")
+    with open(report, "a") as f:
+        f.write("\n".join(md) + "\n")
+
+if __name__ == "__main__":
+    what, args = sys.argv[1], sys.argv[2:]
+    {"wrk": wrk, "load": load, "rss": rss, "render": render}[what](*args)
+PY
+
+phase "serve (exercise 7): wrk, redis-benchmark and workshop-cli load, ${SERVE_SECS} s runs, $ROUNDS_TEXT"
+start_serve l1
+L1_PID="$SERVE_PID" L1_URL="$SERVE_URL"
+start_serve l2 --l1-capacity 0
+L2_PID="$SERVE_PID" L2_URL="$SERVE_URL"
+SERVE_PID=""
+stop_both() {
+    for pid in $L1_PID $L2_PID; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $L1_PID $L2_PID; do wait "$pid" 2>/dev/null || true; done
+}
+trap 'stop_both; on_exit' EXIT
+curl -fsS "$L1_URL/products/$SERVE_ID" >/dev/null || die "serve has no product $SERVE_ID (BENCH_SERVE_ID; just seed)"
+curl -fsS "$L2_URL/products/$SERVE_ID" >/dev/null
+PRODUCT_KEY="$("$VCLI" -h "$HOST" -p "$VALKEY_PORT" --scan --pattern "${KEY_PREFIX}*:product:$SERVE_ID" | head -n 1)"
+[[ -n "$PRODUCT_KEY" ]] || die "serve cached no key for product $SERVE_ID in Valkey"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    wrk_run "serve: wrk, L1 hits" "sl1.$ROUND" "$L1_URL/products/$SERVE_ID" 2xx
+    wrk_run "serve: wrk, the HTTP ceiling (404 fallback)" "sceil.$ROUND" "$L1_URL/bench-ceiling" any
+    wrk_run "serve: wrk, --l1-capacity 0" "sl2.$ROUND" "$L2_URL/products/$SERVE_ID" 2xx
+    run "serve: redis-benchmark on the same key" "$TMP/srb.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" -p "$VALKEY_PORT" -c 50 \
+        -n $((SERVE_SECS * 20000)) --csv GET "$PRODUCT_KEY"
+    parse redis "$TMP/srb.$ROUND.csv" "srb.$ROUND" $((SERVE_SECS * 20000))
+    run "serve: workshop-cli load" "$TMP/sload.$ROUND.json" "$BIN" --json load --url "$L1_URL" --concurrency 50 \
+        --duration "$SERVE_SECS" --read-ratio 100 --ids "$SERVE_ID..$SERVE_ID"
+    python3 "$TMP/bench_serve.py" load "$TMP/sload.$ROUND.json" "sload.$ROUND" >>"$RESULTS"
+    wrk_run "serve: wrk on load's URL" "swrk.$ROUND" "$L1_URL/products/$SERVE_ID" 2xx
+    cat "/proc/$L1_PID/status" >"$TMP/srss.$ROUND.l1"
+    cat "/proc/$L2_PID/status" >"$TMP/srss.$ROUND.l2"
+    # The larger of the two servers' peaks.
+    a="$(python3 "$TMP/bench_serve.py" rss "$TMP/srss.$ROUND.l1" "srss.$ROUND" | cut -d' ' -f2)"
+    b="$(python3 "$TMP/bench_serve.py" rss "$TMP/srss.$ROUND.l2" "srss.$ROUND" | cut -d' ' -f2)"
+    echo "srss.${ROUND}_kib $((a > b ? a : b))" >>"$RESULTS"
+done
+ROUND=0
+stop_both
+trap on_exit EXIT
 phase_done
 
 # ---------------------------------------------------------------- report
@@ -594,5 +782,7 @@ meta elapsed "$((SECONDS - BENCH_STARTED))"
 meta load_after "$(cut -d' ' -f1-3 /proc/loadavg)"
 say ""
 python3 "$TMP/bench.py" render "$RESULTS" "$META" "$COMMANDS" "$REPORT" "$TASKS" "$ROUNDS"
+# serve (exercise 7): its own table, appended to the report.
+python3 "$TMP/bench_serve.py" render "$RESULTS" "$REPORT" "$ROUNDS" "$SERVE_SECS" "$WRK_VERSION"
 say ""
 say "Report written to ${REPORT#"$ROOT"/} (bench keys under $KEY_PREFIX deleted; $((SECONDS - BENCH_STARTED)) s in all)"

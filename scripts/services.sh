@@ -741,6 +741,8 @@ cmd_up() {
     fi
     exe sysbench >/dev/null || pkgs+=(sysbench)
     exe redis-cli >/dev/null || pkgs+=(redis-tools)
+    # The dashboard test (tests/dashboard.rs) drives a real headless browser.
+    exe chromium chromium-browser >/dev/null || pkgs+=(chromium)
     if ((${#pkgs[@]})); then
         if can_apt; then
             # Errors are reported inside; each service below then says what is missing.

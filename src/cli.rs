@@ -220,7 +220,7 @@ pub enum Command {
 
     /// Exercise 7: the product catalogue as an HTTP service over L1 → Valkey → database
     #[command(
-        after_help = "Examples:\n  workshop-cli serve                                  http://127.0.0.1:8080\n  curl -i http://127.0.0.1:8080/products/42            X-Cache: DB, then L2 or L1\n  curl -X PUT -d '{\"price\": \"24.99\"}' http://127.0.0.1:8080/products/42\n  workshop-cli serve --listen 127.0.0.1:8081 --log info   a second server; watch its requests\n  workshop-cli serve --invalidation off               PUTs on another server leave this L1 stale\n  workshop-cli serve --l1-capacity 0                  every read goes to Valkey\n  workshop-cli serve --listen 0.0.0.0:8080 --public   reachable from other machines"
+        after_help = "Examples:\n  workshop-cli serve                                  http://127.0.0.1:8080 (open it in a browser: the live dashboard)\n  curl -i http://127.0.0.1:8080/products/42            X-Cache: DB, then L2 or L1\n  curl -X PUT -d '{\"price\": \"24.99\"}' http://127.0.0.1:8080/products/42\n  curl -X PUT -d '{\"name\": \"Kettle\", \"in_stock\": false}' http://127.0.0.1:8080/products/42\n  workshop-cli serve --listen 127.0.0.1:8081 --log info   a second server; watch its requests\n  workshop-cli serve --invalidation off               PUTs on another server leave this L1 stale\n  workshop-cli serve --l1-capacity 0                  every read goes to Valkey\n  workshop-cli serve --listen 0.0.0.0:8080 --public   reachable from other machines"
     )]
     Serve(ServeArgs),
 

@@ -119,6 +119,29 @@ async fn put(client: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
     (status, response.json::<Value>().await.unwrap_or(Value::Null))
 }
 
+/// The name and stock flag as stored, read past every cache.
+async fn stored_name_and_stock(db: &TestDatabase, id: i32) -> (String, String) {
+    let sql = "SELECT name, CASE WHEN in_stock THEN 'yes' ELSE 'no' END FROM products WHERE id = ";
+    match db.kind {
+        DatabaseKind::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&db.url()).await.expect("connect");
+            sqlx::query_as(&format!("{sql}?"))
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .expect("name")
+        }
+        DatabaseKind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url()).await.expect("connect");
+            sqlx::query_as(&format!("{sql}$1"))
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .expect("name")
+        }
+    }
+}
+
 /// The price as stored, read past every cache.
 async fn stored_price(db: &TestDatabase, id: i32) -> String {
     match db.kind {
@@ -243,8 +266,22 @@ async fn every_endpoint_answers_with_its_status_codes_and_x_cache_goes_db_l2_l1(
             ("{\"price\": \"lots\"}", 422, "is not a decimal number"),
             ("{\"price\": 100000000}", 422, "larger than 99999999.99"),
             ("{\"price\": 5, \"colour\": \"red\"}", 422, "unknown field `colour`"),
-            ("{\"name\": \"x\"}", 422, "unknown field `name`"),
-            ("{}", 422, "missing field `price`"),
+            ("{\"description\": \"x\"}", 422, "unknown field `description`"),
+            ("{}", 422, "nothing to change"),
+            ("{\"name\": \"   \"}", 422, "name is empty"),
+            ("{\"name\": 7}", 422, "name must be a string"),
+            (
+                &format!("{{\"name\": \"{}\"}}", "n".repeat(201)),
+                422,
+                "201 characters long, more than 200",
+            ),
+            ("{\"in_stock\": \"yes\"}", 422, "in_stock must be true or false"),
+            // One bad field spoils the change: the good price is not written either.
+            (
+                "{\"price\": \"5.00\", \"in_stock\": 1}",
+                422,
+                "in_stock must be true or false",
+            ),
         ] {
             let (got, answer) = put(&http, &first.at("/products/7"), body).await;
             assert_eq!(got, status, "{body}: {answer}");
@@ -336,6 +373,9 @@ async fn metrics_parse_as_prometheus_text_and_agree_with_the_requests_made() {
         assert_eq!(value("http_responses_total", Some(("status", "404"))), 2.0, "{text}");
         assert_eq!(value("cache_entries", Some(("cache_type", "l1"))), 2.0, "{text}");
         assert!(value("cache_size_bytes", Some(("cache_type", "l2"))) > 0.0, "{text}");
+        // Two products in L1: their keys and JSON, some hundreds of bytes.
+        let l1_bytes = value("cache_size_bytes", Some(("cache_type", "l1")));
+        assert!((200.0..10_000.0).contains(&l1_bytes), "{text}");
         let count = scrape
             .samples
             .iter()
@@ -678,4 +718,363 @@ fn load_refuses_an_empty_id_range_and_a_bad_url() {
         stderr(&output).trim(),
         "error: --url ftp://x is not http:// or https://; use e.g. http://127.0.0.1:8080"
     );
+}
+
+/// A headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: requests on fd 3, answers and events on fd 4,
+/// each a JSON text ended by NUL). Two FIFOs carry them, so no WebSocket
+/// client is needed.
+mod browser {
+    use std::fs::File;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    pub struct Browser {
+        child: Child,
+        to: File,
+        from: mpsc::Receiver<Value>,
+        next_id: u64,
+        session: Option<String>,
+        /// Every event received so far (console messages among them).
+        pub events: Vec<Value>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Debian's `chromium`, or `WORKSHOP_CHROMIUM`.
+    fn binary() -> String {
+        if let Ok(path) = std::env::var("WORKSHOP_CHROMIUM") {
+            return path;
+        }
+        for name in ["chromium", "chromium-browser", "google-chrome"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if found {
+                return name.to_string();
+            }
+        }
+        panic!("no chromium found: scripts/services.sh up installs Debian's chromium (or set WORKSHOP_CHROMIUM)");
+    }
+
+    impl Browser {
+        pub fn start() -> Browser {
+            let dir = tempfile::tempdir().expect("browser folder");
+            let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+            for fifo in [&input, &output] {
+                let made = Command::new("mkfifo").arg(fifo).status().expect("mkfifo");
+                assert!(made.success());
+            }
+            let profile = dir.path().join("profile");
+            let child = Command::new("bash")
+                .arg("-c")
+                .arg(r#"exec "$0" --headless --no-sandbox --disable-gpu --no-first-run --disable-extensions --window-size=1280,1100 --remote-debugging-pipe --user-data-dir="$3" about:blank 3<"$1" 4>"$2""#)
+                .arg(binary())
+                .arg(&input)
+                .arg(&output)
+                .arg(&profile)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromium");
+            // Same order as the shell opens them, or both would wait.
+            let to = File::options().write(true).open(&input).expect("the browser's input");
+            let from = File::open(&output).expect("the browser's output");
+            let (sender, receiver) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(from);
+                loop {
+                    let mut message = Vec::new();
+                    match reader.read_until(0, &mut message) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            message.pop();
+                            if let Ok(value) = serde_json::from_slice::<Value>(&message) {
+                                if sender.send(value).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            Browser {
+                child,
+                to,
+                from: receiver,
+                next_id: 1,
+                session: None,
+                events: Vec::new(),
+                _dir: dir,
+            }
+        }
+
+        /// Sends one command (to the page once [`Self::open`] attached) and waits for its answer.
+        pub fn call(&mut self, method: &str, params: Value) -> Value {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut message = json!({ "id": id, "method": method, "params": params });
+            if let Some(session) = &self.session {
+                message["sessionId"] = json!(session);
+            }
+            let mut bytes = serde_json::to_vec(&message).unwrap();
+            bytes.push(0);
+            self.to.write_all(&bytes).expect("write to the browser");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let answer = self
+                    .from
+                    .recv_timeout(left)
+                    .unwrap_or_else(|_| panic!("the browser did not answer {method}"));
+                if answer["id"] == id {
+                    assert!(answer["error"].is_null(), "{method}: {answer}");
+                    return answer["result"].clone();
+                }
+                self.events.push(answer);
+            }
+        }
+
+        /// A new tab with console and log reporting on, at `url`.
+        pub fn open(&mut self, url: &str) {
+            let target = self.call("Target.createTarget", json!({ "url": "about:blank" }));
+            let attached = self.call(
+                "Target.attachToTarget",
+                json!({ "targetId": target["targetId"], "flatten": true }),
+            );
+            self.session = attached["sessionId"].as_str().map(str::to_string);
+            for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+                self.call(domain, json!({}));
+            }
+            self.call("Page.navigate", json!({ "url": url }));
+        }
+
+        /// The value of a JavaScript expression in the page.
+        pub fn evaluate(&mut self, expression: &str) -> Value {
+            let result = self.call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            );
+            result["result"]["value"].clone()
+        }
+
+        pub fn screenshot_png(&mut self) -> Vec<u8> {
+            let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+            super::base64_decode(shot["data"].as_str().expect("screenshot data"))
+        }
+
+        /// Console errors, uncaught exceptions and error log entries (a failed load among them).
+        pub fn errors(&self) -> Vec<String> {
+            self.events
+                .iter()
+                .filter(|event| match event["method"].as_str() {
+                    Some("Runtime.consoleAPICalled") => {
+                        matches!(event["params"]["type"].as_str(), Some("error" | "assert"))
+                    }
+                    Some("Runtime.exceptionThrown") => true,
+                    Some("Log.entryAdded") => event["params"]["entry"]["level"] == "error",
+                    _ => false,
+                })
+                .map(|event| event["params"].to_string())
+                .collect()
+        }
+    }
+
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, c)| acc | (value(*c) << (18 - 6 * i)));
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+#[test]
+fn base64_decodes_what_the_browser_sends() {
+    assert_eq!(base64_decode("iVBORw0KGgo="), b"\x89PNG\r\n\x1a\n");
+    assert_eq!(base64_decode("TWFu"), b"Man");
+    assert_eq!(base64_decode("TWE="), b"Ma");
+}
+
+/// What the test reads from the dashboard's DOM.
+const DASHBOARD_STATE: &str = r##"JSON.stringify({
+    frames: Number(document.body.dataset.frames),
+    pageErrors: Number(document.body.dataset.consoleErrors),
+    charts: Array.from(document.querySelectorAll("svg[id^=chart-]")).map((s) => [s.id, s.dataset.nonzero, s.querySelectorAll("path").length]),
+    rps: document.getElementById("tile-rps").textContent,
+    hit: document.getElementById("tile-hit").textContent,
+    valkey: document.getElementById("tile-valkey").textContent,
+    sent: document.querySelectorAll("#invalidations td.sent").length,
+    received: document.querySelectorAll("#invalidations td.received").length
+})"##;
+
+#[tokio::test]
+async fn the_dashboard_draws_live_charts_in_a_real_browser_without_console_errors() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_dashboard").await;
+        let prefix = TestPrefix::new("serve_dashboard");
+        let mut server = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let page = reqwest::get(server.at("/")).await.unwrap();
+        assert_eq!(page.status().as_u16(), 200);
+        assert!(header(&page, "content-type").starts_with("text/html"));
+        let html = page.text().await.unwrap();
+        assert!(html.contains("EventSource(\"/events\")"));
+        assert!(
+            !html.contains("<script src") && !html.contains("href=\"http") && !html.contains("src=\"http"),
+            "nothing from the network"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut load = cli_against(
+            dir.path(),
+            &db.url(),
+            &prefix,
+            &valkey_url(),
+            &[
+                "load",
+                "--url",
+                &server.url,
+                "--duration",
+                "60",
+                "--concurrency",
+                "4",
+                "--ids",
+                "1..200",
+                "--read-ratio",
+                "95",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start load");
+
+        let mut browser = browser::Browser::start();
+        browser.open(&server.at("/"));
+        let mut state = Value::Null;
+        let drawn = |state: &Value| {
+            state["frames"].as_u64().unwrap_or(0) >= 3
+                && state["charts"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 4 && c.iter().all(|chart| chart[1] == "yes"))
+                && state["sent"].as_u64().unwrap_or(0) > 0
+                && state["received"].as_u64().unwrap_or(0) > 0
+        };
+        for _ in 0..120 {
+            state = serde_json::from_str(browser.evaluate(DASHBOARD_STATE).as_str().unwrap_or("null"))
+                .unwrap_or(Value::Null);
+            if drawn(&state) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let png = browser.screenshot_png();
+        let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(format!("dashboard-{kind:?}.png").to_lowercase());
+        std::fs::write(&shot, &png).unwrap();
+        let _ = load.kill();
+        let _ = load.wait();
+        assert!(drawn(&state), "{kind:?}: the charts never showed data: {state}");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "a real screenshot"
+        );
+        let rps: f64 = state["rps"].as_str().unwrap().trim_end_matches('k').parse().unwrap();
+        assert!(rps > 0.0, "{state}");
+        assert!(state["hit"].as_str().unwrap().ends_with('%'), "{state}");
+        assert!(state["valkey"].as_str().unwrap().ends_with("B"), "{state}");
+        // An open dashboard (an endless /events response) does not keep serve from stopping.
+        assert_eq!(state["pageErrors"], 0, "{state}");
+        assert_eq!(browser.errors(), Vec::<String>::new(), "{kind:?}: console errors");
+        server.terminate();
+        let status = server
+            .wait(Duration::from_secs(10))
+            .expect("serve stops with a dashboard open");
+        assert!(status.success(), "{status:?}: {}", server.stderr());
+    }
+}
+
+#[tokio::test]
+async fn a_put_of_name_and_in_stock_is_stored_served_everywhere_and_undone_by_clean() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_put_fields").await;
+        let prefix = TestPrefix::new("serve_put_fields");
+        let writer = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let reader = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let http = client();
+        let before = stored_name_and_stock(&db, 13).await;
+        let old_price = stored_price(&db, 13).await;
+        let old = get(&http, &reader.at("/products/13")).await.2;
+        assert_eq!(get(&http, &reader.at("/products/13")).await.1, "L1");
+        let new_stock = before.1 != "yes";
+        let change = json!({ "name": "  Renamed by the serve test  ", "in_stock": new_stock });
+        let (status, body) = put(&http, &writer.at("/products/13"), &change.to_string()).await;
+        assert_eq!(status, 200, "{kind:?}: {body}");
+        assert_eq!(body["product"]["name"], "Renamed by the serve test", "trimmed");
+        assert_eq!(body["product"]["in_stock"], new_stock);
+        assert_eq!(body["product"]["price"], old["price"], "the price is left alone");
+        let stock = if new_stock { "yes" } else { "no" };
+        assert_eq!(
+            stored_name_and_stock(&db, 13).await,
+            ("Renamed by the serve test".to_string(), stock.to_string())
+        );
+        assert_eq!(stored_price(&db, 13).await, old_price);
+        let (_, layer, product) = get(&http, &reader.at("/products/13")).await;
+        assert_eq!(
+            (product["name"].as_str(), product["in_stock"].as_bool()),
+            (Some("Renamed by the serve test"), Some(new_stock)),
+            "{kind:?}: served from {layer}"
+        );
+        // A second change, of the price, then clean: the row is back as it was before both.
+        let (status, _) = put(
+            &http,
+            &writer.at("/products/13"),
+            &json!({ "price": other_price(&old_price) }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let dir = tempfile::tempdir().unwrap();
+        let output = cli_against(dir.path(), &db.url(), &prefix, &valkey_url(), &["clean"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        assert_eq!(
+            stored_name_and_stock(&db, 13).await,
+            before,
+            "{kind:?}: {}",
+            stdout(&output)
+        );
+        assert_eq!(stored_price(&db, 13).await, old_price);
+    }
 }

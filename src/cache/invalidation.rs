@@ -31,6 +31,27 @@ pub struct ListenerStatus {
     pub messages: AtomicU64,
     /// Successful subscriptions, the first one included.
     pub subscriptions: AtomicU64,
+    /// The last keys received (newest last, at most [`RECENT_KEYS`]), with when.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<(std::time::SystemTime, String)>>,
+}
+
+/// How many received keys [`ListenerStatus::recent`] keeps.
+pub const RECENT_KEYS: usize = 20;
+
+impl ListenerStatus {
+    fn remember(&self, key: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() == RECENT_KEYS {
+            recent.pop_front();
+        }
+        recent.push_back((std::time::SystemTime::now(), key.to_string()));
+    }
+
+    /// The last keys received, newest last.
+    pub fn recent_keys(&self) -> Vec<(std::time::SystemTime, String)> {
+        let recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        recent.iter().cloned().collect()
+    }
 }
 
 /// A background task that keeps a subscription and applies it to L1.
@@ -143,6 +164,7 @@ async fn listen<V>(
                         cache.forget_local(&key).await;
                         cache.counters().invalidations_received.fetch_add(1, Ordering::Relaxed);
                         status.messages.fetch_add(1, Ordering::Relaxed);
+                        status.remember(&key);
                     }
                 }
                 status.connected.store(false, Ordering::Relaxed);

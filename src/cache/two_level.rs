@@ -178,6 +178,22 @@ where
         }
     }
 
+    /// Bytes L1 holds, estimated as each entry's key plus its JSON encoding
+    /// (what the same entry takes in Valkey), not moka's bookkeeping. It walks
+    /// every entry: for a scrape or a dashboard tick, not for a request.
+    pub async fn l1_bytes(&self) -> u64 {
+        let Some(l1) = &self.l1 else {
+            return 0;
+        };
+        l1.run_pending_tasks().await;
+        l1.iter()
+            .map(|(key, value)| {
+                let json = serde_json::to_vec(value.as_ref()).map_or(0, |v| v.len());
+                (key.len() + json) as u64
+            })
+            .sum()
+    }
+
     /// Reads `key` through the layers; `load` runs only when neither cache has it.
     pub async fn get<F, Fut, E>(&self, key: &str, load: F) -> Result<Served<V>, E>
     where

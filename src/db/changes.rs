@@ -86,11 +86,31 @@ impl ChangeRecord {
     }
 }
 
-/// What the workshop changes in a product: its price, and `updated_at` with it.
+/// What the workshop changes in a product: its price, name and stock flag,
+/// and `updated_at` with them. `name` and `in_stock` are absent from records
+/// written before `serve` could change them (those changed the price only).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProductPrice {
     pub price: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<bool>,
     pub updated_at: NaiveDateTime,
+}
+
+impl ProductPrice {
+    /// Whether the row as it is now is the one the workshop wrote: the
+    /// fields the record has must all match.
+    fn is_written(&self, current: &ProductPrice) -> bool {
+        self.price == current.price
+            && self.updated_at == current.updated_at
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|name| Some(name) == current.name.as_ref())
+            && self.in_stock.is_none_or(|flag| Some(flag) == current.in_stock)
+    }
 }
 
 fn json_of<T: serde::Serialize>(value: &T) -> String {
@@ -293,7 +313,7 @@ fn forget_sql(kind: DatabaseKind, ids: usize) -> String {
 
 const SELECT_PASSENGER_FOR_UPDATE: &str =
     "SELECT passenger_id, passportno, firstname, lastname FROM passenger WHERE passenger_id = ? FOR UPDATE";
-const SELECT_PRICE_FOR_UPDATE: &str = "SELECT price, updated_at FROM products WHERE id = ? FOR UPDATE";
+const SELECT_PRICE_FOR_UPDATE: &str = "SELECT price, name, in_stock, updated_at FROM products WHERE id = ? FOR UPDATE";
 
 impl Database {
     /// Creates the ledger unless it exists; once per pool. Run before a
@@ -558,6 +578,8 @@ impl Database {
                 .map(|r| -> Result<ProductPrice, sqlx::Error> {
                     Ok(ProductPrice {
                         price: r.try_get("price")?,
+                        name: Some(r.try_get("name")?),
+                        in_stock: Some(r.try_get("in_stock")?),
                         updated_at: r.try_get("updated_at")?,
                     })
                 })
@@ -565,14 +587,22 @@ impl Database {
                 .map_err(error)?;
             let undone = match (current, original) {
                 (None, _) => Undone::AlreadyGone,
-                (Some(current), Some(original)) if written.as_ref() == Some(&current) => {
-                    sqlx::query(&numbered(kind, "UPDATE products SET price = ?, updated_at = ? WHERE id = ?"))
-                        .bind(original.price)
-                        .bind(original.updated_at)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(error)?;
+                (Some(current), Some(original)) if written.as_ref().is_some_and(|w| w.is_written(&current)) => {
+                    // A record without a name or stock flag changed only the price: keep the current ones.
+                    let name = original.name.or(current.name);
+                    let in_stock = original.in_stock.or(current.in_stock);
+                    sqlx::query(&numbered(
+                        kind,
+                        "UPDATE products SET price = ?, name = ?, in_stock = ?, updated_at = ? WHERE id = ?",
+                    ))
+                    .bind(original.price)
+                    .bind(name)
+                    .bind(in_stock)
+                    .bind(original.updated_at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
                     Undone::Restored
                 }
                 (Some(_), _) => return Ok(Undone::ChangedSince),
@@ -587,6 +617,37 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_price_only_record_matches_whatever_name_the_row_has() {
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap();
+        let current = ProductPrice {
+            price: Decimal::new(1999, 2),
+            name: Some("Kettle".into()),
+            in_stock: Some(true),
+            updated_at: at,
+        };
+        let price_only = ProductPrice {
+            name: None,
+            in_stock: None,
+            ..current.clone()
+        };
+        assert!(price_only.is_written(&current));
+        assert!(current.is_written(&current));
+        let renamed = ProductPrice {
+            name: Some("Teapot".into()),
+            ..current.clone()
+        };
+        assert!(!renamed.is_written(&current), "someone renamed it since");
+        let out_of_stock = ProductPrice {
+            in_stock: Some(false),
+            ..current.clone()
+        };
+        assert!(!out_of_stock.is_written(&current));
+    }
 
     fn change(id: i64, row_id: i64, kind: ChangeKind, old: Option<&str>, new: &str) -> Change {
         Change {

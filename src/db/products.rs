@@ -11,8 +11,28 @@ use crate::config::DatabaseKind;
 fn price_of(row: &ProductRow) -> ProductPrice {
     ProductPrice {
         price: row.price,
+        name: Some(row.name.clone()),
+        in_stock: Some(row.in_stock),
         updated_at: row.updated_at,
     }
+}
+
+fn now_assignment(kind: DatabaseKind) -> &'static str {
+    match kind {
+        DatabaseKind::MySql => "updated_at = CURRENT_TIMESTAMP",
+        DatabaseKind::Postgres => "updated_at = LOCALTIMESTAMP",
+    }
+}
+
+/// The longest name the `products` table takes (`VARCHAR(200)` on both databases).
+pub const NAME_MAX_CHARS: usize = 200;
+
+/// A change to a product: each field that is `Some` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductUpdate {
+    pub price: Option<Decimal>,
+    pub name: Option<String>,
+    pub in_stock: Option<bool>,
 }
 
 /// One product as stored. Prices are exact decimals (rust_decimal serialises them as strings).
@@ -74,25 +94,39 @@ impl Database {
         row.transpose().map_err(|e| self.query_error(e))
     }
 
-    /// Sets a product's price (and `updated_at`) in a transaction that also
-    /// records the old values in the ledger, and returns the row as stored;
-    /// `None` when there is no such product.
+    /// Sets a product's price (and `updated_at`); see [`Self::update_product`].
     pub async fn update_product_price(&self, id: i64, price: Decimal) -> Result<Option<ProductRow>, DbError> {
+        let change = ProductUpdate {
+            price: Some(price),
+            ..ProductUpdate::default()
+        };
+        self.update_product(id, &change).await
+    }
+
+    /// Sets the fields `change` has (and `updated_at`) in a transaction that
+    /// also records the old values in the ledger, and returns the row as
+    /// stored; `None` when there is no such product.
+    pub async fn update_product(&self, id: i64, change: &ProductUpdate) -> Result<Option<ProductRow>, DbError> {
         let Ok(id32) = i32::try_from(id) else {
             return Ok(None);
         };
         self.ensure_change_ledger().await?;
         let kind = self.kind();
         let error = |e: sqlx::Error| self.query_error(e);
-        let now = match kind {
-            DatabaseKind::MySql => "CURRENT_TIMESTAMP",
-            DatabaseKind::Postgres => "LOCALTIMESTAMP",
-        };
         let locked = numbered(kind, &format!("SELECT {COLUMNS} FROM products WHERE id = ? FOR UPDATE"));
-        let update = numbered(
-            kind,
-            &format!("UPDATE products SET price = ?, updated_at = {now} WHERE id = ?"),
-        );
+        // Only column names are put together here; every value is bound.
+        let mut set = Vec::new();
+        if change.price.is_some() {
+            set.push("price = ?");
+        }
+        if change.name.is_some() {
+            set.push("name = ?");
+        }
+        if change.in_stock.is_some() {
+            set.push("in_stock = ?");
+        }
+        set.push(now_assignment(kind));
+        let update = numbered(kind, &format!("UPDATE products SET {} WHERE id = ?", set.join(", ")));
         let select = numbered(kind, &format!("SELECT {COLUMNS} FROM products WHERE id = ?"));
         // One text for both dialects; the macro expands it once per pool.
         macro_rules! update_in {
@@ -107,12 +141,17 @@ impl Database {
                     return Ok(None);
                 };
                 let old = row_of(&old).map_err(error)?;
-                sqlx::query(&update)
-                    .bind(price)
-                    .bind(id32)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(error)?;
+                let mut query = sqlx::query(&update);
+                if let Some(price) = change.price {
+                    query = query.bind(price);
+                }
+                if let Some(name) = &change.name {
+                    query = query.bind(name.clone());
+                }
+                if let Some(in_stock) = change.in_stock {
+                    query = query.bind(in_stock);
+                }
+                query.bind(id32).execute(&mut *tx).await.map_err(error)?;
                 let row = sqlx::query(&select)
                     .bind(id32)
                     .fetch_one(&mut *tx)

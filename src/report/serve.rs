@@ -23,6 +23,7 @@ pub fn show_ready(ready: &Ready, output: &Output) {
             ready.valkey.as_deref().unwrap_or("not connected")
         );
         let _ = writeln!(out, "  invalidation: {}", if ready.invalidation { "on" } else { "off" });
+        let _ = writeln!(out, "  dashboard:    {}/ (open it in a browser)", ready.url);
         let _ = writeln!(
             out,
             "  try:          curl -i {}/products/1   ·   {}/stats   ·   {}/metrics",

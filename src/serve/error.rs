@@ -90,7 +90,7 @@ pub async fn no_route() -> Response {
         StatusCode::NOT_FOUND,
         Json(ErrorBody {
             error: "no such endpoint".into(),
-            hint: "endpoints: GET /products/{id}, GET /products, PUT /products/{id}, GET /stats, GET /metrics, GET /healthz"
+            hint: "endpoints: GET / (the dashboard), GET /events, GET /products/{id}, GET /products, PUT /products/{id}, GET /stats, GET /metrics, GET /healthz"
                 .into(),
         }),
     )

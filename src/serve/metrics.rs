@@ -81,7 +81,7 @@ impl Default for Metrics {
         );
         registry.register(
             "cache_size_bytes",
-            "Memory the cache uses: l2 is Valkey's used_memory",
+            "Memory the cache uses: l1 its keys and JSON values, l2 Valkey's used_memory",
             cache_size_bytes.clone(),
         );
         registry.register("cache_entries", "Entries in the in-process L1", cache_entries.clone());

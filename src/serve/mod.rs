@@ -6,6 +6,7 @@
 //! Prometheus registry. Cross-cutting concerns (request logging, timeouts,
 //! the body limit) are tower layers in [`router`].
 
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod routes;
@@ -79,6 +80,7 @@ pub struct AppState {
     pub listener: Option<InvalidationListener>,
     pub stats: stats::ServeStats,
     pub metrics: metrics::Metrics,
+    pub dashboard: dashboard::Dashboard,
 }
 
 /// Refuses a non-loopback address unless `--public` says so.
@@ -165,6 +167,7 @@ pub async fn run(config: &Config, options: ServeOptions, on_ready: impl FnOnce(&
             config.connect_timeout,
         ))
     };
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         db,
         valkey,
@@ -178,6 +181,7 @@ pub async fn run(config: &Config, options: ServeOptions, on_ready: impl FnOnce(&
         listener,
         stats: stats::ServeStats::default(),
         metrics: metrics::Metrics::default(),
+        dashboard: dashboard::Dashboard::new(stopping_rx),
     });
 
     let listener = tokio::net::TcpListener::bind(options.listen).await.map_err(|e| {
@@ -199,10 +203,16 @@ pub async fn run(config: &Config, options: ServeOptions, on_ready: impl FnOnce(&
     });
 
     let app = router(Arc::clone(&state), options.request_timeout);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| WorkshopError::Other(anyhow::anyhow!("the HTTP server stopped: {e}")))?;
+    let sampler = tokio::spawn(dashboard::sample(Arc::clone(&state)));
+    // On the signal, the dashboard's event streams end too: graceful shutdown
+    // waits for every open response, and those would never finish by themselves.
+    let signal = async move {
+        shutdown_signal().await;
+        stopping.send_replace(true);
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    sampler.abort();
+    served.map_err(|e| WorkshopError::Other(anyhow::anyhow!("the HTTP server stopped: {e}")))?;
     let summary = ServeSummary {
         url,
         stats: state.stats.view(),

@@ -18,7 +18,7 @@ use super::error::{no_route, ApiError};
 use super::stats::Source;
 use super::AppState;
 use crate::cache::two_level::Layer;
-use crate::db::products::ProductRow;
+use crate::db::products::{ProductRow, ProductUpdate, NAME_MAX_CHARS};
 use crate::db::DbError;
 
 type Shared = State<Arc<AppState>>;
@@ -30,6 +30,8 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/", get(super::dashboard::page))
+        .route("/events", get(super::dashboard::events))
         .fallback(no_route)
         .with_state(state)
 }
@@ -253,14 +255,16 @@ async fn list_products(
     Ok((cache_headers(source, served.latency), Json(page)).into_response())
 }
 
-const CHANGE_HINT: &str = "send e.g. {\"price\": \"24.99\"} (a price from 0 to 99999999.99, at most 2 decimals)";
+const CHANGE_HINT: &str = "send e.g. {\"price\": \"24.99\", \"name\": \"Kettle\", \"in_stock\": true}: any of the three; a price from 0 to 99999999.99 with at most 2 decimals, a name of 1 to 200 characters";
 
-/// The body of `PUT /products/{id}`: only the price can change (the workshop's
-/// ledger records price changes, so `clean` can undo them).
+/// The body of `PUT /products/{id}`: the price, name and stock flag can
+/// change (the workshop's ledger records all three, so `clean` can undo them).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProductChange {
-    price: serde_json::Value,
+    price: Option<serde_json::Value>,
+    name: Option<serde_json::Value>,
+    in_stock: Option<serde_json::Value>,
 }
 
 fn price_of(value: &serde_json::Value) -> Result<Decimal, ApiError> {
@@ -298,12 +302,50 @@ fn price_of(value: &serde_json::Value) -> Result<Decimal, ApiError> {
     Ok(price.normalize())
 }
 
-fn change_of(body: &[u8]) -> Result<Decimal, ApiError> {
+fn name_of(value: &serde_json::Value) -> Result<String, ApiError> {
+    let serde_json::Value::String(name) = value else {
+        return Err(ApiError::unprocessable(
+            format!("name must be a string, not {value}"),
+            CHANGE_HINT,
+        ));
+    };
+    let name = name.trim();
+    let length = name.chars().count();
+    if length == 0 {
+        return Err(ApiError::unprocessable("name is empty", CHANGE_HINT));
+    }
+    if length > NAME_MAX_CHARS {
+        return Err(ApiError::unprocessable(
+            format!("name is {length} characters long, more than {NAME_MAX_CHARS}"),
+            CHANGE_HINT,
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn in_stock_of(value: &serde_json::Value) -> Result<bool, ApiError> {
+    value
+        .as_bool()
+        .ok_or_else(|| ApiError::unprocessable(format!("in_stock must be true or false, not {value}"), CHANGE_HINT))
+}
+
+fn change_of(body: &[u8]) -> Result<ProductUpdate, ApiError> {
     let change: ProductChange = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::unprocessable(format!("{e}"), CHANGE_HINT),
         _ => ApiError::bad_request(format!("the body is not valid JSON: {e}"), CHANGE_HINT),
     })?;
-    price_of(&change.price)
+    let update = ProductUpdate {
+        price: change.price.as_ref().map(price_of).transpose()?,
+        name: change.name.as_ref().map(name_of).transpose()?,
+        in_stock: change.in_stock.as_ref().map(in_stock_of).transpose()?,
+    };
+    if update == ProductUpdate::default() {
+        return Err(ApiError::unprocessable(
+            "nothing to change: the body has no price, name or in_stock",
+            CHANGE_HINT,
+        ));
+    }
+    Ok(update)
 }
 
 #[derive(serde::Serialize)]
@@ -318,8 +360,8 @@ struct Changed {
 
 async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    let price = change_of(&body)?;
-    let Some(row) = state.db.update_product_price(id, price).await? else {
+    let change = change_of(&body)?;
+    let Some(row) = state.db.update_product(id, &change).await? else {
         return Err(ApiError::NotFound { id, layer: "DB" });
     };
     let key = state.keys.product(id);
@@ -344,6 +386,7 @@ async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes)
             match valkey.publish(&state.channel, &key).await {
                 Ok(n) => {
                     state.metrics.invalidations_published.inc();
+                    state.dashboard.sent.push(&key, n);
                     receivers = Some(n);
                 }
                 Err(error) => warnings.push(format!(
@@ -352,6 +395,7 @@ async fn put_product(State(state): Shared, Path(raw): Path<String>, body: Bytes)
             }
         }
     }
+    state.stats.record_write();
     let body = Changed {
         product: row,
         cached,
@@ -371,9 +415,11 @@ async fn metrics(State(state): Shared) -> Response {
         .metrics
         .invalidations_received
         .set(i64::try_from(counters.invalidations_received).unwrap_or(i64::MAX));
-    state
-        .metrics
-        .set_size("l1", None, Some(state.products.l1_entries().await));
+    state.metrics.set_size(
+        "l1",
+        Some(state.products.l1_bytes().await),
+        Some(state.products.l1_entries().await),
+    );
     if let Some(valkey) = &state.valkey {
         if let Ok(info) = valkey.info("memory").await {
             let used = info.get("used_memory").and_then(|v| v.parse::<u64>().ok());

@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::measure::LatencyRecorder;
+
 /// Where a read was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -37,6 +39,8 @@ struct Tally {
     micros: [u64; 3],
     negative: u64,
     errors: u64,
+    /// `PUT /products/{id}` answered 200 (not part of `total_requests`, which counts reads).
+    writes: u64,
 }
 
 impl Tally {
@@ -47,6 +51,7 @@ impl Tally {
         }
         self.negative += other.negative;
         self.errors += other.errors;
+        self.writes += other.writes;
     }
 }
 
@@ -62,6 +67,32 @@ struct Inner {
     total: Tally,
     /// (second since start, what happened in it), newest last.
     seconds: VecDeque<(u64, Tally)>,
+    /// Response times per source in the current second and the one before,
+    /// for the dashboard's p50/p99 (two seconds of histograms, not ten: they
+    /// are large).
+    latency_now: (u64, [LatencyRecorder; 3]),
+    latency_before: (u64, [LatencyRecorder; 3]),
+}
+
+/// What happened in one complete second, for the dashboard.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SecondView {
+    /// Seconds since `serve` started; this view covers `[second, second + 1)`.
+    pub second: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub errors: u64,
+    pub negative_hits: u64,
+    pub l1: SourceSecond,
+    pub l2: SourceSecond,
+    pub database: SourceSecond,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceSecond {
+    pub requests: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -82,6 +113,8 @@ pub struct CacheStats {
     pub negative_hits: u64,
     /// Reads that failed (the database did not answer).
     pub errors: u64,
+    /// Product changes (`PUT`) that succeeded; not part of `total_requests`.
+    pub writes: u64,
     pub l1: LayerStats,
     pub l2: LayerStats,
     pub database: LayerStats,
@@ -128,6 +161,7 @@ fn cache_stats(tally: &Tally) -> CacheStats {
         avg_response_time_ms: average_ms(micros, served),
         negative_hits: tally.negative,
         errors: tally.errors,
+        writes: tally.writes,
         l1: layer(tally, Source::L1),
         l2: layer(tally, Source::L2),
         database: layer(tally, Source::Database),
@@ -141,6 +175,8 @@ impl Default for ServeStats {
             inner: Mutex::new(Inner {
                 total: Tally::default(),
                 seconds: VecDeque::new(),
+                latency_now: (0, Default::default()),
+                latency_before: (u64::MAX, Default::default()),
             }),
         }
     }
@@ -151,22 +187,38 @@ impl ServeStats {
     /// "no such product" from the negative cache.
     pub fn record(&self, source: Source, elapsed: Duration, negative: bool) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.update(|tally| {
+        let mut inner = self.update(|tally| {
             tally.requests[source.index()] += 1;
             tally.micros[source.index()] += micros;
             if negative {
                 tally.negative += 1;
             }
         });
+        inner.latency_now.1[source.index()].record(elapsed);
+    }
+
+    /// Time since `serve` started counting.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn record_error(&self) {
-        self.update(|tally| tally.errors += 1);
+        drop(self.update(|tally| tally.errors += 1));
     }
 
-    fn update(&self, change: impl Fn(&mut Tally)) {
+    pub fn record_write(&self) {
+        drop(self.update(|tally| tally.writes += 1));
+    }
+
+    /// Applies `change` to the totals and the current second; returns the
+    /// lock, with the latency histograms moved on to the current second.
+    fn update(&self, change: impl Fn(&mut Tally)) -> std::sync::MutexGuard<'_, Inner> {
         let second = self.started.elapsed().as_secs();
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.latency_now.0 != second {
+            let finished = std::mem::replace(&mut inner.latency_now, (second, Default::default()));
+            inner.latency_before = finished;
+        }
         change(&mut inner.total);
         if inner.seconds.back().is_none_or(|(s, _)| *s != second) {
             inner.seconds.push_back((second, Tally::default()));
@@ -176,6 +228,42 @@ impl ServeStats {
         }
         if let Some((_, tally)) = inner.seconds.back_mut() {
             change(tally);
+        }
+        inner
+    }
+
+    /// The last complete second (the one before now): requests per source
+    /// with their p50/p99, writes and errors. Zeros when nothing happened.
+    pub fn last_second(&self) -> SecondView {
+        let second = self.started.elapsed().as_secs().saturating_sub(1);
+        let inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tally = inner
+            .seconds
+            .iter()
+            .find(|(s, _)| *s == second)
+            .map(|(_, t)| *t)
+            .unwrap_or_default();
+        let latency = [&inner.latency_now, &inner.latency_before]
+            .into_iter()
+            .find(|(s, _)| *s == second)
+            .map(|(_, recorders)| recorders);
+        let source = |source: Source| {
+            let summary = latency.and_then(|r| r[source.index()].summary());
+            SourceSecond {
+                requests: tally.requests[source.index()],
+                p50_ms: summary.as_ref().map(|s| crate::measure::millis(s.p50)),
+                p99_ms: summary.as_ref().map(|s| crate::measure::millis(s.p99)),
+            }
+        };
+        SecondView {
+            second,
+            reads: tally.requests.iter().sum::<u64>() + tally.errors,
+            writes: tally.writes,
+            errors: tally.errors,
+            negative_hits: tally.negative,
+            l1: source(Source::L1),
+            l2: source(Source::L2),
+            database: source(Source::Database),
         }
     }
 
@@ -222,5 +310,40 @@ mod tests {
         assert_eq!(total.l1.requests, 2);
         assert!((total.database.avg_response_time_ms - 2.0).abs() < 1e-9);
         assert_eq!(view.last_window.total_requests, 5);
+    }
+
+    #[test]
+    fn the_last_second_has_counts_and_percentiles_per_source() {
+        let stats = ServeStats {
+            // Started 1.5 s ago: second 0 is complete, second 1 is running.
+            started: Instant::now() - Duration::from_millis(1500),
+            ..ServeStats::default()
+        };
+        {
+            // Put samples into second 0 by hand: `record` stamps them with now.
+            let mut inner = stats.inner.lock().unwrap();
+            let tally = Tally {
+                requests: [3, 1, 0],
+                writes: 2,
+                ..Tally::default()
+            };
+            inner.seconds.push_back((0, tally));
+            let mut recorders: [LatencyRecorder; 3] = Default::default();
+            for micros in [100, 200, 10_000] {
+                recorders[0].record(Duration::from_micros(micros));
+            }
+            recorders[1].record(Duration::from_micros(500));
+            inner.latency_now = (0, recorders);
+        }
+        stats.record(Source::Database, Duration::from_millis(3), false);
+        let last = stats.last_second();
+        assert_eq!(last.second, 0);
+        assert_eq!((last.reads, last.writes), (4, 2));
+        assert_eq!(last.l1.requests, 3);
+        assert!((last.l1.p50_ms.unwrap() - 0.2).abs() < 0.001, "{last:?}");
+        assert!((last.l1.p99_ms.unwrap() - 10.0).abs() < 0.01, "{last:?}");
+        assert!((last.l2.p99_ms.unwrap() - 0.5).abs() < 0.001);
+        assert_eq!(last.database.requests, 0, "the running second is not shown yet");
+        assert_eq!(last.database.p50_ms, None);
     }
 }
