@@ -33,7 +33,16 @@ async fn tasks_on_several_connections_open_that_many_and_count_every_read() {
             &db,
             &prefix,
             &valkey.url(),
-            &["--runs", "400", "--concurrency", "8", "--connections", "4", "--warmup", "1"],
+            &[
+                "--runs",
+                "400",
+                "--concurrency",
+                "8",
+                "--connections",
+                "4",
+                "--warmup",
+                "1",
+            ],
         );
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         let after = stat(&valkey, "total_connections_received");
@@ -45,7 +54,10 @@ async fn tasks_on_several_connections_open_that_many_and_count_every_read() {
         assert_eq!(run.json["sources"]["cache"], 400, "{kind:?}: {}", run.json["sources"]);
         assert_eq!(run.json["summary"]["cache"]["count"], 400);
         assert_eq!(run.json["consistent"], true);
-        assert_eq!(run.json["result"]["rows"], serde_json::json!([[3797, null, "FSFA", "FARQUHAR"]]));
+        assert_eq!(
+            run.json["result"]["rows"],
+            serde_json::json!([[3797, null, "FSFA", "FARQUHAR"]])
+        );
         // 1 warm-up GET (a miss) + 400 hits, whichever connection sent them.
         assert_eq!(stat(&valkey, "keyspace_hits"), 400, "{kind:?}");
         assert_eq!(prefix.keys(), vec![run.json["key"].as_str().unwrap().to_string()]);
@@ -58,7 +70,12 @@ async fn one_connection_is_the_default_and_is_shared_by_every_task() {
     let valkey = PrivateValkey::start();
     let prefix = TestPrefix::on("perfone", &valkey.url());
     let before = stat(&valkey, "total_connections_received");
-    let run = cache_aside(&db, &prefix, &valkey.url(), &["--runs", "100", "--concurrency", "8", "--warmup", "1"]);
+    let run = cache_aside(
+        &db,
+        &prefix,
+        &valkey.url(),
+        &["--runs", "100", "--concurrency", "8", "--warmup", "1"],
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(stat(&valkey, "total_connections_received") - before, 1 + 1);
     assert_eq!(run.json["connections"], 1);

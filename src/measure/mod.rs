@@ -265,9 +265,14 @@ mod tests {
     fn a_growing_histogram_gives_the_percentiles_of_one_sized_for_an_hour() {
         // Latencies from 1 ns to an hour, spread over every order of magnitude.
         let samples: Vec<u64> = (0..4000u64)
-            .map(|i| (1u64 << (i % 42)).wrapping_mul(i * 7919 % 1000 + 1).clamp(1, HIGHEST_NANOS))
+            .map(|i| {
+                (1u64 << (i % 42))
+                    .wrapping_mul(i * 7919 % 1000 + 1)
+                    .clamp(1, HIGHEST_NANOS)
+            })
             .collect();
-        let mut fixed: Histogram<u64> = Histogram::new_with_bounds(LOWEST_NANOS, HIGHEST_NANOS, SIGNIFICANT_DIGITS).unwrap();
+        let mut fixed: Histogram<u64> =
+            Histogram::new_with_bounds(LOWEST_NANOS, HIGHEST_NANOS, SIGNIFICANT_DIGITS).unwrap();
         let mut grown = LatencyRecorder::new();
         let mut parts = [LatencyRecorder::new(), LatencyRecorder::new()];
         for (i, nanos) in samples.iter().enumerate() {
@@ -279,8 +284,16 @@ mod tests {
         merged.merge(&parts[0]);
         merged.merge(&parts[1]);
         for q in [0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
-            assert_eq!(grown.histogram.value_at_quantile(q), fixed.value_at_quantile(q), "q {q}");
-            assert_eq!(merged.histogram.value_at_quantile(q), fixed.value_at_quantile(q), "merged, q {q}");
+            assert_eq!(
+                grown.histogram.value_at_quantile(q),
+                fixed.value_at_quantile(q),
+                "q {q}"
+            );
+            assert_eq!(
+                merged.histogram.value_at_quantile(q),
+                fixed.value_at_quantile(q),
+                "merged, q {q}"
+            );
         }
         assert_eq!(grown.count(), fixed.len());
         assert_eq!(grown.summary(), merged.summary());
@@ -289,7 +302,11 @@ mod tests {
     #[test]
     fn a_new_recorder_is_small_and_grows_to_an_hour_at_most() {
         let mut r = LatencyRecorder::new();
-        assert!(r.histogram.distinct_values() < 16_000, "{}", r.histogram.distinct_values());
+        assert!(
+            r.histogram.distinct_values() < 16_000,
+            "{}",
+            r.histogram.distinct_values()
+        );
         r.record(Duration::from_secs(7200));
         let s = r.summary().unwrap();
         assert_eq!(s.max, Duration::from_nanos(HIGHEST_NANOS));

@@ -177,7 +177,12 @@ mod tests {
     fn airport() -> ResultSet {
         ResultSet {
             columns: vec!["airport_id".into(), "iata".into(), "icao".into(), "name".into()],
-            rows: vec![vec![json!(3797), json!("JFK"), json!("KJFK"), json!("John F Kennedy Intl")]],
+            rows: vec![vec![
+                json!(3797),
+                json!("JFK"),
+                json!("KJFK"),
+                json!("John F Kennedy Intl"),
+            ]],
         }
     }
 
@@ -192,16 +197,40 @@ mod tests {
         );
         assert_eq!(decode(stored.as_bytes()), Some(rows.clone()));
         // The same as the text decode the hit path used before.
-        assert_eq!(decode(stored.as_bytes()), serde_json::from_str::<ResultSet>(&stored).ok());
+        assert_eq!(
+            decode(stored.as_bytes()),
+            serde_json::from_str::<ResultSet>(&stored).ok()
+        );
     }
 
     #[test]
     fn every_kind_of_value_decodes_unchanged_from_bytes() {
         let rows = ResultSet {
-            columns: vec!["n".into(), "price".into(), "when".into(), "none".into(), "name".into(), "doc".into()],
+            columns: vec![
+                "n".into(),
+                "price".into(),
+                "when".into(),
+                "none".into(),
+                "name".into(),
+                "doc".into(),
+            ],
             rows: vec![
-                vec![json!(-1), json!("19.90"), json!("2024-05-01T07:30:00"), Value::Null, json!("Zürich 🛫 'q' \"x\""), json!({"b": 1, "a": [1.5, true]})],
-                vec![json!(u64::MAX), json!("0"), json!("23:59:59.5"), Value::Null, json!(""), json!(null)],
+                vec![
+                    json!(-1),
+                    json!("19.90"),
+                    json!("2024-05-01T07:30:00"),
+                    Value::Null,
+                    json!("Zürich 🛫 'q' \"x\""),
+                    json!({"b": 1, "a": [1.5, true]}),
+                ],
+                vec![
+                    json!(u64::MAX),
+                    json!("0"),
+                    json!("23:59:59.5"),
+                    Value::Null,
+                    json!(""),
+                    json!(null),
+                ],
             ],
         };
         let stored = encode(&rows);
