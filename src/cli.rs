@@ -143,7 +143,7 @@ pub enum Command {
 
     /// Exercise 1: cache-aside (lazy loading) and what it buys
     #[command(
-        after_help = "Examples:\n  workshop-cli cache-aside --id 3797\n  workshop-cli cache-aside --query busiest-routes --runs 50 --fresh\n  workshop-cli cache-aside --sql 'SELECT * FROM airport WHERE icao = :icao' --param icao=FSFA\n  workshop-cli cache-aside --runs 2000 --concurrency 50 --json"
+        after_help = "Examples:\n  workshop-cli cache-aside --id 3797\n  workshop-cli cache-aside --query busiest-routes --runs 50 --fresh\n  workshop-cli cache-aside --sql 'SELECT * FROM airport WHERE icao = :icao' --param icao=FSFA\n  workshop-cli cache-aside --runs 2000 --concurrency 50 --json\n  workshop-cli cache-aside --runs 200000 --concurrency 50 --connections 50   one connection per task"
     )]
     CacheAside(CacheAsideArgs),
 
@@ -346,6 +346,11 @@ pub struct CacheAsideArgs {
     /// Pause between reads in milliseconds (not timed): watch hits and fallbacks as Valkey stops and starts
     #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS", default_value_t = 0)]
     pub interval: u64,
+
+    /// Valkey connections the tasks share, round robin (1: every task pipelines on one connection;
+    /// --concurrency N --connections N: one connection per task, like redis-benchmark -c N)
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "N", default_value_t = 1, conflicts_with = "no_cache")]
+    pub connections: u64,
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +413,7 @@ impl From<CacheAsideArgs> for crate::exercises::cache_aside::CacheAsideOptions {
             no_cache: args.no_cache,
             baseline: args.baseline,
             interval: std::time::Duration::from_millis(args.interval),
+            connections: args.connections,
         }
     }
 }

@@ -78,6 +78,15 @@ impl BreakerCounts {
         ))
     }
 
+    /// The counts of two connections together.
+    pub fn plus(&self, other: &BreakerCounts) -> BreakerCounts {
+        BreakerCounts {
+            openings: self.openings + other.openings,
+            skipped: self.skipped + other.skipped,
+            timeouts: self.timeouts + other.timeouts,
+        }
+    }
+
     /// What happened since `earlier` (for a per-second timeline).
     pub fn since(&self, earlier: &BreakerCounts) -> BreakerCounts {
         BreakerCounts {

@@ -156,10 +156,13 @@ impl Valkey {
         // each command is bounded by `target.command_timeout` in `send`.
         let shown = target.masked();
         let started = Instant::now();
-        let client = redis::Client::open(target.connect_url()).map_err(|e| CacheError::Unreachable {
-            target: shown.clone(),
-            reason: first_line(&e.to_string()),
-        })?;
+        let client = redis::IntoConnectionInfo::into_connection_info(target.connect_url())
+            .map(|info| info.set_tcp_settings(tcp_settings()))
+            .and_then(redis::Client::open)
+            .map_err(|e| CacheError::Unreachable {
+                target: shown.clone(),
+                reason: first_line(&e.to_string()),
+            })?;
         // No retry delay: while Valkey is down every command tries one
         // reconnect (refused at once) and fails fast, so a read falls back to
         // the database in about a millisecond instead of waiting out a backoff.
@@ -410,6 +413,13 @@ impl Valkey {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let mut conn = self.connection.clone();
+        self.send("GET", async move { conn.get(key).await }).await
+    }
+
+    /// GET as the raw bytes of the value: the cache-hit path decodes them straight into
+    /// its rows (`serde_json::from_slice`), with no `String` (and UTF-8 pass) between.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut conn = self.connection.clone();
         self.send("GET", async move { conn.get(key).await }).await
     }
@@ -764,6 +774,13 @@ fn escape_glob(text: &str) -> String {
     out
 }
 
+/// TCP_NODELAY on every Valkey socket, as redis-benchmark (hiredis) sets it. redis-rs leaves
+/// Nagle's algorithm on: with 50 tasks pipelining on one connection, each small write after
+/// the first waited for the ACK of the one before (measured in `just bench`, BENCHMARKS.md).
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 /// `INFO cluster` says `cluster_enabled:1`: the node belongs to a cluster.
 async fn is_cluster_node(connection: &ConnectionManager, timeout: Duration) -> bool {
     let mut conn = connection.clone();
@@ -784,6 +801,7 @@ async fn connect_cluster(
     // Few, short retries: a read the cluster cannot serve at once falls back
     // to the database (counted) rather than waiting out a failover.
     let client = ClusterClientBuilder::new(target.node_urls())
+        .tcp_settings(tcp_settings())
         .connection_timeout(timeout)
         .response_timeout(response_timeout)
         .retries(2)

@@ -39,6 +39,8 @@ pub struct CacheAsideOptions {
     pub baseline: Option<u64>,
     /// A pause between reads (not timed), to watch a run as services come and go.
     pub interval: Duration,
+    /// Valkey connections the tasks share, task `i` on connection `i % connections`.
+    pub connections: u64,
 }
 
 /// Everything a run measured; the report renders it, `--json` prints it.
@@ -65,6 +67,8 @@ pub struct CacheAsideOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_writes: Option<LatencySummary>,
     pub concurrency: u64,
+    /// Valkey connections the tasks shared (0 when the cache was bypassed or unreachable).
+    pub connections: u64,
     #[serde(serialize_with = "measure::as_millis", rename = "wall_time_ms")]
     pub wall_time: Duration,
     pub throughput_per_second: f64,
@@ -173,6 +177,12 @@ fn validate(options: &CacheAsideOptions) -> Result<()> {
             options.concurrency
         )));
     }
+    if options.connections == 0 || options.connections > options.concurrency {
+        return Err(WorkshopError::invalid(format!(
+            "--connections must be from 1 to --concurrency ({}): each connection needs a task of its own (got {})",
+            options.concurrency, options.connections
+        )));
+    }
     if options.interval > Duration::from_secs(60) {
         return Err(WorkshopError::invalid("--interval must be at most 60000 ms"));
     }
@@ -219,15 +229,33 @@ async fn measure_run(
         CacheLink::Connected(valkey) => Some(valkey.clone()),
         _ => None,
     };
-    let pattern = CacheAside {
-        cache,
-        ttl: config.ttl_policy(),
-    };
+    // More connections (`--connections N`): the first one answered, so the others are opened
+    // the same way; the tasks take them round robin.
+    let mut extra = Vec::new();
+    if valkey.is_some() {
+        let wanted = options.connections.min(tasks).saturating_sub(1);
+        let opening = (0..wanted).map(|_| Valkey::connect(&config.valkey, config.connect_timeout));
+        extra = futures_util::future::try_join_all(opening).await?;
+    }
+    let pattern = CacheAside { cache, ttl: config.ttl_policy() };
+    let patterns: Vec<CacheAside> = std::iter::once(pattern.clone())
+        .chain(extra.into_iter().map(|valkey| CacheAside {
+            cache: CacheLink::Connected(valkey),
+            ttl: config.ttl_policy(),
+        }))
+        .collect();
+    let valkeys: Vec<Valkey> = patterns
+        .iter()
+        .filter_map(|p| match &p.cache {
+            CacheLink::Connected(valkey) => Some(valkey.clone()),
+            _ => None,
+        })
+        .collect();
 
     // Pools warm before the first timed read; connection set-up is reported apart.
     let warm_started = Instant::now();
     db.warm_up(u32::try_from(tasks).unwrap_or(u32::MAX)).await?;
-    if let Some(valkey) = &valkey {
+    for valkey in &valkeys {
         let _ = valkey.round_trip().await;
     }
     let pool_warm_up = warm_started.elapsed();
@@ -244,17 +272,7 @@ async fn measure_run(
     }
 
     drop(session);
-    let mut timed = timed_reads(
-        &db,
-        &pattern,
-        &key,
-        &statement,
-        options,
-        tasks,
-        valkey.as_ref(),
-        progress,
-    )
-    .await?;
+    let mut timed = timed_reads(&db, &patterns, &key, &statement, options, tasks, progress).await?;
     let mut session = db.session().await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
@@ -311,10 +329,16 @@ async fn measure_run(
             timed.unavailable, options.runs
         ));
     }
-    let valkey_faults = valkey.as_ref().map(Valkey::breaker_counts);
+    let valkey_faults = valkey.as_ref().map(|_| {
+        valkeys
+            .iter()
+            .map(Valkey::breaker_counts)
+            .fold(crate::cache::BreakerCounts::default(), |sum, c| sum.plus(&c))
+    });
     if let Some(warning) = valkey
         .as_ref()
-        .and_then(|v| v.breaker_counts().warning(v.command_timeout()))
+        .zip(valkey_faults)
+        .and_then(|(v, faults)| faults.warning(v.command_timeout()))
     {
         warnings.push(warning);
     }
@@ -371,6 +395,7 @@ async fn measure_run(
         },
         cache_writes: timed.cache_writes.summary(),
         concurrency: tasks,
+        connections: valkeys.len() as u64,
         wall_time: wall,
         throughput_per_second: options.runs as f64 / wall.as_secs_f64().max(1e-9),
         distribution,
@@ -475,15 +500,15 @@ fn source_key(source: ReadSource) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The timed reads: `tasks` tasks, task `i` reading through `patterns[i % patterns.len()]`
+/// (one pattern per Valkey connection).
 async fn timed_reads(
     db: &Database,
-    pattern: &CacheAside,
+    patterns: &[CacheAside],
     key: &str,
     statement: &Statement,
     options: &CacheAsideOptions,
     tasks: u64,
-    valkey: Option<&Valkey>,
     progress: &dyn RunProgress,
 ) -> Result<TimedReads> {
     let runs = options.runs;
@@ -494,13 +519,16 @@ async fn timed_reads(
     let next_run = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..tasks {
-        let pattern = pattern.clone();
+    for task in 0..tasks as usize {
+        let pattern = patterns[task % patterns.len()].clone();
         let key = key.to_string();
         let statement = statement.clone();
         let next_run = Arc::clone(&next_run);
         let done = done.clone();
-        let valkey = valkey.cloned();
+        let valkey = match &pattern.cache {
+            CacheLink::Connected(valkey) => Some(valkey.clone()),
+            _ => None,
+        };
         let db = db.clone();
         workers.spawn(async move {
             // Each task keeps one connection for the whole run.
@@ -586,6 +614,7 @@ mod tests {
             no_cache: false,
             baseline: None,
             interval: Duration::ZERO,
+            connections: 1,
         };
         assert_eq!(
             validate(&options(0, 1)).unwrap_err().to_string(),

@@ -168,10 +168,15 @@ fn show_cache_aside_tables(outcome: &CacheAsideOutcome, output: &Output) {
         .map(|(k, v)| format!("{k} {}", count(*v)))
         .collect();
     output.text(format!(
-        "reads: {} · baseline {} · tasks {} · {} reads/s",
+        "reads: {} · baseline {} · tasks {}{} · {} reads/s",
         sources.join(", "),
         count(outcome.baseline_reads),
         outcome.concurrency,
+        if outcome.connections > 1 {
+            format!(" on {} connections", outcome.connections)
+        } else {
+            String::new()
+        },
         count(outcome.throughput_per_second.round() as u64)
     ));
     if let Some(timeline) = outcome
