@@ -135,6 +135,7 @@ fn cache_aside_outcome() -> CacheAsideOutcome {
         },
         cache_writes: None,
         concurrency: 1,
+        connections: 1,
         wall_time: millis(1250.0),
         throughput_per_second: 800.0,
         distribution: Some(Distribution {
