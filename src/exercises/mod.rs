@@ -18,6 +18,7 @@ pub mod queries;
 pub mod rate_limit;
 pub mod readiness;
 pub mod seed;
+pub mod services;
 pub mod stampede;
 pub mod stats;
 pub mod write_behind;

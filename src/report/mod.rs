@@ -5,6 +5,7 @@
 pub mod check_env;
 pub mod clean;
 pub mod cluster;
+pub mod connection;
 pub mod latency;
 pub mod leaderboard;
 pub mod load;

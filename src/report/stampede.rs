@@ -26,8 +26,7 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
     output.text(format!("key:  {}", outcome.keys.value));
     output.text(format!("lock: {}", outcome.keys.lock));
 
-    output.heading("Connection set-up (not part of any timing below)");
-    output.text(setup_line(outcome));
+    super::connection::show(output, &setup_line(outcome));
     output.text(plan_line(&outcome.plan));
     for note in &outcome.plan.notes {
         output.text(format!("  adapted: {note}"));
@@ -73,14 +72,7 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
 
 fn setup_line(outcome: &StampedeOutcome) -> String {
     let setup = &outcome.setup;
-    let mut line = format!("database connect {} ms", ms(setup.database_connect));
-    if let Some(valkey) = setup.valkey_connect {
-        line.push_str(&format!(" · Valkey connect {} ms", ms(valkey)));
-    }
-    if let Some(locks) = setup.lock_connection {
-        line.push_str(&format!(" · lock connection {} ms", ms(locks)));
-    }
-    line.push_str(&format!(" · pool warm-up {} ms", ms(setup.pool_warm_up)));
+    let mut line = super::connection::line(&setup.connection, &[("lock connection", setup.lock_connection)]);
     match setup.fleet_start {
         Some(fleet) => line.push_str(&format!(
             " · {} processes ({} database connections each) ready in {} ms (slowest round)",
