@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comfy_table::Table;
 
-use super::table::{align_right, count, ms, new_table};
+use super::table::{align_right, count, ms, ms_compact, new_table};
 use super::Output;
 use crate::exercises::stampede::fleet::{MemberReport, READY};
 use crate::exercises::stampede::plan::Plan;
@@ -195,7 +195,12 @@ fn per_round(queries: &[u64]) -> String {
 
 fn latency_cells(summary: Option<&LatencySummary>) -> [String; 4] {
     match summary {
-        Some(s) => [ms(s.p50), ms(s.p95), ms(s.p99), ms(s.max)],
+        Some(s) => [
+            ms_compact(s.p50),
+            ms_compact(s.p95),
+            ms_compact(s.p99),
+            ms_compact(s.max),
+        ],
         None => ["—".into(), "—".into(), "—".into(), "—".into()],
     }
 }
