@@ -302,21 +302,8 @@ pub enum BuiltinQueryName {
 
 #[derive(Debug, Args)]
 pub struct CacheAsideArgs {
-    /// The id the built-in query looks up
-    #[arg(long, default_value_t = 3797, allow_negative_numbers = true)]
-    pub id: i64,
-
-    /// Which built-in query to cache
-    #[arg(long, value_enum, default_value_t = BuiltinQueryName::Airport, conflicts_with = "sql")]
-    pub query: BuiltinQueryName,
-
-    /// Your own read query, with :named parameters (bound, never interpolated)
-    #[arg(long, value_name = "SQL")]
-    pub sql: Option<String>,
-
-    /// A value for a :named parameter, as name=value (repeatable); name:text=value forces text
-    #[arg(long = "param", value_name = "NAME=VALUE", requires = "sql")]
-    pub params: Vec<String>,
+    #[command(flatten)]
+    pub query: QueryArgs,
 
     /// Timed reads
     #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 10)]
@@ -380,6 +367,43 @@ pub struct WriteThroughArgs {
     pub cleanup: bool,
 }
 
+/// The query a command caches: a built-in one, or your own read with its
+/// parameters. One struct, flattened into `cache-aside` and `stampede`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Which built-in query to cache
+    #[arg(long, value_enum, default_value_t = BuiltinQueryName::Airport, conflicts_with = "sql")]
+    pub query: BuiltinQueryName,
+
+    /// The id the built-in query looks up (airport, passenger-bookings)
+    #[arg(long, default_value_t = 3797, allow_negative_numbers = true)]
+    pub id: i64,
+
+    /// Your own read query, with :named parameters (bound, never interpolated)
+    #[arg(long, value_name = "SQL")]
+    pub sql: Option<String>,
+
+    /// A value for a :named parameter, as name=value (repeatable); name:text=value forces text
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "sql")]
+    pub params: Vec<String>,
+}
+
+impl From<QueryArgs> for crate::exercises::queries::QueryChoice {
+    fn from(args: QueryArgs) -> Self {
+        use crate::exercises::queries::QueryChoice;
+        match args.sql {
+            Some(sql) => QueryChoice::Custom {
+                sql,
+                params: args.params,
+            },
+            None => QueryChoice::Builtin {
+                query: args.query.into(),
+                id: args.id,
+            },
+        }
+    }
+}
+
 impl From<BuiltinQueryName> for crate::exercises::queries::BuiltinQuery {
     fn from(name: BuiltinQueryName) -> Self {
         use crate::exercises::queries::BuiltinQuery;
@@ -393,17 +417,7 @@ impl From<BuiltinQueryName> for crate::exercises::queries::BuiltinQuery {
 
 impl From<CacheAsideArgs> for crate::exercises::cache_aside::CacheAsideOptions {
     fn from(args: CacheAsideArgs) -> Self {
-        use crate::exercises::queries::QueryChoice;
-        let query = match args.sql {
-            Some(sql) => QueryChoice::Custom {
-                sql,
-                params: args.params,
-            },
-            None => QueryChoice::Builtin {
-                query: args.query.into(),
-                id: args.id,
-            },
-        };
+        let query = crate::exercises::queries::QueryChoice::from(args.query);
         crate::exercises::cache_aside::CacheAsideOptions {
             query,
             runs: args.runs,
@@ -763,6 +777,8 @@ pub enum StampedeModeName {
 }
 
 #[derive(Debug, Args)]
+// The stampede's default query is the slow aggregate: a cold key hurts most there.
+#[command(mut_arg("query", |query| query.default_value("busiest-routes")))]
 pub struct StampedeArgs {
     /// Requests for the one cold key, all at the same moment (per process) [default: 100, the unprotected mode fewer if a slow query would overrun --time-budget]
     #[arg(long, value_parser = parse_count, allow_negative_numbers = true)]
@@ -776,21 +792,8 @@ pub struct StampedeArgs {
     #[arg(long, value_parser = parse_count, allow_negative_numbers = true, default_value_t = 1)]
     pub rounds: u64,
 
-    /// Which built-in query to cache
-    #[arg(long, value_enum, default_value_t = BuiltinQueryName::BusiestRoutes, conflicts_with = "sql")]
-    pub query: BuiltinQueryName,
-
-    /// The id the built-in query looks up (airport, passenger-bookings)
-    #[arg(long, default_value_t = 3797, allow_negative_numbers = true)]
-    pub id: i64,
-
-    /// Your own read query, with :named parameters (bound, never interpolated)
-    #[arg(long, value_name = "SQL")]
-    pub sql: Option<String>,
-
-    /// A value for a :named parameter, as name=value (repeatable); name:text=value forces text
-    #[arg(long = "param", value_name = "NAME=VALUE", requires = "sql")]
-    pub params: Vec<String>,
+    #[command(flatten)]
+    pub query: QueryArgs,
 
     /// Lock time-to-live: it must outlast one load, and frees the key should the holder die [default: 5000, or twice a timed load plus 1 s if longer]
     #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "MS")]
@@ -826,16 +829,7 @@ impl From<StampedeArgs> for crate::exercises::stampede::StampedeOptions {
         use crate::exercises::queries::QueryChoice;
         use crate::exercises::stampede::ModeChoice;
         use crate::patterns::stampede::Protection;
-        let query = match args.sql {
-            Some(sql) => QueryChoice::Custom {
-                sql,
-                params: args.params,
-            },
-            None => QueryChoice::Builtin {
-                query: args.query.into(),
-                id: args.id,
-            },
-        };
+        let query = QueryChoice::from(args.query);
         let mode = match args.mode {
             StampedeModeName::None => ModeChoice::One(Protection::None),
             StampedeModeName::SingleFlight => ModeChoice::One(Protection::SingleFlight),

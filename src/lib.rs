@@ -16,5 +16,6 @@ pub mod measure;
 pub mod patterns;
 pub mod protocol;
 pub mod report;
+pub mod rng;
 pub mod serve;
 pub mod workshop;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
-use crate::db::{Database, PoolSettings, ResultSet, SqlValue, Statement};
+use crate::db::{Database, ResultSet, SqlValue, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::{relay, RunProgress, StepCounter};
 use crate::exercises::queries::QueryChoice;
+use crate::exercises::services::{self, ConnectionSetup, Needs, ValkeyNeed};
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
 use crate::patterns::cache_aside::{CacheAside, CacheLink, Read, ReadSource};
@@ -103,12 +104,8 @@ pub struct QueryDescription {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Setup {
-    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
-    pub database_connect: Duration,
-    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
-    pub valkey_connect: Option<Duration>,
-    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
-    pub pool_warm_up: Duration,
+    #[serde(flatten)]
+    pub connection: ConnectionSetup,
     pub warmup_reads: u64,
 }
 
@@ -199,35 +196,34 @@ async fn measure_run(
 ) -> Result<CacheAsideOutcome> {
     validate(options)?;
     let tasks = options.concurrency.min(options.runs);
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: u32::try_from(tasks + 1).unwrap_or(u32::MAX),
-            connect_timeout: config.connect_timeout,
+    let mut services = services::connect(
+        config,
+        Needs {
+            pool_connections: tasks + 1,
+            valkey: if options.no_cache {
+                ValkeyNeed::Off
+            } else {
+                ValkeyNeed::Optional
+            },
+            recording_as: None,
         },
     )
     .await?;
-    let server = db.server_info().await?;
+    let db = services.db.clone();
     let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
     let keys = KeyScheme::new(&config.key_prefix, &config.database);
     let key = keys.query(&query);
 
     let mut warnings = Vec::new();
-    let cache = if options.no_cache {
-        CacheLink::Bypassed
-    } else {
-        match Valkey::connect(&config.valkey, config.connect_timeout).await {
-            Ok(valkey) => CacheLink::Connected(valkey),
-            Err(error) => {
-                warnings.push(format!("{error}; every read goes to the database"));
-                CacheLink::Unavailable
-            }
-        }
-    };
-    let valkey = match &cache {
-        CacheLink::Connected(valkey) => Some(valkey.clone()),
-        _ => None,
+    if let Some(error) = &services.valkey_error {
+        warnings.push(format!("{error}; every read goes to the database"));
+    }
+    let valkey = services.valkey.clone();
+    let cache = match (&valkey, options.no_cache) {
+        (_, true) => CacheLink::Bypassed,
+        (Some(valkey), false) => CacheLink::Connected(valkey.clone()),
+        (None, false) => CacheLink::Unavailable,
     };
     // More connections (`--connections N`): the first one answered, so the others are opened
     // the same way; the tasks take them round robin.
@@ -253,12 +249,11 @@ async fn measure_run(
         .collect();
 
     // Pools warm before the first timed read; connection set-up is reported apart.
-    let warm_started = Instant::now();
-    db.warm_up(u32::try_from(tasks).unwrap_or(u32::MAX)).await?;
-    for valkey in &valkeys {
+    services.warm_up(tasks).await?;
+    // The extra connections of --connections answer once before the timed reads too.
+    for valkey in valkeys.iter().skip(1) {
         let _ = valkey.round_trip().await;
     }
-    let pool_warm_up = warm_started.elapsed();
     let mut session = db.session().await?;
     for _ in 0..options.warmup {
         pattern.read(&mut session, &key, &statement).await?;
@@ -365,7 +360,7 @@ async fn measure_run(
 
     let outcome = CacheAsideOutcome {
         exercise: "cache-aside",
-        database: format!("{} {}", server.product, server.version),
+        database: services.database.clone(),
         query: QueryDescription {
             name,
             sql: query.sql.clone(),
@@ -375,9 +370,7 @@ async fn measure_run(
         key,
         ttl_seconds: config.ttl.as_secs(),
         setup: Setup {
-            database_connect: db.connect_time(),
-            valkey_connect: valkey.as_ref().map(Valkey::connect_time),
-            pool_warm_up,
+            connection: services.setup.clone(),
             warmup_reads: options.warmup,
         },
         empty_result: reference.is_empty(),

@@ -13,9 +13,9 @@ use crate::db::passengers::{PassengerFields, PassengerWriteError};
 use crate::db::{Database, DbError, PoolSettings};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::zipf::KeySampler;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
+use crate::rng::SplitMix64;
 
 pub const MAX_TOP: u64 = 1000;
 pub const MAX_BOOKINGS: u64 = 100_000;

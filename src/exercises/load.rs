@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use super::progress::RunProgress;
 use crate::config::Config;
 use crate::error::{Result, WorkshopError};
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::zipf::KeySampler;
 use crate::measure::{LatencyRecorder, LatencySummary};
+use crate::rng::SplitMix64;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {

@@ -19,6 +19,7 @@ pub mod queries;
 pub mod rate_limit;
 pub mod readiness;
 pub mod seed;
+pub mod services;
 pub mod session;
 pub mod stampede;
 pub mod stats;

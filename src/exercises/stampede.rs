@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinError, JoinSet};
 
-use crate::cache::{CompareAndDelete, KeyScheme, Valkey};
+use crate::cache::{CompareAndDelete, KeyScheme};
 use crate::config::Config;
-use crate::db::{Database, PoolSettings, ResultSet, Statement};
+use crate::db::{Database, ResultSet, Statement};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::cache_aside::QueryDescription;
 use crate::exercises::progress::{relay, RunProgress, StepCounter};
 use crate::exercises::queries::QueryChoice;
+use crate::exercises::services::{self, ConnectionSetup, Needs, ValkeyNeed};
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{
@@ -160,15 +161,11 @@ pub struct LockReport {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Setup {
-    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
-    pub database_connect: Duration,
-    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
-    pub valkey_connect: Option<Duration>,
+    #[serde(flatten)]
+    pub connection: ConnectionSetup,
     /// Setting up the locks on the Valkey connection: asking whether the server has DELIFEQ.
     #[serde(serialize_with = "measure::as_optional_millis", rename = "lock_connection_ms")]
     pub lock_connection: Option<Duration>,
-    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
-    pub pool_warm_up: Duration,
     /// With `--processes`: the slowest start of the copies (start, connect, warm up).
     #[serde(serialize_with = "measure::as_optional_millis", rename = "fleet_start_ms")]
     pub fleet_start: Option<Duration>,
@@ -355,15 +352,16 @@ async fn connect(
     connections: u64,
     cold_load: Option<&dyn RunProgress>,
 ) -> Result<Services> {
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: u32::try_from(connections.max(1)).unwrap_or(u32::MAX),
-            connect_timeout: config.connect_timeout,
+    let mut services = services::connect(
+        config,
+        Needs {
+            pool_connections: connections,
+            valkey: ValkeyNeed::Optional,
+            recording_as: None,
         },
     )
     .await?;
-    let server = db.server_info().await?;
+    let db = services.db.clone();
     let (name, query) = options.query.build(db.kind())?;
     let statement = query.to_statement(db.kind())?;
     let scheme = KeyScheme::new(&config.key_prefix, &config.database);
@@ -375,15 +373,12 @@ async fn connect(
     };
 
     let mut warnings = Vec::new();
-    let valkey = match Valkey::connect(&config.valkey, config.connect_timeout).await {
-        Ok(valkey) => Some(valkey),
-        Err(error) => {
-            warnings.push(format!(
-                "{error}; every request goes to the database and the lock mode cannot take locks"
-            ));
-            None
-        }
-    };
+    if let Some(error) = &services.valkey_error {
+        warnings.push(format!(
+            "{error}; every request goes to the database and the lock mode cannot take locks"
+        ));
+    }
+    let valkey = services.valkey.clone();
     let mut lock_connection = None;
     let locks = match &valkey {
         Some(valkey) => {
@@ -396,18 +391,11 @@ async fn connect(
     };
 
     // Pools warm before the first request; connection set-up is reported apart.
-    let warm_started = Instant::now();
-    db.warm_up(u32::try_from(connections).unwrap_or(u32::MAX)).await?;
-    if let Some(valkey) = &valkey {
-        let _ = valkey.round_trip().await;
-    }
-    let pool_warm_up = warm_started.elapsed();
+    services.warm_up(connections).await?;
 
     let setup = Setup {
-        database_connect: db.connect_time(),
-        valkey_connect: valkey.as_ref().map(Valkey::connect_time),
+        connection: services.setup.clone(),
         lock_connection,
-        pool_warm_up,
         fleet_start: None,
     };
     let loader = CountedLoader::new(db.clone(), statement.clone(), usize::try_from(connections).unwrap_or(1));
@@ -432,7 +420,7 @@ async fn connect(
     );
     Ok(Services {
         db,
-        database: format!("{} {}", server.product, server.version),
+        database: services.database.clone(),
         query: QueryDescription {
             name,
             sql: query.sql.clone(),

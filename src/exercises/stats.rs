@@ -11,17 +11,17 @@ pub mod writes;
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cache::two_level::{TwoLevelCache, TwoLevelSettings};
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
-use crate::db::{Database, DbError, PoolSettings};
+use crate::db::{Database, DbError};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, ConnectionSetup, Needs, ValkeyNeed};
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::zipf::KeySampler;
-use crate::measure::{self};
 
 use eviction::{EvictionOutcome, EvictionPlan, PolicyRun, Progress, SavedSettings};
 use server::{ServerAdmin, ServerView};
@@ -268,12 +268,8 @@ pub struct Settings {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Setup {
-    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
-    pub database_connect: Duration,
-    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
-    pub valkey_connect: Option<Duration>,
-    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
-    pub pool_warm_up: Duration,
+    #[serde(flatten)]
+    pub connection: ConnectionSetup,
     /// Product keys deleted before the run (`--fresh`).
     pub keys_cleared: Option<u64>,
 }
@@ -317,7 +313,10 @@ pub async fn measure(config: &Config, options: StatsOptions, progress: &dyn RunP
     outcome.format = plan.format;
     if let Some(error) = interrupted {
         outcome.verdict = Verdict::failed(error);
-    } else if outcome.eviction.is_none() && outcome.valkey.is_none() && outcome.setup.valkey_connect.is_none() {
+    } else if outcome.eviction.is_none()
+        && outcome.valkey.is_none()
+        && outcome.setup.connection.valkey_connect.is_none()
+    {
         outcome.verdict = Verdict::failed(WorkshopError::incomplete(
             "Valkey could not be reached, so there is no L2 and no server view; start Valkey (`just up`) or point VALKEY_URL at it (the warning above says which), and run again",
         ));
@@ -402,24 +401,27 @@ async fn measure_run(
     plan: &StatsPlan,
     progress: &dyn RunProgress,
 ) -> Result<(StatsOutcome, Option<WorkshopError>)> {
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: u32::try_from(plan.concurrency + 1).unwrap_or(u32::MAX),
-            connect_timeout: config.connect_timeout,
+    let mut services = services::connect(
+        config,
+        Needs {
+            pool_connections: plan.concurrency + 1,
+            valkey: ValkeyNeed::Optional,
+            recording_as: None,
         },
     )
     .await?;
-    let server = db.server_info().await?;
+    let db = services.db.clone();
     let keys = product_keys(&db, plan).await?;
 
     let mut warnings = Vec::new();
-    let (valkey, admin) = match connect_valkey(config).await {
-        Ok(pair) => (Some(pair.0), Some(pair.1)),
+    let (valkey, admin) = match (services.valkey.clone(), services.valkey_error.take()) {
+        (Some(valkey), _) => (Some(valkey.clone()), Some(ServerAdmin::new(valkey))),
         // Eviction is about Valkey: without it there is nothing to compare.
-        Err(error) if plan.eviction.is_some() => return Err(error.into()),
-        Err(error) => {
-            warnings.push(format!("{error}; every L1 miss goes to the database"));
+        (None, Some(error)) if plan.eviction.is_some() => return Err(error.into()),
+        (None, error) => {
+            if let Some(error) = error {
+                warnings.push(format!("{error}; every L1 miss goes to the database"));
+            }
             (None, None)
         }
     };
@@ -489,12 +491,7 @@ async fn measure_run(
     };
 
     // Pools warm before the first timed request; set-up is reported apart.
-    let warm_started = Instant::now();
-    db.warm_up(u32::try_from(plan.concurrency).unwrap_or(u32::MAX)).await?;
-    if let Some(valkey) = &bench.valkey {
-        let _ = valkey.round_trip().await;
-    }
-    let pool_warm_up = warm_started.elapsed();
+    services.warm_up(plan.concurrency).await?;
     let keys_cleared = if plan.fresh && plan.eviction.is_none() {
         Some(bench.clear_products().await?)
     } else {
@@ -514,12 +511,10 @@ async fn measure_run(
 
     let outcome = StatsOutcome {
         exercise: "stats",
-        database: format!("{} {}", server.product, server.version),
+        database: services.database.clone(),
         settings,
         setup: Setup {
-            database_connect: db.connect_time(),
-            valkey_connect: bench.valkey.as_ref().map(Valkey::connect_time),
-            pool_warm_up,
+            connection: services.setup.clone(),
             keys_cleared,
         },
         run,
@@ -531,12 +526,6 @@ async fn measure_run(
     };
     db.close().await;
     Ok((outcome, interrupted))
-}
-
-async fn connect_valkey(config: &Config) -> std::result::Result<(Valkey, ServerAdmin), crate::cache::CacheError> {
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
-    let admin = ServerAdmin::new(valkey.clone());
-    Ok((valkey, admin))
 }
 
 /// How many product ids the workload draws from: `--keys`, checked against

@@ -10,18 +10,19 @@ use std::time::{Duration, Instant};
 use crate::cache::{CacheError, KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::passengers::PassengerFields;
-use crate::db::{Database, DbError, PoolSettings};
+use crate::db::Database;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, ConnectionSetup, Needs, ValkeyNeed};
 use crate::exercises::{Outcome, Verdict};
 use crate::fixtures::names::{FEMALE_FIRST_NAMES, LAST_NAMES, MALE_FIRST_NAMES};
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::write_behind::{
     AckError, BatchSizeSummary, FlushSettings, FlushStop, FlushTally, Flusher, QueueDepth, Rejected, Until, WriteQueue,
     CONSUMER,
 };
 use crate::patterns::write_through::{WriteThrough, WriteThroughError};
+use crate::rng::SplitMix64;
 
 pub const MAX_WRITES: u64 = 100_000;
 pub const MAX_BATCH: u64 = 5_000;
@@ -159,10 +160,9 @@ pub fn validate(options: &WriteBehindOptions) -> Result<Plan> {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Setup {
-    #[serde(serialize_with = "measure::as_millis", rename = "valkey_connect_ms")]
-    pub valkey_connect: Duration,
-    #[serde(serialize_with = "measure::as_optional_millis", rename = "database_connect_ms")]
-    pub database_connect: Option<Duration>,
+    /// No pool warm-up: the flusher's two connections are opened untimed.
+    #[serde(flatten)]
+    pub connection: ConnectionSetup,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -294,7 +294,7 @@ pub async fn measure(
     let plan = validate(&options)?;
     let keys = KeyScheme::new(&config.key_prefix, &config.database);
     // Valkey first: when it cannot be reached, nothing is written anywhere.
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    let valkey = services::valkey(config).await?;
     let aof = valkey
         .info("persistence")
         .await?
@@ -413,8 +413,11 @@ pub async fn measure(
         duration_seconds: plan.duration.map(|d| d.as_secs_f64()),
         valkey_aof_enabled: aof,
         setup: Setup {
-            valkey_connect: valkey.connect_time(),
-            database_connect: db.as_ref().map(Database::connect_time),
+            connection: ConnectionSetup {
+                database_connect: db.as_ref().map(Database::connect_time),
+                valkey_connect: Some(valkey.connect_time()),
+                pool_warm_up: None,
+            },
         },
         queue_before,
         queue_after,
@@ -582,20 +585,16 @@ fn verdict(outcome: &WriteBehindOutcome) -> Result<()> {
     }
 }
 
-async fn connect_database(config: &Config) -> std::result::Result<(Database, String), DbError> {
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            // One for the flusher, one for the write-through comparison.
-            max_connections: 2,
-            connect_timeout: config.connect_timeout,
-        },
-    )
-    .await?
-    .recording_as("write-behind");
-    let server = db.server_info().await?;
-    db.warm_up(2).await?;
-    Ok((db, format!("{} {}", server.product, server.version)))
+async fn connect_database(config: &Config) -> Result<(Database, String)> {
+    let needs = Needs {
+        // One for the flusher, one for the write-through comparison.
+        pool_connections: 2,
+        valkey: ValkeyNeed::Off,
+        recording_as: Some("write-behind"),
+    };
+    let (db, server) = services::connect_database(config, needs).await?;
+    services::warm_up(&db, None, 2).await?;
+    Ok((db, server))
 }
 
 async fn flush(

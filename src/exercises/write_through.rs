@@ -5,12 +5,12 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use crate::cache::{KeyScheme, Valkey};
+use crate::cache::KeyScheme;
 use crate::config::Config;
 use crate::db::passengers::{PassengerFields, PassengerRow, NAME_CHARS, PASSPORT_CHARS};
-use crate::db::{Database, PoolSettings};
 use crate::error::{InputError, Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::write_through::{Verification, WriteThrough, WriteThroughError, Written};
@@ -145,17 +145,14 @@ pub async fn measure(
 ) -> Result<WriteThroughOutcome> {
     progress.phase("write-through", None);
     validate(&options)?;
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: 2,
-            connect_timeout: config.connect_timeout,
-        },
-    )
-    .await?
-    .recording_as("write-through");
-    let server = db.server_info().await?;
+    // Valkey first: when it cannot be reached, nothing is written anywhere.
+    let valkey = services::valkey(config).await?;
+    let needs = Needs {
+        pool_connections: 2,
+        valkey: ValkeyNeed::Required,
+        recording_as: Some("write-through"),
+    };
+    let (db, server) = services::connect_database(config, needs).await?;
     let pattern = WriteThrough {
         db: db.clone(),
         valkey,
@@ -176,7 +173,7 @@ pub async fn measure(
     let (mut outcome, created) = match result {
         Ok(done) => done,
         Err(RunError::Aborted(mut aborted)) => {
-            aborted.outcome.database = format!("{} {}", server.product, server.version);
+            aborted.outcome.database = server.clone();
             progress.finish_phase();
             return finish_aborted(&pattern, config, &options, *aborted).await;
         }
@@ -193,7 +190,7 @@ pub async fn measure(
             return Err(error);
         }
     };
-    outcome.database = format!("{} {}", server.product, server.version);
+    outcome.database = server.clone();
     if options.cleanup && !created.is_empty() {
         outcome.cleanup = Some(cleanup(&pattern, &created).await?);
     }

@@ -183,6 +183,43 @@ pub fn millis(value: Duration) -> f64 {
     (value.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
+/// A latency summary in microseconds, for what is faster than a millisecond
+/// shows well (an L1 hit takes less than one µs; `0.000` ms says nothing).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MicrosSummary {
+    pub count: u64,
+    pub min_us: f64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+/// Microseconds, to the nanosecond.
+pub fn micros(value: Duration) -> f64 {
+    value.as_nanos() as f64 / 1000.0
+}
+
+/// Serde helper: a duration as microseconds.
+pub fn as_micros<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(micros(*value))
+}
+
+impl From<&LatencySummary> for MicrosSummary {
+    fn from(summary: &LatencySummary) -> Self {
+        MicrosSummary {
+            count: summary.count,
+            min_us: micros(summary.min),
+            p50_us: micros(summary.p50),
+            p95_us: micros(summary.p95),
+            p99_us: micros(summary.p99),
+            max_us: micros(summary.max),
+            mean_us: micros(summary.mean),
+        }
+    }
+}
+
 /// How many times faster `fast` is than `slow` at the median.
 pub fn speedup(slow: &LatencySummary, fast: &LatencySummary) -> Option<f64> {
     let fast = fast.p50.as_secs_f64();

@@ -6,7 +6,7 @@
 //! caller supplies the randomness (a number in `[0, 1)`, or a
 //! [`SplitMix64`]), so a seeded run draws the same keys every time.
 
-use crate::fixtures::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Draws ranks `1..=n`. Uniform draws need no table; Zipf draws search a
 /// cumulative table of `n` probabilities (8 bytes per key).

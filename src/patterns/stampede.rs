@@ -27,7 +27,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::cache::{CacheError, CompareAndDelete, Valkey};
 use crate::db::{Database, DbError, ResultSet, Statement};
-use crate::fixtures::rng::{mix64, SplitMix64};
+use crate::rng::{mix64, SplitMix64};
 
 /// How a request protects the database from its neighbours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

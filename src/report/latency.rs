@@ -3,42 +3,108 @@
 use comfy_table::Cell;
 
 use super::table::{align_right, cell_text, count, ms, new_table};
-use super::Output;
+use super::{connection, Output};
 use crate::db::ResultSet;
 use crate::exercises::cache_aside::CacheAsideOutcome;
-use crate::measure::{Distribution, LatencySummary};
+use crate::measure::{Distribution, LatencySummary, MicrosSummary};
 
 /// Rows of a result set shown before "... and N more".
 const RESULT_ROWS_SHOWN: usize = 20;
 const BAR_WIDTH: usize = 40;
 
-/// A table of latency summaries side by side: one column per series.
-pub fn summary_table(output: &Output, series: &[(&str, Option<&LatencySummary>)]) -> comfy_table::Table {
+/// The unit a latency-summary table shows: milliseconds with three
+/// decimals, or microseconds with two (an L1 hit is well under a millisecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Millis,
+    Micros,
+}
+
+impl Unit {
+    fn label(self) -> &'static str {
+        match self {
+            Unit::Millis => "ms",
+            Unit::Micros => "µs",
+        }
+    }
+
+    fn micros(self, value: f64) -> String {
+        match self {
+            Unit::Millis => format!("{:.3}", value / 1000.0),
+            Unit::Micros => format!("{value:.2}"),
+        }
+    }
+}
+
+/// The figures of one latency summary, in whichever form an outcome keeps it.
+pub trait SummaryFigures {
+    fn count(&self) -> u64;
+    /// min, p50, p95, p99, max and mean in `unit`.
+    fn figures(&self, unit: Unit) -> [String; 6];
+}
+
+impl SummaryFigures for LatencySummary {
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn figures(&self, unit: Unit) -> [String; 6] {
+        [self.min, self.p50, self.p95, self.p99, self.max, self.mean].map(|value| match unit {
+            Unit::Millis => ms(value),
+            Unit::Micros => unit.micros(crate::measure::micros(value)),
+        })
+    }
+}
+
+impl SummaryFigures for MicrosSummary {
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn figures(&self, unit: Unit) -> [String; 6] {
+        [
+            self.min_us,
+            self.p50_us,
+            self.p95_us,
+            self.p99_us,
+            self.max_us,
+            self.mean_us,
+        ]
+        .map(|value| unit.micros(value))
+    }
+}
+
+/// A table of latency summaries side by side: one column per series, one row
+/// per figure (count, min, p50, p95, p99, max, mean) in `unit`.
+pub fn summary_table<S: SummaryFigures>(
+    output: &Output,
+    unit: Unit,
+    series: &[(&str, Option<&S>)],
+) -> comfy_table::Table {
     let mut header = vec![""];
     header.extend(series.iter().map(|(name, _)| *name));
     let mut table = new_table(output, &header);
-    type Metric = fn(&LatencySummary) -> String;
-    let rows: [(&str, Metric); 7] = [
-        ("count", |s| count(s.count)),
-        ("min ms", |s| ms(s.min)),
-        ("p50 ms", |s| ms(s.p50)),
-        ("p95 ms", |s| ms(s.p95)),
-        ("p99 ms", |s| ms(s.p99)),
-        ("max ms", |s| ms(s.max)),
-        ("mean ms", |s| ms(s.mean)),
-    ];
-    for (label, value) in rows {
-        let mut row = vec![Cell::new(label)];
-        for (_, summary) in series {
-            row.push(Cell::new(summary.map_or_else(|| "—".to_string(), value)));
-        }
+    let figures: Vec<Option<[String; 6]>> = series.iter().map(|(_, s)| s.map(|s| s.figures(unit))).collect();
+    let mut row = vec![Cell::new("count")];
+    row.extend(
+        series
+            .iter()
+            .map(|(_, s)| Cell::new(s.map_or_else(|| "—".to_string(), |s| count(s.count())))),
+    );
+    table.add_row(row);
+    for (index, name) in ["min", "p50", "p95", "p99", "max", "mean"].iter().enumerate() {
+        let mut row = vec![Cell::new(format!("{name} {}", unit.label()))];
+        row.extend(
+            figures
+                .iter()
+                .map(|f| Cell::new(f.as_ref().map_or_else(|| "—".to_string(), |f| f[index].clone()))),
+        );
         table.add_row(row);
     }
     align_right(&mut table, &(1..=series.len()).collect::<Vec<_>>());
     table
 }
 
-/// Horizontal bars per latency bucket, one bar per series.
 pub fn distribution_text(distribution: &Distribution) -> String {
     let peak = distribution
         .buckets
@@ -122,17 +188,12 @@ fn show_cache_aside_tables(outcome: &CacheAsideOutcome, output: &Output) {
     output.heading("Result");
     output.text(result_table(output, &outcome.result));
 
-    output.heading("Connection set-up (not part of any timing below)");
     let setup = &outcome.setup;
-    let mut line = format!("database connect {} ms", ms(setup.database_connect));
-    if let Some(valkey) = setup.valkey_connect {
-        line.push_str(&format!(" · Valkey connect {} ms", ms(valkey)));
-    }
-    line.push_str(&format!(" · pool warm-up {} ms", ms(setup.pool_warm_up)));
+    let mut line = connection::line(&setup.connection, &[]);
     if setup.warmup_reads > 0 {
         line.push_str(&format!(" · {} untimed warm-up reads", setup.warmup_reads));
     }
-    output.text(line);
+    connection::show(output, &line);
 
     if !outcome.runs.is_empty() {
         output.heading("Runs");
@@ -152,6 +213,7 @@ fn show_cache_aside_tables(outcome: &CacheAsideOutcome, output: &Output) {
     output.heading("Summary: database (query + row conversion) vs cache hit (GET + decode)");
     output.text(summary_table(
         output,
+        Unit::Millis,
         &[
             ("database", outcome.summary.database.as_ref()),
             ("cache", outcome.summary.cache.as_ref()),
@@ -244,5 +306,23 @@ mod tests {
             rows: vec![],
         };
         assert!(result_table(&output, &empty).contains("cached"));
+    }
+
+    #[test]
+    fn one_summary_table_shows_milliseconds_or_microseconds() {
+        let output = Output {
+            json: false,
+            color: false,
+            progress: false,
+        };
+        let mut recorder = LatencyRecorder::new();
+        recorder.record(Duration::from_micros(1500));
+        let summary = recorder.summary().unwrap();
+        let as_ms = summary_table(&output, Unit::Millis, &[("db", Some(&summary))]).to_string();
+        assert!(as_ms.contains("p50 ms") && as_ms.contains("1.500"), "{as_ms}");
+        let micros = MicrosSummary::from(&summary);
+        let as_us = summary_table(&output, Unit::Micros, &[("db", Some(&micros)), ("none", None)]).to_string();
+        assert!(as_us.contains("p99 µs") && as_us.contains("1500.00"), "{as_us}");
+        assert!(as_us.contains("—"), "a missing series shows a dash: {as_us}");
     }
 }

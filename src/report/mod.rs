@@ -6,6 +6,7 @@ pub mod api_cache;
 pub mod check_env;
 pub mod clean;
 pub mod cluster;
+pub mod connection;
 pub mod grade;
 pub mod latency;
 pub mod leaderboard;
@@ -68,12 +69,21 @@ impl Output {
     /// Prints a table or other text block on stdout (never in `--json` mode).
     pub fn text(&self, block: impl std::fmt::Display) {
         if !self.json {
-            stdout_line(format_args!("{block}"));
+            // Prose wraps at the table width (terminal or COLUMNS) like the tables.
+            match table::text_width() {
+                Some(width) => stdout_line(format_args!(
+                    "{}",
+                    table::wrap_prose(&block.to_string(), usize::from(width))
+                )),
+                None => stdout_line(format_args!("{block}")),
+            }
         }
     }
 
     /// A heading line above a table.
     pub fn heading(&self, title: &str) {
+        let wrapped = table::text_width().map(|width| table::wrap_prose(title, usize::from(width)));
+        let title = wrapped.as_deref().unwrap_or(title);
         if !self.json {
             if self.color {
                 stdout_line(format_args!("\n\x1b[1m{title}\x1b[0m"));

@@ -6,17 +6,18 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::latency::distribution_text;
+use super::latency::{distribution_text, summary_table, Unit};
 use super::table::{align_right, count, ms, new_table};
 use super::Output;
 use crate::cache::two_level::{CounterSnapshot, Layer};
 use crate::db::products::ProductRow;
 use crate::exercises::multi_level::change::{ChangeAction, ChangeOutcome};
-use crate::exercises::multi_level::layers::{micros, LayerMicros, MicrosSummary, Speedups};
+use crate::exercises::multi_level::layers::{LayerMicros, Speedups};
 use crate::exercises::multi_level::listen::{ListenStart, ListenSummary, ServedChange, StoppedBy};
 use crate::exercises::multi_level::reads::{ReadOutcome, ReadReport};
 use crate::exercises::multi_level::warm::{WarmReport, WarmSource};
 use crate::exercises::multi_level::{CacheSettings, MultiLevelOutcome, Setup};
+use crate::measure::micros;
 
 /// Warmed ids listed in the text report before "…".
 const IDS_SHOWN: usize = 20;
@@ -49,15 +50,7 @@ fn cache_line(cache: &CacheSettings) -> String {
 }
 
 fn setup_line(setup: &Setup) -> String {
-    let mut line = format!("database connect {} ms", ms(setup.database_connect));
-    if let Some(valkey) = setup.valkey_connect {
-        line.push_str(&format!(" · Valkey connect {} ms", ms(valkey)));
-    }
-    if let Some(subscribe) = setup.subscribe {
-        line.push_str(&format!(" · subscribe {} ms", ms(subscribe)));
-    }
-    line.push_str(&format!(" · pool warm-up {} ms", ms(setup.pool_warm_up)));
-    line
+    super::connection::line(&setup.connection, &[("subscribe", setup.subscribe)])
 }
 
 fn describe(row: &ProductRow) -> String {
@@ -86,30 +79,7 @@ fn latency_tables(output: &Output, layers: &LayerMicros, speedup: &Speedups) {
         ("L2 hit", layers.l2.as_ref()),
         ("database", layers.database.as_ref()),
     ];
-    let mut header = vec![""];
-    header.extend(series.iter().map(|(name, _)| *name));
-    let mut table = new_table(output, &header);
-    type Metric = fn(&MicrosSummary) -> String;
-    let rows: [(&str, Metric); 7] = [
-        ("count", |s| count(s.count)),
-        ("min µs", |s| format!("{:.2}", s.min_us)),
-        ("p50 µs", |s| format!("{:.2}", s.p50_us)),
-        ("p95 µs", |s| format!("{:.2}", s.p95_us)),
-        ("p99 µs", |s| format!("{:.2}", s.p99_us)),
-        ("max µs", |s| format!("{:.2}", s.max_us)),
-        ("mean µs", |s| format!("{:.2}", s.mean_us)),
-    ];
-    for (label, value) in rows {
-        let mut row = vec![label.to_string()];
-        row.extend(
-            series
-                .iter()
-                .map(|(_, summary)| summary.map_or_else(|| "—".to_string(), value)),
-        );
-        table.add_row(row);
-    }
-    align_right(&mut table, &[1, 2, 3]);
-    output.text(table);
+    output.text(summary_table(output, Unit::Micros, &series));
     let ratio = |value: Option<f64>| value.map_or_else(|| "—".to_string(), |v| format!("{v:.1}×"));
     output.text(format!(
         "speedup at p50: database / L2 {} · database / L1 {} · L2 / L1 {}",
@@ -160,8 +130,7 @@ pub fn show_reads(outcome: &ReadOutcome, output: &Output) {
     ));
     output
         .text("Read path: L1 (this process) → L2 (Valkey) → database. An L2 hit fills L1; a database read fills both.");
-    output.heading("Connection set-up (not part of any timing below)");
-    output.text(setup_line(&outcome.setup));
+    super::connection::show(output, &setup_line(&outcome.setup));
 
     if let Some(warm) = &outcome.warm {
         show_warm(warm, output);
@@ -307,8 +276,7 @@ pub fn show_change(outcome: &ChangeOutcome, output: &Output) {
         None => output.text(describe(&outcome.before)),
     }
     output.text(format!("key: {}", outcome.key));
-    output.heading("Connection set-up (not part of any timing below)");
-    output.text(setup_line(&outcome.setup));
+    super::connection::show(output, &setup_line(&outcome.setup));
     output.heading("Steps");
     let mut table = new_table(output, &["step", "ms", ""]);
     for step in &outcome.steps {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comfy_table::Table;
 
-use super::table::{align_right, count, ms, new_table};
+use super::table::{align_right, count, ms, ms_compact, new_table};
 use super::Output;
 use crate::exercises::stampede::fleet::{MemberReport, READY};
 use crate::exercises::stampede::plan::Plan;
@@ -26,8 +26,7 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
     output.text(format!("key:  {}", outcome.keys.value));
     output.text(format!("lock: {}", outcome.keys.lock));
 
-    output.heading("Connection set-up (not part of any timing below)");
-    output.text(setup_line(outcome));
+    super::connection::show(output, &setup_line(outcome));
     output.text(plan_line(&outcome.plan));
     for note in &outcome.plan.notes {
         output.text(format!("  adapted: {note}"));
@@ -73,14 +72,7 @@ pub fn show(outcome: &StampedeOutcome, output: &Output) {
 
 fn setup_line(outcome: &StampedeOutcome) -> String {
     let setup = &outcome.setup;
-    let mut line = format!("database connect {} ms", ms(setup.database_connect));
-    if let Some(valkey) = setup.valkey_connect {
-        line.push_str(&format!(" · Valkey connect {} ms", ms(valkey)));
-    }
-    if let Some(locks) = setup.lock_connection {
-        line.push_str(&format!(" · lock connection {} ms", ms(locks)));
-    }
-    line.push_str(&format!(" · pool warm-up {} ms", ms(setup.pool_warm_up)));
+    let mut line = super::connection::line(&setup.connection, &[("lock connection", setup.lock_connection)]);
     match setup.fleet_start {
         Some(fleet) => line.push_str(&format!(
             " · {} processes ({} database connections each) ready in {} ms (slowest round)",
@@ -203,7 +195,12 @@ fn per_round(queries: &[u64]) -> String {
 
 fn latency_cells(summary: Option<&LatencySummary>) -> [String; 4] {
     match summary {
-        Some(s) => [ms(s.p50), ms(s.p95), ms(s.p99), ms(s.max)],
+        Some(s) => [
+            ms_compact(s.p50),
+            ms_compact(s.p95),
+            ms_compact(s.p99),
+            ms_compact(s.max),
+        ],
         None => ["—".into(), "—".into(), "—".into(), "—".into()],
     }
 }

@@ -6,10 +6,10 @@ use std::io::Write;
 
 use comfy_table::Cell;
 
+use super::latency::{summary_table, Unit};
 use super::prometheus::{cache_families, render, CacheMetrics};
 use super::table::{align_right, count, ms, new_table};
-use super::Output;
-use crate::exercises::multi_level::layers::MicrosSummary;
+use super::{connection, Output};
 use crate::exercises::stats::eviction::EvictionOutcome;
 use crate::exercises::stats::server::ServerView;
 use crate::exercises::stats::workload::{l2_lookups, RunStats};
@@ -63,17 +63,12 @@ pub fn show_stats(outcome: &StatsOutcome, output: &Output) {
     output.heading(&format!("Exercise 3 · cache statistics · {}", outcome.database));
     output.text(describe_settings(&outcome.settings));
 
-    output.heading("Connection set-up (not part of any timing below)");
     let setup = &outcome.setup;
-    let mut line = format!("database connect {} ms", ms(setup.database_connect));
-    if let Some(valkey) = setup.valkey_connect {
-        line.push_str(&format!(" · Valkey connect {} ms", ms(valkey)));
-    }
-    line.push_str(&format!(" · pool warm-up {} ms", ms(setup.pool_warm_up)));
+    let mut line = connection::line(&setup.connection, &[]);
     if let Some(cleared) = setup.keys_cleared {
         line.push_str(&format!(" · --fresh deleted {} cached products", count(cleared)));
     }
-    output.text(line);
+    connection::show(output, &line);
 
     if let Some(run) = &outcome.run {
         show_run(run, &outcome.settings, output);
@@ -209,8 +204,9 @@ fn show_run(run: &RunStats, settings: &Settings, output: &Output) {
     }
 
     output.heading("Response time by source in µs (the whole read, as the caller waits for it)");
-    output.text(micros_table(
+    output.text(summary_table(
         output,
+        Unit::Micros,
         &[
             ("L1", run.latency_us.l1.as_ref()),
             ("Valkey", run.latency_us.l2.as_ref()),
@@ -266,32 +262,6 @@ fn writes_text(writes: &crate::exercises::stats::writes::WriteStats) -> String {
         count(writes.products_changed)
     ));
     lines.join("\n")
-}
-
-/// Latency summaries side by side in microseconds (an L1 hit is well under one millisecond).
-fn micros_table(output: &Output, series: &[(&str, Option<&MicrosSummary>)]) -> comfy_table::Table {
-    let mut header = vec![""];
-    header.extend(series.iter().map(|(name, _)| *name));
-    let mut table = new_table(output, &header);
-    type Metric = fn(&MicrosSummary) -> String;
-    let rows: [(&str, Metric); 7] = [
-        ("count", |s| count(s.count)),
-        ("min µs", |s| format!("{:.2}", s.min_us)),
-        ("p50 µs", |s| format!("{:.2}", s.p50_us)),
-        ("p95 µs", |s| format!("{:.2}", s.p95_us)),
-        ("p99 µs", |s| format!("{:.2}", s.p99_us)),
-        ("max µs", |s| format!("{:.2}", s.max_us)),
-        ("mean µs", |s| format!("{:.2}", s.mean_us)),
-    ];
-    for (label, value) in rows {
-        let mut row = vec![Cell::new(label)];
-        for (_, summary) in series {
-            row.push(Cell::new(summary.map_or_else(|| "—".to_string(), value)));
-        }
-        table.add_row(row);
-    }
-    align_right(&mut table, &(1..=series.len()).collect::<Vec<_>>());
-    table
 }
 
 /// Three sparklines (throughput, hit rate, p99) over the run's seconds.

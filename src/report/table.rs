@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
-use unicode_width::UnicodeWidthChar;
+use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, Width};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::Output;
 
@@ -16,26 +16,106 @@ pub fn new_table(output: &Output, header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().copied().map(Cell::new));
     if !output.color {
-        // No styling; but force_no_tty also stops comfy-table measuring the
-        // terminal, so give it the width itself (NO_COLOR in 80×24 must fit).
+        // No styling; force_no_tty also stops comfy-table measuring the terminal.
         table.force_no_tty();
-        if std::io::stdout().is_terminal() {
-            if let Ok((width, _)) = crossterm::terminal::size() {
-                if width > 0 {
-                    table.set_width(width);
-                }
-            }
-        }
+    }
+    // The width is given in every mode (NO_COLOR in 80×24 must fit, and a
+    // terminal that reports no size falls back to COLUMNS).
+    if let Some(width) = text_width() {
+        table.set_width(width);
     }
     table
 }
 
-/// Right-aligns the given columns (numbers read better that way).
+/// Word-wraps the prose lines of a text block to `width` display columns,
+/// at spaces only, so no number or command is ever cut; a line of a table
+/// (it starts with a box-drawing character) is left as comfy-table laid it out.
+pub fn wrap_prose(block: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let mut out = Vec::new();
+    for line in block.split('\n') {
+        let is_table = line
+            .trim_start()
+            .chars()
+            .next()
+            .is_some_and(|c| ('\u{2500}'..='\u{257f}').contains(&c));
+        if is_table || line.width() <= width {
+            out.push(line.to_string());
+            continue;
+        }
+        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+        let mut current = String::new();
+        for word in line.split(' ').filter(|w| !w.is_empty()) {
+            if current.is_empty() {
+                current = format!("{indent}{word}");
+            } else if current.width() + 1 + word.width() <= width {
+                current.push(' ');
+                current.push_str(word);
+            } else {
+                out.push(std::mem::take(&mut current));
+                current = format!("{indent}{word}");
+            }
+        }
+        out.push(current);
+    }
+    out.join("\n")
+}
+
+/// The width tables are laid out for without colour: the terminal's, or
+/// `COLUMNS` when stdout is a pipe (`COLUMNS=80 workshop-cli stats | less`);
+/// `None` leaves a piped table as wide as its content.
+pub fn text_width() -> Option<u16> {
+    if std::io::stdout().is_terminal() {
+        if let Ok((width, _)) = crossterm::terminal::size() {
+            if width > 0 {
+                return Some(width);
+            }
+        }
+    }
+    std::env::var("COLUMNS")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|width| *width > 0)
+}
+
+/// Right-aligns the given columns (numbers read better that way) and keeps
+/// their numbers whole: such a column is never narrower than its widest
+/// value, so at 80 columns comfy-table wraps the headers and the text
+/// columns instead of cutting a number across two lines. Call it after the
+/// rows are added.
 pub fn align_right(table: &mut Table, columns: &[usize]) {
-    for index in columns {
+    let widest: Vec<usize> = columns
+        .iter()
+        .map(|index| {
+            table
+                .row_iter()
+                .filter_map(|row| row.cell_iter().nth(*index))
+                .map(|cell| cell.content().lines().map(UnicodeWidthStr::width).max().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (index, widest) in columns.iter().zip(widest) {
         if let Some(column) = table.column_mut(*index) {
             column.set_cell_alignment(CellAlignment::Right);
+            // The padding is part of a column's width.
+            let width = u16::try_from(widest + 2).unwrap_or(u16::MAX);
+            column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(width)));
         }
+    }
+}
+
+/// Milliseconds in at most five characters, for tables with many latency
+/// columns: three decimals below 10 ms, then fewer (12.10, 123.4, 9953).
+pub fn ms_compact(value: Duration) -> String {
+    let ms = value.as_secs_f64() * 1000.0;
+    match ms {
+        m if m < 10.0 => format!("{m:.3}"),
+        m if m < 100.0 => format!("{m:.2}"),
+        m if m < 1000.0 => format!("{m:.1}"),
+        m => format!("{m:.0}"),
     }
 }
 
@@ -129,6 +209,29 @@ mod tests {
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(412_345), "412,345");
         assert_eq!(count(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn prose_wraps_at_spaces_and_tables_stay_as_laid_out() {
+        let prose = "Already seeded: MariaDB at mysql://workshop:***@127.0.0.1:3306/workshop holds 12,345 rows; nothing changed.";
+        let wrapped = wrap_prose(prose, 40);
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= 40 || !l.contains(' ')),
+            "{wrapped}"
+        );
+        assert!(wrapped.contains("12,345"), "numbers stay whole: {wrapped}");
+        assert_eq!(wrapped.replace('\n', " "), prose);
+        let table = format!("│ {} │", "x".repeat(60));
+        assert_eq!(wrap_prose(&table, 40), table);
+        assert_eq!(wrap_prose("  short", 40), "  short");
+    }
+
+    #[test]
+    fn compact_milliseconds_keep_five_characters() {
+        assert_eq!(ms_compact(Duration::from_micros(670)), "0.670");
+        assert_eq!(ms_compact(Duration::from_micros(12_100)), "12.10");
+        assert_eq!(ms_compact(Duration::from_micros(123_456)), "123.5");
+        assert_eq!(ms_compact(Duration::from_micros(9_952_721)), "9953");
     }
 
     #[test]

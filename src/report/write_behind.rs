@@ -1,8 +1,8 @@
 //! Renders the write-behind exercise: the queue before and after, the
 //! acknowledgement next to write-through, and what the flusher did.
 
-use super::latency::summary_table;
-use super::table::{align_right, count, ms, new_table};
+use super::latency::{summary_table, Unit};
+use super::table::{align_right, count, new_table};
 use super::Output;
 use crate::exercises::write_behind::{Comparison, Flushed, Produced, WriteBehindOutcome};
 use crate::patterns::write_behind::QueueDepth;
@@ -39,12 +39,7 @@ fn show_tables(outcome: &WriteBehindOutcome, output: &Output) {
         None => {}
     }
 
-    output.heading("Connection set-up (not part of any timing below)");
-    let mut line = format!("Valkey connect {} ms", ms(outcome.setup.valkey_connect));
-    if let Some(database) = outcome.setup.database_connect {
-        line.push_str(&format!(" · database connect {} ms", ms(database)));
-    }
-    output.text(line);
+    super::connection::show(output, &super::connection::line(&outcome.setup.connection, &[]));
 
     show_queue(outcome, output);
     if let Some(produced) = &outcome.produced {
@@ -87,6 +82,7 @@ fn show_produced(produced: &Produced, comparison: Option<&Comparison>, output: &
     let write_through = comparison.and_then(|c| c.write_through.as_ref());
     output.text(summary_table(
         output,
+        Unit::Millis,
         &[
             ("write-behind ack (MULTI/EXEC)", produced.ack.as_ref()),
             ("write-through (transaction + SET)", write_through),
@@ -165,6 +161,7 @@ fn show_flushed(flushed: &Flushed, rejected_stream: &str, output: &Output) {
         output.heading("Lag until the database has the row, and each batch's transaction");
         output.text(summary_table(
             output,
+            Unit::Millis,
             &[
                 ("lag (sent → commit)", flushed.lag.as_ref()),
                 ("batch transaction", flushed.transaction.as_ref()),

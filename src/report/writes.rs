@@ -1,7 +1,7 @@
 //! Renders the write-through exercise: per-write steps, the latency summary,
 //! and the stale value plain cache-aside would have served.
 
-use super::latency::summary_table;
+use super::latency::{summary_table, Unit};
 use super::table::{align_right, count, ms, new_table};
 use super::Output;
 use crate::db::passengers::PassengerRow;
@@ -76,6 +76,7 @@ fn show_write_through_tables(outcome: &WriteThroughOutcome, output: &Output) {
         output.heading("Summary: write latency");
         output.text(summary_table(
             output,
+            Unit::Millis,
             &[
                 ("database write", outcome.summary.database.as_ref()),
                 ("cache write", outcome.summary.cache.as_ref()),

@@ -178,12 +178,7 @@ pub(super) async fn measure(
         product_id: id,
         key,
         cache: caches.settings.clone(),
-        setup: Setup {
-            database_connect: side.db.connect_time(),
-            valkey_connect: caches.valkey_connect,
-            subscribe: None,
-            pool_warm_up,
-        },
+        setup: Setup::of(&side, &caches, None, pool_warm_up),
         before,
         after,
         steps,

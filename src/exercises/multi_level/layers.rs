@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::cache::two_level::Layer;
-use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary};
+use crate::measure::{self, Distribution, LatencyRecorder, LatencySummary, MicrosSummary};
 
 const DISTRIBUTION_BUCKETS: usize = 10;
 
@@ -37,41 +37,6 @@ pub struct LayerMicros {
     pub l1: Option<MicrosSummary>,
     pub l2: Option<MicrosSummary>,
     pub database: Option<MicrosSummary>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct MicrosSummary {
-    pub count: u64,
-    pub min_us: f64,
-    pub p50_us: f64,
-    pub p95_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
-    pub mean_us: f64,
-}
-
-/// Microseconds, to the nanosecond.
-pub fn micros(value: Duration) -> f64 {
-    value.as_nanos() as f64 / 1000.0
-}
-
-/// Serde helper: a duration as microseconds.
-pub fn as_micros<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64(micros(*value))
-}
-
-impl From<&LatencySummary> for MicrosSummary {
-    fn from(summary: &LatencySummary) -> Self {
-        MicrosSummary {
-            count: summary.count,
-            min_us: micros(summary.min),
-            p50_us: micros(summary.p50),
-            p95_us: micros(summary.p95),
-            p99_us: micros(summary.p99),
-            max_us: micros(summary.max),
-            mean_us: micros(summary.mean),
-        }
-    }
 }
 
 /// Reads served by each layer.

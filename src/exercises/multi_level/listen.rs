@@ -229,12 +229,7 @@ pub(super) async fn measure(
         database: side.server.clone(),
         product_id: id,
         cache: caches.settings.clone(),
-        setup: Setup {
-            database_connect: side.db.connect_time(),
-            valkey_connect: caches.valkey_connect,
-            subscribe: caches.subscribe,
-            pool_warm_up,
-        },
+        setup: Setup::of(&side, &caches, caches.subscribe, pool_warm_up),
         interval,
         listened,
         stopped_by,

@@ -42,7 +42,7 @@ pub struct RunRecord {
     pub run: u64,
     pub product_id: i64,
     pub layer: Layer,
-    #[serde(serialize_with = "super::layers::as_micros", rename = "latency_us")]
+    #[serde(serialize_with = "crate::measure::as_micros", rename = "latency_us")]
     pub latency: Duration,
     pub price: Option<Decimal>,
 }
@@ -188,12 +188,7 @@ pub(super) async fn measure(
         database: side.server.clone(),
         products: side.products,
         cache: caches.settings.clone(),
-        setup: Setup {
-            database_connect: side.db.connect_time(),
-            valkey_connect: caches.valkey_connect,
-            subscribe: caches.subscribe,
-            pool_warm_up,
-        },
+        setup: Setup::of(&side, &caches, caches.subscribe, pool_warm_up),
         warm: warm_report,
         reads: read_report,
         counters,

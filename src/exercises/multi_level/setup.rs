@@ -11,22 +11,38 @@ use crate::cache::two_level::{CounterSnapshot, Served, TwoLevelCache, TwoLevelSe
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::products::ProductRow;
-use crate::db::{Database, DbError, PoolSettings};
+use crate::db::{Database, DbError};
 use crate::error::{Result, WorkshopError};
+use crate::exercises::services::{self, ConnectionSetup, Needs, ValkeyNeed};
 use crate::measure;
 
 /// Connection set-up, reported apart from every timing it is compared with.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Setup {
-    #[serde(serialize_with = "measure::as_millis", rename = "database_connect_ms")]
-    pub database_connect: Duration,
-    #[serde(serialize_with = "measure::as_optional_millis", rename = "valkey_connect_ms")]
-    pub valkey_connect: Option<Duration>,
+    #[serde(flatten)]
+    pub connection: ConnectionSetup,
     /// Subscribing to the invalidation channel; `None` when not subscribed.
     #[serde(serialize_with = "measure::as_optional_millis", rename = "subscribe_ms")]
     pub subscribe: Option<Duration>,
-    #[serde(serialize_with = "measure::as_millis", rename = "pool_warm_up_ms")]
-    pub pool_warm_up: Duration,
+}
+
+impl Setup {
+    /// The record of a run that opened `side` and `caches` and warmed up in `pool_warm_up`.
+    pub(super) fn of(
+        side: &DatabaseSide,
+        caches: &CacheSide,
+        subscribe: Option<Duration>,
+        pool_warm_up: Duration,
+    ) -> Setup {
+        Setup {
+            connection: ConnectionSetup {
+                database_connect: Some(side.db.connect_time()),
+                valkey_connect: caches.valkey_connect,
+                pool_warm_up: Some(pool_warm_up),
+            },
+            subscribe,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -59,16 +75,15 @@ pub(super) struct DatabaseSide {
 }
 
 pub(super) async fn open_database(config: &Config, connections: u64) -> Result<DatabaseSide> {
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: u32::try_from(connections.max(1) + 1).unwrap_or(u32::MAX),
-            connect_timeout: config.connect_timeout,
+    let (db, server) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: connections.max(1) + 1,
+            valkey: ValkeyNeed::Off,
+            recording_as: Some("multi-level"),
         },
     )
-    .await?
-    .recording_as("multi-level");
-    let info = db.server_info().await?;
+    .await?;
     let Some((first_id, last_id)) = db.product_id_range().await? else {
         return Err(DbError::NotSeeded {
             detail: "table products is empty".into(),
@@ -77,7 +92,7 @@ pub(super) async fn open_database(config: &Config, connections: u64) -> Result<D
     };
     Ok(DatabaseSide {
         db,
-        server: format!("{} {}", info.product, info.version),
+        server,
         products: ProductRange { first_id, last_id },
     })
 }
@@ -122,20 +137,21 @@ pub(super) async fn open_cache(
     let listening = subscribe && shape.invalidation;
     // L2 stays off for the whole run of a process that started without
     // Valkey (it does not connect later); the invalidation listener does.
-    let valkey = match Valkey::connect(&config.valkey, config.connect_timeout).await {
-        Ok(valkey) => Some(valkey),
-        Err(error) if !valkey_required => {
-            warnings.push(if listening {
-                format!(
-                    "{error}; reads go to L1 and the database only; invalidations are received once Valkey answers (L1 is emptied then)"
-                )
-            } else {
-                format!("{error}; reads go to L1 and the database only, and no invalidation is received")
-            });
-            None
-        }
-        Err(error) => return Err(error.into()),
+    let need = if valkey_required {
+        ValkeyNeed::Required
+    } else {
+        ValkeyNeed::Optional
     };
+    let (valkey, error) = services::connect_valkey(config, need).await?;
+    if let Some(error) = error {
+        warnings.push(if listening {
+            format!(
+                "{error}; reads go to L1 and the database only; invalidations are received once Valkey answers (L1 is emptied then)"
+            )
+        } else {
+            format!("{error}; reads go to L1 and the database only, and no invalidation is received")
+        });
+    }
     let cache = TwoLevelCache::new(
         TwoLevelSettings {
             use_l1: true,
@@ -191,13 +207,7 @@ pub(super) async fn open_cache(
 
 /// Opens `connections` database connections and pings Valkey, untimed.
 pub(super) async fn warm_pools(db: &Database, valkey: Option<&Valkey>, connections: u64) -> Result<Duration> {
-    let started = Instant::now();
-    db.warm_up(u32::try_from(connections.max(1)).unwrap_or(u32::MAX))
-        .await?;
-    if let Some(valkey) = valkey {
-        let _ = valkey.round_trip().await;
-    }
-    Ok(started.elapsed())
+    services::warm_up(db, valkey, connections).await
 }
 
 /// Reads one product through L1 → L2 → database.

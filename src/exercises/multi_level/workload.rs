@@ -3,8 +3,8 @@
 //! [`KeySampler`]. Request `i` always reads the same id, whatever the number
 //! of tasks, so two runs of the same command compare like with like.
 
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::zipf::KeySampler;
+use crate::rng::SplitMix64;
 
 /// The random stream of the workload (any constant would do; this one is fixed forever).
 const WORKLOAD_STREAM: u64 = 0x6d75_6c74_692d_6c76;

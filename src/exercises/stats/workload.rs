@@ -16,12 +16,12 @@ use crate::db::products::ProductRow;
 use crate::db::Database;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::{relay, RunProgress, StepCounter};
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::buckets::LatencyBuckets;
 use crate::measure::timeline::{SecondStats, Timeline};
 use crate::measure::zipf::KeySampler;
+use crate::rng::SplitMix64;
 // Shared with multi-level (candidate for src/measure once that file is free).
-use crate::exercises::multi_level::layers::MicrosSummary;
+use crate::measure::MicrosSummary;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 
 use super::writes::{price_from, Freshness, ReadCheck, WriteMix, WriteMode, WriteStats};
