@@ -112,9 +112,11 @@ fn cache_aside_outcome() -> CacheAsideOutcome {
         key: "workshop:mysql-d7c27b7d:query:e004".into(),
         ttl_seconds: 300,
         setup: Setup {
-            database_connect: millis(4.1),
-            valkey_connect: Some(millis(0.9)),
-            pool_warm_up: millis(2.2),
+            connection: workshop_cli::exercises::services::ConnectionSetup {
+                database_connect: Some(millis(4.1)),
+                valkey_connect: Some(millis(0.9)),
+                pool_warm_up: Some(millis(2.2)),
+            },
             warmup_reads: 0,
         },
         result: workshop_cli::db::ResultSet {

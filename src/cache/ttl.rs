@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use crate::fixtures::rng::mix64;
+use crate::rng::mix64;
 
 /// The largest jitter: ±100 % spreads expiries from 0 to twice the TTL.
 pub const MAX_JITTER_PERCENT: u8 = 100;

@@ -21,12 +21,12 @@ use crate::config::Config;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
 use crate::exercises::{Outcome, Verdict};
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::zipf::KeySampler;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::{
     acquire_or_wait, unix_millis, LockSettings, LockWait, Lookup, Protection, SingleFlight, ValkeyLocks,
 };
+use crate::rng::SplitMix64;
 
 pub const MAX_REQUESTS: u64 = 100_000;
 pub const MAX_CONCURRENCY: u64 = 1000;

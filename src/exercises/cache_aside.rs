@@ -233,7 +233,10 @@ async fn measure_run(
         let opening = (0..wanted).map(|_| Valkey::connect(&config.valkey, config.connect_timeout));
         extra = futures_util::future::try_join_all(opening).await?;
     }
-    let pattern = CacheAside { cache, ttl: config.ttl_policy() };
+    let pattern = CacheAside {
+        cache,
+        ttl: config.ttl_policy(),
+    };
     let patterns: Vec<CacheAside> = std::iter::once(pattern.clone())
         .chain(extra.into_iter().map(|valkey| CacheAside {
             cache: CacheLink::Connected(valkey),

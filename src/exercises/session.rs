@@ -17,9 +17,9 @@ use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::{RunEvent, RunProgress};
 use crate::exercises::{Outcome, Verdict};
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::unix_millis;
+use crate::rng::SplitMix64;
 
 pub const MAX_SESSIONS: u64 = 100_000;
 pub const MAX_SESSION_TTL: u64 = 3600;

@@ -23,8 +23,8 @@ use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
 use crate::exercises::Outcome;
-use crate::fixtures::rng::SplitMix64;
 use crate::measure::{LatencyRecorder, LatencySummary};
+use crate::rng::SplitMix64;
 
 /// `--ttl` when it was not given: short enough to watch three storms in 10 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
@@ -363,7 +363,7 @@ impl<K: Fn(i64) -> String> Storm<'_, K> {
             let in_flight = in_flight.clone();
             let keys = &keys;
             async move {
-                let mut rng = SplitMix64::new(self.seed ^ crate::fixtures::rng::mix64(client + 1));
+                let mut rng = SplitMix64::new(self.seed ^ crate::rng::mix64(client + 1));
                 let mut events = Vec::new();
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 
-use crate::fixtures::rng::{mix64, SplitMix64};
+use crate::rng::{mix64, SplitMix64};
 
 /// How the built-in upstream behaves.
 #[derive(Debug, Clone, Copy)]
