@@ -243,7 +243,8 @@ fn finish(state: &mut State, outcome: GuidedOutcome, guess: Option<usize>) {
 fn the_list_shows_title_progress_and_keys_and_scrolls_when_short() {
     let mut state = state();
     snapshot("list", &state);
-    for _ in 0..9 {
+    let last = state.catalogue.exercises.last().unwrap().title.clone();
+    for _ in 1..state.catalogue.exercises.len() {
         press(&mut state, (60, 15), KeyCode::Down);
     }
     let short = screen(&state, (60, 15));
@@ -251,9 +252,10 @@ fn the_list_shows_title_progress_and_keys_and_scrolls_when_short() {
         short.contains("the caching workshop") && short.contains("q quit"),
         "{short}"
     );
+    let start: String = last.chars().take(12).collect();
     assert!(
-        short.contains("Rate limiting"),
-        "the last exercise scrolled into view:\n{short}"
+        short.contains(&start),
+        "the last exercise ({last}) scrolled into view:\n{short}"
     );
     snapshot("list_scrolled", &state);
 }
@@ -278,8 +280,9 @@ fn the_exercise_page_renders_the_briefing_and_scrolls_both_ways() {
     let mut state = state();
     open(&mut state, 1);
     let page = screen(&state, (80, 24));
+    let of = format!("Exercise 1 of {}", state.catalogue.exercises.last().unwrap().number);
     assert!(
-        page.contains("Exercise 1 of 11") && page.contains("Cache-aside (lazy loading)"),
+        page.contains(&of) && page.contains("Cache-aside (lazy loading)"),
         "{page}"
     );
     assert!(
