@@ -456,3 +456,19 @@ fn marking_done_saves_and_says_what_is_next() {
     assert!(state.progress.is_done("cache-aside"));
     snapshot("marked_done", &state);
 }
+
+#[test]
+fn an_exercise_with_a_grader_offers_grade_my_code_at_the_end_of_its_briefing() {
+    let mut state = state();
+    open(&mut state, 1);
+    press(&mut state, (80, 24), KeyCode::End);
+    let end = screen(&state, (80, 24));
+    assert!(
+        end.contains("Grade my code") && end.contains("workshop-cli grade script --exercise cache-aside --"),
+        "{end}"
+    );
+    let mut state = self::state();
+    open(&mut state, 0);
+    press(&mut state, (80, 24), KeyCode::End);
+    assert!(!screen(&state, (80, 24)).contains("Grade my code"));
+}

@@ -37,6 +37,29 @@ pub struct Exercise {
     /// The runs the briefing talks about; none means one: `command`.
     #[serde(default, rename = "variant")]
     pub variants: Vec<Variant>,
+    /// `workshop-cli grade` can judge the learner's own code for this
+    /// exercise: `cache-aside`, `write-through` (a script) or `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grader: Option<String>,
+}
+
+impl Exercise {
+    /// "Grade my code": the Markdown the guided app shows under the briefing
+    /// of an exercise that has a grader, with the command that grades it.
+    pub fn grade_offer(&self) -> Option<String> {
+        let command = match self.grader.as_deref()? {
+            "service" => "workshop-cli grade service -- python3 my_app.py --port {port}".to_string(),
+            script => format!(
+                "workshop-cli grade script --exercise {script} -- python3 my_{}.py",
+                script.replace('-', "_")
+            ),
+        };
+        Some(format!(
+            "## Grade my code\n\nWrote your own? `workshop-cli grade` runs it and judges it by what the \
+             database and Valkey saw (README: \"Grading your own code\"); put your command after `--`:\n\n\
+             ```\n{command}\n```\n"
+        ))
+    }
 }
 
 /// One run of an exercise the guided app offers (a key picks it).
@@ -178,6 +201,35 @@ pub fn command_line(args: &[String]) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn exercises_with_a_grader_offer_the_command_that_grades_them() {
+        let catalogue = Catalogue::builtin().unwrap();
+        let offer = |id: &str| {
+            catalogue
+                .exercises
+                .iter()
+                .find(|e| e.id == id)
+                .and_then(Exercise::grade_offer)
+        };
+        assert!(offer("cache-aside")
+            .unwrap()
+            .contains("workshop-cli grade script --exercise cache-aside -- "));
+        assert!(offer("write-through")
+            .unwrap()
+            .contains("workshop-cli grade script --exercise write-through -- "));
+        assert!(offer("serve").unwrap().contains("workshop-cli grade service -- "));
+        assert_eq!(offer("check-env"), None);
+        for exercise in &catalogue.exercises {
+            if let Some(grader) = &exercise.grader {
+                assert!(
+                    ["cache-aside", "write-through", "service"].contains(&grader.as_str()),
+                    "{}: no grader {grader}",
+                    exercise.id
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_builtin_catalogue_parses_with_the_current_format() {

@@ -148,7 +148,12 @@ fn briefing(frame: &mut Frame<'_>, area: Rect, state: &State) {
         .title(" Briefing ")
         .border_style(focus_style(focused && page.run.is_some()));
     let inner = block.inner(area);
-    let document = Document::parse(exercise.briefing_text().unwrap_or("(this exercise has no briefing)"));
+    let text = exercise.briefing_text().unwrap_or("(this exercise has no briefing)");
+    let text = match exercise.grade_offer() {
+        Some(offer) => format!("{text}\n\n{offer}"),
+        None => text.to_string(),
+    };
+    let document = Document::parse(&text);
     let lines = document.lines(inner.width);
     let widest = lines.iter().map(Line::width).max().unwrap_or(0) as u16;
     let max_y = (lines.len() as u16).saturating_sub(inner.height);
