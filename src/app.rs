@@ -242,7 +242,14 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             exercises::cluster::verdict(&outcome)
         }
         Command::Ttl(args) => {
+            let out = args.out.clone();
+            if let Some(path) = &out {
+                report::saved_run::check_out_path(path)?;
+            }
             let outcome = exercises::ttl::measure(&config, args.into(), progress).await?;
+            if let Some(path) = &out {
+                report::saved_run::save(&report::saved_run::from_ttl(&outcome), path)?;
+            }
             finish(outcome, &output, report::ttl::show)
         }
         Command::Tracking(args) => match args.reader.clone() {

@@ -1270,6 +1270,10 @@ pub struct TtlArgs {
     /// Seed of the keys the readers pick
     #[arg(long, default_value_t = 12)]
     pub seed: u64,
+
+    /// Save both scenarios' per-second series (reads and hit rate per second) as a saved run for `plot`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 impl From<TtlArgs> for crate::exercises::ttl::TtlOptions {

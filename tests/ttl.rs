@@ -15,10 +15,14 @@ async fn jitter_lowers_the_peak_misses_per_second_on_both_databases() {
     for kind in BOTH {
         let db = seeded_database(kind, "ttl_storm").await;
         let prefix = TestPrefix::new("ttl_storm");
+        let saved = tempfile::tempdir().unwrap();
+        let out = saved.path().join("ttl.json");
         let run = ttl(
             &db,
             &prefix,
             &[
+                "--out",
+                out.to_str().unwrap(),
                 "--ttl",
                 "2",
                 "--ttl-jitter",
@@ -64,6 +68,25 @@ async fn jitter_lowers_the_peak_misses_per_second_on_both_databases() {
                 .sum();
             assert_eq!(per_second, scenario["misses"].as_u64().unwrap(), "{scenario}");
         }
+        // --out: both scenarios as a saved run, one series each, that `plot` draws.
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(file["command"], "ttl", "{file}");
+        let series = file["series"].as_array().unwrap();
+        let names: Vec<&str> = series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ttl together", "ttl jittered"], "{file}");
+        let reads: f64 = series[0]["requests_per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .sum();
+        assert_eq!(reads as u64, together["reads"].as_u64().unwrap(), "{file}");
+        let plotted = support::workshop_cli(saved.path())
+            .args(["plot", out.to_str().unwrap()])
+            .env("COLUMNS", "80")
+            .output()
+            .unwrap();
+        assert_eq!(plotted.status.code(), Some(0), "{}", support::stderr(&plotted));
         assert!(prefix.keys().is_empty(), "left behind: {:?}", prefix.keys());
     }
 }

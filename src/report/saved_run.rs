@@ -118,6 +118,36 @@ pub fn from_cluster(outcome: &ClusterOutcome) -> SavedRun {
     SavedRun::new("cluster", options, series, document(outcome))
 }
 
+/// Reads per second and their hit rate, one series per scenario (together,
+/// jittered): the expiry storm and its spread side by side.
+pub fn from_ttl(outcome: &crate::exercises::ttl::TtlOutcome) -> SavedRun {
+    let options = serde_json::json!({
+        "keys": outcome.keys,
+        "clients": outcome.clients,
+        "rate": outcome.rate,
+        "duration_s": outcome.duration_s,
+        "ttl_ms": crate::measure::millis(outcome.ttl),
+        "jitter_percent": outcome.jitter_percent,
+    });
+    let series = outcome
+        .scenarios
+        .iter()
+        .map(|scenario| Series {
+            name: format!("ttl {}", scenario.scenario),
+            second: scenario.seconds.iter().map(|s| s.second).collect(),
+            requests_per_second: scenario.seconds.iter().map(|s| Some(s.reads as f64)).collect(),
+            hit_rate: scenario
+                .seconds
+                .iter()
+                .map(|s| (s.reads > 0).then(|| s.reads.saturating_sub(s.misses) as f64 / s.reads as f64))
+                .collect(),
+            p99_ms: scenario.seconds.iter().map(|s| ms(s.database_p99)).collect(),
+            ..Series::default()
+        })
+        .collect();
+    SavedRun::new("ttl", options, series, document(outcome))
+}
+
 /// Checked before a run: a path whose folder is missing would lose the run's numbers.
 pub fn check_out_path(path: &Path) -> Result<()> {
     let folder = match path.parent() {

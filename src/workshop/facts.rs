@@ -25,7 +25,58 @@ pub const FACTS: &[(&str, &[&str])] = &[
     ("stats", &["hit_rate", "best_policy"]),
     ("leaderboard", &["speedup"]),
     ("rate-limit", &["busiest_second_limiter", "busiest_second"]),
+    ("api-cache", &["calls_avoided", "single_flight_calls"]),
+    ("session", &["read_speedup"]),
+    ("ttl", &["peak_drop_percent"]),
+    ("tracking", &["stale_after_unannounced_write"]),
 ];
+
+/// Exercise 8's facts: upstream calls the cache saved, and what single
+/// flight let through for one cold city.
+pub fn api_cache(o: &crate::exercises::api_cache::ApiCacheOutcome) -> Vec<(&'static str, Fact)> {
+    let mut facts = vec![("calls_avoided", Fact::Number(o.calls_avoided as f64))];
+    if let Some(run) = o.stampede.iter().find(|r| r.mode.name() == "single-flight") {
+        facts.push(("single_flight_calls", Fact::Number(run.pass.upstream_calls as f64)));
+    }
+    facts
+}
+
+/// Exercise 10's fact: how many times faster a session read is in Valkey.
+pub fn session(o: &crate::exercises::session::SessionOutcome) -> Vec<(&'static str, Fact)> {
+    let crate::exercises::session::SessionOutcome::Run(run) = o else {
+        return Vec::new();
+    };
+    run.timings
+        .iter()
+        .find(|t| t.operation == "read")
+        .and_then(|t| t.speedup)
+        .map(|x| vec![("read_speedup", Fact::Number(x))])
+        .unwrap_or_default()
+}
+
+/// Exercise 12's fact: how much lower the jittered peak of misses per second is, in per cent.
+pub fn ttl(o: &crate::exercises::ttl::TtlOutcome) -> Vec<(&'static str, Fact)> {
+    o.peak_ratio
+        .map(|ratio| vec![("peak_drop_percent", Fact::Number((1.0 - ratio) * 100.0))])
+        .unwrap_or_default()
+}
+
+/// Exercise 13's fact: the mode whose reader kept a stale value after a
+/// write nobody announced (or `none`).
+pub fn tracking(o: &crate::exercises::tracking::TrackingOutcome) -> Vec<(&'static str, Fact)> {
+    let stale: Vec<&str> = o
+        .modes
+        .iter()
+        .filter(|m| !m.unannounced_write_invalidated)
+        .map(|m| m.mode.name())
+        .collect();
+    let name = if stale.is_empty() {
+        "none".to_string()
+    } else {
+        stale.join("+")
+    };
+    vec![("stale_after_unannounced_write", Fact::Name(name))]
+}
 
 /// Whether `command` (a subcommand name) answers `fact`.
 pub fn known(command: &str, fact: &str) -> bool {
@@ -90,6 +141,7 @@ pub fn fact(outcome: &GuidedOutcome, name: &str) -> Option<Fact> {
             .map(|l| l.max_in_any_second)
             .max()
             .map(|n| Fact::Number(n as f64)),
+        (G::Captured { facts, .. }, name) => facts.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone()),
         _ => None,
     }
 }

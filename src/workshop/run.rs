@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::{self, progress::RunProgress, Outcome, Verdict};
 use crate::report::{self, Output};
+use crate::workshop::facts::{self, Fact};
 
 /// The outcome of any exercise the guided app can run.
 // One value per run, moved once into the results pane: boxing buys nothing.
@@ -31,12 +32,20 @@ pub enum GuidedOutcome {
         lines: Vec<String>,
         verdict: Option<Verdict>,
         takeaway: String,
+        /// The facts its catalogue questions are checked against.
+        facts: Vec<(&'static str, Fact)>,
     },
 }
 
 /// An outcome the app has no widget for, captured as its text view.
-fn captured<O: Outcome>(mut outcome: O, view: fn(&O, &Output), takeaway: &str) -> GuidedOutcome {
+fn captured<O: Outcome>(
+    mut outcome: O,
+    view: fn(&O, &Output),
+    facts: fn(&O) -> Vec<(&'static str, Fact)>,
+    takeaway: &str,
+) -> GuidedOutcome {
     let verdict = outcome.verdict();
+    let facts = facts(&outcome);
     let output = Output {
         json: false,
         color: false,
@@ -46,6 +55,7 @@ fn captured<O: Outcome>(mut outcome: O, view: fn(&O, &Output), takeaway: &str) -
         lines: report::capture::lines(|| view(&outcome, &output)),
         verdict: Some(verdict),
         takeaway: takeaway.to_string(),
+        facts,
     }
 }
 
@@ -64,6 +74,7 @@ impl GuidedOutcome {
                 Err(error) => Verdict::failed(error),
             }),
             takeaway,
+            facts: Vec::new(),
         }
     }
 }
@@ -139,21 +150,25 @@ pub async fn measure(command: Command, config: &Config, progress: &dyn RunProgre
         Command::ApiCache(args) => captured(
             exercises::api_cache::measure(config, args.into(), progress).await?,
             report::api_cache::show,
+            facts::api_cache,
             "upstream calls avoided and latency with and without the cache: the table says how many",
         ),
         Command::Session(args) => captured(
             exercises::session::measure(config, args.into(), progress).await?,
             report::session::show,
+            facts::session,
             "a session in Valkey slides and expires by itself; the table needs a DELETE",
         ),
         Command::Ttl(args) => captured(
             exercises::ttl::measure(config, args.into(), progress).await?,
             report::ttl::show,
+            facts::ttl,
             "keys written together expire together: jitter spreads the misses",
         ),
         Command::Tracking(args) if args.reader.is_none() => captured(
             exercises::tracking::measure(config, args.into(), progress).await?,
             report::tracking::show,
+            facts::tracking,
             "Valkey itself tells a tracking client which keys changed",
         ),
         Command::Cluster(args) => {
