@@ -90,7 +90,7 @@ async fn a_closed_pipe_ends_a_text_command_quietly_with_0() {
 }
 
 /// Every command that prints a result table, with options that keep it quick.
-const TEXT_COMMANDS: [&[&str]; 15] = [
+const TEXT_COMMANDS: [&[&str]; 17] = [
     &["check-env"],
     &["seed", "--scale", "0.02"],
     &["cache-aside", "--runs", "5"],
@@ -103,6 +103,18 @@ const TEXT_COMMANDS: [&[&str]; 15] = [
     &["stampede", "--concurrency", "10", "--time-budget", "3"],
     &["leaderboard", "--runs", "3"],
     &["rate-limit", "--duration", "1", "--clients", "2"],
+    &[
+        "api-cache",
+        "--latency",
+        "5..10",
+        "--requests",
+        "40",
+        "--cities",
+        "5",
+        "--stampede",
+        "5",
+    ],
+    &["session", "--sessions", "20", "--session-ttl", "2", "--interval", "0.5"],
     &["clean", "--dry-run"],
     &["exercises"],
     &["exercises", "show", "1"],
