@@ -291,3 +291,83 @@ async fn ctrl_c_drops_the_graders_database() {
         "the grader's database was left behind"
     );
 }
+
+/// `serve` started by the test (port 0), its base URL read from its first line.
+fn start_serve(db: &TestDatabase, prefix: &TestPrefix, valkey: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut child = cli_against(
+        dir.path(),
+        &db.url(),
+        prefix,
+        valkey,
+        &["serve", "--listen", "127.0.0.1:0"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("start serve");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("serve's first line");
+    std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
+    let url = first
+        .strip_prefix("serving ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// `grade service --url A --url B`: two `serve` processes the test started on
+/// their own database and key prefix. The grader counts that database's
+/// statements (never its own) and scans that prefix; it does not stop a
+/// Valkey it did not start, so that one check is skipped and says why.
+#[tokio::test]
+async fn grade_service_by_url_judges_two_serves_already_running() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "grade_url").await;
+        let valkey = PrivateValkey::start();
+        let prefix = TestPrefix::on("grade_url", &valkey.url());
+        let mut servers: Vec<_> = (0..2).map(|_| start_serve(&db, &prefix, &valkey.url())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--json",
+            "grade",
+            "service",
+            "--url",
+            servers[0].1.as_str(),
+            "--url",
+            servers[1].1.as_str(),
+            "--service-key-prefix",
+            prefix.prefix.as_str(),
+        ];
+        let output = cli_against(dir.path(), &db.url(), &prefix, &valkey.url(), &args)
+            .output()
+            .unwrap();
+        for (child, _) in &mut servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let run = JsonRun::from_output(&output);
+        let statuses = statuses(&run);
+        assert_eq!(
+            statuses.get("valkey-stopped-still-answers").map(String::as_str),
+            Some("skipped"),
+            "{kind:?}: {}",
+            run.stdout
+        );
+        for (id, status) in &statuses {
+            if id != "valkey-stopped-still-answers" {
+                assert_eq!(status, "pass", "{kind:?}: check {id}\n{}", run.stdout);
+            }
+        }
+        assert!(statuses.len() >= 6, "{kind:?}: {statuses:?}");
+        assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
+        let repeated = step(&run, "20 repeated GETs");
+        assert_eq!(
+            repeated["queries"], 0,
+            "{kind:?}: the grader counted itself: {repeated}"
+        );
+    }
+}

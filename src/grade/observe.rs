@@ -49,8 +49,16 @@ const NO_PG_STAT_STATEMENTS: &str = "pg_stat_statements is not available in the 
 impl StatementCounter {
     /// Counts the statements run in `database`, observed from the configured database.
     pub async fn connect(config: &Config, database: &str) -> Result<StatementCounter> {
+        // The observer's own statements must not count: on MySQL/MariaDB it sits in
+        // information_schema (its EXECUTEs then belong to another database); on
+        // PostgreSQL the view lives in the configured database, so the snapshot
+        // leaves out its own statement by its text (see `snapshot`).
+        let target = match config.database.kind {
+            DatabaseKind::MySql => config.database.with_database("information_schema"),
+            DatabaseKind::Postgres => config.database.clone(),
+        };
         let observer = Database::connect(
-            &config.database,
+            &target,
             PoolSettings {
                 max_connections: 1,
                 connect_timeout: super::world::patient(config),
@@ -155,7 +163,8 @@ impl StatementCounter {
             (_, Some(pool)) => sqlx::query_as(
                 "SELECT s.queryid::text || ':' || s.userid::text, s.query, s.calls::bigint \
                  FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
-                 WHERE d.datname = $1 AND s.toplevel AND s.queryid IS NOT NULL",
+                 WHERE d.datname = $1 AND s.toplevel AND s.queryid IS NOT NULL \
+                 AND s.query NOT LIKE '%pg_stat_statements%'",
             )
             .bind(&self.database)
             .fetch_all(pool)
