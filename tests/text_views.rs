@@ -210,7 +210,9 @@ fn the_width_check_finds_wide_lines_and_split_numbers() {
 async fn every_text_command_fits_80_columns_without_splitting_a_number() {
     for kind in BOTH {
         let db = seeded_database(kind, "width80").await;
-        let prefix = TestPrefix::new("width80");
+        // A short label: a key name is one token that cannot wrap, and the
+        // prefix holds a pid of up to 7 digits.
+        let prefix = TestPrefix::new("w80");
         let dir = tempfile::tempdir().unwrap();
         for args in TEXT_COMMANDS {
             let output = cli_against(dir.path(), &db.url(), &prefix, &valkey_url(), args)
