@@ -238,8 +238,7 @@ async fn dispatch(command: Command, config: Config, output: Output) -> Result<()
             if let Some(path) = &out {
                 report::saved_run::save(&report::saved_run::from_cluster(&outcome), path)?;
             }
-            report::cluster::show(&outcome, &output);
-            exercises::cluster::verdict(&outcome)
+            finish(outcome, &output, report::cluster::show)
         }
         Command::Ttl(args) => {
             let out = args.out.clone();

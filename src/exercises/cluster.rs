@@ -130,6 +130,15 @@ impl FailoverSecond {
 
 const NOT_A_CLUSTER: &str = "exercise 14 needs a Valkey Cluster, and VALKEY_URL points at a single node; start one with `just up-cluster` and set VALKEY_URL=redis://127.0.0.1:7001";
 
+impl super::Outcome for ClusterOutcome {
+    fn verdict(&mut self) -> super::Verdict {
+        match verdict(self) {
+            Ok(()) => super::Verdict::Complete,
+            Err(error) => super::Verdict::failed(error),
+        }
+    }
+}
+
 /// Exit 8 when a read failed or the frozen node did not come back as primary.
 pub fn verdict(outcome: &ClusterOutcome) -> Result<()> {
     let Some(run) = &outcome.failover else { return Ok(()) };

@@ -59,26 +59,6 @@ fn captured<O: Outcome>(
     }
 }
 
-impl GuidedOutcome {
-    /// Captures what `view` prints for an outcome without a widget of its own.
-    pub fn captured(view: impl FnOnce(&Output), verdict: crate::error::Result<()>, takeaway: String) -> GuidedOutcome {
-        let output = Output {
-            json: false,
-            color: false,
-            progress: false,
-        };
-        GuidedOutcome::Captured {
-            lines: report::capture::lines(|| view(&output)),
-            verdict: Some(match verdict {
-                Ok(()) => Verdict::Complete,
-                Err(error) => Verdict::failed(error),
-            }),
-            takeaway,
-            facts: Vec::new(),
-        }
-    }
-}
-
 /// Why a variant cannot run inside the app (it runs until stopped, or it
 /// is not an exercise): the learner runs it in another terminal.
 pub fn not_in_process(args: &[String]) -> Option<String> {
@@ -171,15 +151,12 @@ pub async fn measure(command: Command, config: &Config, progress: &dyn RunProgre
             facts::tracking,
             "Valkey itself tells a tracking client which keys changed",
         ),
-        Command::Cluster(args) => {
-            let outcome = exercises::cluster::measure(config, args.into(), progress).await?;
-            let takeaway = "the keys spread over the primaries by hash slot; the table says how".to_string();
-            GuidedOutcome::captured(
-                |output| report::cluster::show(&outcome, output),
-                exercises::cluster::verdict(&outcome),
-                takeaway,
-            )
-        }
+        Command::Cluster(args) => captured(
+            exercises::cluster::measure(config, args.into(), progress).await?,
+            report::cluster::show,
+            |_| Vec::new(),
+            "the keys spread over the primaries by hash slot; the table says how",
+        ),
         Command::Serve(_)
         | Command::Load(_)
         | Command::Tracking(_)
