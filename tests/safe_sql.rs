@@ -187,13 +187,13 @@ async fn a_slow_query_stops_at_the_query_timeout() {
         let db = TestDatabase::create(kind, "timeout").await;
         let prefix = TestPrefix::new("timeout");
         let started = Instant::now();
-        // Three tasks, three slow queries at once: the server stops every one.
+        // Three tasks, three 20 s queries at once: the server stops every one.
         let run = cache_aside(
             &db,
             &prefix,
             &[
                 "--sql",
-                &sleep_sql(kind, "3"),
+                &sleep_sql(kind, "20"),
                 "--query-timeout",
                 "1",
                 "--concurrency",
@@ -203,19 +203,19 @@ async fn a_slow_query_stops_at_the_query_timeout() {
         let took = started.elapsed();
         assert_eq!(run.code, Some(4), "{kind:?}: {}", run.stderr);
         assert_eq!(run.stderr, TIMED_OUT, "{kind:?}");
-        // Stopped by the timeout, before the 3 s query could have ended on its own
-        // (the bound leaves room for start-up on a busy machine).
+        // Stopped by the timeout, long before the 20 s queries could have ended on
+        // their own (the wide gap leaves room for start-up on a busy machine).
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_millis(2950),
+            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
             "{kind:?}: {took:?}"
         );
         let needle = match kind {
-            DatabaseKind::MySql => "SLEEP(3)",
-            DatabaseKind::Postgres => "pg_sleep(3)",
+            DatabaseKind::MySql => "SLEEP(20)",
+            DatabaseKind::Postgres => "pg_sleep(20)",
         };
         let gone = wait_until(Duration::from_secs(2), async || running_queries(&db, needle).await == 0).await;
         assert!(gone, "{kind:?}: a timed-out query still runs 2 s after the exit");
-        eprintln!("{kind:?}: a 3 s query with --query-timeout 1 ended after {took:?}");
+        eprintln!("{kind:?}: a 20 s query with --query-timeout 1 ended after {took:?}");
     }
 }
 
@@ -230,14 +230,15 @@ async fn the_query_timeout_comes_from_the_environment_too() {
         &db.url(),
         &prefix,
         &valkey_url(),
-        &["cache-aside", "--sql", &sleep_sql(DatabaseKind::Postgres, "3")],
+        &["cache-aside", "--sql", &sleep_sql(DatabaseKind::Postgres, "20")],
     )
     .env("WORKSHOP_QUERY_TIMEOUT", "1")
     .output()
     .unwrap();
     assert_eq!(output.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&output.stderr), TIMED_OUT);
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    // Stopped at 1 s, far from the 20 s the query asks for.
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 /// Queries of `db` that run `needle` right now, seen from a connection of
@@ -423,8 +424,8 @@ async fn a_slow_query_keeps_the_default_baseline_within_its_time_budget() {
         let db = TestDatabase::create(kind, "budget").await;
         let prefix = TestPrefix::new("budget");
         let started = Instant::now();
-        // Default --runs 10, so a default baseline of 10 reads: 5 s unbounded.
-        let run = cache_aside(&db, &prefix, &["--sql", &sleep_sql(kind, "0.5")]);
+        // Default --runs 10, so a default baseline of 10 one-second reads: 10 s unbounded.
+        let run = cache_aside(&db, &prefix, &["--sql", &sleep_sql(kind, "1")]);
         let took = started.elapsed();
         assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
         let budget = &run.json["baseline_budget"];
@@ -432,7 +433,7 @@ async fn a_slow_query_keeps_the_default_baseline_within_its_time_budget() {
         assert_eq!(budget["planned"], 10);
         assert_eq!(budget["budget_ms"], 3000.0);
         let reads = run.json["baseline_reads"].as_u64().unwrap();
-        assert!((5..=7).contains(&reads), "{kind:?}: {reads} baseline reads");
+        assert!((3..=4).contains(&reads), "{kind:?}: {reads} baseline reads");
         assert!(
             run.stderr.contains(&format!(
                 "warning: the query is slow: the database baseline stopped after {reads} of 10 reads, at its 3 s time budget"
@@ -440,9 +441,9 @@ async fn a_slow_query_keeps_the_default_baseline_within_its_time_budget() {
             "{kind:?}: {}",
             run.stderr
         );
-        // One miss (0.5 s), nine hits, about 3 s of baseline: far from the 5.5 s unbounded.
-        assert!(took < Duration::from_millis(5200), "{kind:?}: {took:?}");
-        eprintln!("{kind:?}: default cache-aside on a 0.5 s query took {took:?} ({reads} baseline reads)");
+        // One miss (1 s), nine hits, about 3 s of baseline: far from the 11 s unbounded.
+        assert!(took < Duration::from_secs(8), "{kind:?}: {took:?}");
+        eprintln!("{kind:?}: default cache-aside on a 1 s query took {took:?} ({reads} baseline reads)");
 
         // An explicit --baseline is done in full.
         let run = cache_aside(
