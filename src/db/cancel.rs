@@ -7,7 +7,7 @@
 //! failed run [`cancel_running`] opens one fresh connection per pool and
 //! stops those of ours that are mid-query (`KILL QUERY` / `pg_cancel_backend`).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
@@ -38,7 +38,13 @@ pub(crate) struct PoolSessions {
 }
 
 /// Every pool of the process, so a signal handler can find them all.
-static POOLS: Mutex<Vec<Weak<PoolSessions>>> = Mutex::new(Vec::new());
+///
+/// Held strongly: a run interrupted mid-query drops its pool (and sqlx hands the
+/// dropped connections to tasks that may not have run yet), but its queries still
+/// run on the server, so the sessions must outlive the pool until they are
+/// cancelled. A pool that is gone is forgotten when a new pool registers or
+/// after a cancel.
+static POOLS: Mutex<Vec<Arc<PoolSessions>>> = Mutex::new(Vec::new());
 
 impl PoolSessions {
     pub(crate) fn register(admin: Admin) -> Arc<PoolSessions> {
@@ -47,8 +53,8 @@ impl PoolSessions {
             sessions: Mutex::new(Vec::new()),
         });
         if let Ok(mut pools) = POOLS.lock() {
-            pools.retain(|weak| weak.strong_count() > 0);
-            pools.push(Arc::downgrade(&pool));
+            pools.retain(still_in_use);
+            pools.push(Arc::clone(&pool));
         }
         pool
     }
@@ -78,10 +84,12 @@ pub fn anything_to_cancel() -> bool {
 }
 
 fn live_pools() -> Vec<Arc<PoolSessions>> {
-    POOLS
-        .lock()
-        .map(|pools| pools.iter().filter_map(Weak::upgrade).collect())
-        .unwrap_or_default()
+    POOLS.lock().map(|pools| pools.clone()).unwrap_or_default()
+}
+
+/// Whether a pool's handle still exists somewhere but in the registry.
+fn still_in_use(pool: &Arc<PoolSessions>) -> bool {
+    Arc::strong_count(pool) > 1
 }
 
 /// Stops every query of this process that is still running on a server;
@@ -97,6 +105,10 @@ pub async fn cancel_running(timeout: Duration) -> u64 {
         if let Ok(Ok(n)) = tokio::time::timeout(timeout, cancel_in_pool(&pool.admin, &sessions)).await {
             cancelled += n;
         }
+    }
+    // The pools that are gone had their last chance now.
+    if let Ok(mut pools) = POOLS.lock() {
+        pools.retain(still_in_use);
     }
     cancelled
 }
@@ -156,5 +168,31 @@ async fn cancel_in_pool(admin: &Admin, sessions: &[ServerSession]) -> Result<u64
             let _ = conn.close().await;
             Ok(stopped.into_iter().filter(|&ok| ok).count() as u64)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(session: &ServerSession) -> bool {
+        live_pools().iter().any(|pool| pool.snapshot().contains(session))
+    }
+
+    #[test]
+    fn a_dropped_pool_keeps_its_sessions_until_they_were_cancelled_or_a_new_pool_comes() {
+        // An id no server hands out, so other tests' pools cannot hold it.
+        let session = ServerSession::MySql(u64::MAX - 7);
+        let pool = PoolSessions::register(Admin::MySql(MySqlConnectOptions::new()));
+        pool.add(session.clone());
+        // Dropped mid-query (an interrupted run): the server still runs its queries.
+        drop(pool);
+        assert!(registered(&session), "the sessions were lost with the pool");
+        // The next pool of the process forgets the one that is gone.
+        let next = PoolSessions::register(Admin::MySql(MySqlConnectOptions::new()));
+        assert!(!registered(&session));
+        next.add(ServerSession::MySql(u64::MAX - 8));
+        next.clear();
+        assert!(!registered(&ServerSession::MySql(u64::MAX - 8)));
     }
 }
