@@ -12,8 +12,17 @@ use ratatui::Terminal;
 use workshop_cli::exercises::cache_aside::{CacheAsideOutcome, QueryDescription, RunRecord, Setup, Summary};
 use workshop_cli::exercises::check_env::{Check, CheckReport, Status};
 use workshop_cli::exercises::rate_limit::{Limit, Limiter, LimiterOutcome, RateLimitOutcome};
+use workshop_cli::exercises::stampede::plan::Plan;
+use workshop_cli::exercises::stampede::{
+    ExpiryOutcome, ExpiryTiming, LockReport, ModeOutcome, Reference, StampedeOutcome, StampedeRun,
+};
+use workshop_cli::exercises::stats::workload::{
+    HitRates, L1Size, RunStats, ServedCounts, SourceBuckets, SourceLatency,
+};
+use workshop_cli::exercises::stats::{StatsFormat, StatsOutcome};
 use workshop_cli::measure::{Distribution, DistributionBucket, LatencySummary};
 use workshop_cli::patterns::cache_aside::ReadSource;
+use workshop_cli::patterns::stampede::{LockSettings, PathCounts, Protection, StampedeKeys};
 use workshop_cli::workshop::catalogue::Catalogue;
 use workshop_cli::workshop::progress::Progress;
 use workshop_cli::workshop::run::GuidedOutcome;
@@ -210,6 +219,225 @@ fn check_report() -> CheckReport {
             check("valkey", Status::Pass, "Valkey 8.1.1 at 127.0.0.1:6379", ""),
         ],
         exercises: vec![],
+    }
+}
+
+fn connection() -> workshop_cli::exercises::services::ConnectionSetup {
+    workshop_cli::exercises::services::ConnectionSetup {
+        database_connect: Some(millis(4.1)),
+        valkey_connect: Some(millis(0.9)),
+        pool_warm_up: Some(millis(2.2)),
+    }
+}
+
+fn query() -> QueryDescription {
+    QueryDescription {
+        name: "busiest-routes".into(),
+        sql: "SELECT … GROUP BY from, to ORDER BY COUNT(*) DESC LIMIT 10".into(),
+        params: BTreeMap::new(),
+        statement: "SELECT … LIMIT 10".into(),
+    }
+}
+
+/// One mode of a stampede: `requests` requests, `queries` of them loaded,
+/// the rest waited for that load (or, unprotected, each loaded itself).
+fn stampede_mode(mode: Protection, requests: u64, queries: u64, p99_ms: f64) -> ModeOutcome {
+    let waited = if mode == Protection::None {
+        0
+    } else {
+        requests - queries
+    };
+    let hits = requests - queries - waited;
+    ModeOutcome {
+        mode,
+        requests,
+        database_queries: queries,
+        cache_hits: hits,
+        waited,
+        fell_back: 0,
+        misses: queries,
+        counts: PathCounts {
+            hits,
+            loaded: queries,
+            waited,
+            polls: if mode == Protection::Lock { waited * 3 } else { 0 },
+            ..PathCounts::default()
+        },
+        queries_per_round: vec![queries],
+        queries_per_process: None,
+        lost_processes: vec![],
+        latency: Some(summary(requests, p99_ms * 0.7, p99_ms)),
+        wall_time: millis(p99_ms * 1.3),
+        distinct_results: 1,
+        mismatched_requests: 0,
+        consistent: true,
+    }
+}
+
+fn stampede_outcome() -> StampedeRun {
+    let lock = LockSettings {
+        ttl: Duration::from_millis(2000),
+        wait: Duration::from_millis(2500),
+        first_poll: Duration::from_millis(2),
+        max_poll: Duration::from_millis(25),
+    };
+    StampedeRun::Compared(Box::new(StampedeOutcome {
+        exercise: "stampede",
+        database: "MariaDB 11.8.3".into(),
+        query: query(),
+        keys: StampedeKeys {
+            value: "workshop:mysql-d7c27b7d:query:e004".into(),
+            lock: "workshop:mysql-d7c27b7d:lock:e004".into(),
+            xfetch: "workshop:mysql-d7c27b7d:xfetch:e004".into(),
+        },
+        ttl_seconds: 300,
+        concurrency: 100,
+        rounds: 1,
+        processes: 1,
+        keep_cache: false,
+        pool_connections: 10,
+        plan: Plan {
+            cold_load: millis(212.0),
+            time_budget: Duration::from_secs(60),
+            estimated: millis(23_000.0),
+            concurrency: 100,
+            unprotected_requests: 100,
+            adapted: false,
+            expiry_skipped: None,
+            notes: vec![],
+            lock,
+        },
+        lock: LockReport {
+            settings: lock,
+            release: Some(workshop_cli::cache::CompareAndDelete::LuaCompareAndDelete),
+        },
+        setup: workshop_cli::exercises::stampede::Setup {
+            connection: connection(),
+            lock_connection: Some(millis(0.4)),
+            fleet_start: None,
+        },
+        reference: Reference {
+            rows: 10,
+            digest: "8c1f0e2a9b3d4c5e".into(),
+        },
+        modes: vec![
+            stampede_mode(Protection::None, 100, 100, 2140.0),
+            stampede_mode(Protection::SingleFlight, 100, 1, 231.0),
+            stampede_mode(Protection::Lock, 100, 1, 262.0),
+        ],
+        expiry: Some(ExpiryOutcome {
+            tasks: 100,
+            pace: Duration::from_millis(20),
+            beta: 1.0,
+            query: millis(208.0),
+            timing: ExpiryTiming {
+                expire_after: Duration::from_secs(3),
+                window: millis(4124.0),
+            },
+            modes: vec![
+                stampede_mode(Protection::None, 20_512, 97, 1980.0),
+                stampede_mode(Protection::Xfetch, 20_644, 1, 3.1),
+            ],
+        }),
+        expiry_skipped: None,
+        warnings: vec![],
+        incomplete: None,
+    }))
+}
+
+fn stats_outcome() -> StatsOutcome {
+    // Eight seconds of a Zipf workload: L1 and Valkey warm up, the hit rate climbs.
+    let per_second = [1800, 2300, 2500, 2600, 2650, 2700, 2700, 2750];
+    let hit_rates = [0.52, 0.81, 0.90, 0.93, 0.94, 0.95, 0.95, 0.96];
+    let timeline = per_second
+        .iter()
+        .zip(hit_rates)
+        .enumerate()
+        .map(
+            |(second, (&requests, rate))| workshop_cli::measure::timeline::SecondStats {
+                second: second as u64,
+                length_seconds: 1.0,
+                requests,
+                hits: (requests as f64 * rate) as u64,
+                hit_rate: Some(rate),
+                throughput_per_second: requests as f64,
+                writes: 0,
+                p50: Some(millis(0.05)),
+                p99: Some(millis(3.8)),
+                valkey_faults: Default::default(),
+            },
+        )
+        .collect();
+    let requests: u64 = per_second.iter().sum();
+    let counters = workshop_cli::cache::two_level::CounterSnapshot {
+        l1_hits: 13_900,
+        l1_misses: requests - 13_900,
+        l2_hits: 4_180,
+        l2_misses: requests - 13_900 - 4_180,
+        l2_errors: 0,
+        database_loads: requests - 13_900 - 4_180,
+        invalidations_received: 0,
+        l1_clears: 0,
+    };
+    let latency = SourceLatency {
+        all: Some(summary(requests, 0.05, 3.8)),
+        l1: Some(summary(13_900, 0.004, 0.02)),
+        l2: Some(summary(4_180, 0.21, 0.9)),
+        database: Some(summary(requests - 13_900 - 4_180, 1.9, 6.4)),
+    };
+    StatsOutcome {
+        exercise: "stats",
+        database: "MariaDB 11.8.3".into(),
+        settings: workshop_cli::exercises::stats::Settings {
+            requests: Some(requests),
+            duration_seconds: None,
+            rate_per_second: None,
+            concurrency: 8,
+            keys: 1000,
+            skew: 1.0,
+            distribution: "zipf",
+            hottest_keys_share: 0.62,
+            l1: true,
+            l1_capacity: 100,
+            l1_ttl_seconds: 60,
+            l2_ttl_seconds: 300,
+            key_prefix: "workshop".into(),
+            fresh: false,
+            read_ratio: 100,
+            write_mode: None,
+        },
+        setup: workshop_cli::exercises::stats::Setup {
+            connection: connection(),
+            keys_cleared: None,
+        },
+        run: Some(RunStats {
+            requests,
+            wall_time: Duration::from_secs(8),
+            throughput_per_second: requests as f64 / 8.0,
+            counters,
+            served: ServedCounts {
+                l1: 13_900,
+                l2: 4_180,
+                database: requests - 13_900 - 4_180,
+            },
+            hit_rate: HitRates::from_counters(requests, &counters, true),
+            latency_us: latency.micros(),
+            latency,
+            l1_size: Some(L1Size {
+                entries: 100,
+                average_entry_bytes: 412.0,
+                estimated_bytes: 61_800,
+            }),
+            valkey_faults: None,
+            writes: None,
+            timeline,
+            durations: SourceBuckets::default(),
+        }),
+        valkey: None,
+        eviction: None,
+        warnings: vec![],
+        format: StatsFormat::Table,
+        verdict: Default::default(),
     }
 }
 
@@ -437,6 +665,100 @@ fn an_outcome_without_a_widget_shows_its_text_report_in_the_pane() {
     let shown = screen(&state, (80, 24));
     assert!(shown.contains("cannot reach the database"), "{shown}");
     snapshot("generic_result", &state);
+}
+
+#[test]
+fn a_stampede_shows_its_modes_in_a_table_the_guess_and_the_query_count_takeaway() {
+    let mut state = state();
+    open(&mut state, 6);
+    press(&mut state, (80, 24), KeyCode::Char('1'));
+    let Action::Run(request) = press(&mut state, (80, 24), KeyCode::Char('a')) else {
+        panic!("answering runs the variant");
+    };
+    state.begin_run(&request);
+    finish(&mut state, GuidedOutcome::Stampede(stampede_outcome()), None);
+    let shown = screen(&state, (80, 24));
+    assert!(
+        shown.contains("single flight: 1 database query for 100 requests; without it 100"),
+        "{shown}"
+    );
+    assert!(shown.contains("✓ right"), "the guess 1 against 1 query:\n{shown}");
+    assert!(shown.contains("single-flight"), "{shown}");
+    snapshot("stampede_result", &state);
+    // Scrolled down to the table (below the question at 60×15), then to
+    // the end of the text report under it.
+    for _ in 0..5 {
+        press(&mut state, (60, 15), KeyCode::Down);
+    }
+    let scrolled = screen(&state, (60, 15));
+    assert!(scrolled.contains("single-flight  100       1"), "{scrolled}");
+    snapshot("stampede_result_scrolled", &state);
+    press(&mut state, (80, 24), KeyCode::End);
+    snapshot("stampede_result_end", &state);
+}
+
+#[test]
+fn stats_show_per_second_sparklines_of_requests_and_hit_rate() {
+    let mut state = state();
+    open(&mut state, 3);
+    press(&mut state, (80, 24), KeyCode::Char('1'));
+    let Action::Run(request) = press(&mut state, (80, 24), KeyCode::Char('c')) else {
+        panic!("answering runs the variant");
+    };
+    state.begin_run(&request);
+    finish(&mut state, GuidedOutcome::Stats(stats_outcome()), None);
+    let shown = screen(&state, (80, 24));
+    assert!(shown.contains("requests per second (max 2750, 8 s)"), "{shown}");
+    assert!(shown.contains("hit rate per second (%) (max 96, 8 s)"), "{shown}");
+    assert!(shown.contains("✓ right"), "the guess above 90 % against 90 %:\n{shown}");
+    snapshot("stats_result", &state);
+    for _ in 0..4 {
+        press(&mut state, (60, 15), KeyCode::Down);
+    }
+    let scrolled = screen(&state, (60, 15));
+    assert!(scrolled.contains("hit rate per second (%)"), "{scrolled}");
+    snapshot("stats_result_scrolled", &state);
+}
+
+#[test]
+fn a_listener_run_alongside_is_shown_beside_the_report() {
+    let mut state = state();
+    open(&mut state, 4);
+    press(&mut state, (80, 24), KeyCode::Char('2'));
+    for c in "42".chars() {
+        press(&mut state, (80, 24), KeyCode::Char(c));
+    }
+    let Action::Run(request) = press(&mut state, (80, 24), KeyCode::Enter) else {
+        panic!("Enter runs it");
+    };
+    assert!(request.alongside.is_some(), "{request:?}");
+    state.begin_run(&request);
+    let report = [
+        "product 42: price 12.50 -> 19.99 (committed in 3.1 ms)",
+        "published the change on workshop:invalidate",
+        "L1 here dropped the key; the next read went to Valkey",
+    ];
+    finish(
+        &mut state,
+        GuidedOutcome::Captured {
+            lines: report.iter().map(|l| l.to_string()).collect(),
+            verdict: None,
+            takeaway: "the listener dropped its stale price 0.4 ms after the change".into(),
+            facts: vec![],
+        },
+        None,
+    );
+    if let Some(RunStatus::Finished(finished)) = state.run_status() {
+        finished.beside = Some(vec![
+            "listening on product 42 (invalidation on)".into(),
+            "0.0 s  12.50  L1".into(),
+            "3.2 s  dropped: workshop:invalidate".into(),
+            "3.2 s  19.99  Valkey".into(),
+        ]);
+    }
+    let shown = screen(&state, (80, 24));
+    assert!(shown.contains("The listener"), "{shown}");
+    snapshot("listener_beside_result", &state);
 }
 
 #[test]

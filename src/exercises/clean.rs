@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use crate::cache::{CacheError, KeyScheme, Valkey};
 use crate::config::{Config, Source, DEFAULT_KEY_PREFIX};
 use crate::db::changes::{by_row, RowChanges, Undone};
-use crate::db::{Database, PoolSettings};
+use crate::db::Database;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::exercises::Outcome;
 use crate::patterns::write_behind::WriteQueue;
 
@@ -66,12 +67,13 @@ pub fn workshop_key_prefix(keys: &KeyScheme) -> String {
 
 pub async fn measure(config: &Config, options: CleanOptions, progress: &dyn RunProgress) -> Result<CleanOutcome> {
     progress.phase("connecting", None);
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: 1,
-            connect_timeout: config.connect_timeout,
+    let valkey = services::valkey(config).await?;
+    let (db, _) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: 1,
+            valkey: ValkeyNeed::Required,
+            recording_as: None,
         },
     )
     .await?;

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use crate::cache::cluster::{key_slot, ClusterNode, NodeRole};
 use crate::cache::{CacheError, KeyScheme, Valkey};
 use crate::config::Config;
-use crate::db::{Database, PoolSettings};
+use crate::db::Database;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
 use crate::exercises::queries::BuiltinQuery;
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::patterns::cache_aside::{CacheAside, CacheLink, ReadSource};
 
 pub const MAX_KEYS: u64 = 10_000;
@@ -189,15 +190,17 @@ pub fn validate(options: &ClusterOptions) -> Result<()> {
 
 pub async fn measure(config: &Config, options: ClusterOptions, progress: &dyn RunProgress) -> Result<ClusterOutcome> {
     validate(&options)?;
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    // Valkey first: without a cluster there is nothing to show.
+    let valkey = services::valkey(config).await?;
     if !valkey.is_cluster() {
         return Err(WorkshopError::invalid(NOT_A_CLUSTER));
     }
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: u32::try_from(options.concurrency + 1).unwrap_or(u32::MAX),
-            connect_timeout: config.connect_timeout,
+    let (db, _) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: options.concurrency + 1,
+            valkey: ValkeyNeed::Required,
+            recording_as: None,
         },
     )
     .await?;

@@ -10,9 +10,10 @@ use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
 use crate::db::bookings::AirportBookings;
 use crate::db::passengers::{PassengerFields, PassengerWriteError};
-use crate::db::{Database, DbError, PoolSettings};
+use crate::db::{Database, DbError};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::measure::zipf::KeySampler;
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::rng::SplitMix64;
@@ -200,17 +201,17 @@ pub async fn measure(
 ) -> Result<LeaderboardOutcome> {
     validate(&options)?;
     progress.phase("connecting", None);
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: 2,
-            connect_timeout: config.connect_timeout,
+    // The database first (its airport is checked before Valkey is asked), then Valkey.
+    let (db, database) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: 2,
+            valkey: ValkeyNeed::Required,
+            recording_as: Some("leaderboard"),
         },
     )
-    .await?
-    .recording_as("leaderboard");
-    let server = db.server_info().await?;
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    .await?;
+    let valkey = services::valkey(config).await?;
     if let Some(id) = options.airport {
         if !db.airport_exists(id).await? {
             return Err(WorkshopError::invalid(format!(
@@ -312,7 +313,7 @@ pub async fn measure(
     db.close().await;
     Ok(LeaderboardOutcome {
         exercise: "leaderboard",
-        database: format!("{} {}", server.product, server.version),
+        database,
         key,
         top: options.top,
         airport_id,

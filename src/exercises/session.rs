@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
-use crate::db::{Database, PoolSettings};
+use crate::db::Database;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::{RunEvent, RunProgress};
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::exercises::{Outcome, Verdict};
 use crate::measure::{self, LatencyRecorder, LatencySummary};
 use crate::patterns::stampede::unix_millis;
@@ -175,7 +176,7 @@ pub async fn measure(config: &Config, options: SessionOptions, progress: &dyn Ru
     validate(&options)?;
     let keys = KeyScheme::new(&config.key_prefix, &config.database);
     if let Some(session_id) = &options.peek {
-        let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+        let valkey = services::valkey(config).await?;
         let store = Store {
             valkey: &valkey,
             keys: &keys,
@@ -185,17 +186,16 @@ pub async fn measure(config: &Config, options: SessionOptions, progress: &dyn Ru
         return Ok(SessionOutcome::Peek(store.peek(session_id).await?));
     }
     progress.phase("connecting", None);
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: 1,
-            connect_timeout: config.connect_timeout,
+    let (db, database) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: 1,
+            valkey: ValkeyNeed::Required,
+            recording_as: Some("session"),
         },
     )
-    .await?
-    .recording_as("session");
-    let server = db.server_info().await?;
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    .await?;
+    let valkey = services::valkey(config).await?;
     valkey.round_trip().await?;
     db.ensure_sessions_table().await?;
     let mut rng =
@@ -220,7 +220,7 @@ pub async fn measure(config: &Config, options: SessionOptions, progress: &dyn Ru
     db.close().await;
     let mut run = result?;
     undone?;
-    run.database = format!("{} {}", server.product, server.version);
+    run.database = database;
     Ok(SessionOutcome::Run(Box::new(run)))
 }
 

@@ -26,9 +26,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
-use crate::db::{Database, PoolSettings};
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::exercises::Outcome;
 use crate::measure::{LatencyRecorder, LatencySummary};
 
@@ -205,15 +205,16 @@ fn validate(options: &TrackingOptions) -> Result<()> {
 pub async fn measure(config: &Config, options: TrackingOptions, progress: &dyn RunProgress) -> Result<TrackingOutcome> {
     validate(&options)?;
     progress.phase("connecting", None);
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    let valkey = services::valkey(config).await?;
     if valkey.is_cluster() {
         return Err(WorkshopError::invalid(CLUSTER_REFUSAL));
     }
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: 2,
-            connect_timeout: config.connect_timeout,
+    let (db, _) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: 2,
+            valkey: ValkeyNeed::Required,
+            recording_as: None,
         },
     )
     .await?;

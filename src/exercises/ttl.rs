@@ -19,9 +19,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use crate::cache::{KeyScheme, TtlPolicy, Valkey};
 use crate::config::{Config, Source};
 use crate::db::products::ProductRow;
-use crate::db::{Database, PoolSettings};
+use crate::db::Database;
 use crate::error::{Result, WorkshopError};
 use crate::exercises::progress::RunProgress;
+use crate::exercises::services::{self, Needs, ValkeyNeed};
 use crate::exercises::Outcome;
 use crate::measure::{LatencyRecorder, LatencySummary};
 use crate::rng::SplitMix64;
@@ -194,15 +195,16 @@ pub fn plan(config: &Config, options: &TtlOptions) -> Result<Plan> {
 pub async fn measure(config: &Config, options: TtlOptions, progress: &dyn RunProgress) -> Result<TtlOutcome> {
     let plan = plan(config, &options)?;
     progress.phase("connecting", None);
-    let db = Database::connect(
-        &config.database,
-        PoolSettings {
-            max_connections: u32::try_from(options.clients).unwrap_or(u32::MAX),
-            connect_timeout: config.connect_timeout,
+    let (db, _) = services::connect_database(
+        config,
+        Needs {
+            pool_connections: options.clients,
+            valkey: ValkeyNeed::Required,
+            recording_as: None,
         },
     )
     .await?;
-    let valkey = Valkey::connect(&config.valkey, config.connect_timeout).await?;
+    let valkey = services::valkey(config).await?;
     valkey.round_trip().await?;
     db.warm_up(u32::try_from(options.clients).unwrap_or(u32::MAX)).await?;
     let keys = KeyScheme::new(&config.key_prefix, &config.database);

@@ -10,13 +10,14 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Bar, BarChart, BarGroup, Block, LineGauge, Paragraph, Row, Sparkline, Table, Widget};
+use ratatui::widgets::{Bar, BarChart, BarGroup, Block, LineGauge, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 use ratatui::Frame;
 
 use super::exercise::focus_style;
 use super::{wrapped, wrapped_height};
 use crate::exercises::stampede::StampedeRun;
 use crate::workshop::facts::short_duration;
+use crate::workshop::markdown::plain;
 use crate::workshop::run::GuidedOutcome;
 use crate::workshop::state::{Finished, Live, RunStatus, RunView, State};
 
@@ -37,6 +38,26 @@ fn lines_part(lines: Vec<Line<'static>>) -> Part<'static> {
         height,
         width,
         render: Box::new(move |area, buf| Paragraph::new(lines.clone()).render(area, buf)),
+    }
+}
+
+/// Lines word-wrapped to the pane's `width` (not the canvas's, which a
+/// wide table may widen): a question or an error is read, not scrolled.
+fn wrapped_part(lines: Vec<Line<'static>>, width: u16) -> Part<'static> {
+    let width = width.max(1);
+    let height = lines.iter().map(|line| wrapped_height(&plain(line), width)).sum();
+    Part {
+        height,
+        width,
+        render: Box::new(move |area, buf| {
+            let area = Rect {
+                width: area.width.min(width),
+                ..area
+            };
+            Paragraph::new(lines.clone())
+                .wrap(Wrap { trim: true })
+                .render(area, buf)
+        }),
     }
 }
 
@@ -178,7 +199,7 @@ fn finished_parts(finished: &Finished, run: &RunView, width: u16, parts: &mut Ve
         ]));
     }
     if !head.is_empty() {
-        parts.push(lines_part(head));
+        parts.push(wrapped_part(head, width));
     }
     match &finished.outcome {
         GuidedOutcome::CacheAside(o) => {
@@ -206,7 +227,7 @@ fn finished_parts(finished: &Finished, run: &RunView, width: u16, parts: &mut Ve
                     ]
                 })
                 .collect();
-            parts.push(table(&header, rows, &[14, 9, 10, 8, 9]));
+            parts.push(table(&header, rows, &[14, 9, 11, 7, 9]));
         }
         GuidedOutcome::RateLimit(o) => {
             let header = ["limiter", "allowed/s", "max 1 s", "cmds", "p99"];
