@@ -21,28 +21,29 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, state: &State) {
     };
     let variants = exercise.runs();
     let variant_lines = variant_lines(&variants, area.width);
-    let [title, variants_area, body, foot] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(variant_lines.len() as u16),
-        Constraint::Min(3),
-        Constraint::Length(2),
-    ])
-    .areas(area);
-
     let last = state.catalogue.exercises.last().map_or(0, |e| e.number);
     let done = if state.progress.is_done(&exercise.id) {
         " · done ✓"
     } else {
         ""
     };
+    let heading = format!("Exercise {} of {last}{done} · ", exercise.number);
+    // A narrow window wraps the title rather than cutting it.
+    let title_rows = wrapped_height(&format!("{heading}{}", exercise.title), area.width);
+    let [title, variants_area, body, foot] = Layout::vertical([
+        Constraint::Length(title_rows),
+        Constraint::Length(variant_lines.len() as u16),
+        Constraint::Min(3),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+
     frame.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled(
-                format!("Exercise {} of {last}{done} · ", exercise.number),
-                Style::new().fg(Color::Yellow),
-            ),
+            Span::styled(heading, Style::new().fg(Color::Yellow)),
             Span::styled(exercise.title.clone(), Style::new().add_modifier(Modifier::BOLD)),
-        ])),
+        ]))
+        .wrap(ratatui::widgets::Wrap { trim: true }),
         title,
     );
     frame.render_widget(Paragraph::new(variant_lines), variants_area);
@@ -122,12 +123,32 @@ fn variant_lines(variants: &[crate::workshop::catalogue::Variant], width: u16) -
             spans.push(Span::raw("  "));
             used += 2;
         }
+        let key_width = unicode_width::UnicodeWidthStr::width(key.as_str());
         spans.push(Span::styled(
             key,
             Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
         ));
-        spans.push(Span::raw(label));
-        used += entry;
+        if entry <= width {
+            spans.push(Span::raw(label));
+            used += entry;
+            continue;
+        }
+        // Wider than the window: its words wrap under the label, after the key.
+        used += key_width;
+        let indent = key_width + 1;
+        for word in label.split_whitespace() {
+            let word_width = unicode_width::UnicodeWidthStr::width(word);
+            if used > indent && used + 1 + word_width > width {
+                lines.push(Line::from(std::mem::take(&mut spans)));
+                spans.push(Span::raw(" ".repeat(indent - 1)));
+                used = indent - 1;
+            }
+            spans.push(Span::raw(format!(" {word}")));
+            used += 1 + word_width;
+        }
+        // The next variant starts on a line of its own.
+        lines.push(Line::from(std::mem::take(&mut spans)));
+        used = 0;
     }
     if !spans.is_empty() {
         lines.push(Line::from(spans));

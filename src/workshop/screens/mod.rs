@@ -34,7 +34,10 @@ fn footer(frame: &mut Frame<'_>, area: Rect, message: Option<&str>, keys: &str) 
     let [message_area, keys_area] = Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
     if let Some(message) = message {
         frame.render_widget(
-            Paragraph::new(Line::from(vec![Span::raw("» "), Span::raw(message.to_string())]))
+            Paragraph::new(Line::from(vec![
+                Span::raw("» "),
+                Span::raw(fit(message, usize::from(area.width).saturating_sub(2))),
+            ]))
                 .style(Style::new().fg(Color::Yellow)),
             message_area,
         );
@@ -43,6 +46,25 @@ fn footer(frame: &mut Frame<'_>, area: Rect, message: Option<&str>, keys: &str) 
         Paragraph::new(keys.to_string()).style(Style::new().add_modifier(Modifier::REVERSED)),
         keys_area,
     );
+}
+
+/// `text` cut to `width` columns, with `…` where it was cut.
+fn fit(text: &str, width: usize) -> String {
+    if unicode_width::UnicodeWidthStr::width(text) <= width {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out
 }
 
 const HELP: &[(&str, &str)] = &[
