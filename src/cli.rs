@@ -155,7 +155,7 @@ pub enum Command {
 
     /// Exercise 3: cache statistics: hit rates and latency per layer, Valkey's INFO, Prometheus, eviction
     #[command(
-        after_help = "Examples:\n  workshop-cli stats                        20,000 skewed requests: L1, Valkey, database\n  workshop-cli stats --no-l1 --skew 0       uniform keys, Valkey only\n  workshop-cli stats --duration 30 --rate 2000 --ttl 5 --fresh   cold start and expiries over time\n  workshop-cli stats --format prometheus    the same numbers as Prometheus metrics\n  workshop-cli stats --maxmemory 2mb --policy allkeys-lru,allkeys-lfu   eviction policies compared\n  workshop-cli stats --read-ratio 80 --write-mode invalidate   20 % writes; hit rate and stale reads\n  workshop-cli stats --duration 20 --rate 2000 --out run.json   save the per-second series; `workshop-cli plot run.json`"
+        after_help = "Examples:\n  workshop-cli stats                        20,000 skewed requests: L1, Valkey, database\n  workshop-cli stats --no-l1 --skew 0       uniform keys, Valkey only\n  workshop-cli stats --duration 30 --rate 2000 --ttl 5 --fresh   cold start and expiries over time\n  workshop-cli stats --format prometheus    the same numbers as Prometheus metrics\n  workshop-cli stats --maxmemory 2mb --policy allkeys-lru,allkeys-lfu   eviction policies compared\n  workshop-cli stats --maxmemory 2mb --private-valkey   the same on a valkey-server of its own\n  workshop-cli stats --read-ratio 80 --write-mode invalidate   20 % writes; hit rate and stale reads\n  workshop-cli stats --duration 20 --rate 2000 --out run.json   save the per-second series; `workshop-cli plot run.json`"
     )]
     Stats(StatsArgs),
 
@@ -605,6 +605,11 @@ pub struct StatsArgs {
     #[arg(long = "policy", value_name = "POLICY", value_delimiter = ',')]
     pub policies: Vec<String>,
 
+    /// Start a valkey-server of its own for this run (on a free port, stopped afterwards) instead of
+    /// VALKEY_URL: --maxmemory then limits only it, never a Valkey other people's keys live in
+    #[arg(long)]
+    pub private_valkey: bool,
+
     /// Percent of requests that read (0-100); the rest update the price of the product they drew
     /// (recorded, so `workshop-cli clean` restores it)
     #[arg(long, value_parser = parse_count, allow_negative_numbers = true, value_name = "PERCENT", default_value_t = 100)]
@@ -658,6 +663,7 @@ impl From<StatsArgs> for crate::exercises::stats::StatsOptions {
                 WriteModeArg::WriteThrough => crate::exercises::stats::writes::WriteMode::WriteThrough,
                 WriteModeArg::Invalidate => crate::exercises::stats::writes::WriteMode::Invalidate,
             }),
+            private_valkey: args.private_valkey,
         }
     }
 }

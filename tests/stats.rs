@@ -685,7 +685,7 @@ async fn eviction_is_refused_when_valkey_holds_keys_outside_the_prefix() {
     assert_eq!(
         run.stderr,
         format!(
-            "error: Valkey holds 2 keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)\n",
+            "error: Valkey holds 2 keys outside the prefix '{}'; eviction under --maxmemory would remove them too: add --private-valkey (a valkey-server of its own, for this run only) or point VALKEY_URL at a Valkey of its own\n",
             prefix.source(&db)
         )
     );
@@ -726,4 +726,54 @@ async fn more_keys_than_products_is_rejected_with_the_catalogue_size() {
         "error: --keys 5000 is more than the products in the database (ids 1 to 200); use --keys 200 or less, or seed a larger --scale\n"
     );
     assert!(prefix.keys().is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn private_valkey_runs_the_eviction_on_a_server_of_its_own_and_stops_it() {
+    for kind in BOTH {
+        // 5,000 products of about 350 bytes; an empty server uses about 1.3 MB, so a
+        // 1,500 KiB limit leaves room for a few hundred of the keys 3,000 requests touch.
+        let db = seeded_at(kind, "stats_private", "0.5").await;
+        // The configured Valkey holds someone else's keys: a shared server
+        // refuses --maxmemory (test above); --private-valkey leaves it alone.
+        let shared = PrivateValkey::start();
+        let prefix = TestPrefix::on("stats_private", &shared.url());
+        shared.command(&["SET", "someone:else:1", "precious"]);
+        let run = stats_on(
+            &db,
+            &prefix,
+            &shared.url(),
+            &[
+                "--json",
+                "--maxmemory",
+                "1500kb",
+                "--policy",
+                "allkeys-lru",
+                "--requests",
+                "3000",
+                "--private-valkey",
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{kind:?}: {}", run.stderr);
+        let address = run.json["private_valkey"]
+            .as_str()
+            .expect("the private server's address");
+        let port: u16 = address.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
+        assert_ne!(port, shared.port, "{kind:?}");
+        let runs = run.json["eviction"]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(number(&runs[0]["valkey"]["maxmemory_bytes"]), 1500 * 1024);
+        assert!(number(&runs[0]["valkey"]["evicted_keys"]) > 0, "{kind:?}: {}", runs[0]);
+        // Stopped with the run, and the configured server was never touched.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{kind:?}: the private valkey-server still runs"
+        );
+        assert_eq!(config_get(&shared.url(), "maxmemory"), "0");
+        assert_eq!(
+            query(&shared.url(), &["GET", "someone:else:1"]),
+            redis::Value::BulkString(b"precious".to_vec())
+        );
+        assert!(prefix.keys().is_empty(), "{kind:?}: the shared Valkey got cache keys");
+    }
 }

@@ -435,6 +435,7 @@ fn stats_outcome() -> StatsOutcome {
         }),
         valkey: None,
         eviction: None,
+        private_valkey: None,
         warnings: vec![],
         format: StatsFormat::Table,
         verdict: Default::default(),

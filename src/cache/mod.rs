@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod invalidation;
 pub mod keys;
 pub mod popularity;
+pub mod private;
 pub mod ttl;
 pub mod two_level;
 

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::private::PrivateValkey;
 use crate::cache::two_level::{TwoLevelCache, TwoLevelSettings};
 use crate::cache::{KeyScheme, Valkey};
 use crate::config::Config;
@@ -84,6 +85,8 @@ pub struct StatsOptions {
     pub read_ratio: u64,
     /// What a write does to the cache; `None`: write-through.
     pub write_mode: Option<WriteMode>,
+    /// Run against a `valkey-server` of its own instead of `VALKEY_URL`.
+    pub private_valkey: bool,
 }
 
 impl Default for StatsOptions {
@@ -104,6 +107,7 @@ impl Default for StatsOptions {
             policies: Vec::new(),
             read_ratio: 100,
             write_mode: None,
+            private_valkey: false,
         }
     }
 }
@@ -124,6 +128,9 @@ pub struct StatsPlan {
     pub format: StatsFormat,
     pub eviction: Option<EvictionPlan>,
     pub writes: Option<WriteMix>,
+    /// Where `--maxmemory` saves Valkey's settings before it changes them:
+    /// beside the state file, or a private server's own folder.
+    pub settings_record: SettingsRecord,
 }
 
 pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
@@ -229,6 +236,7 @@ pub fn validate(options: &StatsOptions, json_flag: bool) -> Result<StatsPlan> {
         format,
         eviction,
         writes,
+        settings_record: SettingsRecord::beside_state_file(),
     })
 }
 
@@ -290,6 +298,9 @@ pub struct StatsOutcome {
     /// One run per policy (with `--maxmemory`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eviction: Option<EvictionOutcome>,
+    /// `--private-valkey`: the address of the server this run started and stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_valkey: Option<String>,
     pub warnings: Vec<String>,
     /// How the outcome is shown: tables, JSON or Prometheus text.
     #[serde(skip)]
@@ -308,8 +319,30 @@ impl Outcome for StatsOutcome {
 /// `--maxmemory`); no Valkey, or a Ctrl-C that cut the comparison short,
 /// makes the verdict.
 pub async fn measure(config: &Config, options: StatsOptions, progress: &dyn RunProgress) -> Result<StatsOutcome> {
-    let plan = validate(&options, options.json)?;
+    let mut plan = validate(&options, options.json)?;
+    // Its own server, alive until the run ends (dropped, it is killed):
+    // a memory limit or a flush there touches nobody else's keys.
+    let private = match options.private_valkey {
+        true => {
+            progress.phase("starting a private valkey-server", None);
+            let start = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("."));
+            Some(PrivateValkey::start(config, &start).await?)
+        }
+        false => None,
+    };
+    if let Some(server) = &private {
+        // Dies with the server: a leftover would name a port nobody serves.
+        plan.settings_record = SettingsRecord::at(server.dir().join(settings_record::RECORD_FILE_NAME));
+    }
+    let config = &match &private {
+        Some(server) => Config {
+            valkey: server.target.clone(),
+            ..config.clone()
+        },
+        None => config.clone(),
+    };
     let (mut outcome, interrupted) = measure_run(config, &plan, progress).await?;
+    outcome.private_valkey = private.as_ref().map(|server| format!("127.0.0.1:{}", server.port));
     outcome.format = plan.format;
     if let Some(error) = interrupted {
         outcome.verdict = Verdict::failed(error);
@@ -333,6 +366,7 @@ struct Bench<'a> {
     cache: TwoLevelSettings,
     workload: Workload,
     progress: &'a dyn RunProgress,
+    settings_record: SettingsRecord,
 }
 
 impl Bench<'_> {
@@ -427,9 +461,9 @@ async fn measure_run(
     };
     // Settings a killed `--maxmemory` run left changed go back first, so this
     // run neither measures under them nor saves them as the originals.
-    let record = SettingsRecord::beside_state_file();
+    let record = &plan.settings_record;
     if let Some(valkey) = &valkey {
-        match settings_record::restore_leftover(valkey, &record).await {
+        match settings_record::restore_leftover(valkey, record).await {
             Ok(Some(restored)) => warnings.push(restored),
             Ok(None) => {}
             Err(error) if plan.eviction.is_some() => {
@@ -470,6 +504,7 @@ async fn measure_run(
         write_mode: plan.writes.map(|mix| mix.mode),
     };
     let bench = Bench {
+        settings_record: plan.settings_record.clone(),
         db: db.clone(),
         valkey,
         admin,
@@ -520,6 +555,7 @@ async fn measure_run(
         run,
         valkey: view,
         eviction,
+        private_valkey: None,
         warnings,
         format: plan.format,
         verdict: Verdict::Complete,
@@ -565,7 +601,7 @@ async fn compare_policies(
     eviction::check_only_cache_at_risk(admin, &bench.keys).await?;
     let saved = SavedSettings::read(admin).await?;
     // On disk (fsynced) before any CONFIG SET: a SIGKILL cannot skip a restore then.
-    let record = SettingsRecord::beside_state_file();
+    let record = &bench.settings_record;
     let target = bench
         .valkey
         .as_ref()

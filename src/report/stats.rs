@@ -69,6 +69,11 @@ pub fn show_stats(outcome: &StatsOutcome, output: &Output) {
         line.push_str(&format!(" · --fresh deleted {} cached products", count(cleared)));
     }
     connection::show(output, &line);
+    if let Some(address) = &outcome.private_valkey {
+        output.text(format!(
+            "Valkey: a private valkey-server on {address}, started for this run and stopped after it"
+        ));
+    }
 
     if let Some(run) = &outcome.run {
         show_run(run, &outcome.settings, output);

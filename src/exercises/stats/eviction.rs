@@ -170,7 +170,7 @@ pub async fn check_only_cache_at_risk(admin: &ServerAdmin, keys: &KeyScheme) -> 
     let foreign = total.saturating_sub(ours);
     if foreign > 0 {
         return Err(WorkshopError::invalid(format!(
-            "Valkey holds {foreign} keys outside the prefix '{}'; eviction under --maxmemory would remove them too: point VALKEY_URL at a Valkey of its own (e.g. `valkey-server --port 6390 --save ''`)",
+            "Valkey holds {foreign} keys outside the prefix '{}'; eviction under --maxmemory would remove them too: add --private-valkey (a valkey-server of its own, for this run only) or point VALKEY_URL at a Valkey of its own",
             keys.source_prefix()
         )));
     }

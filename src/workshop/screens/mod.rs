@@ -38,7 +38,7 @@ fn footer(frame: &mut Frame<'_>, area: Rect, message: Option<&str>, keys: &str) 
                 Span::raw("» "),
                 Span::raw(fit(message, usize::from(area.width).saturating_sub(2))),
             ]))
-                .style(Style::new().fg(Color::Yellow)),
+            .style(Style::new().fg(Color::Yellow)),
             message_area,
         );
     }
