@@ -250,7 +250,7 @@ pub fn takeaway(outcome: &GuidedOutcome) -> String {
             (None, Some(run)) => format!(
                 "{} of {} requests answered by a cache (L1 {}, Valkey {})",
                 percent(run.hit_rate.overall),
-                run.requests,
+                crate::measure::count(run.requests),
                 percent(run.hit_rate.l1),
                 percent(run.hit_rate.l2)
             ),
