@@ -31,6 +31,7 @@
 #   BENCH_REPORT            where the Markdown report goes [BENCHMARKS.md at the repository top]
 #   BENCH_PHASE_TIMEOUT     seconds any one tool run may take before it counts as failed [90]
 #   BENCH_CLUSTER           0 leaves out the Valkey Cluster rows (and does not need `just up-cluster`) [1]
+#   BENCH_CLUSTER_PORT      a node of another cluster to use instead of `just up-cluster`'s [7001]
 #   BENCH_KEY_PREFIX        Valkey key prefix of workshop-cli's entries [bench:<pid of the bench>:]
 #
 # The reference tools get their own database, workshop_bench, on both servers (pgbench -i and
@@ -107,8 +108,12 @@ delete_bench_keys() {
 # The cluster's keys: each primary deletes its own (a replica refuses, which is fine).
 delete_cluster_bench_keys() {
     [[ -n "$VCLI" ]] || return 0
-    local port
-    for port in 7001 7002 7003 7004 7005 7006; do
+    local port ports
+    # The nodes the cluster at CLUSTER_PORT names (7001-7006 when it does not answer).
+    ports="$("$VCLI" -h "$HOST" -p "$CLUSTER_PORT" CLUSTER NODES 2>/dev/null | tr -d '\r' |
+        awk '{split($2, a, "[:@]"); if (a[2] != "") print a[2]}')" || true
+    [[ -n "$ports" ]] || ports="7001 7002 7003 7004 7005 7006"
+    for port in $ports; do
         "$VCLI" -h "$HOST" -p "$port" --scan --pattern "${KEY_PREFIX}*" 2>/dev/null |
             xargs -r -n 100 "$VCLI" -h "$HOST" -p "$port" DEL >/dev/null 2>&1 || true
     done
@@ -472,7 +477,11 @@ SYSBENCH="$(exe sysbench)" || die "no sysbench on PATH; install sysbench (\`just
 MYSQL="$(exe mariadb mysql)" || die "no mariadb or mysql client on PATH; install mariadb-client"
 
 scripts/services.sh status >&2 || die "the services are not all up; start them: just up"
-if [[ "$BENCH_CLUSTER" != 0 ]]; then
+if [[ "$BENCH_CLUSTER" != 0 && -n "${BENCH_CLUSTER_PORT:-}" ]]; then
+    # A cluster of one's own (BENCH_CLUSTER_PORT names one of its nodes): it must say cluster_state:ok.
+    "$VCLI" -h "$HOST" -p "$CLUSTER_PORT" CLUSTER INFO 2>/dev/null | tr -d '\r' | grep -qx 'cluster_state:ok' ||
+        die "no cluster_state:ok at $HOST:$CLUSTER_PORT (BENCH_CLUSTER_PORT); start that cluster, or leave its rows out: BENCH_CLUSTER=0"
+elif [[ "$BENCH_CLUSTER" != 0 ]]; then
     scripts/services.sh cluster status >&2 || die "the Valkey Cluster is not up; start it: just up-cluster (or leave its rows out: BENCH_CLUSTER=0)"
 fi
 

@@ -123,6 +123,9 @@ pub struct Valkey {
     /// How long one command may wait (`--cache-timeout`, plus the longest
     /// block on a dedicated connection).
     command_timeout: Duration,
+    /// The bound of a command sent without the breaker ([`Valkey::query_pipeline_or_unknown`]):
+    /// the connect timeout (plus the longest block on a dedicated connection).
+    response_timeout: Duration,
     /// Shared by every clone: the connection is one.
     breaker: Arc<Mutex<Breaker>>,
 }
@@ -153,8 +156,12 @@ impl Valkey {
         timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Valkey, CacheError> {
-        // The connection's own response timeout stays the longer backstop;
-        // each command is bounded by `target.command_timeout` in `send`.
+        // One timer per command: every command goes through `send_raw`, which bounds it by
+        // the command timeout (and feeds the breaker), so the single-node connection sets no
+        // response timeout of its own (a second timer per GET, seen in the profile: issue 13).
+        // `query_pipeline_or_unknown`, which skips the breaker, keeps `response_timeout` as
+        // its own bound. The cluster client keeps its response timeout: it also bounds the
+        // commands it sends by itself (slot refreshes after MOVED).
         let shown = target.masked();
         let started = Instant::now();
         let client = redis::IntoConnectionInfo::into_connection_info(target.connect_url())
@@ -169,7 +176,7 @@ impl Valkey {
         // the database in about a millisecond instead of waiting out a backoff.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(response_timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(0);
         let connecting = ConnectionManager::new_with_config(client, config);
         let connected = tokio::time::timeout(timeout + Duration::from_millis(250), connecting)
@@ -203,6 +210,7 @@ impl Valkey {
             address: target.address(),
             compare_and_delete: Arc::default(),
             command_timeout: target.command_timeout,
+            response_timeout,
             breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
         })
     }
@@ -253,6 +261,7 @@ impl Valkey {
             address: target.address(),
             compare_and_delete: Arc::default(),
             command_timeout: target.command_timeout,
+            response_timeout: target.command_timeout.max(timeout),
             breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
         })
     }
@@ -649,11 +658,22 @@ impl Valkey {
         pipeline: &redis::Pipeline,
     ) -> Result<T, (CacheError, bool)> {
         let mut conn = self.connection.clone();
-        pipeline.query_async(&mut conn).await.map_err(|e| {
-            let may_have_run =
-                !e.is_connection_refusal() && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
-            (Self::command_error(name)(e), may_have_run)
-        })
+        let limit = self.response_timeout;
+        match tokio::time::timeout(limit, pipeline.query_async(&mut conn)).await {
+            // No answer in time: the server may have run it and the reply is late.
+            Err(_) => Err((
+                CacheError::Command {
+                    command: name,
+                    reason: format!("timed out after {} ms (no answer)", limit.as_millis()),
+                },
+                true,
+            )),
+            Ok(reply) => reply.map_err(|e| {
+                let may_have_run =
+                    !e.is_connection_refusal() && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
+                (Self::command_error(name)(e), may_have_run)
+            }),
+        }
     }
 
     /// Every key that starts with `prefix`, each once, in SCAN order (SCAN
