@@ -25,8 +25,14 @@ pub struct ServerAdmin {
 
 /// Pauses before the second and third attempt of a command. A connection
 /// broken by a server restart fails the first command sent on it and then
-/// reconnects; these commands are safe to repeat.
-const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+/// reconnects (on a busy machine, with its backoff, that can take a second or
+/// two); these commands are safe to repeat.
+const RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1000),
+    Duration::from_millis(2000),
+];
 
 async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, CacheError>
 where
