@@ -1171,9 +1171,10 @@ async fn l2_and_l1_hits_send_the_database_reads_body_byte_for_byte() {
             String::from_utf8_lossy(&expected),
             "{kind:?}: L2 after PUT"
         );
+        // The writer hears its own invalidation too, so its L1 may have dropped the new row.
         let (_, layer, _, _, body) = get_bytes(&http, &with_l1.at("/products/11")).await;
-        assert_eq!(layer, "L1");
-        assert_eq!(body, expected, "{kind:?}: L1 after PUT");
+        assert!(layer == "L1" || layer == "L2", "{kind:?}: {layer}");
+        assert_eq!(body, expected, "{kind:?}: {layer} after PUT");
 
         // The counters count each read once, in its layer.
         let metrics = http
