@@ -663,6 +663,11 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     parse redis "$TMP/crb50.$ROUND.csv" "crb50.$ROUND" "$TPUT_RUNS"
 done
 ROUND=0
+phase_done
+else
+    say "… cluster rows left out (BENCH_CLUSTER=0)"
+fi
+
 # ---------------------------------------------------------------- serve (exercise 7)
 # A self-contained block: its own phases, parser and report section (appended after the main one).
 #   cached GET, L1 hits    wrk on GET /products/{id}                   vs  wrk on the cheapest route (the HTTP ceiling)
@@ -851,9 +856,6 @@ ROUND=0
 stop_both
 trap on_exit EXIT
 phase_done
-else
-    say "… cluster rows left out (BENCH_CLUSTER=0)"
-fi
 
 # ---------------------------------------------------------------- report
 meta elapsed "$((SECONDS - BENCH_STARTED))"

@@ -1078,3 +1078,126 @@ async fn a_put_of_name_and_in_stock_is_stored_served_everywhere_and_undone_by_cl
         assert_eq!(stored_price(&db, 13).await, old_price);
     }
 }
+
+/// Status, headers and the exact body bytes of one GET.
+async fn get_bytes(client: &reqwest::Client, url: &str) -> (u16, String, String, String, Vec<u8>) {
+    let response = client.get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let layer = header(&response, "x-cache");
+    let timing = header(&response, "server-timing");
+    let content_type = header(&response, "content-type");
+    let body = response.bytes().await.expect("body").to_vec();
+    (status, layer, timing, content_type, body)
+}
+
+/// `name;dur=` and milliseconds with exactly three decimals.
+fn is_server_timing(value: &str, name: &str) -> bool {
+    value
+        .strip_prefix(&format!("{name};dur="))
+        .and_then(|ms| ms.split_once('.'))
+        .is_some_and(|(whole, frac)| {
+            !whole.is_empty()
+                && whole.bytes().all(|b| b.is_ascii_digit())
+                && frac.len() == 3
+                && frac.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+#[tokio::test]
+async fn l2_and_l1_hits_send_the_database_reads_body_byte_for_byte() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_bytes").await;
+        let prefix = TestPrefix::new("serve_bytes");
+        // L1 off: every read after the first is a Valkey GET (the bench's L2 row).
+        let l2_only = Server::start(&db, &prefix, &valkey_url(), &["--l1-capacity", "0"]);
+        let with_l1 = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let http = client();
+        let url = l2_only.at("/products/11");
+
+        let (status, layer, timing, content_type, from_db) = get_bytes(&http, &url).await;
+        assert_eq!((status, layer.as_str()), (200, "DB"), "{kind:?}: {}", l2_only.stderr());
+        assert_eq!(content_type, "application/json");
+        assert!(is_server_timing(&timing, "db"), "{kind:?}: {timing}");
+        let row: Value = serde_json::from_slice(&from_db).expect("JSON body");
+        assert_eq!(row["id"], 11);
+        assert!(row["price"].is_string(), "exact decimal");
+        // What Valkey holds is the very body the database read sent.
+        let key = format!("{}product:11", prefix.source(&db));
+        let mut valkey = valkey_connection(&valkey_url());
+        let stored: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query(&mut valkey)
+            .expect("GET the product key");
+        assert_eq!(
+            String::from_utf8_lossy(&stored),
+            String::from_utf8_lossy(&from_db),
+            "{kind:?}"
+        );
+
+        for _ in 0..3 {
+            let (status, layer, timing, content_type, body) = get_bytes(&http, &url).await;
+            assert_eq!((status, layer.as_str()), (200, "L2"), "{kind:?}: L1 is off");
+            assert_eq!(content_type, "application/json");
+            assert!(is_server_timing(&timing, "l2"), "{kind:?}: {timing}");
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                String::from_utf8_lossy(&from_db),
+                "{kind:?}: L2 hit"
+            );
+        }
+        let (_, layer, _, _, body) = get_bytes(&http, &with_l1.at("/products/11")).await;
+        assert_eq!(layer, "L2");
+        assert_eq!(body, from_db, "{kind:?}: L2 hit that fills L1");
+        let (_, layer, timing, _, body) = get_bytes(&http, &with_l1.at("/products/11")).await;
+        assert_eq!(layer, "L1");
+        assert!(is_server_timing(&timing, "l1"), "{kind:?}: {timing}");
+        assert_eq!(body, from_db, "{kind:?}: L1 hit");
+
+        // After a PUT, both servers send the new row as the PUT answered it, byte for byte.
+        let old = row["price"].as_str().unwrap().to_string();
+        let price = other_price(&old);
+        let (status, changed) = put(
+            &http,
+            &with_l1.at("/products/11"),
+            &format!(r#"{{"price": "{price}"}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{kind:?}: {changed}");
+        let expected = serde_json::to_vec(&changed["product"]).unwrap();
+        let (_, layer, _, _, body) = get_bytes(&http, &url).await;
+        assert_eq!(layer, "L2");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            String::from_utf8_lossy(&expected),
+            "{kind:?}: L2 after PUT"
+        );
+        // The writer hears its own invalidation too, so its L1 may have dropped the new row.
+        let (_, layer, _, _, body) = get_bytes(&http, &with_l1.at("/products/11")).await;
+        assert!(layer == "L1" || layer == "L2", "{kind:?}: {layer}");
+        assert_eq!(body, expected, "{kind:?}: {layer} after PUT");
+
+        // The counters count each read once, in its layer.
+        let metrics = http
+            .get(l2_only.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines: Vec<&str> = metrics.lines().collect();
+        for wanted in [
+            r#"cache_hits_total{cache_type="l2"} 4"#,
+            r#"cache_misses_total{cache_type="l1"} 5"#,
+            r#"cache_misses_total{cache_type="l2"} 1"#,
+        ] {
+            assert!(lines.contains(&wanted), "{kind:?}: no {wanted} in\n{metrics}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(r#"http_responses_total{endpoint="/products/:id",status="200"} 5"#)),
+            "{kind:?}: {metrics}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 //! Prometheus registry. Cross-cutting concerns (request logging, timeouts,
 //! the body limit) are tower layers in [`router`].
 
+pub mod body;
 pub mod dashboard;
 pub mod error;
 pub mod metrics;
@@ -69,7 +70,8 @@ pub struct ServeSummary {
 pub struct AppState {
     pub db: Database,
     pub valkey: Option<Valkey>,
-    pub products: TwoLevelCache<ProductRow>,
+    /// Each entry with its JSON body, encoded once ([`body::CachedProduct`]).
+    pub products: TwoLevelCache<body::CachedProduct>,
     pub pages: TwoLevelCache<Vec<ProductRow>>,
     /// L1 of the negative cache: ids the database does not have.
     pub missing: moka::future::Cache<i64, ()>,
