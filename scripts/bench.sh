@@ -654,6 +654,10 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     parse redis "$TMP/crb50.$ROUND.csv" "crb50.$ROUND" "$TPUT_RUNS"
 done
 ROUND=0
+phase_done
+else
+    say "… cluster rows left out (BENCH_CLUSTER=0)"
+fi
 # ---------------------------------------------------------------- serve (exercise 7)
 # A self-contained block: its own phases, parser and report section (appended after the main one).
 #   cached GET, L1 hits    wrk on GET /products/{id}                   vs  wrk on the cheapest route (the HTTP ceiling)
@@ -685,6 +689,7 @@ stop_serve() {
 start_serve() {
     local name="$1"
     shift
+    : >"$TMP/$name.serve" # the background job opens it later: sed must find it even before
     "$BIN" --database-url "$MYSQL_URL" --valkey-url "$VALKEY_URL" --key-prefix "$KEY_PREFIX" \
         serve --listen 127.0.0.1:0 "$@" >"$TMP/$name.serve" 2>"$TMP/$name.serve.err" &
     SERVE_PID=$!
@@ -842,9 +847,6 @@ ROUND=0
 stop_both
 trap on_exit EXIT
 phase_done
-else
-    say "… cluster rows left out (BENCH_CLUSTER=0)"
-fi
 
 # ---------------------------------------------------------------- report
 meta elapsed "$((SECONDS - BENCH_STARTED))"
