@@ -57,9 +57,6 @@ pub fn main(
             // tasks on 2 cores). Seeding generates data while it loads, so it gets threads.
             let flavour = match command {
                 Command::Seed(_) => Flavour::Threads,
-                // A load generator is all client and no driver: like `wrk -t 2`, two threads
-                // (each task owns its connection, see exercises/load.rs).
-                Command::Load(_) => Flavour::Workers(2),
                 _ => Flavour::OneThread,
             };
             match block_on(flavour, run(command, config, output)) {
@@ -79,18 +76,12 @@ pub fn main(
 enum Flavour {
     OneThread,
     Threads,
-    Workers(usize),
 }
 
 fn block_on(flavour: Flavour, future: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     let mut builder = match flavour {
         Flavour::OneThread => tokio::runtime::Builder::new_current_thread(),
         Flavour::Threads => tokio::runtime::Builder::new_multi_thread(),
-        Flavour::Workers(threads) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
     };
     let runtime = builder
         .enable_all()

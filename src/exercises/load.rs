@@ -5,7 +5,7 @@
 //!
 //! The generator must not be the bottleneck of what it measures (`just bench`
 //! compares it with `wrk -c 50 -t 2` on the same URL), so it is built like wrk:
-//! two runtime threads (app.rs), each task owns one keep-alive HTTP/1.1
+//! two threads, each with its own single-thread runtime and half the tasks; each task owns one keep-alive HTTP/1.1
 //! connection (hyper's `client::conn`, no pool) and drives it itself, so a
 //! response wakes no other task; request paths are built once; every task keeps
 //! its own counters and histograms, merged when the run ends, and hands each
@@ -489,6 +489,34 @@ async fn run_task(plan: Arc<Plan>, task: u64, seconds: mpsc::UnboundedSender<(u6
     Ok(tally)
 }
 
+/// Threads, like `wrk -t 2`: each runs its own single-thread runtime with its share of the
+/// tasks, so no task moves between threads and no thread wakes another.
+const THREADS: u64 = 2;
+
+fn run_thread(
+    plan: Arc<Plan>,
+    thread: u64,
+    threads: u64,
+    seconds: mpsc::UnboundedSender<(u64, Second)>,
+) -> Result<Tally> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| WorkshopError::Other(e.into()))?;
+    runtime.block_on(async {
+        let tasks: Vec<_> = (thread..plan.options.concurrency)
+            .step_by(usize::try_from(threads).unwrap_or(1))
+            .map(|task| tokio::spawn(run_task(Arc::clone(&plan), task, seconds.clone())))
+            .collect();
+        drop(seconds);
+        let mut tally = Tally::new();
+        for joined in futures_util::future::join_all(tasks).await {
+            tally.merge(joined.map_err(|e| WorkshopError::Other(anyhow::anyhow!("a load task stopped: {e}")))??);
+        }
+        Ok(tally)
+    })
+}
+
 fn collect(timeline: &mut BTreeMap<u64, Second>, seconds: &mut mpsc::UnboundedReceiver<(u64, Second)>) {
     while let Ok((second, part)) = seconds.try_recv() {
         timeline.entry(second).or_default().merge(&part);
@@ -513,9 +541,19 @@ pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunP
     });
     progress.phase("load", Some(options.duration.as_secs().max(1)));
     let (sender, mut seconds) = mpsc::unbounded_channel();
-    let tasks: Vec<_> = (0..options.concurrency)
-        .map(|task| tokio::spawn(run_task(Arc::clone(&plan), task, sender.clone())))
-        .collect();
+    let threads = THREADS.min(options.concurrency.max(1));
+    let mut finished = Vec::new();
+    for thread in 0..threads {
+        let (plan, sender) = (Arc::clone(&plan), sender.clone());
+        let (done, tally) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("load-{thread}"))
+            .spawn(move || {
+                let _ = done.send(run_thread(plan, thread, threads, sender));
+            })
+            .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot start a load thread: {e}")))?;
+        finished.push(tally);
+    }
     drop(sender);
     let mut timeline = BTreeMap::new();
     let ticker = async {
@@ -531,13 +569,13 @@ pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunP
             }
         }
     };
-    let ((), joined) = tokio::join!(ticker, futures_util::future::join_all(tasks));
+    let ((), joined) = tokio::join!(ticker, futures_util::future::join_all(finished));
     progress.finish_phase();
     let elapsed = started.elapsed();
     let mut tally = Tally::new();
     for result in joined {
-        let task = result.map_err(|e| WorkshopError::Other(anyhow::anyhow!("a load task stopped: {e}")))??;
-        tally.merge(task);
+        let part = result.map_err(|_| WorkshopError::Other(anyhow::anyhow!("a load thread stopped")))??;
+        tally.merge(part);
     }
     collect(&mut timeline, &mut seconds);
     let requests = tally.reads + tally.writes;
