@@ -699,6 +699,7 @@ stop_serve() {
 start_serve() {
     local name="$1"
     shift
+    : >"$TMP/$name.serve" # the background job opens it later: sed must find it even before
     "$BIN" --database-url "$MYSQL_URL" --valkey-url "$VALKEY_URL" --key-prefix "$KEY_PREFIX" \
         serve --listen 127.0.0.1:0 "$@" >"$TMP/$name.serve" 2>"$TMP/$name.serve.err" &
     SERVE_PID=$!

@@ -1201,3 +1201,213 @@ async fn l2_and_l1_hits_send_the_database_reads_body_byte_for_byte() {
         );
     }
 }
+
+// ---------------------------------------------------------------- load: every request accounted for
+// `load` counts in each task and merges at the end, and keeps one connection per task: these check
+// that nothing is lost or counted twice on the way, at the bench's 50 connections.
+
+fn summed(values: &Value) -> u64 {
+    match values {
+        Value::Object(map) => map.values().map(|v| v.as_u64().unwrap()).sum(),
+        Value::Array(items) => items.iter().map(|v| v["requests"].as_u64().unwrap()).sum(),
+        other => panic!("not a map or a list: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn load_at_fifty_connections_accounts_for_every_request_by_status_layer_and_second() {
+    for kind in BOTH {
+        let db = seeded_database(kind, "serve_load50").await;
+        let prefix = TestPrefix::new("serve_load50");
+        let server = Server::start(&db, &prefix, &valkey_url(), &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "load",
+            "--url",
+            &server.url,
+            "--duration",
+            "2",
+            "--concurrency",
+            "50",
+            "--ids",
+            "1..40",
+            "--read-ratio",
+            "90",
+            "--json",
+        ];
+        let output = cli_against(dir.path(), &db.url(), &prefix, &valkey_url(), &args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{kind:?}: {}", stderr(&output));
+        let run: Value = serde_json::from_str(&stdout(&output)).expect("one JSON document");
+        let requests = run["requests"].as_u64().unwrap();
+        let reads = run["reads"].as_u64().unwrap();
+        assert!(requests > 100 && run["writes"].as_u64().unwrap() > 0, "{kind:?}: {run}");
+        assert_eq!(run["failed"], 0, "{kind:?}: {run}");
+        assert_eq!(reads + run["writes"].as_u64().unwrap(), requests, "{run}");
+        assert_eq!(summed(&run["statuses"]), requests, "{kind:?}: by status: {run}");
+        assert_eq!(run["latency"]["count"].as_u64(), Some(requests), "{run}");
+        let by_layer: u64 = ["L1", "L2", "DB"]
+            .iter()
+            .map(|layer| run["by_layer"][layer]["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(by_layer, reads, "{kind:?}: every GET is in one layer: {run}");
+        let timeline = run["timeline"].as_array().unwrap();
+        assert_eq!(
+            summed(&run["timeline"]),
+            requests,
+            "{kind:?}: the seconds add up: {run}"
+        );
+        let seconds: Vec<u64> = timeline.iter().map(|s| s["second"].as_u64().unwrap()).collect();
+        assert!(
+            seconds.windows(2).all(|w| w[0] < w[1]),
+            "one entry per second: {seconds:?}"
+        );
+        assert!(seconds.len() >= 2 && seconds.len() <= 3, "{seconds:?}");
+        // What the server counted is what was sent: no request lost or counted twice.
+        let (_, _, stats) = get(&client(), &server.at("/stats")).await;
+        assert_eq!(
+            stats["since_start"]["total_requests"], run["reads"],
+            "{kind:?}: {stats}\n{run}"
+        );
+    }
+}
+
+/// A hand-written HTTP/1.1 server that answers one request per connection with
+/// `Connection: close`, `X-Cache` cycling through L1, L2, DB and an unknown L9,
+/// and counts the requests it answered and those that named the right `Host`.
+struct OneShotServer {
+    url: String,
+    answered: Arc<AtomicU64>,
+    with_host: Arc<AtomicU64>,
+}
+
+impl OneShotServer {
+    fn start() -> OneShotServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let host = format!("host: {}\r\n", listener.local_addr().unwrap());
+        let (answered, with_host) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (counted, hosted) = (Arc::clone(&answered), Arc::clone(&with_host));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (counted, hosted, host) = (Arc::clone(&counted), Arc::clone(&hosted), host.clone());
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let n = counted.load(Ordering::SeqCst);
+                    let layer = ["L1", "L2", "DB", "L9"][(n % 4) as usize];
+                    let body = "{\"id\":1}";
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nx-cache: {layer}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).is_ok() {
+                        if head.contains(&host) {
+                            hosted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        OneShotServer {
+            url,
+            answered,
+            with_host,
+        }
+    }
+}
+
+#[test]
+fn load_reconnects_without_failures_when_the_server_closes_each_connection() {
+    let server = OneShotServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = workshop_cli(dir.path())
+        .args([
+            "load",
+            "--url",
+            &server.url,
+            "--duration",
+            "1",
+            "--concurrency",
+            "3",
+            "--read-ratio",
+            "100",
+            "--ids",
+            "1..5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let run: Value = serde_json::from_str(&stdout(&output)).expect("one JSON document");
+    let requests = run["requests"].as_u64().unwrap();
+    assert!(requests > 20, "{run}");
+    assert_eq!(
+        run["failed"], 0,
+        "a closed keep-alive connection is replaced, no failure: {run}"
+    );
+    assert_eq!(server.answered.load(Ordering::SeqCst), requests, "{run}");
+    assert_eq!(
+        server.with_host.load(Ordering::SeqCst),
+        requests,
+        "every request names its Host"
+    );
+    assert_eq!(run["statuses"]["200"].as_u64(), Some(requests), "{run}");
+    let layers: Vec<&str> = run["by_layer"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        layers,
+        ["DB", "L1", "L2", "L9"],
+        "an unknown X-Cache value is kept by name: {run}"
+    );
+    let by_layer: u64 = run["by_layer"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|layer| layer["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_layer, requests, "{run}");
+    assert_eq!(summed(&run["timeline"]), requests, "{run}");
+}
+
+#[test]
+fn load_counts_every_request_to_a_closed_port_as_failed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = workshop_cli(dir.path())
+        .args(["load", "--url", &url, "--duration", "1", "--concurrency", "2", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let run: Value = serde_json::from_str(&stdout(&output)).expect("one JSON document");
+    let requests = run["requests"].as_u64().unwrap();
+    assert!(requests > 0, "{run}");
+    assert_eq!(run["failed"].as_u64(), Some(requests), "{run}");
+    assert_eq!(run["statuses"], json!({}), "{run}");
+    assert_eq!(run["by_layer"], json!({}), "{run}");
+    assert_eq!(
+        summed(&run["timeline"]),
+        requests,
+        "failures have their seconds too: {run}"
+    );
+}

@@ -2,10 +2,30 @@
 //! `GET`/`PUT /products/{id}`): closed-loop tasks (`--concurrency`), each
 //! optionally paced (`--rate` shared out), Zipf-skewed ids, a share of PUTs.
 //! Latencies go into HDR histograms, overall, per `X-Cache` layer and per second.
+//!
+//! The generator must not be the bottleneck of what it measures (`just bench`
+//! compares it with `wrk -c 50 -t 2` on the same URL), so it is built like wrk:
+//! two threads, each with its own single-thread runtime and half the tasks; each task owns one keep-alive HTTP/1.1
+//! connection (hyper's `client::conn`, no pool) and drives it itself, so a
+//! response wakes no other task; request paths are built once; every task keeps
+//! its own counters and histograms, merged when the run ends, and hands each
+//! finished second to the collector over a channel: no lock is taken per request.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 use super::progress::RunProgress;
 use crate::config::Config;
@@ -64,25 +84,6 @@ pub struct LoadOutcome {
     pub timeline: Vec<LoadSecond>,
 }
 
-#[derive(Default)]
-struct Second {
-    requests: u64,
-    hits: u64,
-    layered: u64,
-    latency: LatencyRecorder,
-}
-
-#[derive(Default)]
-struct Tally {
-    reads: u64,
-    writes: u64,
-    failed: u64,
-    statuses: BTreeMap<u16, u64>,
-    latency: LatencyRecorder,
-    by_layer: BTreeMap<String, LatencyRecorder>,
-    seconds: BTreeMap<u64, Second>,
-}
-
 fn usage(message: String) -> WorkshopError {
     WorkshopError::invalid(message)
 }
@@ -109,106 +110,458 @@ pub fn validate(options: &LoadOptions) -> Result<()> {
     Ok(())
 }
 
+/// A request with no complete answer after this long counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Paths `/products/{id}` are built once when the id range has at most this many
+/// ids (the default 1..10000 has); a wider range formats each request's path.
+const PATH_TABLE_LIMIT: u64 = 100_000;
+
+/// Where the requests go: resolved once, before the first connection.
+struct Target {
+    addresses: Vec<SocketAddr>,
+    /// The `Host` header: the URL's host, and its port if it names one.
+    authority: HeaderValue,
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// The URL's path without its trailing `/`, e.g. `` or `/api`.
+    prefix: String,
+    /// `prefix/products/{first_id + i}` for every id, when the range is small enough.
+    paths: Vec<Uri>,
+}
+
+impl Target {
+    fn path(&self, offset: u64, id: i64) -> Result<Uri> {
+        match usize::try_from(offset).ok().and_then(|i| self.paths.get(i)) {
+            Some(uri) => Ok(uri.clone()),
+            None => product_path(&self.prefix, id),
+        }
+    }
+}
+
+fn product_path(prefix: &str, id: i64) -> Result<Uri> {
+    let path = format!("{prefix}/products/{id}");
+    Uri::try_from(path.as_str()).map_err(|e| usage(format!("--url: {path} is not a request path ({e})")))
+}
+
+async fn resolve(options: &LoadOptions, span: u64) -> Result<Target> {
+    let url = url::Url::parse(&options.url).map_err(|e| usage(format!("--url {}: {e}", options.url)))?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let connect_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((connect_host.as_str(), port))
+        .await
+        .map_err(|e| {
+            usage(format!(
+                "--url {}: cannot resolve {host} ({e}); check the host name",
+                options.url
+            ))
+        })?
+        .collect();
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let authority = HeaderValue::from_str(&authority)
+        .map_err(|e| usage(format!("--url {}: {authority} is not a host ({e})", options.url)))?;
+    let tls = if url.scheme() == "https" {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot set up TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(connect_host)
+            .map_err(|e| usage(format!("--url {}: {host} is not a TLS server name ({e})", options.url)))?;
+        Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    } else {
+        None
+    };
+    let prefix = url.path().trim_end_matches('/').to_string();
+    let paths = if span <= PATH_TABLE_LIMIT {
+        (options.first_id..=options.last_id)
+            .map(|id| product_path(&prefix, id))
+            .collect::<Result<_>>()?
+    } else {
+        product_path(&prefix, options.first_id)?;
+        Vec::new()
+    };
+    Ok(Target {
+        addresses,
+        authority,
+        tls,
+        prefix,
+        paths,
+    })
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type Connection = http1::Connection<TokioIo<Box<dyn Stream>>, Full<Bytes>>;
+
+/// One keep-alive connection, driven by the task that sends on it.
+struct Link {
+    sender: http1::SendRequest<Full<Bytes>>,
+    /// `None` once it ended (the server closed it): then it is replaced.
+    connection: Option<Pin<Box<Connection>>>,
+}
+
+async fn connect(target: &Target) -> std::io::Result<Link> {
+    let tcp = tokio::net::TcpStream::connect(target.addresses.as_slice()).await?;
+    tcp.set_nodelay(true)?;
+    let stream: Box<dyn Stream> = match &target.tls {
+        None => Box::new(tcp),
+        Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
+    };
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Link {
+        sender,
+        connection: Some(Box::pin(connection)),
+    })
+}
+
+/// Runs `work` while polling the connection, whose I/O it waits on. Once the
+/// connection ends it is dropped, which fails whatever still waits on it.
+async fn driven<T>(connection: &mut Option<Pin<Box<Connection>>>, work: impl Future<Output = T>) -> T {
+    let mut work = pin!(work);
+    if let Some(running) = connection.as_mut() {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = running.as_mut() => {}
+        }
+        *connection = None;
+    }
+    work.await
+}
+
+/// The `X-Cache` layers serve answers with; any other value is kept by name.
+const LAYERS: [&str; 3] = ["L1", "L2", "DB"];
+
+enum Layer {
+    Known(usize),
+    Other(String),
+}
+
+impl Layer {
+    fn of(value: &HeaderValue) -> Option<Layer> {
+        let bytes = value.as_bytes();
+        match LAYERS.iter().position(|layer| layer.as_bytes() == bytes) {
+            Some(i) => Some(Layer::Known(i)),
+            None => value.to_str().ok().map(|s| Layer::Other(s.to_string())),
+        }
+    }
+
+    fn is_hit(&self) -> bool {
+        matches!(self, Layer::Known(0 | 1))
+    }
+}
+
+/// Sends one request on `slot`'s connection (a new one if there is none) and reads the whole
+/// answer: its status and `X-Cache` layer, or `None` when no complete answer came.
+async fn exchange(
+    slot: &mut Option<Link>,
+    target: &Target,
+    request: Request<Full<Bytes>>,
+) -> Option<(u16, Option<Layer>)> {
+    // A connection the server closed between requests (`Connection: close`, an idle timeout)
+    // is replaced, and that is no failure; a new connection that is not ready is one.
+    let alive = match slot.as_mut() {
+        Some(link) if link.connection.is_some() && !link.sender.is_closed() => {
+            driven(&mut link.connection, link.sender.ready()).await.is_ok()
+        }
+        _ => false,
+    };
+    if !alive {
+        *slot = None;
+        let mut link = connect(target).await.ok()?;
+        driven(&mut link.connection, link.sender.ready()).await.ok()?;
+        *slot = Some(link);
+    }
+    let link = slot.as_mut()?;
+    let answer = async {
+        let response = driven(&mut link.connection, link.sender.send_request(request))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let layer = response.headers().get("x-cache").and_then(Layer::of);
+        // Read the body: the request is done when the answer is.
+        let mut body = response.into_body();
+        while let Some(frame) = driven(&mut link.connection, body.frame()).await {
+            frame.ok()?;
+        }
+        Some((status, layer))
+    }
+    .await;
+    if answer.is_none() {
+        *slot = None;
+    }
+    answer
+}
+
+fn request(target: &Target, path: Uri, read: bool, rng: &mut SplitMix64) -> Request<Full<Bytes>> {
+    let body = if read {
+        Full::new(Bytes::new())
+    } else {
+        let cents = 100 + rng.below(99_900);
+        Full::new(Bytes::from(format!(
+            "{{\"price\": \"{}.{:02}\"}}",
+            cents / 100,
+            cents % 100
+        )))
+    };
+    let mut request = Request::new(body);
+    *request.uri_mut() = path;
+    request.headers_mut().insert(HOST, target.authority.clone());
+    if !read {
+        *request.method_mut() = Method::PUT;
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    request
+}
+
+/// One second of the run, of one task while it lasts, then of all tasks.
+#[derive(Default)]
+struct Second {
+    requests: u64,
+    hits: u64,
+    layered: u64,
+    latency: LatencyRecorder,
+}
+
+impl Second {
+    fn merge(&mut self, other: &Second) {
+        self.requests += other.requests;
+        self.hits += other.hits;
+        self.layered += other.layered;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// What one task counted; tasks' tallies are added up when the run ends.
+struct Tally {
+    reads: u64,
+    writes: u64,
+    failed: u64,
+    /// Answers by status code (hyper's codes are 100..=999).
+    statuses: Vec<u64>,
+    latency: LatencyRecorder,
+    layers: [Option<LatencyRecorder>; LAYERS.len()],
+    other_layers: BTreeMap<String, LatencyRecorder>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            reads: 0,
+            writes: 0,
+            failed: 0,
+            statuses: vec![0; 1000],
+            latency: LatencyRecorder::new(),
+            layers: Default::default(),
+            other_layers: BTreeMap::new(),
+        }
+    }
+
+    fn layer(&mut self, layer: Layer) -> &mut LatencyRecorder {
+        match layer {
+            Layer::Known(i) => self.layers[i].get_or_insert_with(LatencyRecorder::new),
+            Layer::Other(name) => self.other_layers.entry(name).or_default(),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.reads += other.reads;
+        self.writes += other.writes;
+        self.failed += other.failed;
+        for (total, n) in self.statuses.iter_mut().zip(&other.statuses) {
+            *total += n;
+        }
+        self.latency.merge(&other.latency);
+        for (total, recorder) in self.layers.iter_mut().zip(&other.layers) {
+            if let Some(recorder) = recorder {
+                total.get_or_insert_with(LatencyRecorder::new).merge(recorder);
+            }
+        }
+        for (name, recorder) in &other.other_layers {
+            self.other_layers.entry(name.clone()).or_default().merge(recorder);
+        }
+    }
+
+    fn statuses(&self) -> BTreeMap<u16, u64> {
+        (0u16..)
+            .zip(&self.statuses)
+            .filter(|(_, n)| **n > 0)
+            .map(|(code, n)| (code, *n))
+            .collect()
+    }
+
+    fn by_layer(&self) -> BTreeMap<String, LatencySummary> {
+        let known = LAYERS
+            .iter()
+            .zip(&self.layers)
+            .filter_map(|(name, recorder)| Some((name.to_string(), recorder.as_ref()?.summary()?)));
+        let other = self
+            .other_layers
+            .iter()
+            .filter_map(|(name, recorder)| Some((name.clone(), recorder.summary()?)));
+        known.chain(other).collect()
+    }
+}
+
+/// What every task shares; read only.
+struct Plan {
+    target: Target,
+    sampler: KeySampler,
+    options: LoadOptions,
+    started: Instant,
+    deadline: Instant,
+    pause: Option<Duration>,
+}
+
+/// One closed-loop task: a request, its whole answer, the next. Each second it has
+/// finished goes to the collector (`seconds`); its tally is returned at the end.
+async fn run_task(plan: Arc<Plan>, task: u64, seconds: mpsc::UnboundedSender<(u64, Second)>) -> Result<Tally> {
+    let options = &plan.options;
+    let mut rng = SplitMix64::new(options.seed ^ (task + 1).wrapping_mul(0x9e37_79b9));
+    let mut tally = Tally::new();
+    let mut link = None;
+    let mut current: (u64, Second) = (0, Second::default());
+    let mut next = Instant::now();
+    while Instant::now() < plan.deadline {
+        if let Some(pause) = plan.pause {
+            tokio::time::sleep_until(next.into()).await;
+            next += pause;
+            if Instant::now() >= plan.deadline {
+                break;
+            }
+        }
+        let offset = plan.sampler.sample(&mut rng);
+        let id = options.first_id + i64::try_from(offset).unwrap_or(0);
+        let read = rng.percent(options.read_ratio);
+        let request = request(&plan.target, plan.target.path(offset, id)?, read, &mut rng);
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut link, &plan.target, request))
+            .await
+            .unwrap_or_else(|_| {
+                link = None; // a request may still be on it
+                None
+            });
+        let elapsed = sent.elapsed();
+        let second = sent.duration_since(plan.started).as_secs();
+        if second != current.0 && current.1.requests > 0 {
+            // A closed receiver means the run is over; nothing is left to count.
+            let _ = seconds.send(std::mem::take(&mut current));
+        }
+        current.0 = second;
+        if read {
+            tally.reads += 1;
+        } else {
+            tally.writes += 1;
+        }
+        let bucket = &mut current.1;
+        bucket.requests += 1;
+        bucket.latency.record(elapsed);
+        match answer {
+            None => tally.failed += 1,
+            Some((status, layer)) => {
+                if let Some(n) = tally.statuses.get_mut(usize::from(status)) {
+                    *n += 1;
+                }
+                tally.latency.record(elapsed);
+                if let (true, Some(layer)) = (read, layer) {
+                    bucket.layered += 1;
+                    if layer.is_hit() {
+                        bucket.hits += 1;
+                    }
+                    tally.layer(layer).record(elapsed);
+                }
+            }
+        }
+    }
+    if current.1.requests > 0 {
+        let _ = seconds.send(current);
+    }
+    Ok(tally)
+}
+
+/// Threads, like `wrk -t 2`: each runs its own single-thread runtime with its share of the
+/// tasks, so no task moves between threads and no thread wakes another.
+const THREADS: u64 = 2;
+
+fn run_thread(
+    plan: Arc<Plan>,
+    thread: u64,
+    threads: u64,
+    seconds: mpsc::UnboundedSender<(u64, Second)>,
+) -> Result<Tally> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| WorkshopError::Other(e.into()))?;
+    runtime.block_on(async {
+        let tasks: Vec<_> = (thread..plan.options.concurrency)
+            .step_by(usize::try_from(threads).unwrap_or(1))
+            .map(|task| tokio::spawn(run_task(Arc::clone(&plan), task, seconds.clone())))
+            .collect();
+        drop(seconds);
+        let mut tally = Tally::new();
+        for joined in futures_util::future::join_all(tasks).await {
+            tally.merge(joined.map_err(|e| WorkshopError::Other(anyhow::anyhow!("a load task stopped: {e}")))??);
+        }
+        Ok(tally)
+    })
+}
+
+fn collect(timeline: &mut BTreeMap<u64, Second>, seconds: &mut mpsc::UnboundedReceiver<(u64, Second)>) {
+    while let Ok((second, part)) = seconds.try_recv() {
+        timeline.entry(second).or_default().merge(&part);
+    }
+}
+
 pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunProgress) -> Result<LoadOutcome> {
     validate(&options)?;
     let base = options.url.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::try_from(options.concurrency).unwrap_or(usize::MAX))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot build the HTTP client: {e}")))?;
     let span = u64::try_from(options.last_id - options.first_id + 1).unwrap_or(u64::MAX);
-    let sampler = Arc::new(KeySampler::new(span, options.skew));
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let target = resolve(&options, span).await?;
     let started = Instant::now();
-    let deadline = started + options.duration;
-    let pause = options
-        .rate
-        .map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate.max(0.001)));
+    let plan = Arc::new(Plan {
+        target,
+        sampler: KeySampler::new(span, options.skew),
+        pause: options
+            .rate
+            .map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate.max(0.001))),
+        started,
+        deadline: started + options.duration,
+        options: options.clone(),
+    });
     progress.phase("load", Some(options.duration.as_secs().max(1)));
-    let mut tasks = Vec::new();
-    for task in 0..options.concurrency {
-        let (client, base, sampler, tally, options) = (
-            client.clone(),
-            base.clone(),
-            Arc::clone(&sampler),
-            Arc::clone(&tally),
-            options.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SplitMix64::new(options.seed ^ (task + 1).wrapping_mul(0x9e37_79b9));
-            let mut next = Instant::now();
-            while Instant::now() < deadline {
-                if let Some(pause) = pause {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += pause;
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-                let id = options.first_id + i64::try_from(sampler.sample(&mut rng)).unwrap_or(0);
-                let read = rng.percent(options.read_ratio);
-                let url = format!("{base}/products/{id}");
-                let sent = Instant::now();
-                let answer = if read {
-                    client.get(&url).send().await
-                } else {
-                    let cents = 100 + rng.below(99_900);
-                    let body = format!("{{\"price\": \"{}.{:02}\"}}", cents / 100, cents % 100);
-                    client
-                        .put(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                };
-                let answer = match answer {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let layer = response
-                            .headers()
-                            .get("x-cache")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        // Read the body: the request is done when the answer is.
-                        let _ = response.bytes().await;
-                        Some((status, layer))
-                    }
-                    Err(_) => None,
-                };
-                let elapsed = sent.elapsed();
-                let second = sent.duration_since(started).as_secs();
-                let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
-                let tally = &mut *tally;
-                if read {
-                    tally.reads += 1;
-                } else {
-                    tally.writes += 1;
-                }
-                let bucket = tally.seconds.entry(second).or_default();
-                bucket.requests += 1;
-                bucket.latency.record(elapsed);
-                match answer {
-                    None => tally.failed += 1,
-                    Some((status, layer)) => {
-                        *tally.statuses.entry(status).or_default() += 1;
-                        tally.latency.record(elapsed);
-                        if let (true, Some(layer)) = (read, layer) {
-                            bucket.layered += 1;
-                            if layer == "L1" || layer == "L2" {
-                                bucket.hits += 1;
-                            }
-                            tally.by_layer.entry(layer).or_default().record(elapsed);
-                        }
-                    }
-                }
-            }
-        }));
+    let (sender, mut seconds) = mpsc::unbounded_channel();
+    let threads = THREADS.min(options.concurrency.max(1));
+    let mut finished = Vec::new();
+    for thread in 0..threads {
+        let (plan, sender) = (Arc::clone(&plan), sender.clone());
+        let (done, tally) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("load-{thread}"))
+            .spawn(move || {
+                let _ = done.send(run_thread(plan, thread, threads, sender));
+            })
+            .map_err(|e| WorkshopError::Other(anyhow::anyhow!("cannot start a load thread: {e}")))?;
+        finished.push(tally);
     }
+    drop(sender);
+    let mut timeline = BTreeMap::new();
     let ticker = async {
         let mut shown = 0;
-        while Instant::now() < deadline {
+        while Instant::now() < plan.deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
+            // Merged as they come, so a long run keeps one histogram per second.
+            collect(&mut timeline, &mut seconds);
             let now = started.elapsed().as_secs();
             if now > shown {
                 progress.advance(now - shown);
@@ -216,13 +569,15 @@ pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunP
             }
         }
     };
-    let ((), joined) = tokio::join!(ticker, futures_util::future::join_all(tasks));
+    let ((), joined) = tokio::join!(ticker, futures_util::future::join_all(finished));
     progress.finish_phase();
-    for result in joined {
-        result.map_err(|e| WorkshopError::Other(anyhow::anyhow!("a load task stopped: {e}")))?;
-    }
     let elapsed = started.elapsed();
-    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut tally = Tally::new();
+    for result in joined {
+        let part = result.map_err(|_| WorkshopError::Other(anyhow::anyhow!("a load thread stopped")))??;
+        tally.merge(part);
+    }
+    collect(&mut timeline, &mut seconds);
     let requests = tally.reads + tally.writes;
     Ok(LoadOutcome {
         exercise: "load",
@@ -237,15 +592,10 @@ pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunP
         writes: tally.writes,
         failed: tally.failed,
         throughput: requests as f64 / elapsed.as_secs_f64().max(1e-9),
-        statuses: tally.statuses,
+        statuses: tally.statuses(),
         latency: tally.latency.summary(),
-        by_layer: tally
-            .by_layer
-            .iter()
-            .filter_map(|(layer, recorder)| recorder.summary().map(|s| (layer.clone(), s)))
-            .collect(),
-        timeline: tally
-            .seconds
+        by_layer: tally.by_layer(),
+        timeline: timeline
             .iter()
             .map(|(second, s)| LoadSecond {
                 second: *second,
@@ -260,4 +610,71 @@ pub async fn measure(_config: &Config, options: LoadOptions, progress: &dyn RunP
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_layers_are_matched_without_a_string_and_others_kept_by_name() {
+        assert!(matches!(
+            Layer::of(&HeaderValue::from_static("L2")),
+            Some(Layer::Known(1))
+        ));
+        assert!(Layer::of(&HeaderValue::from_static("L1")).is_some_and(|l| l.is_hit()));
+        assert!(Layer::of(&HeaderValue::from_static("DB")).is_some_and(|l| !l.is_hit()));
+        assert!(matches!(Layer::of(&HeaderValue::from_static("edge")), Some(Layer::Other(name)) if name == "edge"));
+        let not_text = HeaderValue::from_bytes(b"\xff").unwrap();
+        assert!(Layer::of(&not_text).is_none());
+    }
+
+    #[test]
+    fn tallies_of_two_tasks_add_up_to_the_same_counts_and_percentiles() {
+        let (mut a, mut b, mut one) = (Tally::new(), Tally::new(), Tally::new());
+        for (i, tally) in [&mut a, &mut b].into_iter().enumerate() {
+            for ms in 1..=50u64 {
+                let latency = Duration::from_micros(ms * 100 + i as u64 * 7);
+                tally.reads += 1;
+                tally.statuses[if ms % 10 == 0 { 404 } else { 200 }] += 1;
+                tally.latency.record(latency);
+                tally.layer(Layer::Known(usize::from(ms % 2 == 0))).record(latency);
+                tally.layer(Layer::Other("edge".into())).record(latency);
+                one.latency.record(latency);
+            }
+        }
+        a.merge(b);
+        assert_eq!(a.reads, 100);
+        assert_eq!(a.statuses(), BTreeMap::from([(200, 90), (404, 10)]));
+        let layers = a.by_layer();
+        assert_eq!(layers.keys().collect::<Vec<_>>(), ["L1", "L2", "edge"]);
+        assert_eq!(
+            (layers["L1"].count, layers["L2"].count, layers["edge"].count),
+            (50, 50, 100)
+        );
+        let (merged, whole) = (a.latency.summary().unwrap(), one.latency.summary().unwrap());
+        assert_eq!((merged.p50, merged.p95, merged.p99), (whole.p50, whole.p95, whole.p99));
+    }
+
+    #[tokio::test]
+    async fn seconds_of_several_tasks_are_merged_into_one_per_second() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        for (second, requests) in [(0, 3), (1, 2), (0, 4), (2, 1)] {
+            let mut part = Second {
+                requests,
+                hits: 1,
+                layered: 2,
+                ..Second::default()
+            };
+            part.latency.record(Duration::from_millis(requests));
+            sender.send((second, part)).unwrap();
+        }
+        let mut timeline = BTreeMap::new();
+        collect(&mut timeline, &mut receiver);
+        let merged: Vec<(u64, u64, u64, u64)> = timeline
+            .iter()
+            .map(|(s, p)| (*s, p.requests, p.hits, p.latency.count()))
+            .collect();
+        assert_eq!(merged, [(0, 7, 2, 2), (1, 2, 1, 1), (2, 1, 1, 1)]);
+    }
 }
