@@ -433,7 +433,8 @@ async fn a_slow_query_keeps_the_default_baseline_within_its_time_budget() {
         assert_eq!(budget["planned"], 10);
         assert_eq!(budget["budget_ms"], 3000.0);
         let reads = run.json["baseline_reads"].as_u64().unwrap();
-        assert!((3..=4).contains(&reads), "{kind:?}: {reads} baseline reads");
+        // Three one-second reads fill the 3 s budget; a stalled machine may make two do it.
+        assert!((2..=4).contains(&reads), "{kind:?}: {reads} baseline reads");
         assert!(
             run.stderr.contains(&format!(
                 "warning: the query is slow: the database baseline stopped after {reads} of 10 reads, at its 3 s time budget"
