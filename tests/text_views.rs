@@ -90,7 +90,7 @@ async fn a_closed_pipe_ends_a_text_command_quietly_with_0() {
 }
 
 /// Every command that prints a result table, with options that keep it quick.
-const TEXT_COMMANDS: [&[&str]; 17] = [
+const TEXT_COMMANDS: [&[&str]; 18] = [
     &["check-env"],
     &["seed", "--scale", "0.02"],
     &["cache-aside", "--runs", "5"],
@@ -99,6 +99,18 @@ const TEXT_COMMANDS: [&[&str]; 17] = [
     &["multi-level", "--requests", "200", "--keys", "50"],
     &["multi-level", "--warm", "5"],
     &["stats", "--requests", "400", "--keys", "100"],
+    &[
+        "stats",
+        "--requests",
+        "400",
+        "--keys",
+        "100",
+        "--maxmemory",
+        "2mb",
+        "--policy",
+        "allkeys-random,noeviction",
+        "--private-valkey",
+    ],
     &["write-behind", "--writes", "20", "--cleanup"],
     &["stampede", "--concurrency", "10", "--time-budget", "3"],
     &["leaderboard", "--runs", "3"],

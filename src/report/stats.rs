@@ -503,29 +503,44 @@ fn show_eviction(eviction: &EvictionOutcome, output: &Output) {
         previous.maxmemory_policy,
         if eviction.restored { " (restored)" } else { "" }
     ));
-    let mut table = new_table(
-        output,
-        &[
-            "policy",
-            "requests",
-            "hit rate",
-            "L2 hit rate",
-            "evicted keys",
-            "keys after",
-            "used memory",
-            "L2 errors",
-            "p99 ms",
-            "requests/s",
-        ],
-    );
-    for policy in &eviction.runs {
+    // Columns that say nothing are left out, so the table fits 80 columns: the request
+    // count when every run made the same number, the L2 hit rate when L1 was off (then
+    // it is the hit rate).
+    let runs = &eviction.runs;
+    let same_requests = runs.windows(2).all(|w| w[0].run.requests == w[1].run.requests);
+    let l1_on = runs.iter().any(|r| r.run.hit_rate.l1.is_some());
+    if let (true, Some(first)) = (same_requests, runs.first()) {
+        output.text(format!("{} requests in each run", count(first.run.requests)));
+    }
+    let mut headers = vec!["policy"];
+    if !same_requests {
+        headers.push("requests");
+    }
+    headers.push("hit rate");
+    if l1_on {
+        headers.push("L2 hit rate");
+    }
+    headers.extend([
+        "evicted keys",
+        "keys after",
+        "used memory",
+        "L2 errors",
+        "p99 ms",
+        "requests/s",
+    ]);
+    let mut table = new_table(output, &headers);
+    for policy in runs {
         let run = &policy.run;
         let view = policy.valkey.as_ref();
-        table.add_row(vec![
-            policy.policy.clone(),
-            count(run.requests),
-            percent(run.hit_rate.overall),
-            percent(run.hit_rate.l2),
+        let mut row = vec![policy.policy.clone()];
+        if !same_requests {
+            row.push(count(run.requests));
+        }
+        row.push(percent(run.hit_rate.overall));
+        if l1_on {
+            row.push(percent(run.hit_rate.l2));
+        }
+        row.extend([
             view.map_or_else(|| "—".into(), |v| optional_count(v.evicted_keys)),
             view.and_then(|v| v.workshop_keys.as_ref())
                 .map_or_else(|| "—".into(), |k| count(k.keys)),
@@ -534,8 +549,18 @@ fn show_eviction(eviction: &EvictionOutcome, output: &Output) {
             run.latency.all.as_ref().map_or_else(|| "—".into(), |s| ms(s.p99)),
             rounded(run.throughput_per_second),
         ]);
+        table.add_row(row);
     }
-    align_right(&mut table, &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let numbers: Vec<usize> = (1..headers.len()).collect();
+    align_right(&mut table, &numbers);
+    // A policy name is one token too: never split it.
+    let widest_policy = runs.iter().map(|r| r.policy.len()).max().unwrap_or(0);
+    if let Some(column) = table.column_mut(0) {
+        let width = u16::try_from(widest_policy + 2).unwrap_or(u16::MAX);
+        column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(
+            width,
+        )));
+    }
     output.text(table);
 
     output.heading("Hit rate over time (0 to 100 %)");
