@@ -9,6 +9,12 @@ use workshop_cli::cli::Cli;
 use workshop_cli::config::{redact, Config, DotEnv};
 use workshop_cli::report::{self, Output};
 
+/// mimalloc rather than glibc's malloc: a cache hit decodes its rows into a
+/// few small allocations, and glibc's malloc and free took 12 % of the 50-task
+/// profile (issue 13, `scripts/bench-profile.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Before any thread exists: loading `.env` sets environment variables.
     let start = std::env::current_dir().unwrap_or_else(|_| ".".into());

@@ -4,8 +4,10 @@
 
 pub mod breaker;
 pub mod cluster;
+pub mod cluster_gets;
 pub mod invalidation;
 pub mod keys;
+pub mod pipelined;
 pub mod popularity;
 pub mod private;
 pub mod ttl;
@@ -27,7 +29,9 @@ use crate::config::{ClusterMode, ValkeyTarget};
 pub use breaker::BreakerCounts;
 use breaker::{Admission, Breaker, BreakerSettings};
 use cluster::{ClusterNode, Link, NodeRole};
+use cluster_gets::ClusterGets;
 pub use keys::KeyScheme;
+use pipelined::{Endpoint, GetPipeline};
 pub use ttl::TtlPolicy;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -128,13 +132,26 @@ pub struct Valkey {
     response_timeout: Duration,
     /// Shared by every clone: the connection is one.
     breaker: Arc<Mutex<Breaker>>,
+    /// The hot read's own connection ([`pipelined`]): single node, plain TCP, RESP2,
+    /// and not on a connection whose GETs must be the tracked ones (pushes).
+    get_pipeline: Option<Arc<GetPipeline>>,
+    /// On a cluster: GET pipelines to the primaries and the slot map ([`cluster_gets`]).
+    cluster_gets: Option<Arc<ClusterGets>>,
 }
 
 impl Valkey {
     /// Connects and checks the server answers. `timeout` bounds both the
     /// connect and each command, so a dead host never hangs a run.
     pub async fn connect(target: &ValkeyTarget, timeout: Duration) -> Result<Valkey, CacheError> {
-        Valkey::connect_with_response_timeout(target, timeout, timeout).await
+        let mut valkey = Valkey::connect_with_response_timeout(target, timeout, timeout).await?;
+        let started = Instant::now();
+        if valkey.is_cluster() {
+            valkey.cluster_gets = open_cluster_gets(&valkey, target, timeout).await;
+        } else {
+            valkey.get_pipeline = open_get_pipeline(&valkey, target, timeout).await;
+        }
+        valkey.connect_time += started.elapsed();
+        Ok(valkey)
     }
 
     /// A connection of its own for blocking reads (XREADGROUP BLOCK): on the
@@ -212,6 +229,8 @@ impl Valkey {
             command_timeout: target.command_timeout,
             response_timeout,
             breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
+            get_pipeline: None,
+            cluster_gets: None,
         })
     }
 
@@ -263,6 +282,8 @@ impl Valkey {
             command_timeout: target.command_timeout,
             response_timeout: target.command_timeout.max(timeout),
             breaker: Arc::new(Mutex::new(Breaker::new(BreakerSettings::default()))),
+            get_pipeline: None,
+            cluster_gets: None,
         })
     }
 
@@ -279,6 +300,23 @@ impl Valkey {
         let channel = channel.to_string();
         self.send("SUBSCRIBE", async move { conn.subscribe(channel).await })
             .await
+    }
+
+    /// GETs travel on the connection's own GET pipeline ([`pipelined`]), not through
+    /// redis-rs: to the one node, or on a cluster to the primary of the key's slot.
+    pub fn reads_through_get_pipeline(&self) -> bool {
+        self.get_pipeline.is_some() || self.cluster_gets.is_some()
+    }
+
+    /// On a cluster read through GET pipelines: the primary the slot map sends `key`'s GET to.
+    pub fn direct_node_of(&self, key: &str) -> Option<(String, u16)> {
+        self.cluster_gets.as_ref().and_then(|gets| gets.node_for(key))
+    }
+
+    /// On a cluster read through GET pipelines: how many of the 16,384 slots the
+    /// slot map sends straight to their primary (0 otherwise).
+    pub fn directly_mapped_slots(&self) -> usize {
+        self.cluster_gets.as_ref().map_or(0, |gets| gets.mapped_slots())
     }
 
     /// Spoken to as a cluster (several nodes, `VALKEY_CLUSTER=true`, or a node
@@ -375,10 +413,70 @@ impl Valkey {
         limit: Duration,
         request: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<redis::RedisResult<T>, CacheError> {
-        if self.breaker().admit(tokio::time::Instant::now()) == Admission::Skip {
+        self.admit(command)?;
+        self.settle(command, limit, tokio::time::timeout(limit, request).await)
+    }
+
+    /// Reads `CLUSTER NODES` again and rebuilds the GET pipelines' slot map, in the
+    /// background (one refresh at a time, see [`cluster_gets::REFRESH_GAP`]). Asked of the
+    /// nodes one by one, past the breaker: a frozen node must not keep the map stale, and an
+    /// open breaker must not stop the refresh that lets the reads reach the new primary.
+    fn refresh_slot_map(&self) {
+        let (Some(gets), Link::Cluster(connection)) = (&self.cluster_gets, &self.connection) else {
+            return;
+        };
+        if !gets.start_refresh() {
+            return;
+        }
+        let gets = Arc::clone(gets);
+        let mut conn = connection.clone();
+        let per_node = self.command_timeout.min(Duration::from_secs(1));
+        tokio::spawn(async move {
+            for (host, port) in gets.known_nodes() {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                let asked = tokio::time::timeout(
+                    per_node,
+                    conn.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), routing),
+                )
+                .await;
+                let Ok(Ok(reply)) = asked else { continue };
+                let Some(text) = reply
+                    .extract_error()
+                    .ok()
+                    .and_then(|v| String::from_redis_value(v).ok())
+                else {
+                    continue;
+                };
+                let nodes = cluster::parse_cluster_nodes(&text);
+                if nodes
+                    .iter()
+                    .any(|node| node.role == NodeRole::Primary && !node.slots.is_empty())
+                {
+                    gets.rebuild(&nodes).await;
+                    break;
+                }
+            }
+            gets.finish_refresh();
+        });
+    }
+
+    /// Asks the breaker; a closed one needs no clock.
+    fn admit(&self, command: &'static str) -> Result<(), CacheError> {
+        let mut breaker = self.breaker();
+        if breaker.is_open() && breaker.admit(tokio::time::Instant::now()) == Admission::Skip {
             return Err(CacheError::Skipped { command });
         }
-        match tokio::time::timeout(limit, request).await {
+        Ok(())
+    }
+
+    /// Tells the breaker how a request ended (`Err(_)`: no answer within `limit`).
+    fn settle<T, Elapsed>(
+        &self,
+        command: &'static str,
+        limit: Duration,
+        outcome: Result<redis::RedisResult<T>, Elapsed>,
+    ) -> Result<redis::RedisResult<T>, CacheError> {
+        match outcome {
             Err(_) => {
                 self.breaker().failed(tokio::time::Instant::now(), true);
                 Err(CacheError::TimedOut {
@@ -423,13 +521,58 @@ impl Valkey {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
-        let mut conn = self.connection.clone();
-        self.send("GET", async move { conn.get(key).await }).await
+        if !self.reads_through_get_pipeline() {
+            let mut conn = self.connection.clone();
+            return self.send("GET", async move { conn.get(key).await }).await;
+        }
+        match self.get_bytes(key).await? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| CacheError::Command {
+                command: "GET",
+                reason: format!("the value of {key} is not UTF-8 text"),
+            }),
+        }
     }
 
     /// GET as the raw bytes of the value: the cache-hit path decodes them straight into
     /// its rows (`serde_json::from_slice`), with no `String` (and UTF-8 pass) between.
+    /// On a single node it goes through the GET pipeline ([`pipelined`]).
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        if let Some(pipeline) = &self.get_pipeline {
+            // The pipeline bounds the wait itself (no timer per GET).
+            self.admit("GET")?;
+            let outcome = pipeline.get(key.as_bytes()).await;
+            return self
+                .settle("GET", self.command_timeout, outcome)?
+                .map_err(Self::command_error("GET"));
+        }
+        if let Some(gets) = &self.cluster_gets {
+            match gets.pipeline_for(key) {
+                Some(pipeline) => {
+                    self.admit("GET")?;
+                    let outcome = pipeline.get(key.as_bytes()).await;
+                    let (moved, lost) = match &outcome {
+                        Ok(Err(error)) => (cluster_gets::is_redirect(error), is_outage(error)),
+                        Ok(Ok(_)) => (false, false),
+                        Err(_) => (false, true),
+                    };
+                    if lost {
+                        // A primary stopped answering: a failover may be under way.
+                        self.refresh_slot_map();
+                    }
+                    if !moved {
+                        return self
+                            .settle("GET", self.command_timeout, outcome)?
+                            .map_err(Self::command_error("GET"));
+                    }
+                    // The slot moved (a failover, a resharding): an answer, so the breaker
+                    // counts a success, and redis-rs follows the redirect below.
+                    self.breaker().succeeded();
+                    self.refresh_slot_map();
+                }
+                None => self.refresh_slot_map(),
+            }
+        }
         let mut conn = self.connection.clone();
         self.send("GET", async move { conn.get(key).await }).await
     }
@@ -520,7 +663,7 @@ impl Valkey {
     }
 
     /// Deletes `key` only if it holds `value` (atomically); true when it did.
-    pub async fn delete_if_equals(&self, key: &str, value: &str) -> Result<bool, CacheError> {
+    pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, CacheError> {
         let how = self.compare_and_delete().await;
         let removed: i64 = match how {
             CompareAndDelete::Delifeq => self.query("DELIFEQ", redis::cmd("DELIFEQ").arg(key).arg(value)).await?,
@@ -798,6 +941,32 @@ fn escape_glob(text: &str) -> String {
 /// TCP_NODELAY on every Valkey socket, as redis-benchmark (hiredis) sets it. redis-rs leaves
 /// Nagle's algorithm on: with 50 tasks pipelining on one connection, each small write after
 /// the first waited for the ACK of the one before (measured in `just bench`, BENCHMARKS.md).
+/// The GET pipelines of a cluster connection, one per primary, opened beside it;
+/// `None` for TLS or a Unix socket, or when the nodes cannot be read.
+async fn open_cluster_gets(valkey: &Valkey, target: &ValkeyTarget, timeout: Duration) -> Option<Arc<ClusterGets>> {
+    let info = redis::IntoConnectionInfo::into_connection_info(target.connect_url()).ok()?;
+    let login = Endpoint::from_info(&info)?;
+    let nodes = valkey.cluster_nodes().await.ok()?;
+    ClusterGets::open(&nodes, login, timeout, valkey.command_timeout)
+        .await
+        .map(Arc::new)
+}
+
+/// The GET pipeline of a single-node connection, opened beside it; `None` on a
+/// cluster, for TLS or a Unix socket, or when it cannot be opened (the reads
+/// then go through redis-rs, as every other command does).
+async fn open_get_pipeline(valkey: &Valkey, target: &ValkeyTarget, timeout: Duration) -> Option<Arc<GetPipeline>> {
+    if valkey.is_cluster() {
+        return None;
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(target.connect_url()).ok()?;
+    let endpoint = Endpoint::from_info(&info)?;
+    GetPipeline::connect(endpoint, timeout, valkey.command_timeout)
+        .await
+        .ok()
+        .map(Arc::new)
+}
+
 fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }

@@ -232,9 +232,9 @@ where
     {
         let mut l2_answered = false;
         if let Some(l2) = &self.l2 {
-            match l2.get(key).await {
-                Ok(Some(text)) => {
-                    if let Ok(decoded) = serde_json::from_str::<Option<V>>(&text) {
+            match l2.get_bytes(key).await {
+                Ok(Some(bytes)) => {
+                    if let Ok(decoded) = serde_json::from_slice::<Option<V>>(&bytes) {
                         let value = Arc::new(decoded);
                         self.fill_l1(key, &value).await;
                         bump(&self.counters.l2_hits);
@@ -243,7 +243,7 @@ where
                     // An entry that no longer decodes is a miss; it is dropped so
                     // the fill below (NX) can replace it.
                     bump(&self.counters.l2_misses);
-                    l2_answered = l2.delete_if_equals(key, &text).await.is_ok();
+                    l2_answered = l2.delete_if_equals(key, &bytes).await.is_ok();
                 }
                 Ok(None) => {
                     bump(&self.counters.l2_misses);

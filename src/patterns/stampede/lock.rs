@@ -37,7 +37,7 @@ impl ValkeyLocks {
 
     /// Deletes the lock if it still holds `token`; true when it did.
     pub async fn release(&self, key: &str, token: &str) -> Result<bool, CacheError> {
-        self.valkey.delete_if_equals(key, token).await
+        self.valkey.delete_if_equals(key, token.as_bytes()).await
     }
 }
 
