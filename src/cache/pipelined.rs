@@ -535,33 +535,39 @@ async fn read_loop(shared: Arc<Shared>, mut reader: OwnedReadHalf, stop: Arc<Not
             shared.lose(Some(generation));
             return;
         }
-        let mut state = shared.state();
-        if state.link.as_ref().map(|link| link.generation) != Some(generation) {
+        if !hand_out_replies(&shared, &mut buffer, generation) {
+            shared.lose(Some(generation));
             return;
         }
-        loop {
-            match parse_reply(&buffer) {
-                Ok(Some((reply, used))) => {
-                    buffer.advance(used);
-                    let Some(waiter) = state.waiting.pop_front() else {
-                        // A reply nobody asked for: the stream is out of step.
-                        drop(state);
-                        shared.lose(Some(generation));
-                        return;
-                    };
-                    state.answered += 1;
-                    // A request that timed out, or whose caller gave up, gets nothing.
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(Ok(reply));
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    drop(state);
-                    shared.lose(Some(generation));
-                    return;
+        // The tasks just answered run first: the next read usually finds the socket
+        // empty (a syscall that ends in EAGAIN), and it need not delay them.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Gives every complete reply in `buffer` to its request; false when the stream
+/// broke (bytes that are not RESP, a reply nobody asked for) or the link is gone.
+fn hand_out_replies(shared: &Shared, buffer: &mut BytesMut, generation: u64) -> bool {
+    let mut state = shared.state();
+    if state.link.as_ref().map(|link| link.generation) != Some(generation) {
+        return false;
+    }
+    loop {
+        match parse_reply(buffer) {
+            Ok(Some((reply, used))) => {
+                buffer.advance(used);
+                // None: a reply nobody asked for; the stream is out of step.
+                let Some(waiter) = state.waiting.pop_front() else {
+                    return false;
+                };
+                state.answered += 1;
+                // A request that timed out, or whose caller gave up, gets nothing.
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Ok(reply));
                 }
             }
+            Ok(None) => return true,
+            Err(_) => return false,
         }
     }
 }
