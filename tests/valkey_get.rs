@@ -296,3 +296,31 @@ async fn on_a_cluster_reads_go_to_the_keys_primary_and_follow_a_failover_without
         Some(format!("value of {}", keys[0]))
     );
 }
+
+#[test]
+fn a_connection_kept_past_the_runtime_that_opened_it_still_reads() {
+    let url = valkey_url();
+    let prefix = TestPrefix::new("pipegetrt");
+    let key = format!("{}k", prefix.prefix);
+    let mut conn = valkey_connection(&url);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("kept")
+        .arg("EX")
+        .arg(60)
+        .query(&mut conn)
+        .unwrap();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let valkey = first.block_on(connect(&url, Duration::from_millis(500)));
+    assert_eq!(first.block_on(valkey.get(&key)).unwrap().as_deref(), Some("kept"));
+    drop(first); // its tasks (the GET pipeline's reader, writer and watchdog) end with it
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let read = second.block_on(async { tokio::time::timeout(Duration::from_secs(5), valkey.get(&key)).await });
+    assert_eq!(read.expect("the read ended").unwrap().as_deref(), Some("kept"));
+}

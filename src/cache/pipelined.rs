@@ -225,6 +225,9 @@ struct Link {
     wake_writer: Arc<Notify>,
     stop_reader: Arc<Notify>,
     generation: u64,
+    /// The watchdog task: finished only when its runtime shut down (a `Valkey` kept
+    /// past the runtime that opened it), and then nothing would bound a request.
+    watchdog: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Default)]
@@ -360,6 +363,12 @@ impl GetPipeline {
     fn send_get(&self, key: &[u8]) -> Option<oneshot::Receiver<Result<Reply, NoReply>>> {
         let mut guard = self.shared.state();
         let state = &mut *guard;
+        if state.link.as_ref()?.watchdog.is_finished() {
+            // Its tasks are gone with their runtime: open a link on this one.
+            drop(guard);
+            self.shared.lose(None);
+            return None;
+        }
         let link = state.link.as_ref()?;
         let (sender, receiver) = oneshot::channel();
         let alone = state.out.is_empty() && state.waiting.is_empty() && state.last_batch <= 1;
@@ -403,7 +412,7 @@ impl GetPipeline {
         let writer = Arc::new(writer);
         let wake_writer = Arc::new(Notify::new());
         let stop_reader = Arc::new(Notify::new());
-        let generation = {
+        {
             let mut state = self.shared.state();
             state.generation += 1;
             let generation = state.generation;
@@ -414,17 +423,23 @@ impl GetPipeline {
             state.waiting.clear();
             state.answered = 0;
             state.sent = 0;
-            state.link = Some(Link {
-                writer: writer.clone(),
-                wake_writer: wake_writer.clone(),
-                stop_reader: stop_reader.clone(),
+            // Spawned under the lock: they wait for the link they belong to.
+            tokio::spawn(write_loop(
+                self.shared.clone(),
+                writer.clone(),
+                wake_writer.clone(),
                 generation,
+            ));
+            tokio::spawn(read_loop(self.shared.clone(), reader, stop_reader.clone(), generation));
+            let watchdog = tokio::spawn(watch_loop(self.shared.clone(), generation));
+            state.link = Some(Link {
+                writer,
+                wake_writer,
+                stop_reader,
+                generation,
+                watchdog,
             });
-            generation
-        };
-        tokio::spawn(write_loop(self.shared.clone(), writer, wake_writer, generation));
-        tokio::spawn(read_loop(self.shared.clone(), reader, stop_reader, generation));
-        tokio::spawn(watch_loop(self.shared.clone(), generation));
+        }
         Ok(())
     }
 }
