@@ -1,5 +1,7 @@
 //! The Valkey side: one `ConnectionManager` (it reconnects on its own),
-//! cloned per task; every key is built in [`keys`].
+//! cloned per task, and beside it the hot read's own GET connection
+//! ([`pipelined`]; per primary on a cluster, [`cluster_gets`]); every key is
+//! built in [`keys`].
 //! Client-side caching stays off: it would hide hits and misses from the workshop.
 
 pub mod breaker;
@@ -938,9 +940,6 @@ fn escape_glob(text: &str) -> String {
     out
 }
 
-/// TCP_NODELAY on every Valkey socket, as redis-benchmark (hiredis) sets it. redis-rs leaves
-/// Nagle's algorithm on: with 50 tasks pipelining on one connection, each small write after
-/// the first waited for the ACK of the one before (measured in `just bench`, BENCHMARKS.md).
 /// The GET pipelines of a cluster connection, one per primary, opened beside it;
 /// `None` for TLS or a Unix socket, or when the nodes cannot be read.
 async fn open_cluster_gets(valkey: &Valkey, target: &ValkeyTarget, timeout: Duration) -> Option<Arc<ClusterGets>> {
@@ -967,6 +966,9 @@ async fn open_get_pipeline(valkey: &Valkey, target: &ValkeyTarget, timeout: Dura
         .map(Arc::new)
 }
 
+/// TCP_NODELAY on every Valkey socket, as redis-benchmark (hiredis) sets it. redis-rs leaves
+/// Nagle's algorithm on: with 50 tasks pipelining on one connection, each small write after
+/// the first waited for the ACK of the one before (measured in `just bench`, BENCHMARKS.md).
 fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }

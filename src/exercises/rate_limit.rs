@@ -350,7 +350,13 @@ async fn run_limiter(
         let valkey = valkey.clone();
         async move {
             let mut tally = ClientTally::default();
-            let mut ticks = tokio::time::interval(settings.interval);
+            // Each client's ticks start at an offset of its own within the interval (drawn from
+            // its process and number): clients of a fleet that all ticked at the same instants
+            // would queue in the same order every time, and the bucket's few new tokens per tick
+            // would always go to the same processes (CI once saw one process allowed nothing).
+            let seed = crate::rng::mix64((u64::from(std::process::id()) << 20) ^ client);
+            let offset = settings.interval.mul_f64((seed % 1000) as f64 / 1000.0);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, settings.interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut sequence = 0u64;
             loop {
