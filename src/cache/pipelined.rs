@@ -104,37 +104,16 @@ pub fn encode_get(out: &mut Vec<u8>, key: &[u8]) {
 
 /// Appends any command as an array of bulk strings.
 pub fn encode_command(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    let mut digits = itoa_buffer();
+    let mut digits = itoa::Buffer::new();
     out.push(b'*');
-    out.extend_from_slice(digits.format(parts.len()));
+    out.extend_from_slice(digits.format(parts.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
     for part in parts {
         out.push(b'$');
-        out.extend_from_slice(digits.format(part.len()));
+        out.extend_from_slice(digits.format(part.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(part);
         out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Decimal digits of a length without a `String`.
-struct Digits([u8; 20]);
-
-fn itoa_buffer() -> Digits {
-    Digits([0; 20])
-}
-
-impl Digits {
-    fn format(&mut self, mut n: usize) -> &[u8] {
-        let mut at = self.0.len();
-        loop {
-            at -= 1;
-            self.0[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return &self.0[at..];
-            }
-        }
     }
 }
 
