@@ -201,18 +201,37 @@ where
         Fut: Future<Output = Result<Option<V>, E>>,
     {
         let started = Instant::now();
-        if let Some(l1) = &self.l1 {
-            if let Some(value) = l1.get(key).await {
-                bump(&self.counters.l1_hits);
-                return Ok(Served {
-                    value,
-                    layer: Layer::L1,
-                    latency: started.elapsed(),
-                });
-            }
+        if let Some(value) = self.l1_hit(key).await {
+            return Ok(Served {
+                value,
+                layer: Layer::L1,
+                latency: started.elapsed(),
+            });
+        }
+        self.get_after_l1_miss(key, load, started).await
+    }
+
+    /// The L1 half of [`TwoLevelCache::get`]: the value when L1 has `key`
+    /// (counted as an L1 hit); `None`, and nothing counted, when it does not.
+    /// A caller with something to check between the layers (`serve`'s negative
+    /// cache) goes on with [`TwoLevelCache::get_after_l1_miss`].
+    pub async fn l1_hit(&self, key: &str) -> Option<Arc<Option<V>>> {
+        let value = self.l1.as_ref()?.get(key).await?;
+        bump(&self.counters.l1_hits);
+        Some(value)
+    }
+
+    /// The rest of [`TwoLevelCache::get`] after [`TwoLevelCache::l1_hit`]
+    /// found nothing: counts the L1 miss, then L2, then `load`. `started`:
+    /// when the read began, for [`Served::latency`].
+    pub async fn get_after_l1_miss<F, Fut, E>(&self, key: &str, load: F, started: Instant) -> Result<Served<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+    {
+        if self.l1.is_some() {
             bump(&self.counters.l1_misses);
         }
-
         let (value, layer) = match &self.flights {
             Some(flights) => flights.run(key, || self.below_l1(key, load)).await?.0,
             None => self.below_l1(key, load).await?,

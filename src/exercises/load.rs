@@ -6,26 +6,25 @@
 //! The generator must not be the bottleneck of what it measures (`just bench`
 //! compares it with `wrk -c 50 -t 2` on the same URL), so it is built like wrk:
 //! two threads, each with its own single-thread runtime and half the tasks; each task owns one keep-alive HTTP/1.1
-//! connection (hyper's `client::conn`, no pool) and drives it itself, so a
-//! response wakes no other task; request paths are built once; every task keeps
+//! connection, spoken directly ([`wire`]: one write per request, the answer
+//! parsed in place), so a response wakes no other task; request paths are
+//! built once, each request's bytes go into the task's own buffer; every task keeps
 //! its own counters and histograms, merged when the run ends, and hands each
 //! finished second to the collector over a channel: no lock is taken per request.
 
+mod wire;
+
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use axum::http::Uri;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+
+use wire::{Failure, Wire};
 
 use super::progress::RunProgress;
 use crate::config::Config;
@@ -120,26 +119,36 @@ const PATH_TABLE_LIMIT: u64 = 100_000;
 struct Target {
     addresses: Vec<SocketAddr>,
     /// The `Host` header: the URL's host, and its port if it names one.
-    authority: HeaderValue,
+    authority: String,
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
     /// The URL's path without its trailing `/`, e.g. `` or `/api`.
     prefix: String,
     /// `prefix/products/{first_id + i}` for every id, when the range is small enough.
-    paths: Vec<Uri>,
+    paths: Vec<String>,
 }
 
 impl Target {
-    fn path(&self, offset: u64, id: i64) -> Result<Uri> {
+    /// Writes the path of product `id` (at `offset` in the range) into `out`.
+    fn write_path(&self, offset: u64, id: i64, out: &mut Vec<u8>) {
         match usize::try_from(offset).ok().and_then(|i| self.paths.get(i)) {
-            Some(uri) => Ok(uri.clone()),
-            None => product_path(&self.prefix, id),
+            Some(path) => out.extend_from_slice(path.as_bytes()),
+            // The prefix was checked with the first id: the same with any other id is a path too.
+            None => {
+                out.extend_from_slice(self.prefix.as_bytes());
+                out.extend_from_slice(b"/products/");
+                out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+            }
         }
     }
 }
 
-fn product_path(prefix: &str, id: i64) -> Result<Uri> {
+/// `prefix/products/{id}`, checked to be a request path.
+fn product_path(prefix: &str, id: i64) -> Result<String> {
     let path = format!("{prefix}/products/{id}");
-    Uri::try_from(path.as_str()).map_err(|e| usage(format!("--url: {path} is not a request path ({e})")))
+    match Uri::try_from(path.as_str()) {
+        Ok(_) => Ok(path),
+        Err(e) => Err(usage(format!("--url: {path} is not a request path ({e})"))),
+    }
 }
 
 async fn resolve(options: &LoadOptions, span: u64) -> Result<Target> {
@@ -160,8 +169,9 @@ async fn resolve(options: &LoadOptions, span: u64) -> Result<Target> {
         Some(port) => format!("{host}:{port}"),
         None => host.clone(),
     };
-    let authority = HeaderValue::from_str(&authority)
-        .map_err(|e| usage(format!("--url {}: {authority} is not a host ({e})", options.url)))?;
+    if authority.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(usage(format!("--url {}: {authority} is not a host", options.url)));
+    }
     let tls = if url.scheme() == "https" {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -197,14 +207,9 @@ async fn resolve(options: &LoadOptions, span: u64) -> Result<Target> {
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-type Connection = http1::Connection<TokioIo<Box<dyn Stream>>, Full<Bytes>>;
 
-/// One keep-alive connection, driven by the task that sends on it.
-struct Link {
-    sender: http1::SendRequest<Full<Bytes>>,
-    /// `None` once it ended (the server closed it): then it is replaced.
-    connection: Option<Pin<Box<Connection>>>,
-}
+/// One keep-alive connection, owned by the task that sends on it.
+type Link = Wire<Box<dyn Stream>>;
 
 async fn connect(target: &Target) -> std::io::Result<Link> {
     let tcp = tokio::net::TcpStream::connect(target.addresses.as_slice()).await?;
@@ -213,28 +218,7 @@ async fn connect(target: &Target) -> std::io::Result<Link> {
         None => Box::new(tcp),
         Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
     };
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    Ok(Link {
-        sender,
-        connection: Some(Box::pin(connection)),
-    })
-}
-
-/// Runs `work` while polling the connection, whose I/O it waits on. Once the
-/// connection ends it is dropped, which fails whatever still waits on it.
-async fn driven<T>(connection: &mut Option<Pin<Box<Connection>>>, work: impl Future<Output = T>) -> T {
-    let mut work = pin!(work);
-    if let Some(running) = connection.as_mut() {
-        tokio::select! {
-            biased;
-            out = &mut work => return out,
-            _ = running.as_mut() => {}
-        }
-        *connection = None;
-    }
-    work.await
+    Ok(Wire::new(stream))
 }
 
 /// The `X-Cache` layers serve answers with; any other value is kept by name.
@@ -246,11 +230,10 @@ enum Layer {
 }
 
 impl Layer {
-    fn of(value: &HeaderValue) -> Option<Layer> {
-        let bytes = value.as_bytes();
-        match LAYERS.iter().position(|layer| layer.as_bytes() == bytes) {
+    fn of(value: &[u8]) -> Option<Layer> {
+        match LAYERS.iter().position(|layer| layer.as_bytes() == value) {
             Some(i) => Some(Layer::Known(i)),
-            None => value.to_str().ok().map(|s| Layer::Other(s.to_string())),
+            None => std::str::from_utf8(value).ok().map(|s| Layer::Other(s.to_string())),
         }
     }
 
@@ -259,69 +242,55 @@ impl Layer {
     }
 }
 
-/// Sends one request on `slot`'s connection (a new one if there is none) and reads the whole
+/// Sends `request` on `slot`'s connection (a new one if there is none) and reads the whole
 /// answer: its status and `X-Cache` layer, or `None` when no complete answer came.
-async fn exchange(
-    slot: &mut Option<Link>,
-    target: &Target,
-    request: Request<Full<Bytes>>,
-) -> Option<(u16, Option<Layer>)> {
-    // A connection the server closed between requests (`Connection: close`, an idle timeout)
-    // is replaced, and that is no failure; a new connection that is not ready is one.
-    let alive = match slot.as_mut() {
-        Some(link) if link.connection.is_some() && !link.sender.is_closed() => {
-            driven(&mut link.connection, link.sender.ready()).await.is_ok()
-        }
-        _ => false,
-    };
-    if !alive {
-        *slot = None;
-        let mut link = connect(target).await.ok()?;
-        driven(&mut link.connection, link.sender.ready()).await.ok()?;
-        *slot = Some(link);
+async fn exchange(slot: &mut Option<Link>, target: &Target, request: &[u8]) -> Option<(u16, Option<Layer>)> {
+    let reused = slot.is_some();
+    if slot.is_none() {
+        *slot = Some(connect(target).await.ok()?);
     }
     let link = slot.as_mut()?;
-    let answer = async {
-        let response = driven(&mut link.connection, link.sender.send_request(request))
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        let layer = response.headers().get("x-cache").and_then(Layer::of);
-        // Read the body: the request is done when the answer is.
-        let mut body = response.into_body();
-        while let Some(frame) = driven(&mut link.connection, body.frame()).await {
-            frame.ok()?;
+    let mut result = link.exchange(request, "x-cache", Layer::of).await;
+    if reused && matches!(result, Err(Failure::ClosedBeforeAnswer)) {
+        // The server closed the connection between requests (an idle timeout):
+        // that is no failure; the request goes again on a new one.
+        let link = slot.insert(connect(target).await.ok()?);
+        result = link.exchange(request, "x-cache", Layer::of).await;
+    }
+    match result {
+        Ok(answer) => {
+            if !answer.keep_alive {
+                *slot = None;
+            }
+            Some((answer.status, answer.header.flatten()))
         }
-        Some((status, layer))
+        Err(_) => {
+            *slot = None;
+            None
+        }
     }
-    .await;
-    if answer.is_none() {
-        *slot = None;
-    }
-    answer
 }
 
-fn request(target: &Target, path: Uri, read: bool, rng: &mut SplitMix64) -> Request<Full<Bytes>> {
-    let body = if read {
-        Full::new(Bytes::new())
+/// Writes request `read` (a GET) or a PUT of a new price, for the product at `offset`, into `out`.
+fn request(target: &Target, offset: u64, id: i64, read: bool, rng: &mut SplitMix64, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(if read { b"GET " } else { b"PUT " });
+    target.write_path(offset, id, out);
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(target.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if read {
+        out.extend_from_slice(b"\r\n");
     } else {
         let cents = 100 + rng.below(99_900);
-        Full::new(Bytes::from(format!(
-            "{{\"price\": \"{}.{:02}\"}}",
-            cents / 100,
-            cents % 100
-        )))
-    };
-    let mut request = Request::new(body);
-    *request.uri_mut() = path;
-    request.headers_mut().insert(HOST, target.authority.clone());
-    if !read {
-        *request.method_mut() = Method::PUT;
-        request
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = format!("{{\"price\": \"{}.{:02}\"}}", cents / 100, cents % 100);
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
     }
-    request
 }
 
 /// One second of the run, of one task while it lasts, then of all tasks.
@@ -347,7 +316,7 @@ struct Tally {
     reads: u64,
     writes: u64,
     failed: u64,
-    /// Answers by status code (hyper's codes are 100..=999).
+    /// Answers by status code (httparse reads three digits: 100..=999).
     statuses: Vec<u64>,
     latency: LatencyRecorder,
     layers: [Option<LatencyRecorder>; LAYERS.len()],
@@ -430,6 +399,7 @@ async fn run_task(plan: Arc<Plan>, task: u64, seconds: mpsc::UnboundedSender<(u6
     let mut rng = SplitMix64::new(options.seed ^ (task + 1).wrapping_mul(0x9e37_79b9));
     let mut tally = Tally::new();
     let mut link = None;
+    let mut bytes = Vec::with_capacity(256);
     let mut current: (u64, Second) = (0, Second::default());
     let mut next = Instant::now();
     while Instant::now() < plan.deadline {
@@ -443,9 +413,9 @@ async fn run_task(plan: Arc<Plan>, task: u64, seconds: mpsc::UnboundedSender<(u6
         let offset = plan.sampler.sample(&mut rng);
         let id = options.first_id + i64::try_from(offset).unwrap_or(0);
         let read = rng.percent(options.read_ratio);
-        let request = request(&plan.target, plan.target.path(offset, id)?, read, &mut rng);
+        request(&plan.target, offset, id, read, &mut rng, &mut bytes);
         let sent = Instant::now();
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut link, &plan.target, request))
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut link, &plan.target, &bytes))
             .await
             .unwrap_or_else(|_| {
                 link = None; // a request may still be on it
@@ -618,15 +588,42 @@ mod tests {
 
     #[test]
     fn known_layers_are_matched_without_a_string_and_others_kept_by_name() {
-        assert!(matches!(
-            Layer::of(&HeaderValue::from_static("L2")),
-            Some(Layer::Known(1))
-        ));
-        assert!(Layer::of(&HeaderValue::from_static("L1")).is_some_and(|l| l.is_hit()));
-        assert!(Layer::of(&HeaderValue::from_static("DB")).is_some_and(|l| !l.is_hit()));
-        assert!(matches!(Layer::of(&HeaderValue::from_static("edge")), Some(Layer::Other(name)) if name == "edge"));
-        let not_text = HeaderValue::from_bytes(b"\xff").unwrap();
-        assert!(Layer::of(&not_text).is_none());
+        assert!(matches!(Layer::of(b"L2"), Some(Layer::Known(1))));
+        assert!(Layer::of(b"L1").is_some_and(|l| l.is_hit()));
+        assert!(Layer::of(b"DB").is_some_and(|l| !l.is_hit()));
+        assert!(matches!(Layer::of(b"edge"), Some(Layer::Other(name)) if name == "edge"));
+        assert!(Layer::of(b"\xff").is_none());
+    }
+
+    #[test]
+    fn requests_are_written_as_http_1_1_with_their_host_and_a_put_has_its_json_body() {
+        let target = Target {
+            addresses: Vec::new(),
+            authority: "127.0.0.1:8080".to_string(),
+            tls: None,
+            prefix: "/api".to_string(),
+            paths: vec![product_path("/api", 7).unwrap()],
+        };
+        let mut rng = SplitMix64::new(1);
+        let mut out = Vec::new();
+        request(&target, 0, 7, true, &mut rng, &mut out);
+        assert_eq!(out, b"GET /api/products/7 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
+        // An id outside the path table is formatted the same way.
+        request(&target, 5, 12, true, &mut rng, &mut out);
+        assert_eq!(out, b"GET /api/products/12 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
+        request(&target, 0, 7, false, &mut rng, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with(
+                "PUT /api/products/7 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\ncontent-type: application/json\r\n"
+            ),
+            "{head}"
+        );
+        assert!(head.ends_with(&format!("content-length: {}", body.len())), "{head}");
+        let price: serde_json::Value = serde_json::from_str(body).unwrap();
+        let price: f64 = price["price"].as_str().unwrap().parse().unwrap();
+        assert!((1.0..=999.99).contains(&price), "{body}");
     }
 
     #[test]

@@ -186,8 +186,14 @@ impl ServeStats {
     /// One read answered by `source` in `elapsed`; `negative`: the answer was
     /// "no such product" from the negative cache.
     pub fn record(&self, source: Source, elapsed: Duration, negative: bool) {
+        self.record_at(source, elapsed, Instant::now(), negative);
+    }
+
+    /// [`ServeStats::record`] for a read that ended at `now` (a caller that
+    /// already read the clock saves a second read on the hot path).
+    pub fn record_at(&self, source: Source, elapsed: Duration, now: Instant, negative: bool) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let mut inner = self.update(|tally| {
+        let mut inner = self.update(now, |tally| {
             tally.requests[source.index()] += 1;
             tally.micros[source.index()] += micros;
             if negative {
@@ -203,17 +209,17 @@ impl ServeStats {
     }
 
     pub fn record_error(&self) {
-        drop(self.update(|tally| tally.errors += 1));
+        drop(self.update(Instant::now(), |tally| tally.errors += 1));
     }
 
     pub fn record_write(&self) {
-        drop(self.update(|tally| tally.writes += 1));
+        drop(self.update(Instant::now(), |tally| tally.writes += 1));
     }
 
-    /// Applies `change` to the totals and the current second; returns the
-    /// lock, with the latency histograms moved on to the current second.
-    fn update(&self, change: impl Fn(&mut Tally)) -> std::sync::MutexGuard<'_, Inner> {
-        let second = self.started.elapsed().as_secs();
+    /// Applies `change` to the totals and the second of `now`; returns the
+    /// lock, with the latency histograms moved on to that second.
+    fn update(&self, now: Instant, change: impl Fn(&mut Tally)) -> std::sync::MutexGuard<'_, Inner> {
+        let second = now.saturating_duration_since(self.started).as_secs();
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if inner.latency_now.0 != second {
             let finished = std::mem::replace(&mut inner.latency_now, (second, Default::default()));
