@@ -251,9 +251,10 @@ async fn exchange(slot: &mut Option<Link>, target: &Target, request: &[u8]) -> O
     }
     let link = slot.as_mut()?;
     let mut result = link.exchange(request, "x-cache", Layer::of).await;
-    if reused && matches!(result, Err(Failure::ClosedBeforeAnswer)) {
+    if reused && matches!(result, Err(Failure::NoAnswer(_))) {
         // The server closed the connection between requests (an idle timeout):
-        // that is no failure; the request goes again on a new one.
+        // that is no failure; the request goes again, once, on a new one.
+        *slot = None;
         let link = slot.insert(connect(target).await.ok()?);
         result = link.exchange(request, "x-cache", Layer::of).await;
     }
@@ -593,6 +594,88 @@ mod tests {
         assert!(Layer::of(b"DB").is_some_and(|l| !l.is_hit()));
         assert!(matches!(Layer::of(b"edge"), Some(Layer::Other(name)) if name == "edge"));
         assert!(Layer::of(b"\xff").is_none());
+    }
+
+    /// A server that answers one request per connection, keep-alive by its
+    /// headers, then closes the connection: the idle close `exchange` resends on.
+    async fn one_answer_per_connection() -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nX-Cache: L1\r\nContent-Length: 2\r\n\r\n{}")
+                    .await;
+                // Dropped: closed, though the answer said nothing of it.
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_between_requests_is_replaced_and_the_request_sent_again() {
+        let (address, accepted) = one_answer_per_connection().await;
+        let target = Target {
+            addresses: vec![address],
+            authority: address.to_string(),
+            tls: None,
+            prefix: String::new(),
+            paths: Vec::new(),
+        };
+        let mut rng = SplitMix64::new(3);
+        let mut bytes = Vec::new();
+        request(&target, 0, 1, true, &mut rng, &mut bytes);
+        let mut slot = None;
+        for round in 1..=3u64 {
+            let answer = tokio::time::timeout(Duration::from_secs(5), exchange(&mut slot, &target, &bytes))
+                .await
+                .expect("an exchange that ends");
+            assert!(
+                matches!(answer, Some((200, Some(Layer::Known(0))))),
+                "request {round} was answered"
+            );
+            assert!(slot.is_some(), "the answer said keep-alive: the connection is kept");
+            // Let the server's close arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "one new connection per request"
+        );
+    }
+
+    /// Nothing listens: the exchange fails without a resend loop, and the slot stays empty.
+    #[tokio::test]
+    async fn a_refused_connection_is_one_failure() {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let target = Target {
+            addresses: vec![address],
+            authority: address.to_string(),
+            tls: None,
+            prefix: String::new(),
+            paths: Vec::new(),
+        };
+        let mut slot = None;
+        assert!(exchange(&mut slot, &target, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .is_none());
+        assert!(slot.is_none());
     }
 
     #[test]

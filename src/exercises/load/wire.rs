@@ -19,6 +19,8 @@ const MAX_HEADERS: usize = 64;
 const BUFFER: usize = 16 * 1024;
 /// A chunk-size line (hex size, extensions) or a trailer line may be at most this long.
 const MAX_LINE: usize = 4096;
+/// Unread bytes move to the buffer's front before a read with less room than this after them.
+const COMPACT_BELOW: usize = 2048;
 
 /// What came back for one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,12 +34,14 @@ pub struct Answer<T> {
 
 #[derive(Debug)]
 pub enum Failure {
-    /// The connection ended before any byte of an answer: the server had
-    /// closed it (an idle timeout, `Connection: close` unread). A new
-    /// connection may send the request again.
-    ClosedBeforeAnswer,
-    /// Anything else: a reset, a malformed or truncated answer. (`load`
-    /// counts it as failed; the tests read which error it was.)
+    /// No byte of an answer came: the connection ended (or was reset, or the
+    /// request could not be written) before one. On a kept-alive connection
+    /// that is the server having closed it between requests (an idle
+    /// timeout), and a new connection may send the request again.
+    NoAnswer(#[allow(dead_code)] io::Error),
+    /// Part of an answer came, then it broke: a reset, a malformed or
+    /// truncated answer. (`load` counts it as failed; the tests read which
+    /// error it was.)
     Broken(#[allow(dead_code)] io::Error),
 }
 
@@ -93,8 +97,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         name: &str,
         header: impl Fn(&[u8]) -> T,
     ) -> Result<Answer<T>, Failure> {
-        self.stream.write_all(request).await?;
-        self.stream.flush().await?;
+        if let Err(error) = self.write(request).await {
+            return Err(Failure::NoAnswer(error));
+        }
+        // Whether any byte of the answer came: a failure before the first is no answer at all.
         let mut answered = false;
         loop {
             let (head_len, status, value, body, keep_alive) = loop {
@@ -111,14 +117,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                         if self.end - self.start >= MAX_HEAD {
                             return Err(invalid(format!("an answer's head is longer than {MAX_HEAD} bytes")));
                         }
-                        if self.fill(MAX_HEAD).await? == 0 {
-                            return Err(if answered || self.end > self.start {
-                                truncated()
-                            } else {
-                                Failure::ClosedBeforeAnswer
-                            });
+                        match self.fill(MAX_HEAD).await {
+                            Ok(0) if !answered => {
+                                return Err(Failure::NoAnswer(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "the connection ended before an answer",
+                                )))
+                            }
+                            Ok(0) => return Err(truncated()),
+                            Ok(_) => answered = true,
+                            Err(Failure::Broken(error)) if !answered && error.kind() != io::ErrorKind::InvalidData => {
+                                // A reset (or TLS's end without close_notify) before any byte.
+                                return Err(Failure::NoAnswer(error));
+                            }
+                            Err(failure) => return Err(failure),
                         }
-                        answered = true;
                     }
                     Err(error) => return Err(invalid(format!("a malformed answer: {error}"))),
                 }
@@ -137,7 +150,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                 Body::Empty => {}
                 Body::Length(n) => self.skip(n).await?,
                 Body::Chunked => self.skip_chunks().await?,
-                Body::UntilClose => while self.fill(BUFFER).await? > 0 {},
+                Body::UntilClose => loop {
+                    self.start = self.end;
+                    if self.fill(BUFFER).await? == 0 {
+                        break;
+                    }
+                },
             }
             let keep_alive = keep_alive && !matches!(body, Body::UntilClose);
             return Ok(Answer {
@@ -148,20 +166,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
+    async fn write(&mut self, request: &[u8]) -> io::Result<()> {
+        self.stream.write_all(request).await?;
+        self.stream.flush().await
+    }
+
     /// Reads more; `Ok(0)` at the end of the stream. Unread bytes move to the
     /// front first, and the buffer grows (up to `limit`) only when full of them.
     async fn fill(&mut self, limit: usize) -> Result<usize, Failure> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.end == self.buf.len() && self.start > 0 {
+        } else if self.start > 0 && self.buf.len() - self.end < COMPACT_BELOW {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
         if self.end == self.buf.len() {
             if self.buf.len() >= limit {
-                return Err(invalid(format!("a line of the answer is longer than {limit} bytes")));
+                return Err(invalid(format!(
+                    "the answer needs more than {limit} bytes buffered at once"
+                )));
             }
             self.buf.resize((self.buf.len() * 2).min(limit), 0);
         }
@@ -214,10 +239,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     async fn skip_chunks(&mut self) -> Result<(), Failure> {
         loop {
             let (from, to) = self.line().await?;
-            let size = match httparse::parse_chunk_size(&self.buf[from..to]) {
-                Ok(httparse::Status::Complete((_, size))) => size,
-                _ => return Err(invalid("a malformed chunk size in a chunked body")),
-            };
+            let size =
+                chunk_size(&self.buf[from..to]).ok_or_else(|| invalid("a malformed chunk size in a chunked body"))?;
             if size == 0 {
                 // Trailers, if any, up to an empty line.
                 loop {
@@ -236,8 +259,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     }
 }
 
+/// A chunk-size line's size: hex digits, then extensions (`;…`) or the line's end.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    if !matches!(line.get(digits), Some(b';' | b' ' | b'\t' | b'\r' | b'\n')) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+/// A `Content-Length` value: digits, or a list of the same digits (RFC 9110 §8.6).
+fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        if length.is_some_and(|earlier| earlier != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
 /// The header asked for, how the body ends and whether the connection stays
-/// open (RFC 9112 §6.3 and §9.3).
+/// open (RFC 9112 §6.1, §6.3 and §9.3).
 fn framing<T>(
     headers: &[httparse::Header<'_>],
     status: u16,
@@ -247,44 +298,51 @@ fn framing<T>(
 ) -> Result<(Option<T>, Body, bool), Failure> {
     let mut value = None;
     let mut length = None;
-    let mut chunked = false;
-    let mut keep_alive = http11;
+    // Some(true): Transfer-Encoding with chunked as its last coding; Some(false): another last coding.
+    let mut chunked = None;
+    let (mut close, mut keep_alive_asked) = (false, false);
     for h in headers {
         if h.name.eq_ignore_ascii_case(name) {
             value = Some(header(h.value));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| invalid("a Content-Length that is not a number"))?;
+            let n = content_length(h.value).ok_or_else(|| invalid("a Content-Length that is not one number"))?;
             if length.is_some_and(|earlier| earlier != n) {
                 return Err(invalid("two different Content-Length headers"));
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked is the last coding when it is there at all.
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            // The codings of several headers form one list: the last one counts.
+            if let Some(last) = h
+                .value
+                .rsplit(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .find(|c| !c.is_empty())
+            {
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                    keep_alive = true;
-                }
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_asked |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
     }
+    let mut keep_alive = !close && (http11 || keep_alive_asked);
+    if chunked.is_some() && (length.is_some() || !http11) {
+        // Both framings, or Transfer-Encoding in HTTP/1.0: read it by the
+        // Transfer-Encoding, then close (§6.1, §6.3 rule 3).
+        keep_alive = false;
+    }
     let body = if (100..200).contains(&status) || status == 204 || status == 304 {
         Body::Empty
-    } else if chunked {
-        Body::Chunked
     } else {
-        match length {
-            Some(0) => Body::Empty,
-            Some(n) => Body::Length(n),
-            None => Body::UntilClose,
+        match (chunked, length) {
+            (Some(true), _) => Body::Chunked,
+            (Some(false), _) => Body::UntilClose,
+            (None, Some(0)) => Body::Empty,
+            (None, Some(n)) => Body::Length(n),
+            (None, None) => Body::UntilClose,
         }
     };
     Ok((value, body, keep_alive))
@@ -293,25 +351,33 @@ fn framing<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     const GET: &[u8] = b"GET /products/1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    const NEXT: &[u8] = b"HTTP/1.1 200 OK\r\nX-Cache: L2\r\nContent-Length: 4\r\n\r\nnext";
 
     /// A peer that reads one request, then writes `parts` one at a time
-    /// (flushed apart, so the answer arrives split where the test says), and
-    /// closes its end when `close` is set.
-    fn peer(parts: Vec<&'static [u8]>, close: bool) -> (Wire<DuplexStream>, tokio::task::JoinHandle<Vec<u8>>) {
-        let (ours, mut theirs) = duplex(64);
+    /// (flushed apart, so the answer arrives split where the test says); then
+    /// it answers a second request with [`NEXT`] unless `close` is set, in
+    /// which case it closes its end.
+    fn peer(parts: Vec<Vec<u8>>, close: bool) -> (Wire<DuplexStream>, tokio::task::JoinHandle<Vec<u8>>) {
+        let (ours, mut theirs) = duplex(256);
         let task = tokio::spawn(async move {
             let mut request = vec![0u8; GET.len()];
             theirs.read_exact(&mut request).await.unwrap();
             for part in parts {
-                theirs.write_all(part).await.unwrap();
+                if theirs.write_all(&part).await.is_err() {
+                    return request;
+                }
                 theirs.flush().await.unwrap();
                 tokio::task::yield_now().await;
             }
             if !close {
-                // Keep the connection open until the client is done.
+                let mut second = vec![0u8; GET.len()];
+                if theirs.read_exact(&mut second).await.is_ok() {
+                    theirs.write_all(NEXT).await.unwrap();
+                }
                 let mut rest = Vec::new();
                 let _ = theirs.read_to_end(&mut rest).await;
             }
@@ -320,21 +386,45 @@ mod tests {
         (Wire::new(ours), task)
     }
 
+    fn parts(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        parts.iter().map(|p| p.to_vec()).collect()
+    }
+
     fn layer(value: &[u8]) -> String {
         String::from_utf8_lossy(value).into_owned()
     }
 
+    /// One exchange, failing the test instead of hanging when framing goes wrong.
+    async fn ask(wire: &mut Wire<DuplexStream>) -> Result<Answer<String>, Failure> {
+        tokio::time::timeout(Duration::from_secs(5), wire.exchange(GET, "x-cache", layer))
+            .await
+            .expect("an exchange that ends")
+    }
+
+    /// The connection is still usable, and in step: a second request gets [`NEXT`].
+    async fn next_answer_is_read(wire: &mut Wire<DuplexStream>) {
+        let answer = ask(wire).await.unwrap();
+        assert_eq!((answer.status, answer.header.as_deref()), (200, Some("L2")));
+    }
+
+    fn broken_kind(result: Result<Answer<String>, Failure>) -> io::ErrorKind {
+        match result {
+            Err(Failure::Broken(error)) => error.kind(),
+            other => panic!("expected a broken answer, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn a_content_length_answer_split_anywhere_gives_its_status_and_header() {
+    async fn a_content_length_answer_split_in_head_and_body_gives_its_status_and_header() {
         let (mut wire, server) = peer(
-            vec![
+            parts(&[
                 b"HTTP/1.1 200 OK\r\nX-Cache: L",
                 b"1\r\nContent-Length: 9\r\n\r\n{\"id\"",
                 b":42}",
-            ],
-            true,
+            ]),
+            false,
         );
-        let answer = wire.exchange(GET, "x-cache", layer).await.unwrap();
+        let answer = ask(&mut wire).await.unwrap();
         assert_eq!(
             answer,
             Answer {
@@ -343,75 +433,164 @@ mod tests {
                 keep_alive: true
             }
         );
+        next_answer_is_read(&mut wire).await;
+        drop(wire);
         assert_eq!(server.await.unwrap(), GET, "the request went out unchanged");
-        assert_eq!(wire.start, wire.end, "the whole body was read");
     }
 
     #[tokio::test]
     async fn a_chunked_answer_with_extensions_and_trailers_is_read_to_its_end() {
         let (mut wire, _server) = peer(
-            vec![
+            parts(&[
                 b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 b"5;name=value\r\nhel",
-                b"lo\r\n6\r\n world\r\n0\r\nExpires: never\r\n",
+                b"lo\r",
+                b"\n6\r\n world\r\n0\r\nExpires: never\r\n",
+                b"Via: x\r\n",
                 b"\r\n",
-            ],
+            ]),
             false,
         );
-        let answer = wire.exchange(GET, "x-cache", layer).await.unwrap();
+        let answer = ask(&mut wire).await.unwrap();
         assert_eq!((answer.status, answer.header, answer.keep_alive), (404, None, true));
-        assert_eq!(wire.start, wire.end, "nothing of the body is left unread");
+        next_answer_is_read(&mut wire).await;
+    }
+
+    #[tokio::test]
+    async fn malformed_chunks_are_broken_answers() {
+        for body in [
+            &b"\r\nhello\r\n0\r\n\r\n"[..], // a size line with no digits
+            b"zz\r\n",
+            b"3\r\nhello\r\n0\r\n\r\n", // data longer than its size
+        ] {
+            let (mut wire, _server) = peer(
+                vec![
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                    body.to_vec(),
+                ],
+                false,
+            );
+            assert_eq!(
+                broken_kind(ask(&mut wire).await),
+                io::ErrorKind::InvalidData,
+                "{body:?}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn interim_answers_are_skipped_and_connection_close_is_honoured() {
         let (mut wire, _server) = peer(
-            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\nX-Cache: DB\r\n\r\n{}"],
+            parts(&[
+                b"HTTP/1.1 100 Continue\r\n",
+                b"\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\nX-Cache: DB\r\n\r\n{}",
+            ]),
             true,
         );
-        let answer = wire.exchange(GET, "x-cache", layer).await.unwrap();
+        let answer = ask(&mut wire).await.unwrap();
         assert_eq!(
             (answer.status, answer.header.as_deref(), answer.keep_alive),
             (201, Some("DB"), false)
         );
+        // A switch of protocols is refused; a close after an interim answer is a broken answer.
+        let (mut wire, _server) = peer(
+            parts(&[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"]),
+            true,
+        );
+        assert_eq!(broken_kind(ask(&mut wire).await), io::ErrorKind::InvalidData);
+        let (mut wire, _server) = peer(parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"]), true);
+        assert_eq!(broken_kind(ask(&mut wire).await), io::ErrorKind::UnexpectedEof);
     }
 
     #[tokio::test]
-    async fn an_answer_without_a_length_lasts_until_the_server_closes() {
-        let (mut wire, _server) = peer(vec![b"HTTP/1.0 200 OK\r\n\r\nsome ", b"body"], true);
-        let answer = wire.exchange(GET, "x-cache", layer).await.unwrap();
-        assert_eq!((answer.status, answer.keep_alive), (200, false));
-        // HTTP/1.0 with keep-alive and a length stays open.
+    async fn an_answer_without_a_length_lasts_until_the_server_closes_however_long() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nX-Cache: L1\r\n\r\n".to_vec();
+        answer.extend(std::iter::repeat_n(b'x', 40_000));
+        let (mut wire, server) = peer(vec![answer], true);
+        let got = ask(&mut wire).await.unwrap();
+        assert_eq!(
+            (got.status, got.header.as_deref(), got.keep_alive),
+            (200, Some("L1"), false)
+        );
+        assert!(server.is_finished(), "the answer ended when the server closed");
+        assert!(
+            wire.buf.len() <= BUFFER,
+            "a long body is not kept: {} bytes",
+            wire.buf.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn transfer_encoding_decides_the_framing_and_the_connection() {
+        // A last coding other than chunked: until close, whatever Content-Length says.
         let (mut wire, _server) = peer(
-            vec![b"HTTP/1.0 204 No Content\r\nConnection: Keep-Alive\r\n\r\n"],
+            parts(&[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nabcdef"]),
+            true,
+        );
+        assert!(!ask(&mut wire).await.unwrap().keep_alive);
+        // Chunked and a Content-Length: read as chunked, then the connection is not reused.
+        let (mut wire, _server) = peer(
+            parts(&[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            ]),
             false,
         );
-        let answer = wire.exchange(GET, "x-cache", layer).await.unwrap();
-        assert_eq!((answer.status, answer.keep_alive), (204, true));
+        assert!(!ask(&mut wire).await.unwrap().keep_alive);
+        // HTTP/1.0: kept alive only when asked, with close winning.
+        for (head, kept) in [
+            (&b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..], false),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok",
+                true,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 2\r\n\r\nok",
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", true),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", true),
+        ] {
+            let (mut wire, _server) = peer(vec![head.to_vec()], false);
+            let answer = ask(&mut wire).await.unwrap();
+            assert_eq!(answer.keep_alive, kept, "{}", String::from_utf8_lossy(head));
+            if kept {
+                next_answer_is_read(&mut wire).await;
+            }
+        }
     }
 
     #[tokio::test]
     async fn a_closed_connection_an_early_end_and_garbage_are_told_apart() {
         let (mut wire, _server) = peer(vec![], true);
-        assert!(matches!(
-            wire.exchange(GET, "x-cache", layer).await,
-            Err(Failure::ClosedBeforeAnswer)
-        ));
-        let (mut wire, _server) = peer(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"], true);
-        match wire.exchange(GET, "x-cache", layer).await {
-            Err(Failure::Broken(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
-            other => panic!("a truncated body is broken, not {other:?}"),
+        assert!(matches!(ask(&mut wire).await, Err(Failure::NoAnswer(_))));
+        let (mut wire, _server) = peer(parts(&[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]), true);
+        assert_eq!(broken_kind(ask(&mut wire).await), io::ErrorKind::UnexpectedEof);
+        let (mut wire, _server) = peer(parts(&[b"HTTP/1.1 200 OK\r\nContent-Le"]), true);
+        assert_eq!(broken_kind(ask(&mut wire).await), io::ErrorKind::UnexpectedEof);
+        let (mut wire, _server) = peer(parts(&[b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]), true);
+        assert_eq!(broken_kind(ask(&mut wire).await), io::ErrorKind::InvalidData);
+        for length in ["x1", "+5", "5, 6", ""] {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+            let (mut wire, _server) = peer(vec![head.into_bytes()], true);
+            assert_eq!(
+                broken_kind(ask(&mut wire).await),
+                io::ErrorKind::InvalidData,
+                "{length}"
+            );
         }
-        let (mut wire, _server) = peer(vec![b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], true);
-        match wire.exchange(GET, "x-cache", layer).await {
-            Err(Failure::Broken(error)) => assert_eq!(error.kind(), io::ErrorKind::InvalidData),
-            other => panic!("a non-HTTP answer is broken, not {other:?}"),
-        }
-        let (mut wire, _server) = peer(vec![b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n"], true);
-        assert!(matches!(
-            wire.exchange(GET, "x-cache", layer).await,
-            Err(Failure::Broken(_))
-        ));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_written_got_no_answer() {
+        let (ours, theirs) = duplex(64);
+        drop(theirs);
+        let mut wire = Wire::new(ours);
+        assert!(matches!(ask(&mut wire).await, Err(Failure::NoAnswer(_))));
     }
 
     #[tokio::test]
@@ -420,37 +599,11 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX-Padding: {}\r\nContent-Length: 0\r\n\r\n",
             "p".repeat(40_000)
         );
-        let long: &'static [u8] = Box::leak(long.into_bytes().into_boxed_slice());
-        let (mut wire, _server) = peer(vec![long], false);
-        assert_eq!(wire.exchange(GET, "x-cache", layer).await.unwrap().status, 200);
+        let (mut wire, _server) = peer(vec![long.into_bytes()], false);
+        assert_eq!(ask(&mut wire).await.unwrap().status, 200);
+        next_answer_is_read(&mut wire).await;
         let too_long = format!("HTTP/1.1 200 OK\r\nX-Padding: {}\r\n\r\n", "p".repeat(70_000));
-        let too_long: &'static [u8] = Box::leak(too_long.into_bytes().into_boxed_slice());
-        let (mut wire, _server) = peer(vec![too_long], false);
-        assert!(matches!(
-            wire.exchange(GET, "x-cache", layer).await,
-            Err(Failure::Broken(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn two_answers_in_a_row_on_one_connection() {
-        let (ours, mut theirs) = duplex(4096);
-        let server = tokio::spawn(async move {
-            for body in ["one", "three"] {
-                let mut request = vec![0u8; GET.len()];
-                theirs.read_exact(&mut request).await.unwrap();
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nX-Cache: L2\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                theirs.write_all(answer.as_bytes()).await.unwrap();
-            }
-        });
-        let mut wire = Wire::new(ours);
-        for _ in 0..2 {
-            let answer = wire.exchange(GET, "x-cache", layer).await.unwrap();
-            assert_eq!((answer.status, answer.header.as_deref()), (200, Some("L2")));
-        }
-        server.await.unwrap();
+        let (mut wire, _server) = peer(vec![too_long.into_bytes()], false);
+        assert_eq!(broken_kind(ask(&mut wire).await), io::ErrorKind::InvalidData);
     }
 }
