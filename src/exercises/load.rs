@@ -624,16 +624,21 @@ mod tests {
         (address, accepted)
     }
 
-    #[tokio::test]
-    async fn a_connection_the_server_closed_between_requests_is_replaced_and_the_request_sent_again() {
-        let (address, accepted) = one_answer_per_connection().await;
-        let target = Target {
+    /// `http://{address}` with no path table.
+    fn plain_target(address: SocketAddr) -> Target {
+        Target {
             addresses: vec![address],
             authority: address.to_string(),
             tls: None,
             prefix: String::new(),
             paths: Vec::new(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_between_requests_is_replaced_and_the_request_sent_again() {
+        let (address, accepted) = one_answer_per_connection().await;
+        let target = plain_target(address);
         let mut rng = SplitMix64::new(3);
         let mut bytes = Vec::new();
         request(&target, 0, 1, true, &mut rng, &mut bytes);
@@ -664,13 +669,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let target = Target {
-            addresses: vec![address],
-            authority: address.to_string(),
-            tls: None,
-            prefix: String::new(),
-            paths: Vec::new(),
-        };
+        let target = plain_target(address);
         let mut slot = None;
         assert!(exchange(&mut slot, &target, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
