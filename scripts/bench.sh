@@ -7,6 +7,7 @@
 #   cache hit, 1 client   workshop-cli cache-aside (every timed read a hit)  vs  redis-benchmark -c 1 GET
 #   point select          workshop-cli cache-aside --no-cache                vs  pgbench -S -M prepared (PostgreSQL)
 #                                                                            and sysbench oltp_point_select (MariaDB)
+#   floor (context)       scripts/get_loop.rs, a bare GET loop (tokio, and blocking read), in workshop-cli's place
 #   throughput, 50 tasks  workshop-cli cache-aside --concurrency 50 (one shared connection)
 #                                                                            vs  redis-benchmark -c 1 -P 50 GET
 #                         ... --concurrency 50 --connections 50              vs  redis-benchmark -c 50 GET
@@ -119,6 +120,7 @@ delete_cluster_bench_keys() {
     done
 }
 on_exit() {
+    unpin_server
     delete_bench_keys
     [[ "$BENCH_CLUSTER" == 0 ]] || delete_cluster_bench_keys
     rm -rf "$TMP"
@@ -126,6 +128,54 @@ on_exit() {
 trap on_exit EXIT
 
 meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+
+# Where the single-client runs happen. One request at a time to a server on the same machine takes very
+# different times depending on whether the kernel runs the client on the server's CPU (a context switch
+# hands the request over) or on another one (each side wakes the other from idle): on this project's
+# 2-vCPU machine about 8 µs and 80 µs for a GET. Left to the scheduler, a run gets a mix of the two and
+# its p50 falls on either side of it, run by run, for any client. So each single-client phase pins its
+# server (every thread of the process listening on its port; PostgreSQL's new backends inherit the
+# postmaster's set) to the last CPU and runs every client twice, pinned to CPU 0 and then to the
+# server's CPU, the reference tool and workshop-cli alike. The server's own CPU set is given back as
+# soon as the phase ends (and on exit).
+PINNED_PID=""
+PINNED_MASK="" # the pinned server's own CPU set, to give back
+SERVER_CPU=$(($(nproc) - 1))
+PLACEMENTS=(any)
+# pin_server PORT: pins the process listening on 127.0.0.1:PORT; sets PLACEMENTS (other same, or any).
+pin_server() {
+    PLACEMENTS=(any)
+    local pid mask
+    ((SERVER_CPU >= 1)) && exe taskset >/dev/null && exe ss >/dev/null || return 0
+    pid="$(ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1)"
+    [[ -n "$pid" ]] && mask="$(taskset -p "$pid" 2>/dev/null | awk '{print $NF}')" && [[ -n "$mask" ]] || {
+        say "  (the server on port $1 could not be pinned to a CPU: its clients run where the scheduler puts them)"
+        return 0
+    }
+    taskset -a -p -c "$SERVER_CPU" "$pid" >/dev/null 2>&1 || {
+        say "  (the server on port $1 could not be pinned to a CPU: its clients run where the scheduler puts them)"
+        return 0
+    }
+    PINNED_PID="$pid"
+    PINNED_MASK="$mask"
+    PLACEMENTS=(other same)
+}
+unpin_server() {
+    [[ -n "$PINNED_MASK" ]] || return 0
+    taskset -a -p "$PINNED_MASK" "$PINNED_PID" >/dev/null 2>&1 ||
+        say "✗ could not give pid $PINNED_PID back its CPU set $PINNED_MASK (taskset -a -p $PINNED_MASK $PINNED_PID)"
+    PINNED_MASK=""
+    PIN=()
+}
+# place PLACE: the taskset prefix of a client command for this placement.
+place() {
+    case "$1" in
+        other) PIN=(taskset -c 0) ;;
+        same) PIN=(taskset -c "$SERVER_CPU") ;;
+        *) PIN=() ;;
+    esac
+}
+PIN=() # the taskset prefix of the client commands in a single-client phase
 
 # run LABEL OUT CMD...: run CMD (bounded by PHASE_TIMEOUT) with stdout in OUT and stderr in
 # OUT.err, record the command line for the report (in the first round only, the others repeat
@@ -205,6 +255,14 @@ def redis_benchmark(path, prefix, requests):
             fail(f"{prefix}: this redis-benchmark prints no {column} (version 6.2 or later does)")
     emit(prefix, p50_us=float(row["p50_latency_ms"]) * 1000, p99_us=float(row["p99_latency_ms"]) * 1000,
          mean_us=float(row["avg_latency_ms"]) * 1000, rps=float(row["rps"]), count=requests)
+
+def floor(path, prefix, runs):
+    """scripts/get_loop.rs: one JSON line with its percentiles."""
+    with open(path) as f:
+        out = json.loads(f.read())
+    if int(out["count"]) != int(runs):
+        fail(f"{prefix}: the bare GET loop timed {out['count']} reads, not {runs}")
+    emit(prefix, p50_us=out["p50_us"], p99_us=out["p99_us"], mean_us=out["mean_us"], count=out["count"])
 
 def pgbench_log(log_prefix, prefix, skip, stdout_path):
     """pgbench -l: 'client_id transaction_no latency_us script_no epoch epoch_us' per transaction."""
@@ -291,9 +349,18 @@ def us(value):
 def per_s(value):
     return f"{value:,.0f}/s"
 
+FLOOR_NOTE = ("Floor rows: scripts/get_loop.rs, a bare GET loop with no workshop code, in workshop-cli's place (what any "
+              "client of that shape gets here). redis-benchmark reports latency in steps of 8 µs below 2 ms, each figure "
+              "the top of its step: 71 µs means 64–71 µs.")
+
+# Where the cache-hit clients ran, against Valkey pinned to one CPU ("any": not pinned).
+PLACE_LABEL = {"other": ", other CPU", "same": ", server's CPU", "any": ""}
+PLACE_RAW = {"other": " (another CPU than the server)", "same": " (the server's CPU)", "any": ""}
+
 def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
     r = read_pairs(results_path)
     meta = read_pairs(meta_path, "\t")
+    placed = lambda server: meta.get(f"placements_{server}", "any").split()
     rounds = int(rounds)
     plural = "" if rounds == 1 else "s"
     with open(commands_path) as f:
@@ -304,13 +371,28 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
 
     # (comparison, workshop-cli run, reference tool, reference run, figure, format, target)
     # target: ("<=", x) latency ratio at most x; (">=", x) throughput ratio at least x; None: shown only.
-    rows = [
-        ("Cache hit p50, 1 client", "hit", "redis-benchmark -c 1 GET", "rb1", "p50_us", us, ("<=", 1.10)),
-        ("Cache hit p99, 1 client", "hit", "redis-benchmark -c 1 GET", "rb1", "p99_us", us, ("<=", 1.25)),
-        ("Point select p50, PostgreSQL", "pgwc", "pgbench -S -M prepared -c 1", "pgbench", "p50_us", us, ("<=", 1.10)),
-        ("Point select p99, PostgreSQL", "pgwc", "pgbench -S -M prepared -c 1", "pgbench", "p99_us", us, None),
-        ("Point select p50, MariaDB", "mywc", "sysbench oltp_point_select, 1 thread", "sysbench", "p50_us", us, ("<=", 1.10)),
-        ("Point select p99, MariaDB", "mywc", "sysbench oltp_point_select, 1 thread", "sysbench", "p99_us", us, None),
+    rows = []
+    for place in placed("valkey"):
+        where = PLACE_LABEL[place]
+        rows += [
+            (f"Cache hit p50, 1 client{where}", f"hit_{place}", "redis-benchmark -c 1 GET", f"rb1_{place}", "p50_us", us, ("<=", 1.10)),
+            (f"Cache hit p99, 1 client{where}", f"hit_{place}", "redis-benchmark -c 1 GET", f"rb1_{place}", "p99_us", us, ("<=", 1.25)),
+            (f"  floor p50: bare tokio GET loop", f"floor_tokio_{place}", "redis-benchmark -c 1 GET", f"rb1_{place}", "p50_us", us, None),
+            (f"  floor p50: bare blocking GET loop", f"floor_blocking_{place}", "redis-benchmark -c 1 GET", f"rb1_{place}", "p50_us", us, None),
+        ]
+    for place in placed("postgres"):
+        where = PLACE_LABEL[place]
+        rows += [
+            (f"Point select p50, PostgreSQL{where}", f"pgwc_{place}", "pgbench -S -M prepared -c 1", f"pgbench_{place}", "p50_us", us, ("<=", 1.10)),
+            (f"Point select p99, PostgreSQL{where}", f"pgwc_{place}", "pgbench -S -M prepared -c 1", f"pgbench_{place}", "p99_us", us, None),
+        ]
+    for place in placed("mariadb"):
+        where = PLACE_LABEL[place]
+        rows += [
+            (f"Point select p50, MariaDB{where}", f"mywc_{place}", "sysbench oltp_point_select, 1 thread", f"sysbench_{place}", "p50_us", us, ("<=", 1.10)),
+            (f"Point select p99, MariaDB{where}", f"mywc_{place}", "sysbench oltp_point_select, 1 thread", f"sysbench_{place}", "p99_us", us, None),
+        ]
+    rows += [
         (f"Throughput, {tasks} tasks, 1 connection", "tput", f"redis-benchmark -c 1 -P {tasks} GET", "rbp", "rps", per_s, (">=", 0.6)),
         (f"Throughput, {tasks} tasks, {tasks} connections", "tputn", f"redis-benchmark -c {tasks} GET", "rb50", "rps", per_s, (">=", 0.9)),
         ("Cluster: cache hit p50, 1 client", "chit", "redis-benchmark -c 1 GET on the key's primary", "crb1", "p50_us", us, ("<=", 1.25)),
@@ -352,6 +434,7 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
     print("\n".join(lines))
     print(f"\n{tally}. Medians of {rounds} round{plural}; ratio = workshop-cli / reference; Rounds = lowest–highest ratio "
           "of a single round. A report, not a gate.")
+    print(FLOOR_NOTE)
 
     md = []
     md.append("# Benchmarks: workshop-cli next to the reference tools\n")
@@ -374,7 +457,13 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
               f"{tasks} tasks on one shared connection at least 0.6× of redis-benchmark -c 1 -P {tasks}, and {tasks} tasks on "
               f"{tasks} connections at least 0.9× of redis-benchmark -c {tasks}; peak RSS of the {tasks}-task run below 50 MiB "
               "and of `stats` with its defaults below 64 MiB (for memory, Rounds is the lowest–highest of the rounds and the "
-              "highest counts). Rows without a target are shown for context.\n")
+              "highest counts). Rows without a target are shown for context. "
+              "The floor rows put a bare GET loop (`scripts/get_loop.rs`: one connection, write `GET key`, read the reply, "
+              "no decode, no workshop code) in workshop-cli's place, waiting in tokio as workshop-cli does, or in a blocking "
+              "`read(2)`: what any client of that shape gets on this machine. "
+              "redis-benchmark keeps its latencies in a histogram of two significant digits from 10 µs, so below 2 ms it "
+              "reports in steps of 8 µs, each figure the top of its step (71 µs means 64–71 µs); the other figures are to "
+              "the microsecond or finer.\n")
     md.append("| " + " | ".join(head) + " |")
     md.append("|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|")
     for row in table:
@@ -386,6 +475,17 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
               f"redis-benchmark sends `GET` for that very key ({meta.get('value_bytes')} bytes of JSON, the cached airport row), "
               f"{meta.get('runs')} times on one connection, so both fetch the same payload. (Its built-in `-t get -d N` test would "
               "read a key outside the `bench:` prefix; a custom `GET` is the same command on the real entry.)")
+    pinned = [name for name, server in (("Valkey", "valkey"), ("PostgreSQL", "postgres"), ("MariaDB", "mariadb"))
+              if "other" in placed(server)]
+    if pinned:
+        md.append(f"- **Where the single-client runs happen.** For its own phase only, the server ({', '.join(pinned)}) is "
+                  f"pinned to CPU {meta.get('server_cpu')} (`taskset -a -p` on the process listening on its port; PostgreSQL's "
+                  "new backends inherit the postmaster's CPU set; each server gets its own set back right after), and each "
+                  "client, workshop-cli and the reference tool alike, runs twice: pinned to CPU 0 (\"other CPU\") and to the "
+                  "server's CPU. One request at a time to a server on the same machine costs very different times in the two "
+                  "cases: on another CPU each side wakes the other from idle; on the same CPU a context switch hands the "
+                  "request over. Left to the scheduler, one run gets a mix of the two and its p50 falls on either side, run "
+                  "by run, whatever the client (see the notes below).")
     md.append(f"- **Point select.** workshop-cli with `--no-cache`: `SELECT airport_id, iata, icao, name FROM airport WHERE "
               f"airport_id = ?` over sqlx (prepared), {meta.get('runs')} timed reads after {meta.get('warmup')} warm-up reads; "
               "it times the query plus the conversion of the row into JSON values. "
@@ -410,13 +510,23 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
     md.append("## Raw figures\n")
     md.append("| Run | Round | Count | p50 | p99 | Mean | Throughput |")
     md.append("|---|---:|---:|---:|---:|---:|---:|")
-    raw = [
-        ("workshop-cli cache-aside, hits, 1 task", "hit"),
-        ("redis-benchmark GET, 1 client", "rb1"),
-        ("workshop-cli --no-cache, PostgreSQL", "pgwc"),
-        ("pgbench -S, 1 client", "pgbench"),
-        ("workshop-cli --no-cache, MariaDB", "mywc"),
-        ("sysbench oltp_point_select, 1 thread", "sysbench"),
+    raw = []
+    for place in placed("valkey"):
+        where = PLACE_RAW[place]
+        raw += [
+            (f"workshop-cli cache-aside, hits, 1 task{where}", f"hit_{place}"),
+            (f"redis-benchmark GET, 1 client{where}", f"rb1_{place}"),
+            (f"bare GET loop, tokio{where}", f"floor_tokio_{place}"),
+            (f"bare GET loop, blocking read{where}", f"floor_blocking_{place}"),
+        ]
+    for place in placed("postgres"):
+        where = PLACE_RAW[place]
+        raw += [(f"workshop-cli --no-cache, PostgreSQL{where}", f"pgwc_{place}"), (f"pgbench -S, 1 client{where}", f"pgbench_{place}")]
+    for place in placed("mariadb"):
+        where = PLACE_RAW[place]
+        raw += [(f"workshop-cli --no-cache, MariaDB{where}", f"mywc_{place}"),
+                (f"sysbench oltp_point_select, 1 thread{where}", f"sysbench_{place}")]
+    raw += [
         (f"workshop-cli cache-aside, hits, {tasks} tasks, 1 connection", "tput"),
         (f"redis-benchmark GET, 1 client, {tasks} pipelined", "rbp"),
         (f"workshop-cli cache-aside, hits, {tasks} tasks, {tasks} connections", "tputn"),
@@ -460,7 +570,7 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
 if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
     {"workshop": workshop, "redis": redis_benchmark, "pgbench": pgbench_log,
-     "sysbench": sysbench, "render": render, "peak-rss": peak_rss, "rss": rss}[what](*args)
+     "sysbench": sysbench, "floor": floor, "render": render, "peak-rss": peak_rss, "rss": rss}[what](*args)
 PY
 
 # ---------------------------------------------------------------- preflight
@@ -494,6 +604,9 @@ else
     phase_done
 fi
 [[ -x "$BIN" ]] || die "$BIN is not an executable (WORKSHOP_BIN)"
+# The bare GET loop (scripts/get_loop.rs): the floor under the cache-hit row, built whatever BIN is.
+cargo build --release --quiet --example get_loop || die "cargo build --release --example get_loop failed"
+GET_LOOP="$ROOT/target/release/examples/get_loop"
 BENCH_STARTED=$SECONDS # the build is not part of the bench's duration
 
 VALKEY_INFO="$("$VCLI" -h "$HOST" -p "$VALKEY_PORT" INFO server | tr -d '\r')"
@@ -525,6 +638,7 @@ meta tput_runs "$TPUT_RUNS"
 meta id "$ID"
 meta ref_db "$REF_DB"
 meta ref_rows "$REF_ROWS"
+meta server_cpu "$SERVER_CPU"
 meta pg_password "$DB_PASS"
 
 # ---------------------------------------------------------------- reference databases
@@ -550,7 +664,7 @@ phase_done
 workshop_cli() {
     local label="$1" out="$2" url="$3"
     shift 3
-    run "$label" "$out" "$BIN" --database-url "$url" --valkey-url "$VALKEY_URL" --key-prefix "$KEY_PREFIX" --json \
+    run "$label" "$out" "${PIN[@]}" "$BIN" --database-url "$url" --valkey-url "$VALKEY_URL" --key-prefix "$KEY_PREFIX" --json \
         cache-aside --id "$ID" "$@"
 }
 
@@ -560,44 +674,69 @@ ROUNDS_TEXT="$ROUNDS round$( ((ROUNDS == 1)) || echo s)"
 # passing disturbance on the machine lands on both sides; the report takes the median of the rounds.
 
 # ---------------------------------------------------------------- cache hit, one client
-phase "cache hit, 1 client: workshop-cli and $(basename "$BENCH_CLIENT"), $RUNS reads each, $ROUNDS_TEXT"
+pin_server "$VALKEY_PORT"
+meta placements_valkey "${PLACEMENTS[*]}"
+phase "cache hit, 1 client: workshop-cli, $(basename "$BENCH_CLIENT") and the bare GET loops, $RUNS reads each, $ROUNDS_TEXT"
 delete_bench_keys
+KEY=""
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    workshop_cli "cache hit: workshop-cli" "$TMP/hit.$ROUND.json" "$MYSQL_URL" --runs "$RUNS" --warmup "$WARMUP" --baseline 0
-    parse workshop "$TMP/hit.$ROUND.json" "hit.$ROUND" cache cache "$RUNS"
-    if ((ROUND == 1)); then
-        KEY="$(awk '$1 == "hit.1_key" {print $2}' "$RESULTS")"
-        meta value_bytes "$("$VCLI" -h "$HOST" -p "$VALKEY_PORT" STRLEN "$KEY")"
-    fi
-    run "cache hit: reference client" "$TMP/rb1.$ROUND.csv" "$BENCH_CLIENT" -h "$HOST" -p "$VALKEY_PORT" -c 1 -n "$RUNS" \
-        --csv GET "$KEY"
-    parse redis "$TMP/rb1.$ROUND.csv" "rb1.$ROUND" "$RUNS"
+    for PLACE in "${PLACEMENTS[@]}"; do
+        place "$PLACE"
+        workshop_cli "cache hit ($PLACE CPU): workshop-cli" "$TMP/hit_$PLACE.$ROUND.json" "$MYSQL_URL" \
+            --runs "$RUNS" --warmup "$WARMUP" --baseline 0
+        parse workshop "$TMP/hit_$PLACE.$ROUND.json" "hit_$PLACE.$ROUND" cache cache "$RUNS"
+        if [[ -z "$KEY" ]]; then
+            KEY="$(awk -v name="hit_$PLACE.1_key" '$1 == name {print $2}' "$RESULTS")"
+            meta value_bytes "$("$VCLI" -h "$HOST" -p "$VALKEY_PORT" STRLEN "$KEY")"
+        fi
+        run "cache hit ($PLACE CPU): reference client" "$TMP/rb1_$PLACE.$ROUND.csv" "${PIN[@]}" "$BENCH_CLIENT" \
+            -h "$HOST" -p "$VALKEY_PORT" -c 1 -n "$RUNS" --csv GET "$KEY"
+        parse redis "$TMP/rb1_$PLACE.$ROUND.csv" "rb1_$PLACE.$ROUND" "$RUNS"
+        for MODE in tokio blocking; do
+            run "cache hit ($PLACE CPU): bare GET loop, $MODE" "$TMP/floor_${MODE}_$PLACE.$ROUND.json" "${PIN[@]}" "$GET_LOOP" \
+                "$MODE" "$HOST:$VALKEY_PORT" "$KEY" "$RUNS" "$WARMUP"
+            parse floor "$TMP/floor_${MODE}_$PLACE.$ROUND.json" "floor_${MODE}_$PLACE.$ROUND" "$RUNS"
+        done
+    done
 done
+unpin_server
 phase_done
 
 # ---------------------------------------------------------------- point select, PostgreSQL
+pin_server "$PG_PORT"
+meta placements_postgres "${PLACEMENTS[*]}"
 phase "point select, PostgreSQL: workshop-cli --no-cache and pgbench -S, $RUNS reads each, $ROUNDS_TEXT"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    workshop_cli "point select: workshop-cli on PostgreSQL" "$TMP/pgwc.$ROUND.json" "$POSTGRES_URL" \
-        --no-cache --runs "$RUNS" --warmup "$WARMUP"
-    parse workshop "$TMP/pgwc.$ROUND.json" "pgwc.$ROUND" database database_no_cache "$RUNS"
-    mkdir -p "$TMP/pglog.$ROUND"
-    run "point select: pgbench" "$TMP/pgbench.$ROUND.out" "$PGBENCH" -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -n -S -M prepared \
-        -c 1 -j 1 -t $((RUNS + WARMUP)) -l --log-prefix="$TMP/pglog.$ROUND/pgbench" "$REF_DB"
-    parse pgbench "$TMP/pglog.$ROUND/pgbench" "pgbench.$ROUND" "$WARMUP" "$TMP/pgbench.$ROUND.out"
+    for PLACE in "${PLACEMENTS[@]}"; do
+        place "$PLACE"
+        workshop_cli "point select ($PLACE CPU): workshop-cli on PostgreSQL" "$TMP/pgwc_$PLACE.$ROUND.json" "$POSTGRES_URL" \
+            --no-cache --runs "$RUNS" --warmup "$WARMUP"
+        parse workshop "$TMP/pgwc_$PLACE.$ROUND.json" "pgwc_$PLACE.$ROUND" database database_no_cache "$RUNS"
+        mkdir -p "$TMP/pglog_$PLACE.$ROUND"
+        run "point select ($PLACE CPU): pgbench" "$TMP/pgbench_$PLACE.$ROUND.out" "${PIN[@]}" "$PGBENCH" -h "$HOST" -p "$PG_PORT" \
+            -U "$DB_USER" -n -S -M prepared -c 1 -j 1 -t $((RUNS + WARMUP)) -l --log-prefix="$TMP/pglog_$PLACE.$ROUND/pgbench" "$REF_DB"
+        parse pgbench "$TMP/pglog_$PLACE.$ROUND/pgbench" "pgbench_$PLACE.$ROUND" "$WARMUP" "$TMP/pgbench_$PLACE.$ROUND.out"
+    done
 done
+unpin_server
 phase_done
 
 # ---------------------------------------------------------------- point select, MariaDB
+pin_server "$MYSQL_PORT"
+meta placements_mariadb "${PLACEMENTS[*]}"
 phase "point select, MariaDB: workshop-cli --no-cache and sysbench oltp_point_select, $RUNS reads each, $ROUNDS_TEXT"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    workshop_cli "point select: workshop-cli on MariaDB" "$TMP/mywc.$ROUND.json" "$MYSQL_URL" \
-        --no-cache --runs "$RUNS" --warmup "$WARMUP"
-    parse workshop "$TMP/mywc.$ROUND.json" "mywc.$ROUND" database database_no_cache "$RUNS"
-    run "point select: sysbench" "$TMP/sysbench.$ROUND.out" "$SYSBENCH" "${SYSBENCH_ARGS[@]}" --threads=1 --events="$RUNS" \
-        --time=0 --rand-type=uniform --histogram=on --percentile=50 run
-    parse sysbench "$TMP/sysbench.$ROUND.out" "sysbench.$ROUND"
+    for PLACE in "${PLACEMENTS[@]}"; do
+        place "$PLACE"
+        workshop_cli "point select ($PLACE CPU): workshop-cli on MariaDB" "$TMP/mywc_$PLACE.$ROUND.json" "$MYSQL_URL" \
+            --no-cache --runs "$RUNS" --warmup "$WARMUP"
+        parse workshop "$TMP/mywc_$PLACE.$ROUND.json" "mywc_$PLACE.$ROUND" database database_no_cache "$RUNS"
+        run "point select ($PLACE CPU): sysbench" "$TMP/sysbench_$PLACE.$ROUND.out" "${PIN[@]}" "$SYSBENCH" "${SYSBENCH_ARGS[@]}" \
+            --threads=1 --events="$RUNS" --time=0 --rand-type=uniform --histogram=on --percentile=50 run
+        parse sysbench "$TMP/sysbench_$PLACE.$ROUND.out" "sysbench_$PLACE.$ROUND"
+    done
 done
+unpin_server
 phase_done
 
 # ---------------------------------------------------------------- throughput
