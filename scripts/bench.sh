@@ -7,7 +7,10 @@
 #   cache hit, 1 client   workshop-cli cache-aside (every timed read a hit)  vs  redis-benchmark -c 1 GET
 #   point select          workshop-cli cache-aside --no-cache                vs  pgbench -S -M prepared (PostgreSQL)
 #                                                                            and sysbench oltp_point_select (MariaDB)
-#   floor (context)       scripts/get_loop.rs, a bare GET loop (tokio, and blocking read), in workshop-cli's place
+#   floor (context)       scripts/get_loop.rs, a bare GET loop (tokio, and blocking read), in workshop-cli's place;
+#                         sysbench running workshop-cli's own MariaDB query (scripts/airport_point_select.lua)
+#   placement             each single-client pair runs with the server pinned to the last CPU and the client pinned to
+#                         CPU 0, then to the server's CPU (see pin_server below)
 #   throughput, 50 tasks  workshop-cli cache-aside --concurrency 50 (one shared connection)
 #                                                                            vs  redis-benchmark -c 1 -P 50 GET
 #                         ... --concurrency 50 --connections 50              vs  redis-benchmark -c 50 GET
@@ -350,7 +353,8 @@ def per_s(value):
     return f"{value:,.0f}/s"
 
 FLOOR_NOTE = ("Floor rows: scripts/get_loop.rs, a bare GET loop with no workshop code, in workshop-cli's place (what any "
-              "client of that shape gets here). redis-benchmark reports latency in steps of 8 µs below 2 ms, each figure "
+              "client of that shape gets here); sysbench on the airport query: sysbench running workshop-cli's own point select "
+              "(scripts/airport_point_select.lua). redis-benchmark reports latency in steps of 8 µs below 2 ms, each figure "
               "the top of its step: 71 µs means 64–71 µs.")
 
 # Where the cache-hit clients ran, against Valkey pinned to one CPU ("any": not pinned).
@@ -391,6 +395,7 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
         rows += [
             (f"Point select p50, MariaDB{where}", f"mywc_{place}", "sysbench oltp_point_select, 1 thread", f"sysbench_{place}", "p50_us", us, ("<=", 1.10)),
             (f"Point select p99, MariaDB{where}", f"mywc_{place}", "sysbench oltp_point_select, 1 thread", f"sysbench_{place}", "p99_us", us, None),
+            ("  sysbench on the airport query, p50", f"sbair_{place}", "sysbench oltp_point_select, 1 thread", f"sysbench_{place}", "p50_us", us, None),
         ]
     rows += [
         (f"Throughput, {tasks} tasks, 1 connection", "tput", f"redis-benchmark -c 1 -P {tasks} GET", "rbp", "rps", per_s, (">=", 0.6)),
@@ -460,7 +465,9 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
               "highest counts). Rows without a target are shown for context. "
               "The floor rows put a bare GET loop (`scripts/get_loop.rs`: one connection, write `GET key`, read the reply, "
               "no decode, no workshop code) in workshop-cli's place, waiting in tokio as workshop-cli does, or in a blocking "
-              "`read(2)`: what any client of that shape gets on this machine. "
+              "`read(2)`: what any client of that shape gets on this machine. The row \"sysbench on the airport query\" is "
+              "sysbench running workshop-cli's own point select (`scripts/airport_point_select.lua`: the same four-column "
+              "query, prepared, the same airport_id), so that a MariaDB gap can be told apart into the query's and the client's. "
               "redis-benchmark keeps its latencies in a histogram of two significant digits from 10 µs, so below 2 ms it "
               "reports in steps of 8 µs, each figure the top of its step (71 µs means 64–71 µs); the other figures are to "
               "the microsecond or finer.\n")
@@ -525,7 +532,8 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
     for place in placed("mariadb"):
         where = PLACE_RAW[place]
         raw += [(f"workshop-cli --no-cache, MariaDB{where}", f"mywc_{place}"),
-                (f"sysbench oltp_point_select, 1 thread{where}", f"sysbench_{place}")]
+                (f"sysbench oltp_point_select, 1 thread{where}", f"sysbench_{place}"),
+                (f"sysbench on the airport query (scripts/airport_point_select.lua){where}", f"sbair_{place}")]
     raw += [
         (f"workshop-cli cache-aside, hits, {tasks} tasks, 1 connection", "tput"),
         (f"redis-benchmark GET, 1 client, {tasks} pipelined", "rbp"),
@@ -734,6 +742,14 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         run "point select ($PLACE CPU): sysbench" "$TMP/sysbench_$PLACE.$ROUND.out" "${PIN[@]}" "$SYSBENCH" "${SYSBENCH_ARGS[@]}" \
             --threads=1 --events="$RUNS" --time=0 --rand-type=uniform --histogram=on --percentile=50 run
         parse sysbench "$TMP/sysbench_$PLACE.$ROUND.out" "sysbench_$PLACE.$ROUND"
+        # sysbench running workshop-cli's own query (in the workshop database, so only with the default URL).
+        if [[ -z "${BENCH_MYSQL_URL:-}" ]]; then
+            run "point select ($PLACE CPU): sysbench on the airport query" "$TMP/sbair_$PLACE.$ROUND.out" "${PIN[@]}" "$SYSBENCH" \
+                "$ROOT/scripts/airport_point_select.lua" --db-driver=mysql --mysql-host="$HOST" --mysql-port="$MYSQL_PORT" \
+                --mysql-user="$DB_USER" --mysql-password="$DB_PASS" --mysql-db=workshop --airport-id="$ID" \
+                --threads=1 --events="$RUNS" --time=0 --histogram=on --percentile=50 run
+            parse sysbench "$TMP/sbair_$PLACE.$ROUND.out" "sbair_$PLACE.$ROUND"
+        fi
     done
 done
 unpin_server
