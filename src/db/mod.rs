@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod cancel;
 pub mod changes;
 pub mod dialect;
+mod lean_mysql;
 pub mod passengers;
 pub mod products;
 pub mod read_only;
@@ -136,6 +137,22 @@ pub struct Database {
     command: &'static str,
     /// Set once the ledger table is known to exist.
     ledger_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// MariaDB/MySQL: how a session opens its lean connection for reads (none: sqlx only).
+    lean: Option<Arc<LeanSetup>>,
+}
+
+/// What a session needs to open a [`lean_mysql::LeanConnection`], and whether it is worth trying.
+struct LeanSetup {
+    target: lean_mysql::LeanTarget,
+    set_timeout: Option<Arc<str>>,
+    connect_timeout: Duration,
+    /// Why the server or the login needs sqlx, once that turned out: no session tries again.
+    declined: std::sync::OnceLock<String>,
+}
+
+/// `WORKSHOP_MYSQL_CLIENT=sqlx` keeps every MariaDB/MySQL read on sqlx (for comparing the two).
+fn lean_reads_allowed() -> bool {
+    std::env::var("WORKSHOP_MYSQL_CLIENT").map_or(true, |v| !v.eq_ignore_ascii_case("sqlx"))
 }
 
 impl std::fmt::Debug for Database {
@@ -185,6 +202,18 @@ impl Database {
                     let sessions = PoolSessions::register(Admin::MySql(options.clone()));
                     let registry = Arc::clone(&sessions);
                     let set_timeout: Option<Arc<str>> = set_timeout.map(Into::into);
+                    let lean = url::Url::parse(&url)
+                        .ok()
+                        .filter(|_| lean_reads_allowed())
+                        .and_then(|parsed| lean_mysql::lean_target(&parsed))
+                        .map(|lean_target| {
+                            Arc::new(LeanSetup {
+                                target: lean_target,
+                                set_timeout: set_timeout.clone(),
+                                connect_timeout: settings.connect_timeout,
+                                declined: std::sync::OnceLock::new(),
+                            })
+                        });
                     let pool = MySqlPoolOptions::new()
                         .max_connections(settings.max_connections)
                         .acquire_timeout(settings.connect_timeout)
@@ -200,7 +229,7 @@ impl Database {
                             Box::pin(prepare_mysql(conn, registry, set_timeout))
                         })
                         .connect_lazy_with(options);
-                    Ok((Pool::MySql(pool), sessions))
+                    Ok((Pool::MySql(pool), sessions, lean))
                 }
                 DatabaseKind::Postgres => {
                     let options: PgConnectOptions = url.parse().map_err(bad_url)?;
@@ -223,7 +252,7 @@ impl Database {
                             Box::pin(prepare_postgres(conn, registry, set_timeout))
                         })
                         .connect_lazy_with(options);
-                    Ok((Pool::Postgres(pool), sessions))
+                    Ok((Pool::Postgres(pool), sessions, None))
                 }
             }
         };
@@ -234,7 +263,7 @@ impl Database {
                 reason: format!("no answer within {:.1} s", settings.connect_timeout.as_secs_f64()),
             })
             .and_then(|result| result);
-        let (pool, sessions) = match connected {
+        let (pool, sessions, lean) = match connected {
             Ok(connected) => connected,
             // A server answered that was no database of this kind (or nothing
             // did): ask the port who it is, for a message that says so.
@@ -251,6 +280,7 @@ impl Database {
             sessions,
             command: "workshop-cli",
             ledger_ready: std::sync::Arc::default(),
+            lean,
         })
     }
 
@@ -347,12 +377,32 @@ impl Database {
 
     /// [`Database::fetch`] and how long the query took (see [`DbSession::fetch_timed`]).
     pub async fn fetch_timed(&self, statement: &Statement) -> Result<(ResultSet, Duration), DbError> {
-        self.session().await?.fetch_timed(statement).await
+        // One read: a pooled connection, not a new lean one (that would be a login per read).
+        self.pooled_session().await?.fetch_timed(statement).await
     }
 
-    /// Takes one connection out of the pool for a task to keep, as each
-    /// pgbench or sysbench client keeps its own: no pool hand-over per query.
+    /// Takes one connection for a task to keep, as each pgbench or sysbench
+    /// client keeps its own: no pool hand-over per query. On MariaDB/MySQL it is
+    /// a lean connection of its own where the server allows one (see
+    /// [`lean_mysql`]); otherwise, and on PostgreSQL, one out of the pool.
     pub async fn session(&self) -> Result<DbSession, DbError> {
+        if let (Pool::MySql(pool), Some(lean)) = (&self.pool, &self.lean) {
+            if let Some(connection) = self.open_lean(lean).await {
+                return Ok(DbSession {
+                    connection: SessionConnection::MySqlLean {
+                        lean: connection,
+                        pool: pool.clone(),
+                        fallback: None,
+                    },
+                    context: self.context.clone(),
+                });
+            }
+        }
+        self.pooled_session().await
+    }
+
+    /// A session on a connection out of the pool (sqlx).
+    async fn pooled_session(&self) -> Result<DbSession, DbError> {
         let connection = match &self.pool {
             Pool::MySql(pool) => pool.acquire().await.map(SessionConnection::MySql),
             Pool::Postgres(pool) => pool.acquire().await.map(SessionConnection::Postgres),
@@ -362,6 +412,40 @@ impl Database {
             connection,
             context: self.context.clone(),
         })
+    }
+
+    /// A lean connection for a session's reads, or none (the session uses sqlx):
+    /// a server or login that needs sqlx turns the lean path off for this pool;
+    /// any other failure leaves the error to sqlx's connection, which says why.
+    async fn open_lean(&self, lean: &LeanSetup) -> Option<Box<lean_mysql::LeanConnection>> {
+        if lean.declined.get().is_some() {
+            return None;
+        }
+        let opening = lean_mysql::LeanConnection::open(&lean.target, lean.set_timeout.as_deref());
+        match tokio::time::timeout(lean.connect_timeout, opening).await {
+            Ok(lean_mysql::Open::Ready(connection)) => {
+                self.sessions
+                    .add(ServerSession::MySql(u64::from(connection.connection_id())));
+                Some(connection)
+            }
+            Ok(lean_mysql::Open::Declined(why)) => {
+                let _ = lean.declined.set(why);
+                None
+            }
+            Ok(lean_mysql::Open::Failed) | Err(_) => None,
+        }
+    }
+
+    /// Why sessions read through sqlx rather than a lean MariaDB/MySQL connection, once a
+    /// session found out (`None`: they read lean, or none tried yet, or not MariaDB/MySQL).
+    pub fn lean_declined_because(&self) -> Option<&str> {
+        self.lean.as_ref()?.declined.get().map(String::as_str)
+    }
+
+    /// The same database with every read on sqlx (no lean MariaDB/MySQL connections).
+    pub fn without_lean_reads(mut self) -> Database {
+        self.lean = None;
+        self
     }
 
     /// Turns a query failure into a message; a missing workshop table means "seed first".
@@ -381,12 +465,26 @@ impl Database {
 enum SessionConnection {
     MySql(PoolConnection<MySql>),
     Postgres(PoolConnection<Postgres>),
+    /// Reads on a lean connection; a pooled sqlx connection, taken when first
+    /// needed, for the statements it declines and read-only ones.
+    MySqlLean {
+        lean: Box<lean_mysql::LeanConnection>,
+        pool: MySqlPool,
+        fallback: Option<PoolConnection<MySql>>,
+    },
 }
 
 /// One database connection held by one task (see [`Database::session`]).
 pub struct DbSession {
     connection: SessionConnection,
     context: ErrorContext,
+}
+
+impl DbSession {
+    /// Whether reads go through a lean MariaDB/MySQL connection rather than sqlx.
+    pub fn reads_lean(&self) -> bool {
+        matches!(self.connection, SessionConnection::MySqlLean { .. })
+    }
 }
 
 /// How each engine opens a read-only transaction.
@@ -405,26 +503,56 @@ impl DbSession {
     /// `--sql` timings compare with the built-in queries'.
     pub async fn fetch_timed(&mut self, statement: &Statement) -> Result<(ResultSet, Duration), DbError> {
         let context = &self.context;
-        let error = |e| classify_query_error(e, context);
-        let (rows, took) = match (&mut self.connection, statement.read_only) {
-            (SessionConnection::MySql(conn), false) => timed(fetch_mysql(&mut **conn, statement)).await,
-            (SessionConnection::Postgres(conn), false) => timed(fetch_postgres(&mut **conn, statement)).await,
-            (SessionConnection::MySql(conn), true) => {
-                let mut tx = conn.begin_with(MYSQL_READ_ONLY).await.map_err(error)?;
-                let result = timed(fetch_mysql(&mut *tx, statement)).await;
-                tx.rollback().await.map_err(error)?;
-                result
+        match &mut self.connection {
+            SessionConnection::MySql(conn) => fetch_mysql_timed(conn, statement, context).await,
+            SessionConnection::Postgres(conn) => {
+                let error = |e| classify_query_error(e, context);
+                let (rows, took) = if statement.read_only {
+                    let mut tx = conn.begin_with(POSTGRES_READ_ONLY).await.map_err(error)?;
+                    let result = timed(fetch_postgres(&mut *tx, statement)).await;
+                    tx.rollback().await.map_err(error)?;
+                    result
+                } else {
+                    timed(fetch_postgres(&mut **conn, statement)).await
+                };
+                Ok((rows.map_err(error)??, took))
             }
-            (SessionConnection::Postgres(conn), true) => {
-                let mut tx = conn.begin_with(POSTGRES_READ_ONLY).await.map_err(error)?;
-                let result = timed(fetch_postgres(&mut *tx, statement)).await;
-                tx.rollback().await.map_err(error)?;
-                result
+            SessionConnection::MySqlLean { lean, pool, fallback } => {
+                if !statement.read_only {
+                    let (fetched, took) = timed(lean.fetch(&statement.sql, &statement.args)).await;
+                    match fetched {
+                        Ok(lean_mysql::Fetched::Rows(rows)) => return Ok((rows, took)),
+                        Ok(lean_mysql::Fetched::Declined) => {}
+                        Err(e) => return Err(classify_lean_error(e, context)),
+                    }
+                }
+                let conn = match fallback {
+                    Some(conn) => conn,
+                    None => fallback.insert(pool.acquire().await.map_err(|e| classify_query_error(e, context))?),
+                };
+                fetch_mysql_timed(conn, statement, context).await
             }
-        };
-        let rows = rows.map_err(error)??;
-        Ok((rows, took))
+        }
     }
+}
+
+/// A read over sqlx on MariaDB/MySQL, in a rolled-back read-only transaction when
+/// the statement asks for one (opening and rolling back are not timed).
+async fn fetch_mysql_timed(
+    conn: &mut PoolConnection<MySql>,
+    statement: &Statement,
+    context: &ErrorContext,
+) -> Result<(ResultSet, Duration), DbError> {
+    let error = |e| classify_query_error(e, context);
+    let (rows, took) = if statement.read_only {
+        let mut tx = conn.begin_with(MYSQL_READ_ONLY).await.map_err(error)?;
+        let result = timed(fetch_mysql(&mut *tx, statement)).await;
+        tx.rollback().await.map_err(error)?;
+        result
+    } else {
+        timed(fetch_mysql(&mut **conn, statement)).await
+    };
+    Ok((rows.map_err(error)??, took))
 }
 
 /// A new pooled MySQL/MariaDB connection: the statement timeout, and its id for cancelling.
@@ -520,43 +648,10 @@ where
 fn classify_query_error(error: sqlx::Error, context: &ErrorContext) -> DbError {
     if let sqlx::Error::Database(db_error) = &error {
         let code = db_error.code().unwrap_or_default();
-        let message = first_line(db_error.message());
         let number = db_error
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
             .map(|e| e.number());
-        // 42S02 / 1146: MySQL "table doesn't exist"; 42P01: PostgreSQL "undefined table".
-        if code == "42S02" || code == "1146" || code == "42P01" {
-            let table = quoted_name(&message).unwrap_or_default();
-            if table.is_empty() || is_workshop_table(&table) {
-                return DbError::NotSeeded { detail: message };
-            }
-            return DbError::UnknownTable { table, detail: message };
-        }
-        // PostgreSQL's class 08 (connection exception) and 57P01-03 (the
-        // server ended the session: terminated, crashed, not accepting):
-        // the connection is gone, not the query wrong.
-        if code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03") {
-            return DbError::Unreachable {
-                target: context.target.clone(),
-                reason: first_line(db_error.message()),
-            };
-        }
-        // MariaDB 1969 (max_statement_time), MySQL 3024 (max_execution_time);
-        // PostgreSQL 57014 is any cancel, the message says which.
-        let timed_out =
-            matches!(number, Some(1969) | Some(3024)) || (code == "57014" && message.contains("statement timeout"));
-        if timed_out {
-            let limit = context.query_timeout.map_or_else(
-                || "the server's own statement timeout".to_string(),
-                |t| format!("the query timeout of {} s", seconds_text(t)),
-            );
-            return DbError::TimedOut { limit };
-        }
-        // 25006: a write in a read-only transaction (MySQL 1792 as well).
-        if code == "25006" || number == Some(1792) {
-            return DbError::WriteRefused { detail: message };
-        }
-        return DbError::Query(message);
+        return classify_server_error(&code, number, db_error.message(), context);
     }
     match error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbError::Unreachable {
@@ -565,6 +660,60 @@ fn classify_query_error(error: sqlx::Error, context: &ErrorContext) -> DbError {
         },
         other => DbError::Query(first_line(&other.to_string())),
     }
+}
+
+/// A failure on a lean MariaDB/MySQL connection, told apart as sqlx's are.
+fn classify_lean_error(error: lean_mysql::ReadError, context: &ErrorContext) -> DbError {
+    match error {
+        lean_mysql::ReadError::Server {
+            number,
+            sql_state,
+            message,
+        } => classify_server_error(&sql_state, Some(number), &message, context),
+        lean_mysql::ReadError::Io(e) => DbError::Unreachable {
+            target: context.target.clone(),
+            reason: first_line(&e.to_string()),
+        },
+        lean_mysql::ReadError::Decode(message) => DbError::Query(message),
+    }
+}
+
+/// An error the server answered: SQLSTATE `code`, MySQL's error `number`, its message.
+fn classify_server_error(code: &str, number: Option<u16>, message: &str, context: &ErrorContext) -> DbError {
+    let message = first_line(message);
+    // 42S02 / 1146: MySQL "table doesn't exist"; 42P01: PostgreSQL "undefined table".
+    if code == "42S02" || code == "1146" || code == "42P01" {
+        let table = quoted_name(&message).unwrap_or_default();
+        if table.is_empty() || is_workshop_table(&table) {
+            return DbError::NotSeeded { detail: message };
+        }
+        return DbError::UnknownTable { table, detail: message };
+    }
+    // PostgreSQL's class 08 (connection exception) and 57P01-03 (the
+    // server ended the session: terminated, crashed, not accepting):
+    // the connection is gone, not the query wrong.
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+        return DbError::Unreachable {
+            target: context.target.clone(),
+            reason: message,
+        };
+    }
+    // MariaDB 1969 (max_statement_time), MySQL 3024 (max_execution_time);
+    // PostgreSQL 57014 is any cancel, the message says which.
+    let timed_out =
+        matches!(number, Some(1969) | Some(3024)) || (code == "57014" && message.contains("statement timeout"));
+    if timed_out {
+        let limit = context.query_timeout.map_or_else(
+            || "the server's own statement timeout".to_string(),
+            |t| format!("the query timeout of {} s", seconds_text(t)),
+        );
+        return DbError::TimedOut { limit };
+    }
+    // 25006: a write in a read-only transaction (MySQL 1792 as well).
+    if code == "25006" || number == Some(1792) {
+        return DbError::WriteRefused { detail: message };
+    }
+    DbError::Query(message)
 }
 
 /// "1", "0.5": seconds as the user typed them, near enough.

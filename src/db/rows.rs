@@ -36,11 +36,11 @@ fn decode_error(column: &str, error: sqlx::Error) -> DbError {
     DbError::Query(format!("cannot read column '{column}': {error}"))
 }
 
-fn float(value: f64) -> Value {
+pub(crate) fn float(value: f64) -> Value {
     serde_json::Number::from_f64(value).map_or_else(|| Value::String(value.to_string()), Value::Number)
 }
 
-fn bytes(raw: Vec<u8>) -> Value {
+pub(crate) fn bytes(raw: Vec<u8>) -> Value {
     match String::from_utf8(raw) {
         Ok(text) => Value::String(text),
         Err(e) => {
@@ -50,15 +50,15 @@ fn bytes(raw: Vec<u8>) -> Value {
     }
 }
 
-fn date(value: NaiveDate) -> Value {
+pub(crate) fn date(value: NaiveDate) -> Value {
     Value::String(value.format("%Y-%m-%d").to_string())
 }
 
-fn datetime(value: NaiveDateTime) -> Value {
+pub(crate) fn datetime(value: NaiveDateTime) -> Value {
     Value::String(value.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
 }
 
-fn timestamp(value: DateTime<Utc>) -> Value {
+pub(crate) fn timestamp(value: DateTime<Utc>) -> Value {
     Value::String(value.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
@@ -66,7 +66,7 @@ fn time(value: NaiveTime) -> Value {
     Value::String(value.format("%H:%M:%S%.f").to_string())
 }
 
-fn decimal(value: Decimal) -> Value {
+pub(crate) fn decimal(value: Decimal) -> Value {
     Value::String(value.to_string())
 }
 
