@@ -494,7 +494,7 @@ def render(results_path, meta_path, commands_path, report_path, tasks, rounds):
                   "request over. Left to the scheduler, one run gets a mix of the two and its p50 falls on either side, run "
                   "by run, whatever the client (see the notes below).")
     md.append(f"- **Point select.** workshop-cli with `--no-cache`: `SELECT airport_id, iata, icao, name FROM airport WHERE "
-              f"airport_id = ?` over sqlx (prepared), {meta.get('runs')} timed reads after {meta.get('warmup')} warm-up reads; "
+              f"airport_id = ?` (prepared; on MariaDB over workshop-cli's lean connection, `db::lean_mysql`, on PostgreSQL over sqlx), {meta.get('runs')} timed reads after {meta.get('warmup')} warm-up reads; "
               "it times the query plus the conversion of the row into JSON values. "
               f"pgbench `-S` runs `SELECT abalance FROM pgbench_accounts WHERE aid = :aid` (random aid among {meta.get('ref_rows')} rows, "
               f"prepared) in the `{meta.get('ref_db')}` database; p50/p99 come from its per-transaction log (`-l`), the first "

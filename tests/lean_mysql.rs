@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::Connection;
-use support::TestDatabase;
+use support::{connections_to, take_away, TestDatabase};
 use workshop_cli::config::{DatabaseKind, DatabaseTarget, Source};
 use workshop_cli::db::{cancel, Database, DbError, PoolSettings, ResultSet, SqlValue, Statement};
 
@@ -185,6 +185,10 @@ async fn types_it_does_not_decode_are_read_through_sqlx() {
     let (lean, sqlx) = both_ways(&db, sql, vec![]).await;
     assert_eq!(lean, sqlx);
     assert_eq!(lean.rows[0][1], json!("12:34:56.500"));
+    // Zero dates (allowed without NO_ZERO_DATE) are NULL on both.
+    let zero = "SELECT CAST('0000-00-00' AS DATE) AS d, CAST('0000-00-00 00:00:00' AS DATETIME) AS dt";
+    let (lean, sqlx) = both_ways(&db, zero, vec![]).await;
+    assert_eq!(lean, sqlx);
     // A statement the lean connection declined does not spoil the next one.
     let (lean, sqlx) = both_ways(&db, "SELECT 1 AS one", vec![]).await;
     assert_eq!((lean.clone(), lean.rows[0][0].clone()), (sqlx, json!(1)));
@@ -298,4 +302,53 @@ async fn a_url_with_options_reads_through_sqlx() {
     assert!(!session.reads_lean());
     let rows = session.fetch(&statement("SELECT 1 AS one", vec![])).await.unwrap();
     assert_eq!(rows.rows[0][0], json!(1));
+}
+
+#[tokio::test]
+async fn sessions_reuse_the_warmed_lean_connections_and_a_lost_one_is_not_kept() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = TestDatabase::create(DatabaseKind::MySql, "lean_reuse").await;
+    let database = Database::connect(
+        &db.target,
+        PoolSettings {
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap();
+    database.warm_up(3).await.unwrap();
+    let warmed = connections_to(&db).await;
+    // Three lean connections and one pooled for what sqlx reads.
+    assert_eq!(warmed.len(), 4, "{warmed:?}");
+    let one = statement("SELECT 1 AS one", vec![]);
+    for _ in 0..3 {
+        let mut sessions = Vec::new();
+        for _ in 0..3 {
+            let mut session = database.session().await.unwrap();
+            assert!(session.reads_lean());
+            session.fetch(&one).await.unwrap();
+            sessions.push(session);
+        }
+        drop(sessions);
+    }
+    let mut after = connections_to(&db).await;
+    let mut before = warmed.clone();
+    after.sort_unstable();
+    before.sort_unstable();
+    assert_eq!(after, before, "the sessions opened connections of their own");
+
+    // The server ends every session: the lost connections fail once and are not kept.
+    assert!(take_away(&db).await >= 3);
+    let mut session = database.session().await.unwrap();
+    assert!(matches!(session.fetch(&one).await, Err(DbError::Unreachable { .. })));
+    drop(session);
+    let mut reads = 0;
+    for _ in 0..6 {
+        let mut session = database.session().await.unwrap();
+        if session.fetch(&one).await.is_ok() {
+            reads += 1;
+        }
+    }
+    assert!(reads >= 4, "after the lost ones, new connections read ({reads} of 6)");
 }

@@ -36,8 +36,10 @@ use super::SqlValue;
 
 // Capability flags (the low 32 bits as MySQL defines them; MariaDB's own in the next 32).
 const CLIENT_MYSQL: u32 = 1;
+const CLIENT_FOUND_ROWS: u32 = 2;
 const CLIENT_LONG_FLAG: u32 = 4;
 const CLIENT_CONNECT_WITH_DB: u32 = 8;
+const CLIENT_IGNORE_SPACE: u32 = 256;
 const CLIENT_PROTOCOL_41: u32 = 512;
 const CLIENT_SSL: u32 = 2048;
 const CLIENT_TRANSACTIONS: u32 = 8192;
@@ -153,6 +155,8 @@ pub(crate) struct LeanConnection {
     statements: HashMap<String, Prepared>,
     connection_id: u32,
     broken: bool,
+    /// A read was started and not finished (its future was dropped): the stream is out of step.
+    in_flight: bool,
 }
 
 impl LeanConnection {
@@ -174,6 +178,7 @@ impl LeanConnection {
             statements: HashMap::new(),
             connection_id: 0,
             broken: false,
+            in_flight: false,
         };
         match connection.handshake(target).await {
             Ok(None) => {}
@@ -197,17 +202,35 @@ impl LeanConnection {
 
     /// Runs `sql` with `args` as a prepared statement and converts the rows.
     pub(crate) async fn fetch(&mut self, sql: &str, args: &[SqlValue]) -> Result<Fetched, ReadError> {
+        if self.in_flight {
+            self.broken = true;
+        }
         if self.broken {
             return Err(ReadError::Io(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the connection to the database was lost",
             )));
         }
+        self.in_flight = true;
         let result = self.fetch_inner(sql, args).await;
-        if matches!(result, Err(ReadError::Io(_))) {
-            self.broken = true;
+        self.in_flight = false;
+        match &result {
+            Err(ReadError::Io(_)) => self.broken = true,
+            // A CALL that returns rows needs multiple results, which only sqlx asks for.
+            Err(ReadError::Server { number: 1312, .. }) => {
+                if let Some(prepared) = self.statements.get_mut(sql) {
+                    prepared.declined = true;
+                }
+                return Ok(Fetched::Declined);
+            }
+            _ => {}
         }
         result
+    }
+
+    /// Whether the connection can serve another session (nothing half read, nothing lost).
+    pub(crate) fn is_reusable(&self) -> bool {
+        !self.broken && !self.in_flight
     }
 
     async fn fetch_inner(&mut self, sql: &str, args: &[SqlValue]) -> Result<Fetched, ReadError> {
@@ -249,7 +272,13 @@ impl LeanConnection {
             _ => {}
         }
         let mut reader = Reader::new(&first);
-        let count = reader.lenenc()? as usize;
+        let count = usize::try_from(reader.lenenc()?).unwrap_or(usize::MAX);
+        // MariaDB and MySQL allow 4,096 columns at most.
+        if count > 4096 {
+            return Err(ReadError::Io(io::Error::other(
+                "a result with more columns than a server sends",
+            )));
+        }
         let metadata_follows = if self.cache_metadata { reader.u8()? == 1 } else { true };
         if metadata_follows {
             let mut columns = Vec::with_capacity(count);
@@ -356,7 +385,17 @@ impl LeanConnection {
         if plugin != NATIVE_PASSWORD {
             return Ok(Some(format!("the server asks for {plugin}")));
         }
-        let client = needed | CLIENT_LONG_FLAG | CLIENT_CONNECT_WITH_DB | CLIENT_TRANSACTIONS;
+        if server & CLIENT_CONNECT_WITH_DB == 0 {
+            return Ok(Some("the server cannot take a database at login".to_string()));
+        }
+        // As sqlx asks (IGNORE_SPACE also puts IGNORE_SPACE into the session's sql_mode),
+        // but no multiple results: a CALL that returns rows is refused (1312) and goes to sqlx.
+        let client = needed
+            | CLIENT_LONG_FLAG
+            | CLIENT_CONNECT_WITH_DB
+            | CLIENT_TRANSACTIONS
+            | CLIENT_IGNORE_SPACE
+            | CLIENT_FOUND_ROWS;
         self.capabilities = client & server;
         self.cache_metadata = mariadb & MARIADB_CLIENT_CACHE_METADATA != 0;
         let extended = if self.cache_metadata {
@@ -735,8 +774,17 @@ fn decodable(column: &Column) -> bool {
     )
 }
 
-/// One binary-protocol row into the values `rows::from_mysql` gives for it.
+/// One binary-protocol row into the values `rows::from_mysql` gives for it. A row
+/// that does not match its columns is a failed read, not a lost connection: the
+/// packet was read whole, so the stream is still in step.
 fn decode_row(packet: &[u8], columns: &[Column]) -> Result<Vec<Value>, ReadError> {
+    decode_row_packet(packet, columns).map_err(|e| match e {
+        ReadError::Io(io) => ReadError::Decode(format!("cannot read a row: {io}")),
+        other => other,
+    })
+}
+
+fn decode_row_packet(packet: &[u8], columns: &[Column]) -> Result<Vec<Value>, ReadError> {
     let nulls_length = (columns.len() + 7 + 2) / 8;
     let nulls = packet
         .get(1..1 + nulls_length)
@@ -777,29 +825,34 @@ fn decode_value(r: &mut Reader<'_>, column: &Column) -> Result<Value, ReadError>
             let value: Decimal = text.parse().map_err(|e| bad(&format!("{e}")))?;
             rows::decimal(value)
         }
-        T_DATE => match binary_datetime(r)? {
-            Some(at) => rows::date(at.date()),
-            None => return Err(bad("a zero or impossible date")),
-        },
-        T_DATETIME => match binary_datetime(r)? {
-            Some(at) => rows::datetime(at),
-            None => return Err(bad("a zero or impossible date")),
-        },
-        // TIMESTAMP comes in the session's time zone, +00:00 (as sqlx sets it).
-        T_TIMESTAMP => match binary_datetime(r)? {
-            Some(at) => rows::timestamp(Utc.from_utc_datetime(&at)),
-            None => return Err(bad("a zero or impossible date")),
+        // A zero date ('0000-00-00') comes as length 0, and sqlx reads it as NULL.
+        T_DATE | T_DATETIME | T_TIMESTAMP => match binary_datetime(r)? {
+            BinaryDate::Zero => Value::Null,
+            BinaryDate::Impossible => return Err(bad("a date that does not exist")),
+            BinaryDate::At(at) if column.kind.0 == T_DATE => rows::date(at.date()),
+            BinaryDate::At(at) if column.kind.0 == T_DATETIME => rows::datetime(at),
+            // TIMESTAMP comes in the session's time zone, +00:00 (as sqlx sets it).
+            BinaryDate::At(at) => rows::timestamp(Utc.from_utc_datetime(&at)),
         },
         // Text and bytes alike: UTF-8 becomes a string, anything else hex (as rows::bytes).
         _ => rows::bytes(r.lenenc_bytes()?.to_vec()),
     })
 }
 
+#[derive(Debug, PartialEq)]
+enum BinaryDate {
+    /// '0000-00-00 00:00:00', sent as no bytes at all.
+    Zero,
+    /// Fields that make no calendar date (a zero month or day, the 30th of February).
+    Impossible,
+    At(NaiveDateTime),
+}
+
 /// A binary DATE/DATETIME/TIMESTAMP: a length, then year..microseconds as far as it goes.
-fn binary_datetime(r: &mut Reader<'_>) -> Result<Option<NaiveDateTime>, ReadError> {
+fn binary_datetime(r: &mut Reader<'_>) -> Result<BinaryDate, ReadError> {
     let length = r.u8()?;
     if length == 0 {
-        return Ok(None);
+        return Ok(BinaryDate::Zero);
     }
     if !matches!(length, 4 | 7 | 11) {
         return Err(ReadError::Io(io::Error::other("a date of an unknown length")));
@@ -815,7 +868,9 @@ fn binary_datetime(r: &mut Reader<'_>) -> Result<Option<NaiveDateTime>, ReadErro
     let micros = if length == 11 { r.u32()? } else { 0 };
     let date = NaiveDate::from_ymd_opt(year, month, day);
     let time = NaiveTime::from_hms_micro_opt(hour, minute, second, micros);
-    Ok(date.zip(time).map(|(d, t)| d.and_time(t)))
+    Ok(date
+        .zip(time)
+        .map_or(BinaryDate::Impossible, |(d, t)| BinaryDate::At(d.and_time(t))))
 }
 
 /// Reads the protocol's little-endian integers and strings from a packet.
@@ -933,7 +988,12 @@ pub(crate) fn lean_target(url: &url::Url) -> Option<LeanTarget> {
     Some(LeanTarget {
         host,
         port: url.port().unwrap_or(3306),
-        user: url.username().to_string(),
+        // sqlx logs in as root when the URL names nobody.
+        user: if url.username().is_empty() {
+            "root".to_string()
+        } else {
+            url.username().to_string()
+        },
         password: url.password().unwrap_or_default().to_string(),
         database,
     })
@@ -982,19 +1042,22 @@ mod tests {
     #[test]
     fn binary_dates_of_every_length() {
         let at = |bytes: &[u8]| binary_datetime(&mut Reader::new(bytes)).unwrap();
-        assert_eq!(at(&[0]), None);
+        assert_eq!(at(&[0]), BinaryDate::Zero);
         let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
-        assert_eq!(at(&[4, 0xe8, 0x07, 2, 29]), Some(day.and_hms_opt(0, 0, 0).unwrap()));
+        assert_eq!(
+            at(&[4, 0xe8, 0x07, 2, 29]),
+            BinaryDate::At(day.and_hms_opt(0, 0, 0).unwrap())
+        );
         assert_eq!(
             at(&[7, 0xe8, 0x07, 2, 29, 7, 30, 1]),
-            Some(day.and_hms_opt(7, 30, 1).unwrap())
+            BinaryDate::At(day.and_hms_opt(7, 30, 1).unwrap())
         );
         assert_eq!(
             at(&[11, 0xe8, 0x07, 2, 29, 7, 30, 1, 0x7b, 0, 0, 0]),
-            Some(day.and_hms_micro_opt(7, 30, 1, 123).unwrap())
+            BinaryDate::At(day.and_hms_micro_opt(7, 30, 1, 123).unwrap())
         );
         assert!(binary_datetime(&mut Reader::new(&[5, 0, 0, 0, 0, 0])).is_err());
-        assert_eq!(at(&[4, 0xe8, 0x07, 2, 30]), None, "no such day");
+        assert_eq!(at(&[4, 0xe8, 0x07, 2, 30]), BinaryDate::Impossible, "no such day");
     }
 
     #[test]
@@ -1021,7 +1084,10 @@ mod tests {
             row,
             vec![Value::from(-5), Value::Null, Value::Bool(true), Value::from(u64::MAX)]
         );
-        assert!(decode_row(&packet[..6], &columns).is_err(), "a cut row");
+        assert!(
+            matches!(decode_row(&packet[..6], &columns), Err(ReadError::Decode(_))),
+            "a cut row is a failed read, not a lost connection"
+        );
     }
 
     #[test]

@@ -148,6 +148,32 @@ struct LeanSetup {
     connect_timeout: Duration,
     /// Why the server or the login needs sqlx, once that turned out: no session tries again.
     declined: std::sync::OnceLock<String>,
+    /// Connections of sessions that ended (or opened by `warm_up`), for the next sessions:
+    /// a login is not part of a session, and a connection keeps its prepared statements.
+    idle: std::sync::Mutex<Vec<lean_mysql::LeanConnection>>,
+    /// At most this many are kept idle (the pool's size).
+    keep: usize,
+}
+
+impl LeanSetup {
+    fn take_idle(&self) -> Option<Box<lean_mysql::LeanConnection>> {
+        self.idle.lock().ok()?.pop().map(Box::new)
+    }
+
+    fn give_back(&self, connection: lean_mysql::LeanConnection) {
+        if !connection.is_reusable() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.keep {
+                idle.push(connection);
+            }
+        }
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
 }
 
 /// `WORKSHOP_MYSQL_CLIENT=sqlx` keeps every MariaDB/MySQL read on sqlx (for comparing the two).
@@ -212,6 +238,8 @@ impl Database {
                                 set_timeout: set_timeout.clone(),
                                 connect_timeout: settings.connect_timeout,
                                 declined: std::sync::OnceLock::new(),
+                                idle: std::sync::Mutex::new(Vec::new()),
+                                keep: settings.max_connections as usize,
                             })
                         });
                     let pool = MySqlPoolOptions::new()
@@ -324,8 +352,17 @@ impl Database {
     /// Opens `connections` connections at once and runs a trivial query on
     /// each, so the timed runs start with a warm pool.
     pub async fn warm_up(&self, connections: u32) -> Result<(), DbError> {
+        let mut pooled = connections.max(1);
+        if let Some(lean) = &self.lean {
+            // Sessions read through lean connections: open them now, and keep one
+            // pooled connection warm for what they hand to sqlx.
+            self.warm_up_lean(lean, connections.max(1) as usize).await;
+            if lean.declined.get().is_none() && lean.idle_count() > 0 {
+                pooled = 1;
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..connections.max(1) {
+        for _ in 0..pooled {
             let db = self.clone();
             tasks.spawn(async move {
                 // Holding the connection for a moment makes the pool open a new one.
@@ -338,6 +375,22 @@ impl Database {
             joined.map_err(|e| DbError::Query(e.to_string()))??;
         }
         Ok(())
+    }
+
+    /// Opens lean connections until `wanted` are idle (fewer if the server declines or fails).
+    async fn warm_up_lean(&self, lean: &Arc<LeanSetup>, wanted: usize) {
+        let missing = wanted.saturating_sub(lean.idle_count()).min(lean.keep);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..missing {
+            let db = self.clone();
+            let lean = Arc::clone(lean);
+            tasks.spawn(async move { db.open_lean(&lean).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Some(connection)) = joined {
+                lean.give_back(*connection);
+            }
+        }
     }
 
     /// One `SELECT 1`, timed.
@@ -387,10 +440,15 @@ impl Database {
     /// [`lean_mysql`]); otherwise, and on PostgreSQL, one out of the pool.
     pub async fn session(&self) -> Result<DbSession, DbError> {
         if let (Pool::MySql(pool), Some(lean)) = (&self.pool, &self.lean) {
-            if let Some(connection) = self.open_lean(lean).await {
+            let connection = match lean.take_idle() {
+                Some(idle) => Some(idle),
+                None => self.open_lean(lean).await,
+            };
+            if let Some(connection) = connection {
                 return Ok(DbSession {
                     connection: SessionConnection::MySqlLean {
-                        lean: connection,
+                        lean: Some(connection),
+                        setup: Arc::clone(lean),
                         pool: pool.clone(),
                         fallback: None,
                     },
@@ -458,6 +516,12 @@ impl Database {
             Pool::MySql(pool) => pool.close().await,
             Pool::Postgres(pool) => pool.close().await,
         }
+        if let Some(lean) = &self.lean {
+            // Dropped, each says goodbye to the server.
+            if let Ok(mut idle) = lean.idle.lock() {
+                idle.clear();
+            }
+        }
         self.sessions.clear();
     }
 }
@@ -468,7 +532,9 @@ enum SessionConnection {
     /// Reads on a lean connection; a pooled sqlx connection, taken when first
     /// needed, for the statements it declines and read-only ones.
     MySqlLean {
-        lean: Box<lean_mysql::LeanConnection>,
+        /// Always there while the session lives; taken when it ends, to be kept idle.
+        lean: Option<Box<lean_mysql::LeanConnection>>,
+        setup: Arc<LeanSetup>,
         pool: MySqlPool,
         fallback: Option<PoolConnection<MySql>>,
     },
@@ -484,6 +550,17 @@ impl DbSession {
     /// Whether reads go through a lean MariaDB/MySQL connection rather than sqlx.
     pub fn reads_lean(&self) -> bool {
         matches!(self.connection, SessionConnection::MySqlLean { .. })
+    }
+}
+
+impl Drop for DbSession {
+    /// A lean connection in step goes back for the next session.
+    fn drop(&mut self) {
+        if let SessionConnection::MySqlLean { lean, setup, .. } = &mut self.connection {
+            if let Some(connection) = lean.take() {
+                setup.give_back(*connection);
+            }
+        }
     }
 }
 
@@ -517,8 +594,10 @@ impl DbSession {
                 };
                 Ok((rows.map_err(error)??, took))
             }
-            SessionConnection::MySqlLean { lean, pool, fallback } => {
-                if !statement.read_only {
+            SessionConnection::MySqlLean {
+                lean, pool, fallback, ..
+            } => {
+                if let (false, Some(lean)) = (statement.read_only, lean.as_mut()) {
                     let (fetched, took) = timed(lean.fetch(&statement.sql, &statement.args)).await;
                     match fetched {
                         Ok(lean_mysql::Fetched::Rows(rows)) => return Ok((rows, took)),
