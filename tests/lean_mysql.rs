@@ -318,9 +318,10 @@ async fn sessions_reuse_the_warmed_lean_connections_and_a_lost_one_is_not_kept()
     .await
     .unwrap();
     database.warm_up(3).await.unwrap();
+    assert_eq!(connections_to(&db).await.len(), 3, "the pool's");
+    database.warm_up_sessions(3).await;
     let warmed = connections_to(&db).await;
-    // Three lean connections and one pooled for what sqlx reads.
-    assert_eq!(warmed.len(), 4, "{warmed:?}");
+    assert_eq!(warmed.len(), 6, "three pooled and three lean connections: {warmed:?}");
     let one = statement("SELECT 1 AS one", vec![]);
     for _ in 0..3 {
         let mut sessions = Vec::new();

@@ -352,17 +352,8 @@ impl Database {
     /// Opens `connections` connections at once and runs a trivial query on
     /// each, so the timed runs start with a warm pool.
     pub async fn warm_up(&self, connections: u32) -> Result<(), DbError> {
-        let mut pooled = connections.max(1);
-        if let Some(lean) = &self.lean {
-            // Sessions read through lean connections: open them now, and keep one
-            // pooled connection warm for what they hand to sqlx.
-            self.warm_up_lean(lean, connections.max(1) as usize).await;
-            if lean.declined.get().is_none() && lean.idle_count() > 0 {
-                pooled = 1;
-            }
-        }
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..pooled {
+        for _ in 0..connections.max(1) {
             let db = self.clone();
             tasks.spawn(async move {
                 // Holding the connection for a moment makes the pool open a new one.
@@ -375,6 +366,15 @@ impl Database {
             joined.map_err(|e| DbError::Query(e.to_string()))??;
         }
         Ok(())
+    }
+
+    /// Opens the connections of `sessions` tasks' [`Database::session`]s before
+    /// they start (on MariaDB/MySQL where sessions read lean; elsewhere nothing),
+    /// so no task's login falls inside a run. [`Database::warm_up`] warms the pool.
+    pub async fn warm_up_sessions(&self, sessions: u32) {
+        if let Some(lean) = &self.lean {
+            self.warm_up_lean(lean, sessions.max(1) as usize).await;
+        }
     }
 
     /// Opens lean connections until `wanted` are idle (fewer if the server declines or fails).
@@ -439,7 +439,17 @@ impl Database {
     /// a lean connection of its own where the server allows one (see
     /// [`lean_mysql`]); otherwise, and on PostgreSQL, one out of the pool.
     pub async fn session(&self) -> Result<DbSession, DbError> {
-        if let (Pool::MySql(pool), Some(lean)) = (&self.pool, &self.lean) {
+        self.session_reading(true).await
+    }
+
+    /// A session for reading `statement`: a read-only one (`--sql`) reads through
+    /// sqlx anyway, so it takes a pooled connection and no lean one.
+    pub async fn session_for(&self, statement: &Statement) -> Result<DbSession, DbError> {
+        self.session_reading(!statement.read_only).await
+    }
+
+    async fn session_reading(&self, lean_reads: bool) -> Result<DbSession, DbError> {
+        if let (Pool::MySql(pool), Some(lean), true) = (&self.pool, &self.lean, lean_reads) {
             let connection = match lean.take_idle() {
                 Some(idle) => Some(idle),
                 None => self.open_lean(lean).await,

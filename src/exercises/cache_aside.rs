@@ -253,11 +253,14 @@ async fn measure_run(
 
     // Pools warm before the first timed read; connection set-up is reported apart.
     services.warm_up(tasks).await?;
+    if !statement.read_only {
+        db.warm_up_sessions(u32::try_from(tasks).unwrap_or(u32::MAX)).await;
+    }
     // The extra connections of --connections answer once before the timed reads too.
     for valkey in valkeys.iter().skip(1) {
         let _ = valkey.round_trip().await;
     }
-    let mut session = db.session().await?;
+    let mut session = db.session_for(&statement).await?;
     for _ in 0..options.warmup {
         pattern.read(&mut session, &key, &statement).await?;
     }
@@ -271,7 +274,7 @@ async fn measure_run(
 
     drop(session);
     let mut timed = timed_reads(&db, &patterns, &key, &statement, options, tasks, progress).await?;
-    let mut session = db.session().await?;
+    let mut session = db.session_for(&statement).await?;
     let timeline = (tasks == 1).then(|| std::mem::take(&mut timed.timeline));
 
     let planned = options.baseline.unwrap_or(if tasks == 1 && !options.no_cache {
@@ -517,7 +520,7 @@ async fn timed_reads(
         let db = db.clone();
         workers.spawn(async move {
             // Each task keeps one connection for the whole run.
-            let mut session = db.session().await?;
+            let mut session = db.session_for(&statement).await?;
             loop {
                 let run = next_run.fetch_add(1, Ordering::Relaxed);
                 if run >= runs {

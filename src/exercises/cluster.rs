@@ -229,6 +229,8 @@ pub async fn measure(config: &Config, options: ClusterOptions, progress: &dyn Ru
     } else {
         db.warm_up(u32::try_from(options.concurrency).unwrap_or(u32::MAX))
             .await?;
+        db.warm_up_sessions(u32::try_from(options.concurrency).unwrap_or(u32::MAX))
+            .await;
         Some(failover(config, &valkey, &db, &pattern, &reads, &nodes, &options, progress).await?)
     };
     Ok(ClusterOutcome {
