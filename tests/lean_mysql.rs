@@ -25,9 +25,13 @@ async fn execute(db: &TestDatabase, statements: &[&str]) {
     }
 }
 
-async fn connect(target: &workshop_cli::config::DatabaseTarget) -> Database {
+async fn connect(target: &DatabaseTarget) -> Database {
+    connect_with(target, 2).await
+}
+
+async fn connect_with(target: &DatabaseTarget, max_connections: u32) -> Database {
     let settings = PoolSettings {
-        max_connections: 2,
+        max_connections,
         connect_timeout: Duration::from_secs(5),
     };
     Database::connect(target, settings)
@@ -308,15 +312,7 @@ async fn a_url_with_options_reads_through_sqlx() {
 async fn sessions_reuse_the_warmed_lean_connections_and_a_lost_one_is_not_kept() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = TestDatabase::create(DatabaseKind::MySql, "lean_reuse").await;
-    let database = Database::connect(
-        &db.target,
-        PoolSettings {
-            max_connections: 4,
-            connect_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap();
+    let database = connect_with(&db.target, 4).await;
     database.warm_up(3).await.unwrap();
     assert_eq!(connections_to(&db).await.len(), 3, "the pool's");
     database.warm_up_sessions(3).await;

@@ -451,10 +451,7 @@ impl LeanConnection {
 
     /// A statement in the text protocol whose answer is OK (a `SET`).
     async fn simple_query(&mut self, sql: &str) -> Result<(), ReadError> {
-        let mut packet = Vec::with_capacity(sql.len() + 1);
-        packet.push(COM_QUERY);
-        packet.extend_from_slice(sql.as_bytes());
-        self.write_command(&packet).await?;
+        self.write_command(&text_command(COM_QUERY, sql)).await?;
         let answer = self.read_packet().await?;
         match answer.first() {
             Some(0x00) => Ok(()),
@@ -464,10 +461,7 @@ impl LeanConnection {
     }
 
     async fn prepare(&mut self, sql: &str) -> Result<Prepared, ReadError> {
-        let mut packet = Vec::with_capacity(sql.len() + 1);
-        packet.push(COM_STMT_PREPARE);
-        packet.extend_from_slice(sql.as_bytes());
-        self.write_command(&packet).await?;
+        self.write_command(&text_command(COM_STMT_PREPARE, sql)).await?;
         let ok = self.read_packet().await?;
         match ok.first() {
             Some(0x00) => {}
@@ -644,6 +638,14 @@ fn server_error_text(packet: &[u8]) -> String {
         ReadError::Server { number, message, .. } => format!("error {number}: {message}"),
         other => format!("{other:?}"),
     }
+}
+
+/// A command whose argument is SQL text (COM_QUERY, COM_STMT_PREPARE).
+fn text_command(command: u8, sql: &str) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(sql.len() + 1);
+    packet.push(command);
+    packet.extend_from_slice(sql.as_bytes());
+    packet
 }
 
 /// COM_STMT_EXECUTE: no cursor, one iteration, the values' types sent along.
