@@ -148,7 +148,7 @@ struct LeanSetup {
     connect_timeout: Duration,
     /// Why the server or the login needs sqlx, once that turned out: no session tries again.
     declined: std::sync::OnceLock<String>,
-    /// Connections of sessions that ended (or opened by `warm_up`), for the next sessions:
+    /// Connections of sessions that ended (or opened by `warm_up_sessions`), for the next sessions:
     /// a login is not part of a session, and a connection keeps its prepared statements.
     idle: std::sync::Mutex<Vec<lean_mysql::LeanConnection>>,
     /// At most this many are kept idle (the pool's size).
